@@ -1,0 +1,166 @@
+"""The shared base config and its validation.
+
+Every file in configs/ starts from `base_config()` and changes what its
+experiment changes. `validate()` runs before anything is built, so a wrong value
+fails at once with the field, the allowed values and an example fix, not hours
+into a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from mnv2_jax import layers
+from mnv2_jax import model as model_lib
+
+DATASETS = {'digits': 10, 'imagenet2012': 1000}  # name -> number of classes
+OPTIMIZERS = ('rmsprop', 'sgd')
+LR_SCHEDULES = ('exponential', 'cosine')
+MODES = ('train', 'eval')
+MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The paper's ImageNet recipe (§6.1); experiments override from here."""
+  config = ml_collections.ConfigDict()
+  config.mode = 'train'  # 'train' or 'eval' (evaluates the latest checkpoint)
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'imagenet2012'
+  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  config.dataset.shuffle_buffer_size = 16_384
+  config.num_classes = 1000
+  config.image_size = 224
+  config.eval_crop_fraction = 0.875  # released recipe: central crop 87.5%
+
+  config.model = ml_collections.ConfigDict()
+  config.model.width_multiplier = 1.0
+  # t of every block but the first (paper §4); a non-empty per-block tuple of
+  # 17 values replaces it.
+  config.model.expansion_ratio = 6.0
+  config.model.expansion_ratio_per_block = ()
+  config.model.bottleneck_activation = 'linear'
+  config.model.residual = 'bottleneck'
+  config.model.output_stride = 32
+  config.model.dropout_rate = 0.2  # TF-slim release: keep probability 0.8
+  config.model.batch_norm_momentum = 0.997  # TF-slim decay
+  config.model.batch_norm_epsilon = 1e-3
+  config.model.padding = 'same'
+  config.model.dtype = 'float32'
+  config.model.depthwise_implementation = 'auto'
+
+  # Durations: epochs, converted to steps once in train.py. A positive
+  # num_train_steps overrides num_epochs (tests, smoke runs).
+  config.num_epochs = 300.0
+  config.num_train_steps = -1
+  config.batch_size = 96  # global batch, split over all devices and hosts
+  config.eval_batch_size = 200
+
+  # Paper §6.1: RMSProp decay 0.9, momentum 0.9; lr 0.045 decayed x0.98 per
+  # epoch; weight decay 4e-5. The learning rate scales linearly with the batch.
+  config.optimizer = 'rmsprop'
+  config.rmsprop_decay = 0.9
+  config.momentum = 0.9
+  # TF1's RMSPropOptimizer adds epsilon inside the square root and starts the
+  # mean square at 1; TF-slim's train_image_classifier uses epsilon 1.0.
+  config.rmsprop_epsilon = 1.0
+  config.rmsprop_initial_scale = 1.0
+  config.base_learning_rate = 0.045
+  config.base_batch_size = 96
+  config.lr_schedule = 'exponential'
+  config.lr_decay_rate = 0.98
+  config.lr_decay_epochs = 1.0
+  config.warmup_epochs = 0.0
+  config.weight_decay = 4e-5  # L2 on conv/dense kernels, not depthwise (slim)
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0  # 0 disables the weight moving average
+
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 3
+  return config
+
+
+def _fail(field: str, value: Any, allowed: str, example: str) -> None:
+  raise ValueError(f'config.{field}={value!r} is invalid: {allowed}. '
+                   f'Fix it in the config file or with --config.{field}={example}.')
+
+
+def _check_choice(config, field: str, choices) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value not in choices:
+    _fail(field, value, f'allowed values are {list(choices)}', choices[0])
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field, the allowed values and a fix.
+
+  Data availability is checked by `input_pipeline.check_available`.
+  """
+  _check_choice(config, 'mode', MODES)
+  _check_choice(config, 'dataset.name', tuple(DATASETS))
+  _check_choice(config, 'model.bottleneck_activation',
+                model_lib.BOTTLENECK_ACTIVATIONS)
+  _check_choice(config, 'model.residual', model_lib.RESIDUAL_PLACEMENTS)
+  _check_choice(config, 'model.output_stride', model_lib.OUTPUT_STRIDES)
+  _check_choice(config, 'model.padding', layers.PADDING_MODES)
+  _check_choice(config, 'model.dtype', tuple(model_lib.DTYPES))
+  _check_choice(config, 'model.depthwise_implementation',
+                layers.DEPTHWISE_IMPLEMENTATIONS)
+  _check_choice(config, 'optimizer', OPTIMIZERS)
+  _check_choice(config, 'lr_schedule', LR_SCHEDULES)
+
+  model = config.model
+  if not isinstance(model.width_multiplier, (int, float)) or (
+      model.width_multiplier <= 0):
+    _fail('model.width_multiplier', model.width_multiplier,
+          'it must be a number > 0 (the release grid: 0.35, 0.5, 0.75, 1.0, '
+          '1.3, 1.4)', '1.0')
+  if not isinstance(model.expansion_ratio, (int, float)) or (
+      model.expansion_ratio < 1):
+    _fail('model.expansion_ratio', model.expansion_ratio,
+          'it must be a number >= 1 (the paper uses 6)', '6')
+  per_block = tuple(model.expansion_ratio_per_block)
+  if per_block and (len(per_block) != model_lib.NUM_BLOCKS or not all(
+      isinstance(t, (int, float)) and t >= 1 for t in per_block)):
+    _fail('model.expansion_ratio_per_block', per_block,
+          f'it must be empty or {model_lib.NUM_BLOCKS} numbers >= 1',
+          '"(1,' + ','.join(['6'] * (model_lib.NUM_BLOCKS - 1)) + ')"')
+  if not 0.0 <= model.dropout_rate < 1.0:
+    _fail('model.dropout_rate', model.dropout_rate, 'it must be in [0, 1)',
+          '0.2')
+  if not 0.0 < model.batch_norm_momentum < 1.0:
+    _fail('model.batch_norm_momentum', model.batch_norm_momentum,
+          'it must be in (0, 1)', '0.997')
+
+  if config.image_size < MIN_IMAGE_SIZE:
+    _fail('image_size', config.image_size,
+          f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
+          'paper uses 96-224)', '224')
+  expected_classes = DATASETS[config.dataset.name]
+  if config.num_classes != expected_classes:
+    _fail('num_classes', config.num_classes,
+          f'dataset {config.dataset.name!r} has {expected_classes} classes',
+          str(expected_classes))
+  for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
+                'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    if not isinstance(config[field], int) or config[field] <= 0:
+      _fail(field, config[field], 'it must be a positive integer', '64')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    _fail('num_epochs', config.num_epochs,
+          'it must be > 0 unless num_train_steps is set', '10')
+  for field in ('weight_decay', 'label_smoothing', 'warmup_epochs'):
+    if config[field] < 0:
+      _fail(field, config[field], 'it must be >= 0', '0')
+  if not 0.0 <= config.ema_decay < 1.0:
+    _fail('ema_decay', config.ema_decay, 'it must be in [0, 1); 0 disables it',
+          '0.9999')

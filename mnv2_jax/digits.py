@@ -1,0 +1,111 @@
+"""The built-in dataset: scikit-learn's handwritten digits.
+
+1,797 real scanned 8x8 digits (10 classes) that ship with scikit-learn, so the
+quickstart trains on real pixels with no download. A fixed stratified split
+keeps 20% (360 images) for test. Images are resized once to the config's
+resolution (bilinear), replicated to 3 channels and scaled to [-1, 1] like the
+ImageNet inputs.
+
+Batches are a pure function of (seed, step): epoch e visits a permutation drawn
+from (seed, e), and the augmentation of step s draws from (seed, s). A run
+resumed at step s therefore sees exactly the batches of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterator
+
+import jax
+import numpy as np
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0  # the split is part of the benchmark, not of the run's seed
+NUM_CLASSES = 10
+
+
+@functools.lru_cache(maxsize=4)
+def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Returns (images float32 [N, S, S, 3] in [-1, 1], labels int32 [N])."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
+  if split not in ('train', 'test'):
+    raise ValueError(f"digits has splits 'train' and 'test', got {split!r}.")
+  digits = datasets.load_digits()
+  train_idx, test_idx = model_selection.train_test_split(
+      np.arange(len(digits.target)), test_size=TEST_FRACTION,
+      stratify=digits.target, random_state=SPLIT_SEED)
+  index = train_idx if split == 'train' else test_idx
+  images = digits.images[index].astype(np.float32) / 16.0  # raw range 0..16
+  resized = transform.resize(images, (len(index), image_size, image_size),
+                             order=1, mode='edge', anti_aliasing=False)
+  resized = resized.astype(np.float32) * 2.0 - 1.0
+  return (np.repeat(resized[..., None], 3, axis=-1),
+          digits.target[index].astype(np.int32))
+
+
+def num_examples(split: str) -> int:
+  total = 1797
+  num_test = int(np.ceil(total * TEST_FRACTION))
+  return num_test if split == 'test' else total - num_test
+
+
+def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Light augmentation: a random shift of up to one source pixel (1/8 side)."""
+  size = images.shape[1]
+  shift = max(1, size // 8)
+  padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)),
+                  constant_values=-1.0)  # the digits' background
+  offsets = rng.integers(0, 2 * shift + 1, size=(len(images), 2))
+  return np.stack([padded[i, dy:dy + size, dx:dx + size]
+                   for i, (dy, dx) in enumerate(offsets)])
+
+
+def train_batches(config, *, start_step: int,
+                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Yields this host's part of each global training batch, forever."""
+  images, labels = load_split('train', config.image_size)
+  global_batch = per_host_batch_size * jax.process_count()
+  steps_per_epoch = len(labels) // global_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={global_batch} is larger than the '
+                     f'{len(labels)} digits training images.')
+  host_slice = slice(jax.process_index() * per_host_batch_size,
+                     (jax.process_index() + 1) * per_host_batch_size)
+  step = start_step
+  while True:
+    epoch, position = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(labels))
+    batch_index = order[position * global_batch:(position + 1) * global_batch]
+    batch_index = batch_index[host_slice]
+    batch_images = images[batch_index]
+    if config.dataset.get('augment', True):
+      batch_images = _augment(batch_images,
+                              np.random.default_rng([config.seed, step, 1]))
+    yield {'image': batch_images, 'label': labels[batch_index]}
+    step += 1
+
+
+def eval_batches(config, *, per_host_batch_size: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's share of the test split; the last batch padded.
+
+  `mask` marks real examples so that every test image counts exactly once.
+  """
+  images, labels = load_split('test', config.image_size)
+  host_images = np.array_split(images, jax.process_count())[jax.process_index()]
+  host_labels = np.array_split(labels, jax.process_count())[jax.process_index()]
+  # Every host yields the same number of batches (collectives must line up).
+  num_batches = -(-int(np.ceil(len(labels) / jax.process_count()))
+                  // per_host_batch_size)
+  for b in range(num_batches):
+    chunk = slice(b * per_host_batch_size, (b + 1) * per_host_batch_size)
+    batch_images, batch_labels = host_images[chunk], host_labels[chunk]
+    real = len(batch_labels)
+    pad = per_host_batch_size - real
+    yield {
+        'image': np.concatenate(
+            [batch_images, np.zeros((pad,) + images.shape[1:], np.float32)]),
+        'label': np.concatenate([batch_labels, np.zeros((pad,), np.int32)]),
+        'mask': np.arange(per_host_batch_size) < real,
+    }

@@ -1,0 +1,479 @@
+"""ImageNet (TFDS ``imagenet2012``) input pipeline for MobileNetV2.
+
+Preprocessing follows the released MobileNetV2 recipe: Inception preprocessing
+(TF-slim ``inception_preprocessing``), central crop 87.5% for evaluation and
+inputs in [-1, 1].
+
+* Train: Inception-style random-area crop (area in [0.08, 1], aspect ratio in
+  [3/4, 4/3]), bilinear resize to ``image_size``, random left-right flip.
+* Eval: central crop of 87.5% of the image, bilinear resize to ``image_size``.
+
+The training stream is deterministic and exactly resumable. It is organised by
+epoch: epoch ``e`` reads the files and fills the shuffle buffer with seeds
+derived from ``(config.seed, e)``, and example ``i`` of that epoch's stream on
+this host is augmented with a stateless seed derived from
+``(config.seed, e, host, i)``. Resuming at ``start_step`` therefore rebuilds
+epoch ``start_step // steps_per_epoch`` and skips the already-consumed records
+*before* the expensive decode/augment map.
+
+TensorFlow is used only on the CPU; accelerators are hidden from it so that it
+never grabs GPU/TPU memory JAX needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+Batch = dict[str, np.ndarray]
+
+# Tags that keep the seeds derived for different purposes independent.
+_FILE_SHUFFLE_TAG = 0
+_BUFFER_SHUFFLE_TAG = 1
+_AUGMENT_TAG = 2
+
+# Random-area crop of the released recipe (Inception preprocessing).
+_CROP_AREA_RANGE = (0.08, 1.0)
+_CROP_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+_CROP_MIN_OBJECT_COVERED = 0.1
+_CROP_MAX_ATTEMPTS = 10
+
+# Fixed so that the file interleave order does not depend on the machine.
+_INTERLEAVE_CYCLE_LENGTH = 16
+_INTERLEAVE_BLOCK_LENGTH = 16
+
+# Stateless RNG algorithm pinned so seeds mean the same thing on every device.
+_RNG_ALG = 'philox'
+
+# Images are kept as encoded bytes so that we can decode only the crop window.
+_SKIP_IMAGE_DECODING = {'image': tfds.decode.SkipDecoding()}
+
+_accelerators_hidden = False
+
+
+def _hide_accelerators_from_tf() -> None:
+  """Makes TensorFlow CPU-only so that it never allocates accelerator memory.
+
+  Safe to call any number of times. If the TF runtime was already initialised
+  with accelerators visible, TF refuses the change; we log a warning rather than
+  fail, since the pipeline itself only places ops on the CPU.
+  """
+  global _accelerators_hidden
+  if _accelerators_hidden:
+    return
+  for device_type in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], device_type)
+    except (RuntimeError, ValueError) as e:
+      logging.warning(
+          'Could not hide %s devices from TensorFlow: %s', device_type, e
+      )
+  _accelerators_hidden = True
+
+
+_hide_accelerators_from_tf()
+
+
+# ----------------------------------------------------------------------------
+# Preprocessing.
+# ----------------------------------------------------------------------------
+
+CropWindowFn = Callable[[tf.Tensor], tf.Tensor]
+
+
+def _decode_and_crop(image_bytes: tf.Tensor,
+                     crop_window_fn: CropWindowFn) -> tf.Tensor:
+  """Decodes the window ``crop_window_fn(image_shape)`` of an encoded image.
+
+  For JPEG input (all of TFDS ``imagenet2012``) only the header is parsed to get
+  the shape and only the crop window is decoded, which is much cheaper than
+  decoding the full image. Other formats fall back to a full decode + slice.
+
+  Args:
+    image_bytes: Scalar string tensor with the encoded image.
+    crop_window_fn: Maps the int32 ``[height, width, channels]`` shape to an
+      int32 ``[offset_y, offset_x, crop_height, crop_width]`` window.
+
+  Returns:
+    uint8 tensor ``[crop_height, crop_width, 3]``.
+  """
+
+  def decode_jpeg_window() -> tf.Tensor:
+    shape = tf.io.extract_jpeg_shape(image_bytes)
+    return tf.image.decode_and_crop_jpeg(
+        image_bytes, crop_window_fn(shape), channels=3
+    )
+
+  def decode_other_window() -> tf.Tensor:
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    offset_y, offset_x, height, width = tf.unstack(
+        crop_window_fn(tf.shape(image))
+    )
+    return image[offset_y:offset_y + height, offset_x:offset_x + width, :]
+
+  return tf.cond(
+      tf.io.is_jpeg(image_bytes), decode_jpeg_window, decode_other_window
+  )
+
+
+def _resize_and_scale(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Bilinearly resizes to ``image_size`` and maps [0, 255] to [-1, 1]."""
+  image = tf.image.resize(
+      image, [image_size, image_size], method='bilinear', antialias=False
+  )
+  # Released MobileNetV2 recipe: inputs in [-1, 1].
+  image = image / 127.5 - 1.0
+  image.set_shape([image_size, image_size, 3])
+  return image
+
+
+def preprocess_for_train(
+    image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int
+) -> tf.Tensor:
+  """Inception-style training preprocessing of one encoded image.
+
+  Random-area crop (area in [0.08, 1] of the image, aspect ratio in [3/4, 4/3],
+  up to 10 attempts, falling back to the whole image), bilinear resize to
+  ``image_size`` and random left-right flip. All randomness is stateless, so the
+  output is a pure function of ``(image_bytes, seed)``.
+
+  Args:
+    image_bytes: Scalar string tensor with the encoded (JPEG) image.
+    seed: int32/int64 tensor of shape ``[2]``; the stateless RNG seed.
+    image_size: Output height and width.
+
+  Returns:
+    float32 tensor ``[image_size, image_size, 3]`` with values in [-1, 1].
+  """
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2, alg=_RNG_ALG)
+  )
+
+  def random_crop_window(shape: tf.Tensor) -> tf.Tensor:
+    # The whole image is the only "object", so the crop is sampled over it.
+    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=whole_image,
+        seed=crop_seed,
+        min_object_covered=_CROP_MIN_OBJECT_COVERED,
+        aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
+        area_range=_CROP_AREA_RANGE,
+        max_attempts=_CROP_MAX_ATTEMPTS,
+        use_image_if_no_bounding_boxes=True,
+    )
+    # If no window satisfies the constraints the op returns the whole image.
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+  image = _decode_and_crop(image_bytes, random_crop_window)
+  image = _resize_and_scale(image, image_size)
+  return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def preprocess_for_eval(
+    image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 0.875
+) -> tf.Tensor:
+  """Evaluation preprocessing: central crop, bilinear resize, scale to [-1, 1].
+
+  The crop window follows the slim ``central_crop(image, 0.875)`` convention
+  (as ``tf.image.central_crop``): offset ``floor((size - size * fraction) / 2)``
+  on each side, so the crop is ``size - 2 * offset`` pixels.
+
+  Args:
+    image_bytes: Scalar string tensor with the encoded (JPEG) image.
+    image_size: Output height and width.
+    crop_fraction: Fraction of each side kept by the central crop, in (0, 1].
+
+  Returns:
+    float32 tensor ``[image_size, image_size, 3]`` with values in [-1, 1].
+  """
+  if not 0.0 < crop_fraction <= 1.0:
+    raise ValueError(f'crop_fraction must be in (0, 1], got {crop_fraction}.')
+
+  def central_crop_window(shape: tf.Tensor) -> tf.Tensor:
+    size = tf.cast(shape[:2], tf.float64)
+    offset = tf.cast((size - size * crop_fraction) / 2.0, tf.int32)
+    crop_size = shape[:2] - 2 * offset
+    return tf.concat([offset, crop_size], axis=0)
+
+  image = _decode_and_crop(image_bytes, central_crop_window)
+  return _resize_and_scale(image, image_size)
+
+
+# ----------------------------------------------------------------------------
+# Dataset access.
+# ----------------------------------------------------------------------------
+
+
+def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Returns the TFDS builder; never downloads or prepares anything."""
+  return tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
+
+
+def _cardinality(ds: tf.data.Dataset) -> int:
+  """Returns the (known, finite) number of elements of ``ds``."""
+  n = int(ds.cardinality())
+  if n < 0:
+    raise ValueError(f'Dataset cardinality is unknown ({n}).')
+  return n
+
+
+def _read(
+    builder: tfds.core.DatasetBuilder,
+    split: tfds.typing.SplitArg,
+    *,
+    shuffle_files: bool = False,
+    file_shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+  """Reads ``split`` with undecoded (encoded JPEG) images."""
+  read_config = tfds.ReadConfig(
+      shuffle_seed=file_shuffle_seed,
+      interleave_cycle_length=_INTERLEAVE_CYCLE_LENGTH,
+      interleave_block_length=_INTERLEAVE_BLOCK_LENGTH,
+      # Caching would defeat the point of skipping records on resume and could
+      # hold the whole split in memory.
+      try_autocache=False,
+  )
+  return builder.as_dataset(
+      split=split,
+      shuffle_files=shuffle_files,
+      decoders=_SKIP_IMAGE_DECODING,
+      read_config=read_config,
+  )
+
+
+def _host_split(split: str, *, drop_remainder: bool) -> tfds.typing.SplitArg:
+  """Returns this host's (JAX process's) shard of ``split``."""
+  return tfds.even_splits(
+      split, n=jax.process_count(), drop_remainder=drop_remainder
+  )[jax.process_index()]
+
+
+def _deterministic_options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
+
+
+def _derive_seed(*parts: int) -> int:
+  """Hashes non-negative integers into a 32-bit seed (stable across runs)."""
+  entropy = [int(p) % 2**64 for p in parts]
+  return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
+  """Number of examples in ``split`` of the whole dataset (all hosts).
+
+  Read from the prepared dataset's metadata. When the builder has no split
+  metadata (e.g. under ``tfds.testing.mock_data``), it is counted from the
+  dataset cardinality instead.
+
+  Args:
+    config: Experiment config (``config.dataset.name``/``data_dir`` are used).
+    split: TFDS split name, e.g. ``'train'`` or ``'validation'``.
+
+  Returns:
+    The number of examples.
+  """
+  builder = _builder(config)
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  return _cardinality(_read(builder, split))
+
+
+def check_data_available(config: ml_collections.ConfigDict) -> None:
+  """Checks that the prepared ImageNet dataset can be read. Never downloads.
+
+  Args:
+    config: Experiment config (``config.dataset`` is used).
+
+  Raises:
+    ValueError: If the train or eval split cannot be read from
+      ``config.dataset.data_dir``, with instructions to prepare it.
+  """
+  builder = _builder(config)
+  splits = (config.dataset.train_split, config.dataset.eval_split)
+  try:
+    for split in splits:
+      _read(builder, split)
+  except (AssertionError, KeyError, ValueError, tf.errors.OpError) as e:
+    data_dir = config.dataset.data_dir
+    manual_dir = config.dataset.get('manual_dir') or '<manual_dir>'
+    raise ValueError(
+        f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) was '
+        f'not found: config.dataset.data_dir={data_dir!r} (looked in '
+        f'{builder.data_dir}). ImageNet cannot be downloaded automatically. '
+        'To prepare it, download ILSVRC2012_img_train.tar and '
+        'ILSVRC2012_img_val.tar from https://image-net.org/download-images '
+        f'into the manual dir ({manual_dir}) and run\n'
+        f'  tfds build {config.dataset.name} --data_dir '
+        f'{data_dir or "<data_dir>"} --manual_dir {manual_dir}\n'
+        'then point config.dataset.data_dir at that data_dir. '
+        f'(Original error: {type(e).__name__}: {e})'
+    ) from e
+
+
+# ----------------------------------------------------------------------------
+# Batched pipelines.
+# ----------------------------------------------------------------------------
+
+
+def _train_epoch(
+    config: ml_collections.ConfigDict,
+    builder: tfds.core.DatasetBuilder,
+    split: tfds.typing.SplitArg,
+    *,
+    epoch: int,
+    steps_per_epoch: int,
+    skip_steps: int,
+    per_host_batch_size: int,
+) -> tf.data.Dataset:
+  """One epoch of this host's training batches, minus the first skip_steps."""
+  host = jax.process_index()
+  file_seed = _derive_seed(config.seed, epoch, _FILE_SHUFFLE_TAG)
+  buffer_seed = _derive_seed(config.seed, epoch, _BUFFER_SHUFFLE_TAG)
+  augment_key = tf.constant(
+      [_derive_seed(config.seed, epoch, _AUGMENT_TAG), host], dtype=tf.int64
+  )
+  image_size = config.image_size
+
+  def preprocess(index: tf.Tensor, example: dict[str, tf.Tensor]):
+    # Seed depends only on (seed, epoch, host, position in this epoch's
+    # stream), so a resumed stream reproduces the augmentations exactly.
+    seed = tf.random.experimental.stateless_fold_in(
+        augment_key, index, alg=_RNG_ALG
+    )
+    return {
+        'image': preprocess_for_train(example['image'], seed, image_size),
+        'label': tf.cast(example['label'], tf.int32),
+    }
+
+  ds = _read(builder, split, shuffle_files=True, file_shuffle_seed=file_seed)
+  ds = ds.shuffle(
+      config.dataset.shuffle_buffer_size,
+      seed=buffer_seed,
+      reshuffle_each_iteration=False,
+  )
+  ds = ds.take(steps_per_epoch * per_host_batch_size)
+  ds = ds.enumerate()
+  # Skip raw records (cheap) rather than decoded images when resuming.
+  ds = ds.skip(skip_steps * per_host_batch_size)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(per_host_batch_size, drop_remainder=True)
+  ds = ds.with_options(_deterministic_options())
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def train_batches(
+    config: ml_collections.ConfigDict,
+    *,
+    start_step: int,
+    per_host_batch_size: int,
+) -> Iterator[Batch]:
+  """Yields this host's training batches forever, starting at ``start_step``.
+
+  The stream is a deterministic function of ``config.seed`` and the host index:
+  ``train_batches(config, start_step=k, ...)`` yields exactly the batches that
+  ``train_batches(config, start_step=0, ...)`` yields from its ``k``-th batch on.
+
+  Args:
+    config: Experiment config (``config.dataset``, ``image_size``, ``seed``).
+    start_step: Global step to resume from (number of batches already seen).
+    per_host_batch_size: Examples per batch on this host.
+
+  Yields:
+    ``{'image': float32 [B, S, S, 3] in [-1, 1], 'label': int32 [B]}``.
+
+  Raises:
+    ValueError: If this host's shard holds fewer than one batch.
+  """
+  _hide_accelerators_from_tf()
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0, got {start_step}.')
+  builder = _builder(config)
+  split = _host_split(config.dataset.train_split, drop_remainder=True)
+  host_examples = _cardinality(_read(builder, split))
+  steps_per_epoch = host_examples // per_host_batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(
+        f'This host has {host_examples} training examples, fewer than one '
+        f'batch of {per_host_batch_size}.'
+    )
+  epoch, skip_steps = divmod(start_step, steps_per_epoch)
+  while True:
+    ds = _train_epoch(
+        config,
+        builder,
+        split,
+        epoch=epoch,
+        steps_per_epoch=steps_per_epoch,
+        skip_steps=skip_steps,
+        per_host_batch_size=per_host_batch_size,
+    )
+    yield from ds.as_numpy_iterator()
+    epoch, skip_steps = epoch + 1, 0
+
+
+def eval_batches(
+    config: ml_collections.ConfigDict, *, per_host_batch_size: int
+) -> Iterator[Batch]:
+  """Yields one pass over this host's shard of the eval split.
+
+  The eval split is sharded without dropping examples, and the stream is padded
+  with zero images (``mask=False``) to the same number of full batches on every
+  host, ``ceil(ceil(N / hosts) / B)``, so that all hosts run the same number of
+  eval steps and every example is counted exactly once.
+
+  Args:
+    config: Experiment config (``config.dataset``, ``image_size``,
+      ``eval_crop_fraction``).
+    per_host_batch_size: Examples per batch on this host.
+
+  Yields:
+    ``{'image': float32 [B, S, S, 3], 'label': int32 [B], 'mask': bool [B]}``.
+  """
+  _hide_accelerators_from_tf()
+  builder = _builder(config)
+  eval_split = config.dataset.eval_split
+  total = num_examples(config, eval_split)
+  max_host_examples = -(-total // jax.process_count())
+  num_batches = math.ceil(max_host_examples / per_host_batch_size)
+
+  ds = _read(builder, _host_split(eval_split, drop_remainder=False))
+  host_examples = _cardinality(ds)
+  num_padding = num_batches * per_host_batch_size - host_examples
+  if num_padding < 0:  # Would make `repeat` infinite; cannot happen with TFDS.
+    raise ValueError(
+        f'This host has {host_examples} eval examples, more than the expected '
+        f'maximum of {max_host_examples} per host.'
+    )
+  image_size = config.image_size
+  crop_fraction = config.eval_crop_fraction
+
+  def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {
+        'image': preprocess_for_eval(
+            example['image'], image_size, crop_fraction
+        ),
+        'label': tf.cast(example['label'], tf.int32),
+        'mask': tf.constant(True),
+    }
+
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([image_size, image_size, 3], tf.float32),
+      'label': tf.constant(0, tf.int32),
+      'mask': tf.constant(False),
+  }).repeat(num_padding)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.concatenate(padding)
+  ds = ds.batch(per_host_batch_size, drop_remainder=True)
+  ds = ds.with_options(_deterministic_options())
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  yield from ds.as_numpy_iterator()

@@ -1,0 +1,64 @@
+"""One entry point to the datasets: the built-in digits and TFDS ImageNet.
+
+Every iterator yields host-local numpy batches: `image` float32 [B, S, S, 3] in
+[-1, 1] and `label` int32 [B]; evaluation batches add a boolean `mask` (the
+last batch is padded). `B` is the per-host batch: the global batch divided by
+the number of hosts; `train.py` assembles the global, sharded array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+from mnv2_jax import digits
+
+Batch = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+  eval_split: str  # the name written into metrics.jsonl
+
+
+def _imagenet():
+  # Imported lazily: the digits quickstart never needs TFDS or tf.data.
+  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
+  return imagenet
+
+
+def dataset_info(config) -> DatasetInfo:
+  if config.dataset.name == 'digits':
+    return DatasetInfo(digits.NUM_CLASSES, digits.num_examples('train'),
+                       digits.num_examples('test'), 'test')
+  imagenet = _imagenet()
+  return DatasetInfo(
+      config.num_classes,
+      imagenet.num_examples(config, config.dataset.train_split),
+      imagenet.num_examples(config, config.dataset.eval_split),
+      config.dataset.eval_split)
+
+
+def check_available(config) -> None:
+  """Raises a clear error when a dataset that needs files is not prepared."""
+  if config.dataset.name == 'imagenet2012':
+    _imagenet().check_data_available(config)
+
+
+def train_batches(config, *, start_step: int,
+                  per_host_batch_size: int) -> Iterator[Batch]:
+  if config.dataset.name == 'digits':
+    return digits.train_batches(config, start_step=start_step,
+                                per_host_batch_size=per_host_batch_size)
+  return _imagenet().train_batches(config, start_step=start_step,
+                                   per_host_batch_size=per_host_batch_size)
+
+
+def eval_batches(config, *, per_host_batch_size: int) -> Iterator[Batch]:
+  if config.dataset.name == 'digits':
+    return digits.eval_batches(config, per_host_batch_size=per_host_batch_size)
+  return _imagenet().eval_batches(config,
+                                  per_host_batch_size=per_host_batch_size)

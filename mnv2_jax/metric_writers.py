@@ -1,0 +1,63 @@
+"""Where metrics go: the console, TensorBoard and `<workdir>/metrics.jsonl`.
+
+`metrics.jsonl` has one JSON object per line with `step`, `split` and the
+metrics, so a notebook reads a run with `pandas.read_json(path, lines=True)`.
+Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+
+
+def _to_python(value: Any) -> Any:
+  if hasattr(value, 'item'):
+    return value.item()
+  return value
+
+
+class MetricWriter:
+  """Writes each (step, split, metrics) to the console, TensorBoard and JSONL."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True):
+    self._active = jax.process_index() == 0
+    self._jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    self._summary_writer = None
+    if self._active:
+      os.makedirs(workdir, exist_ok=True)
+      if tensorboard:
+        # flax.metrics.tensorboard writes TF event files; TF is imported only
+        # here, never on the training hot path.
+        from flax.metrics import tensorboard as flax_tensorboard  # pylint: disable=g-import-not-at-top
+        self._summary_writer = flax_tensorboard.SummaryWriter(
+            os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+    if not self._active:
+      return
+    values = {key: _to_python(value) for key, value in metrics.items()}
+    with open(self._jsonl_path, 'a') as f:
+      f.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+    if self._summary_writer is not None:
+      for key, value in values.items():
+        if isinstance(value, (int, float)):
+          self._summary_writer.scalar(f'{split}/{key}', value, step)
+      self._summary_writer.flush()
+
+  def log(self, message: str) -> None:
+    if self._active:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self._summary_writer is not None:
+      self._summary_writer.close()
+
+
+def read_jsonl(workdir: str) -> list[dict[str, Any]]:
+  """Reads back every line of `<workdir>/metrics.jsonl`."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,311 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) in Flax linen.
+
+The architecture is data: `MOBILENET_V2_BLOCKS` is the paper's Table 2 and one
+build loop (`MobileNetV2.__call__`) applies the width multiplier, the expansion
+ratio, the output stride and the release's endpoint numbering:
+
+  layer_1            3x3 conv, stride 2, 32·α channels ("Conv" in the release)
+  layer_2..layer_18  the 17 inverted-residual blocks of Table 2
+  layer_19           1x1 conv to 1280 channels (kept at 1280 for α < 1)
+
+Every block publishes `layer_N/expansion_output` (t > 1), `layer_N/depthwise_output`
+and `layer_N/output` (alias `layer_N`) as in the TF-slim release, e.g.
+`layer_15/expansion_output` feeds SSDLite and `layer_18/output` feeds DeepLab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnv2_jax import layers
+
+Array = jax.Array
+
+BOTTLENECK_ACTIVATIONS = ('linear', 'relu6')
+RESIDUAL_PLACEMENTS = ('bottleneck', 'expansion', 'none')
+OUTPUT_STRIDES = (8, 16, 32)
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """One row of paper Table 2: n repeats of a bottleneck, the first strided."""
+  expansion: int  # t
+  channels: int  # c, before the width multiplier
+  repeats: int  # n
+  stride: int  # s, of the first block of the row only
+
+
+# Paper Table 2, the bottleneck rows.
+MOBILENET_V2_BLOCKS: tuple[BlockSpec, ...] = (
+    BlockSpec(expansion=1, channels=16, repeats=1, stride=1),
+    BlockSpec(expansion=6, channels=24, repeats=2, stride=2),
+    BlockSpec(expansion=6, channels=32, repeats=3, stride=2),
+    BlockSpec(expansion=6, channels=64, repeats=4, stride=2),
+    BlockSpec(expansion=6, channels=96, repeats=3, stride=1),
+    BlockSpec(expansion=6, channels=160, repeats=3, stride=2),
+    BlockSpec(expansion=6, channels=320, repeats=1, stride=1),
+)
+STEM_CHANNELS = 32
+STEM_STRIDE = 2
+LAST_CONV_CHANNELS = 1280
+NUM_BLOCKS = sum(spec.repeats for spec in MOBILENET_V2_BLOCKS)  # 17
+
+
+def make_divisible(value: float, divisor: int = 8,
+                   min_value: Optional[int] = None) -> int:
+  """Rounds a channel count to a multiple of `divisor` as the TF release does.
+
+  Rounds to the nearest multiple, never below `min_value` (default `divisor`),
+  and never more than 10% below `value` (PAPER.md §2).
+  """
+  min_value = divisor if min_value is None else min_value
+  rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+  if rounded < 0.9 * value:
+    rounded += divisor
+  return rounded
+
+
+def last_conv_channels(width_multiplier: float) -> int:
+  """1280 for α <= 1 (kept wide, as the release), round(1280·α) above."""
+  if width_multiplier > 1.0:
+    return make_divisible(LAST_CONV_CHANNELS * width_multiplier)
+  return LAST_CONV_CHANNELS
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """One inverted-residual block after the build rules have been applied."""
+  layer: int  # the release's number: layer_2 ... layer_18
+  in_channels: int
+  expanded_channels: int  # == in_channels when there is no expansion conv
+  has_expansion: bool  # t != 1; with t = 1 the expansion conv is omitted (§1)
+  out_channels: int
+  stride: int
+  dilation: int
+
+
+def expansion_ratios(expansion_ratio: Union[float, Sequence[float]]
+                     ) -> tuple[float, ...]:
+  """One expansion ratio per block.
+
+  A single number is the paper's "constant expansion rate ... except the first
+  block" (§4): the first block keeps t = 1 (Table 2). A sequence gives all 17.
+  """
+  if isinstance(expansion_ratio, (int, float)):
+    return tuple(float(spec.expansion if spec.expansion == 1 else expansion_ratio)
+                 for spec in MOBILENET_V2_BLOCKS for _ in range(spec.repeats))
+  ratios = tuple(float(t) for t in expansion_ratio)
+  if len(ratios) != NUM_BLOCKS:
+    raise ValueError(f'model.expansion_ratio: a per-block list needs '
+                     f'{NUM_BLOCKS} values, got {len(ratios)}.')
+  return ratios
+
+
+def block_configs(width_multiplier: float = 1.0,
+                  expansion_ratio: Union[float, Sequence[float]] = 6,
+                  output_stride: int = 32) -> tuple[BlockConfig, ...]:
+  """Applies width multiplier, expansion ratio and output stride to Table 2.
+
+  Output stride follows the DeepLab convention: once the running stride reaches
+  `output_stride`, later strides become 1 and the atrous rate grows by the
+  stride instead; the layer whose stride was removed keeps the previous rate.
+  """
+  if output_stride not in OUTPUT_STRIDES:
+    raise ValueError(f'model.output_stride must be one of {OUTPUT_STRIDES}, '
+                     f'got {output_stride}.')
+  ratios = expansion_ratios(expansion_ratio)
+  in_channels = make_divisible(STEM_CHANNELS * width_multiplier)
+  current_stride, rate = STEM_STRIDE, 1
+  configs = []
+  for spec in MOBILENET_V2_BLOCKS:
+    out_channels = make_divisible(spec.channels * width_multiplier)
+    for repeat in range(spec.repeats):
+      stride = spec.stride if repeat == 0 else 1
+      if stride > 1 and current_stride == output_stride:
+        layer_stride, dilation, rate = 1, rate, rate * stride
+      else:
+        layer_stride, dilation = stride, rate
+        current_stride *= stride
+      t = ratios[len(configs)]
+      expanded = in_channels if t == 1 else make_divisible(in_channels * t)
+      configs.append(BlockConfig(
+          layer=len(configs) + 2, in_channels=in_channels,
+          expanded_channels=expanded, has_expansion=t != 1,
+          out_channels=out_channels,
+          stride=layer_stride, dilation=dilation))
+      in_channels = out_channels
+  return tuple(configs)
+
+
+class InvertedResidual(nn.Module):
+  """The inverted residual with linear bottleneck (paper Table 1, Figure 3b).
+
+  1x1 expansion + BN + ReLU6 -> 3x3 depthwise + BN + ReLU6 -> 1x1 projection
+  + BN, with no activation: a ReLU on the low-dimensional bottleneck destroys
+  information (paper §3.2, Figure 6a).
+
+  Attributes:
+    block: channel counts, stride and dilation of this block.
+    bottleneck_activation: 'linear' (the paper) or 'relu6' (Figure 6a).
+    residual: 'bottleneck' shortcut between the thin bottlenecks (the paper),
+      'expansion' between the expanded tensors (Figure 6b) or 'none'.
+    conv, depthwise_conv, norm: module factories (see `layers.ConvBN`).
+  """
+  block: BlockConfig
+  bottleneck_activation: str
+  residual: str
+  conv: Any
+  depthwise_conv: Any
+  norm: Any
+
+  @nn.compact
+  def __call__(self, inputs: Array, expansion_shortcut: Optional[Array] = None
+               ) -> tuple[Array, dict[str, Array]]:
+    """Applies the block.
+
+    Args:
+      inputs: [N, H, W, in_channels].
+      expansion_shortcut: for residual='expansion', the previous block's
+        depthwise output (same shape as this block's expansion output), added
+        to this block's expansion output: a classical residual between the wide
+        tensors, spanning the previous projection and this expansion.
+
+    Returns:
+      The block output and its endpoints.
+    """
+    block = self.block
+    endpoints = {}
+    x = inputs
+    if block.has_expansion:
+      x = layers.ConvBN(functools.partial(self.conv, block.expanded_channels),
+                        self.norm, nn.relu6, name='expand')(x)
+      if expansion_shortcut is not None:
+        x = x + expansion_shortcut
+      endpoints['expansion_output'] = x
+    x = layers.ConvBN(
+        functools.partial(self.depthwise_conv, strides=block.stride,
+                          dilation=block.dilation),
+        self.norm, nn.relu6, name='depthwise')(x)
+    endpoints['depthwise_output'] = x
+    activation = nn.relu6 if self.bottleneck_activation == 'relu6' else None
+    x = layers.ConvBN(functools.partial(self.conv, block.out_channels),
+                      self.norm, activation, name='project')(x)
+    if self.residual == 'bottleneck' and has_identity_shortcut(block):
+      # Shortcut between the bottlenecks (paper §3.3): only where shapes match.
+      x = x + inputs
+    endpoints['output'] = x
+    return x, endpoints
+
+
+def has_identity_shortcut(block: BlockConfig) -> bool:
+  """Residual connections join blocks with stride 1 and k = k' (Table 1)."""
+  return block.stride == 1 and block.in_channels == block.out_channels
+
+
+class MobileNetV2(nn.Module):
+  """MobileNetV2 classifier/backbone (paper Table 2).
+
+  Attributes:
+    num_classes: classifier outputs; 0 builds the backbone without classifier.
+    width_multiplier: α, scales every layer (rounded to multiples of 8).
+    expansion_ratio: t, one number (all blocks but the first) or 17 values.
+    bottleneck_activation: 'linear' | 'relu6' (Figure 6a ablation).
+    residual: 'bottleneck' | 'expansion' | 'none' (Figure 6b ablation).
+    output_stride: 32, 16 or 8 (atrous convolution below 32).
+    dropout_rate: dropout before the classifier.
+    batch_norm_momentum, batch_norm_epsilon: BatchNorm moving-average decay
+      and epsilon (TF release 0.997 / 1e-3; PyTorch 0.9 / 1e-5).
+    padding: 'same' (TF) or 'symmetric' (PyTorch-trained weights).
+    dtype: computation dtype name; parameters are always float32.
+    depthwise_implementation: 'auto' | 'shifted' | 'grouped' (see layers.py).
+  """
+  num_classes: int = 1000
+  width_multiplier: float = 1.0
+  expansion_ratio: Union[float, Sequence[float]] = 6
+  bottleneck_activation: str = 'linear'
+  residual: str = 'bottleneck'
+  output_stride: int = 32
+  dropout_rate: float = 0.0
+  batch_norm_momentum: float = 0.997
+  batch_norm_epsilon: float = 1e-3
+  padding: str = 'same'
+  dtype: str = 'float32'
+  depthwise_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool = False
+               ) -> tuple[Array, dict[str, Array]]:
+    """Returns logits [N, num_classes] (features if num_classes == 0), endpoints."""
+    dtype = DTYPES[self.dtype]
+    norm = layers.batch_norm(train=train, momentum=self.batch_norm_momentum,
+                             epsilon=self.batch_norm_epsilon, dtype=dtype)
+    conv = functools.partial(layers.Conv, padding=self.padding, dtype=dtype)
+    depthwise_conv = functools.partial(
+        layers.DepthwiseConv, padding=self.padding, dtype=dtype,
+        implementation=self.depthwise_implementation)
+    endpoints = {}
+
+    x = layers.ConvBN(
+        functools.partial(conv, make_divisible(STEM_CHANNELS * self.width_multiplier),
+                          kernel_size=3, strides=STEM_STRIDE),
+        norm, nn.relu6, name='layer_1')(images.astype(dtype))
+    endpoints['layer_1'] = endpoints['layer_1/output'] = x
+
+    blocks = block_configs(self.width_multiplier, self.expansion_ratio,
+                           self.output_stride)
+    previous_wide, previous_block = None, None
+    for block in blocks:
+      shortcut = None
+      if (self.residual == 'expansion' and previous_block is not None
+          and has_identity_shortcut(previous_block)):
+        shortcut = previous_wide
+      x, block_endpoints = InvertedResidual(
+          block, self.bottleneck_activation, self.residual, conv,
+          depthwise_conv, norm, name=f'layer_{block.layer}')(x, shortcut)
+      for key, value in block_endpoints.items():
+        endpoints[f'layer_{block.layer}/{key}'] = value
+      endpoints[f'layer_{block.layer}'] = x
+      previous_wide, previous_block = block_endpoints['depthwise_output'], block
+
+    last = len(blocks) + 2  # layer_19
+    x = layers.ConvBN(
+        functools.partial(conv, last_conv_channels(self.width_multiplier)),
+        norm, nn.relu6, name=f'layer_{last}')(x)
+    endpoints[f'layer_{last}'] = endpoints[f'layer_{last}/output'] = x
+
+    # Global average pooling over whatever resolution arrives (Table 2's 7x7
+    # at 224), computed in float32.
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    endpoints['global_pool'] = x
+    if not self.num_classes:
+      return x, endpoints
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')(x)
+    endpoints['logits'] = logits
+    return logits, endpoints
+
+
+def from_config(model_config, num_classes: int) -> MobileNetV2:
+  """Builds the model from the `config.model` ConfigDict."""
+  expansion = (tuple(model_config.expansion_ratio_per_block)
+               or model_config.expansion_ratio)
+  return MobileNetV2(
+      num_classes=num_classes,
+      width_multiplier=model_config.width_multiplier,
+      expansion_ratio=expansion,
+      bottleneck_activation=model_config.bottleneck_activation,
+      residual=model_config.residual,
+      output_stride=model_config.output_stride,
+      dropout_rate=model_config.dropout_rate,
+      batch_norm_momentum=model_config.batch_norm_momentum,
+      batch_norm_epsilon=model_config.batch_norm_epsilon,
+      padding=model_config.padding,
+      dtype=model_config.dtype,
+      depthwise_implementation=model_config.depthwise_implementation)

@@ -1,0 +1,215 @@
+r"""Parameter and multiply-add counts, checked against the paper and the release.
+
+  python -m mnv2_jax.stats --config configs/imagenet_mnv2.py [--config.model.width_multiplier=0.5] [--json]
+  python -m mnv2_jax.stats --grid [--json]
+
+Multiply-adds are counted from the traced computation (every convolution and
+matrix product of one forward pass of one image; BatchNorm, activations,
+pooling and bias adds are not counted), so they follow whatever the config
+builds. `--grid` rebuilds the 22 released TF-slim checkpoints (PAPER.md §3) and
+counts them as the release does: conv and classifier weights with a 1001-class
+head, no BatchNorm parameters, MACs truncated to whole millions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnv2_jax import model as model_lib
+
+# TF-slim README (PAPER.md §3): (α, resolution) -> (top-1, top-5, million MACs);
+# parameters per α in millions.
+PUBLISHED_PARAMS_MILLIONS = {1.4: 6.06, 1.3: 5.34, 1.0: 3.47, 0.75: 2.61,
+                             0.5: 1.95, 0.35: 1.66}
+PUBLISHED_GRID = {
+    (1.4, 224): (75.0, 92.5, 582), (1.3, 224): (74.4, 92.1, 509),
+    (1.0, 224): (71.8, 91.0, 300), (1.0, 192): (70.7, 90.1, 221),
+    (1.0, 160): (68.8, 89.0, 154), (1.0, 128): (65.3, 86.9, 99),
+    (1.0, 96): (60.3, 83.2, 56),
+    (0.75, 224): (69.8, 89.6, 209), (0.75, 192): (68.7, 88.9, 153),
+    (0.75, 160): (66.4, 87.3, 107), (0.75, 128): (63.2, 85.3, 69),
+    (0.75, 96): (58.8, 81.6, 39),
+    (0.5, 224): (65.4, 86.4, 97), (0.5, 192): (63.9, 85.4, 71),
+    (0.5, 160): (61.0, 83.2, 50), (0.5, 128): (57.7, 80.8, 32),
+    (0.5, 96): (51.2, 75.8, 18),
+    (0.35, 224): (60.3, 82.9, 59), (0.35, 192): (58.2, 81.2, 43),
+    (0.35, 160): (55.7, 79.1, 30), (0.35, 128): (50.8, 75.0, 20),
+    (0.35, 96): (45.5, 70.4, 11),
+}
+RELEASE_NUM_CLASSES = 1001  # class 0 is "background" in the released models
+
+
+def _sub_jaxprs(params: dict[str, Any]):
+  for value in params.values():
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+      if isinstance(item, jax.extend.core.ClosedJaxpr):
+        yield item.jaxpr
+      elif isinstance(item, jax.extend.core.Jaxpr):
+        yield item
+
+
+def count_multiply_adds(jaxpr) -> int:
+  """Multiply-adds of every convolution and matrix product in a jaxpr."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'conv_general_dilated':
+      out_elements = math.prod(eqn.outvars[0].aval.shape)
+      lhs_spec, rhs_spec, _ = eqn.params['dimension_numbers']
+      kernel_shape = eqn.invars[1].aval.shape
+      # Per output element: kernel window x input channels of one group.
+      spatial = math.prod(kernel_shape[d] for d in rhs_spec[2:])
+      total += out_elements * spatial * kernel_shape[rhs_spec[1]]
+    elif name == 'dot_general':
+      (lhs_contract, _), _ = eqn.params['dimension_numbers']
+      lhs_shape = eqn.invars[0].aval.shape
+      total += (math.prod(eqn.outvars[0].aval.shape)
+                * math.prod(lhs_shape[d] for d in lhs_contract))
+    for sub in _sub_jaxprs(eqn.params):
+      total += count_multiply_adds(sub)
+  return total
+
+
+def _tree_size(tree) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
+def _batch_norm_parameters(params) -> int:
+  """BatchNorm scale and bias entries (the release does not count them)."""
+  total = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if any(getattr(entry, 'key', None) == 'bn' for entry in path):
+      total += int(np.prod(leaf.shape))
+  return total
+
+
+def model_statistics(model: model_lib.MobileNetV2, image_size: int
+                     ) -> dict[str, Any]:
+  """Counts of one model at one square resolution (batch of one image)."""
+  # Count with the grouped depthwise convolution: the shifted formulation is
+  # the same arithmetic spread over elementwise ops the counter does not see.
+  model = model.clone(depthwise_implementation='grouped')
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  closed, (_, endpoints) = jax.make_jaxpr(model.apply, return_shape=True)(
+      variables, images)
+  spatial = {name: value for name, value in endpoints.items()
+             if len(value.shape) == 4}
+  largest = max(spatial, key=lambda name: math.prod(spatial[name].shape))
+  trainable = _tree_size(variables['params'])
+  return {
+      'image_size': image_size,
+      'width_multiplier': model.width_multiplier,
+      'num_classes': model.num_classes,
+      'trainable_parameters': trainable,
+      'all_parameters': trainable + _tree_size(variables.get('batch_stats', {})),
+      'parameters_without_batch_norm': (
+          trainable - _batch_norm_parameters(variables['params'])),
+      'multiply_adds': count_multiply_adds(closed.jaxpr),
+      'largest_activation': {
+          'name': largest,
+          'shape': list(spatial[largest].shape[1:]),
+          'elements': math.prod(spatial[largest].shape[1:]),
+      },
+  }
+
+
+def grid_statistics() -> list[dict[str, Any]]:
+  """The 22 released checkpoints, counted as the release counts them."""
+  rows = []
+  for (alpha, resolution), (top1, top5, macs) in PUBLISHED_GRID.items():
+    stats = model_statistics(
+        model_lib.MobileNetV2(num_classes=RELEASE_NUM_CLASSES,
+                              width_multiplier=alpha), resolution)
+    params_millions = round(stats['parameters_without_batch_norm'] / 1e6, 2)
+    macs_millions = stats['multiply_adds'] // 10**6  # truncated, as published
+    rows.append({
+        'width_multiplier': alpha, 'resolution': resolution,
+        'parameters': stats['parameters_without_batch_norm'],
+        'parameters_millions': params_millions,
+        'published_parameters_millions': PUBLISHED_PARAMS_MILLIONS[alpha],
+        'multiply_adds': stats['multiply_adds'],
+        'multiply_adds_millions': macs_millions,
+        'published_multiply_adds_millions': macs,
+        'published_top1': top1, 'published_top5': top5,
+        'matches': (params_millions == PUBLISHED_PARAMS_MILLIONS[alpha]
+                    and macs_millions == macs),
+    })
+  return rows
+
+
+def format_grid(rows: list[dict[str, Any]]) -> str:
+  lines = ['| α | res | params (M) ours / release | MACs (M) ours / release '
+           '| release top-1 / top-5 | match |',
+           '|---|---|---|---|---|---|']
+  for r in rows:
+    lines.append(
+        f"| {r['width_multiplier']} | {r['resolution']} | "
+        f"{r['parameters_millions']:.2f} / "
+        f"{r['published_parameters_millions']:.2f} | "
+        f"{r['multiply_adds_millions']} / "
+        f"{r['published_multiply_adds_millions']} | "
+        f"{r['published_top1']} / {r['published_top5']} | "
+        f"{'yes' if r['matches'] else 'NO'} |")
+  matched = sum(r['matches'] for r in rows)
+  lines.append(f'\n{matched}/{len(rows)} released checkpoints match.')
+  return '\n'.join(lines)
+
+
+def format_statistics(stats: dict[str, Any]) -> str:
+  largest = stats['largest_activation']
+  return '\n'.join([
+      f"MobileNetV2 α={stats['width_multiplier']} at "
+      f"{stats['image_size']}x{stats['image_size']}, "
+      f"{stats['num_classes']} classes",
+      f"  trainable parameters:          {stats['trainable_parameters']:,}",
+      f"  all parameters (+BN averages): {stats['all_parameters']:,}",
+      f"  parameters without BatchNorm:  "
+      f"{stats['parameters_without_batch_norm']:,}",
+      f"  multiply-adds (one image):     {stats['multiply_adds']:,}",
+      f"  largest activation:            {largest['name']} "
+      f"{'x'.join(map(str, largest['shape']))} = {largest['elements']:,} "
+      f"values ({largest['elements'] * 4 / 2**20:.2f} MiB in float32)",
+  ])
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file('config', None, 'A config file.',
+                                  lock_config=True)
+  flags.DEFINE_bool('grid', False, 'The 22 released checkpoints vs the paper.')
+  flags.DEFINE_bool('json', False, 'Print JSON instead of text.')
+
+  def run(_):
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    if not FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    if FLAGS.grid:
+      rows = grid_statistics()
+      print(json.dumps(rows, indent=2) if FLAGS.json else format_grid(rows))
+      return
+    if FLAGS.config is None:
+      raise app.UsageError('Give --config <file> or --grid.')
+    config = FLAGS.config
+    configuration.validate(config)
+    stats = model_statistics(
+        model_lib.from_config(config.model, config.num_classes),
+        config.image_size)
+    print(json.dumps(stats, indent=2) if FLAGS.json
+          else format_statistics(stats))
+
+  app.run(run, argv=argv or sys.argv)
+
+
+if __name__ == '__main__':
+  main()

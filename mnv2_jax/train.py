@@ -1,0 +1,434 @@
+"""Training and evaluation of MobileNetV2 classifiers.
+
+`train_step` and `eval_step` are pure functions compiled with `jax.jit`. The
+batch is sharded along the 'data' axis of a `jax.sharding.Mesh` over every
+device of every host; parameters and optimizer state are replicated. BatchNorm
+statistics in training are computed over the global batch (the reduction over
+the sharded batch axis becomes a cross-device all-reduce), so 1 device and 8
+devices compute the same step up to float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Iterator, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mnv2_jax import checkpointing
+from mnv2_jax import configuration
+from mnv2_jax import input_pipeline
+from mnv2_jax import metric_writers
+from mnv2_jax import model as model_lib
+
+PyTree = Any
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  # Exponential moving average of params and BatchNorm statistics (the
+  # released recipe evaluates these); None when config.ema_decay == 0.
+  ema_params: Optional[PyTree]
+  ema_batch_stats: Optional[PyTree]
+
+
+class TrainingDivergedError(FloatingPointError):
+  """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Run length in steps: the one place epochs become steps."""
+  steps_per_epoch: int
+  total_steps: int
+  warmup_steps: int
+  decay_steps: int
+  eval_every_steps: int
+
+
+def make_schedule(config, num_train_examples: int) -> Schedule:
+  steps_per_epoch = max(1, num_train_examples // config.batch_size)
+  if config.num_train_steps > 0:
+    total = config.num_train_steps
+  else:
+    total = int(math.ceil(config.num_epochs * steps_per_epoch))
+  return Schedule(
+      steps_per_epoch=steps_per_epoch,
+      total_steps=total,
+      warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+      decay_steps=max(1, int(config.lr_decay_epochs * steps_per_epoch)),
+      eval_every_steps=max(1, int(config.eval_every_epochs * steps_per_epoch)))
+
+
+def learning_rate_fn(config, schedule: Schedule) -> optax.Schedule:
+  """Peak lr = base_learning_rate x batch_size / base_batch_size (linear
+  scaling); optional linear warm-up; then x0.98 per epoch (paper §6.1,
+  staircase) or cosine to zero."""
+  peak = config.base_learning_rate * config.batch_size / config.base_batch_size
+  if config.lr_schedule == 'exponential':
+    return optax.warmup_exponential_decay_schedule(
+        init_value=0.0 if schedule.warmup_steps else peak, peak_value=peak,
+        warmup_steps=schedule.warmup_steps,
+        transition_steps=schedule.decay_steps, decay_rate=config.lr_decay_rate,
+        staircase=True)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0 if schedule.warmup_steps else peak, peak_value=peak,
+      warmup_steps=schedule.warmup_steps,
+      decay_steps=max(schedule.total_steps, schedule.warmup_steps + 1))
+
+
+def create_optimizer(config, learning_rate: optax.Schedule
+                     ) -> optax.GradientTransformation:
+  if config.optimizer == 'rmsprop':
+    return optax.rmsprop(
+        learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_epsilon,
+        initial_scale=config.rmsprop_initial_scale, eps_in_sqrt=True,
+        momentum=config.momentum)
+  return optax.sgd(learning_rate, momentum=config.momentum, nesterov=True)
+
+
+def weight_decay_mask(params: PyTree) -> PyTree:
+  """True for conv and dense kernels, except depthwise kernels (TF-slim does
+  not regularise them); BatchNorm scales and biases are never decayed."""
+  def is_decayed(path, _):
+    names = [getattr(entry, 'key', '') for entry in path]
+    return names[-1] == 'kernel' and 'depthwise' not in names
+  return jax.tree_util.tree_map_with_path(is_decayed, params)
+
+
+def l2_penalty(params: PyTree, mask: PyTree) -> jax.Array:
+  """sum(w^2) / 2 over the masked kernels: TF's l2_regularizer."""
+  leaves = [jnp.sum(jnp.square(p)) for p, m in
+            zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
+  return 0.5 * sum(leaves)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float) -> jax.Array:
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+  """TF's ExponentialMovingAverage with num_updates: min(decay, (1+n)/(10+n))."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+               *, model: nn.Module, optimizer: optax.GradientTransformation,
+               config: ml_collections.ConfigDict,
+               learning_rate: optax.Schedule
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on a global batch. Pure; `rng` is per step."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  mask = weight_decay_mask(state.params)
+
+  def loss_fn(params):
+    (logits, _), updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    data_loss = jnp.mean(cross_entropy(logits, batch['label'],
+                                       model.num_classes,
+                                       config.label_smoothing))
+    loss = data_loss + config.weight_decay * l2_penalty(params, mask)
+    return loss, (data_loss, logits, updates['batch_stats'])
+
+  grads, (data_loss, logits, batch_stats) = jax.grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  if config.ema_decay:
+    decay = ema_decay_at(state.step, config.ema_decay)
+    average = lambda old, new: decay * old + (1.0 - decay) * new
+    new_state = new_state.replace(
+        ema_params=jax.tree.map(average, state.ema_params, params),
+        ema_batch_stats=jax.tree.map(average, state.ema_batch_stats,
+                                     batch_stats))
+  metrics = {
+      'loss': data_loss,
+      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'learning_rate': learning_rate(state.step),
+  }
+  return new_state, metrics
+
+
+def eval_step(variables: PyTree, batch: dict[str, jax.Array], *,
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Sums of loss and top-1/top-5 hits over the real (unpadded) examples."""
+  logits, _ = model.apply(variables, batch['image'], train=False)
+  mask = batch['mask'].astype(jnp.float32)
+  loss = cross_entropy(logits, batch['label'], model.num_classes, 0.0)
+  top5 = jax.lax.top_k(logits, min(5, model.num_classes))[1]
+  hit5 = jnp.any(top5 == batch['label'][:, None], axis=-1)
+  hit1 = top5[:, 0] == batch['label']
+  return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum(hit1 * mask),
+          'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
+
+
+def create_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ('data',))
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding
+                 ) -> dict[str, jax.Array]:
+  """Assembles the per-host numpy batches into one global sharded array."""
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items()}
+
+
+def create_train_state(config, model: nn.Module,
+                       optimizer: optax.GradientTransformation,
+                       rng: jax.Array) -> TrainState:
+  shape = (1, config.image_size, config.image_size, 3)
+  variables = model.init({'params': rng}, jnp.zeros(shape, jnp.float32),
+                         train=False)
+  params, batch_stats = variables['params'], variables['batch_stats']
+  ema = config.ema_decay > 0
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+      opt_state=optimizer.init(params),
+      ema_params=params if ema else None,
+      ema_batch_stats=batch_stats if ema else None)
+
+
+class Trainer:
+  """Everything built from a config: model, optimizer, compiled steps, mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    configuration.validate(config)
+    input_pipeline.check_available(config)
+    self.config = config
+    self.info = input_pipeline.dataset_info(config)
+    self.model = model_lib.from_config(config.model, self.info.num_classes)
+    self.schedule = make_schedule(config, self.info.num_train_examples)
+    self.learning_rate = learning_rate_fn(config, self.schedule)
+    self.optimizer = create_optimizer(config, self.learning_rate)
+    self.mesh = create_mesh(devices)
+    num_devices = self.mesh.devices.size
+    for field in ('batch_size', 'eval_batch_size'):
+      if config[field] % num_devices:
+        raise ValueError(
+            f'config.{field}={config[field]} must be divisible by the number '
+            f'of devices ({num_devices}); e.g. --config.{field}='
+            f'{max(1, config[field] // num_devices) * num_devices}.')
+    self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
+    self.replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    init = functools.partial(create_train_state, config, self.model,
+                             self.optimizer)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
+    self.abstract_state = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                       sharding=self.replicated), abstract)
+    self._init = jax.jit(init, out_shardings=state_sharding)
+    self.train_step = jax.jit(
+        functools.partial(train_step, model=self.model,
+                          optimizer=self.optimizer, config=config,
+                          learning_rate=self.learning_rate),
+        out_shardings=(state_sharding, self.replicated), donate_argnums=0)
+    self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
+                             out_shardings=self.replicated)
+
+  def init_state(self) -> TrainState:
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), 0)
+    return self._init(rng)
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    """top1/top5/loss over the whole eval split (and ema_* with EMA)."""
+    weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
+    if state.ema_params is not None:
+      weights['ema_'] = {'params': state.ema_params,
+                         'batch_stats': state.ema_batch_stats}
+    per_host = self.config.eval_batch_size // jax.process_count()
+    totals = {prefix: None for prefix in weights}
+    for batch in input_pipeline.eval_batches(self.config,
+                                             per_host_batch_size=per_host):
+      batch = global_batch(batch, self.data_sharding)
+      for prefix, variables in weights.items():
+        sums = self.eval_step(variables, batch)
+        totals[prefix] = sums if totals[prefix] is None else jax.tree.map(
+            jnp.add, totals[prefix], sums)
+    results = {}
+    for prefix, sums in totals.items():
+      sums = jax.device_get(sums)
+      count = float(sums['count'])
+      results[prefix + 'top1'] = float(sums['top1']) / count
+      results[prefix + 'top5'] = float(sums['top5']) / count
+      results[prefix + 'loss'] = float(sums['loss']) / count
+    results['num_examples'] = int(count)
+    return results
+
+
+def _save_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+class _Prefetcher:
+  """Fetches the next host batch while the device computes the current step,
+  and records how long the loop waited for input."""
+
+  def __init__(self, iterator: Iterator, to_device):
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    self._iterator = iterator
+    self._to_device = to_device
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    self._future = self._pool.submit(self._fetch)
+    self.wait_seconds = 0.0
+
+  def _fetch(self):
+    return self._to_device(next(self._iterator))
+
+  def __next__(self):
+    start = time.perf_counter()
+    batch = self._future.result()
+    self.wait_seconds += time.perf_counter() - start
+    self._future = self._pool.submit(self._fetch)
+    return batch
+
+  def close(self):
+    self._future.cancel()
+    self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       devices=None) -> dict[str, float]:
+  """Trains (resuming from the latest checkpoint) and evaluates at the end.
+
+  Returns the final evaluation metrics, also written to metrics.jsonl.
+  """
+  trainer = Trainer(config, devices)
+  writer = metric_writers.MetricWriter(workdir)
+  manager = checkpointing.create_manager(
+      workdir, save_every_steps=config.checkpoint_every_steps,
+      keep=config.keep_checkpoints)
+  try:
+    if config.mode == 'eval':
+      state = checkpointing.restore(manager, trainer.abstract_state)
+      return _final_evaluation(trainer, state, writer)
+    _save_config(config, workdir)
+    return _train(trainer, workdir, writer, manager)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+
+
+def _final_evaluation(trainer: Trainer, state: TrainState,
+                      writer: metric_writers.MetricWriter) -> dict[str, float]:
+  step = int(jax.device_get(state.step))
+  results = trainer.evaluate(state)
+  writer.write(step, trainer.info.eval_split, results)
+  writer.log(f'[{trainer.info.eval_split}] step {step}: ' + ', '.join(
+      f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'))
+  return results
+
+
+def _check_finite(loss: float, step: int, manager) -> None:
+  if not math.isfinite(loss):
+    raise TrainingDivergedError(
+        f'The training loss is {loss} at step {step}. The run stopped; the '
+        f'last good checkpoint (step {manager.latest_step()}) is kept in '
+        f'{manager.directory}. Lower config.base_learning_rate, add warm-up '
+        '(config.warmup_epochs) or use config.model.dtype=float32.')
+
+
+def _train(trainer: Trainer, workdir: str,
+           writer: metric_writers.MetricWriter, manager) -> dict[str, float]:
+  config, schedule = trainer.config, trainer.schedule
+  state = trainer.init_state()
+  if manager.latest_step() is not None:
+    state = checkpointing.restore(manager, state)
+    writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
+  start_step = int(jax.device_get(state.step))
+  writer.log(
+      f'Training {config.dataset.name} for {schedule.total_steps} steps '
+      f'({schedule.steps_per_epoch} per epoch), batch {config.batch_size} on '
+      f'{trainer.mesh.devices.size} device(s), '
+      f'{jax.process_count()} host(s).')
+
+  per_host = config.batch_size // jax.process_count()
+  batches = _Prefetcher(
+      input_pipeline.train_batches(config, start_step=start_step,
+                                   per_host_batch_size=per_host),
+      functools.partial(global_batch, sharding=trainer.data_sharding))
+  rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  pending, last_log_time, last_log_step = [], time.perf_counter(), start_step
+  wait_at_last_log = 0.0
+  try:
+    for step in range(start_step + 1, schedule.total_steps + 1):
+      batch = next(batches)
+      state, metrics = trainer.train_step(state, batch, rng)
+      pending.append(metrics)
+      is_last = step == schedule.total_steps
+      due_log = step % config.log_every_steps == 0 or is_last
+      due_save = manager.should_save(step) or is_last
+      due_eval = step % schedule.eval_every_steps == 0 and not is_last
+      if due_log or due_save or due_eval:
+        # Never save a diverged state: the loss is checked before any save.
+        means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
+                 for k in pending[-1]}
+        _check_finite(means['loss'], step, manager)
+        pending = []
+        if due_log:
+          now = time.perf_counter()
+          elapsed = now - last_log_time
+          steps_done = step - last_log_step
+          means['images_per_second'] = (steps_done * config.batch_size
+                                        / max(elapsed, 1e-9))
+          means['input_wait_fraction'] = ((batches.wait_seconds -
+                                           wait_at_last_log) /
+                                          max(elapsed, 1e-9))
+          means['epoch'] = step / schedule.steps_per_epoch
+          eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
+          writer.write(step, 'train', means)
+          writer.log(
+              f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
+              f'loss {means["loss"]:.4f} acc {means["accuracy"]:.4f} '
+              f'lr {means["learning_rate"]:.5f} '
+              f'{means["images_per_second"]:.0f} img/s '
+              f'input wait {100 * means["input_wait_fraction"]:.1f}% '
+              f'ETA {eta:.0f}s')
+          last_log_time, last_log_step = time.perf_counter(), step
+          wait_at_last_log = batches.wait_seconds
+        if due_save:
+          checkpointing.save(manager, step, state, force=is_last)
+        if due_eval:
+          results = trainer.evaluate(state)
+          writer.write(step, trainer.info.eval_split, results)
+          writer.log(f'[eval] step {step}: top1 {results["top1"]:.4f}')
+  finally:
+    batches.close()
+  return _final_evaluation(trainer, state, writer)
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict,
+                        workdir: str) -> dict[str, float]:
+  """Evaluates the latest checkpoint in `workdir` (config.mode='eval')."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.mode = 'eval'
+  return train_and_evaluate(config, workdir)

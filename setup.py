@@ -1,0 +1,33 @@
+"""mnv2_jax: MobileNetV2 (Sandler et al., CVPR 2018) in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='mnv2_jax',
+    version='0.1.0',
+    description=('MobileNetV2: inverted residuals and linear bottlenecks, '
+                 'in JAX/Flax: models, training, statistics.'),
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['mnv2_jax', 'mnv2_jax.*']),
+    python_requires='>=3.11,<3.14',
+    # Bounded to the versions this release was tested with (see README).
+    install_requires=[
+        'absl-py>=2.1,<3',
+        'jax>=0.10.2,<0.11',
+        'jaxlib>=0.10.2,<0.11',
+        'flax>=0.12.8,<0.13',
+        'optax>=0.2.8,<0.3',
+        'orbax-checkpoint>=0.12.8,<0.13',
+        'ml-collections>=1.1,<1.2',
+        'numpy>=2.0,<2.5',
+        'tensorflow-cpu>=2.21,<2.22',
+        'tensorflow-datasets>=4.9.10,<4.10',
+        'tensorboard>=2.21,<2.22',
+        'scikit-learn>=1.9,<1.10',
+        'scikit-image>=0.26,<0.27',
+    ],
+    extras_require={
+        'test': ['pytest>=9.0,<10'],
+    },
+)

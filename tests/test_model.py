@@ -1,0 +1,204 @@
+"""MobileNetV2 architecture: shapes, channels, parameter counts, variants."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnv2_jax import model as model_lib
+
+
+def _shapes(model, size, batch=1):
+  """Output and endpoint shapes without computing anything."""
+  images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  return variables, jax.eval_shape(model.apply, variables, images)
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize('alpha,trainable,with_statistics', [
+    # Trainable parameters with 1000 classes; Keras, timm and torchvision
+    # give the same numbers (PAPER.md §2).
+    (0.35, 1_677_128, 1_691_208),
+    (1.0, 3_504_872, 3_538_984),
+    (1.4, 6_108_776, 6_156_712),
+])
+def test_parameter_counts_match_peers(alpha, trainable, with_statistics):
+  variables, _ = _shapes(
+      model_lib.MobileNetV2(num_classes=1000, width_multiplier=alpha), 224)
+  assert _count(variables['params']) == trainable
+  assert _count(variables) == with_statistics
+
+
+@pytest.mark.parametrize('size,final', [
+    (224, 7), (192, 6), (160, 5), (128, 4), (96, 3)])  # Table 2 / PAPER §2
+def test_final_feature_map_size(size, final):
+  _, (logits, endpoints) = _shapes(model_lib.MobileNetV2(num_classes=10), size)
+  assert logits.shape == (1, 10)
+  assert endpoints['layer_19'].shape == (1, final, final, 1280)
+  assert endpoints['layer_18/output'].shape == (1, final, final, 320)
+
+
+@pytest.mark.parametrize('output_stride', [32, 16, 8])
+def test_output_stride(output_stride):
+  model = model_lib.MobileNetV2(num_classes=0, output_stride=output_stride)
+  _, (features, endpoints) = _shapes(model, 224)
+  side = 224 // output_stride
+  assert endpoints['layer_18/output'].shape == (1, side, side, 320)
+  assert features.shape == (1, 1280)
+  # Atrous rates replace the removed strides (DeepLab convention): the layer
+  # whose stride is removed keeps the previous rate.
+  blocks = model_lib.block_configs(output_stride=output_stride)
+  dilations = {b.layer: b.dilation for b in blocks}
+  if output_stride == 16:
+    assert dilations[15] == 1 and dilations[16] == 2 and dilations[18] == 2
+  if output_stride == 8:
+    assert dilations[8] == 1 and dilations[9] == 2
+    assert dilations[15] == 2 and dilations[16] == 4
+
+
+def test_release_endpoints_at_ssdlite_resolution():
+  _, (_, endpoints) = _shapes(model_lib.MobileNetV2(num_classes=91), 320)
+  # SSDLite's first feature map: expansion of layer 15, stride 16, 576 ch
+  # (PAPER.md §6).
+  assert endpoints['layer_15/expansion_output'].shape == (1, 20, 20, 576)
+  assert endpoints['layer_19'].shape == (1, 10, 10, 1280)
+  assert 'layer_2/expansion_output' not in endpoints  # t = 1: no expansion
+  assert endpoints['layer_2/depthwise_output'].shape == (1, 160, 160, 32)
+
+
+@pytest.mark.parametrize('alpha,channels', [
+    # Stem, the 7 bottleneck rows, last conv: TF release / Keras rounding
+    # (the same rounding gives all 22 published parameter counts, test_stats).
+    (0.35, [16, 8, 8, 16, 24, 32, 56, 112, 1280]),
+    (0.5, [16, 8, 16, 16, 32, 48, 80, 160, 1280]),
+    (0.75, [24, 16, 24, 24, 48, 72, 120, 240, 1280]),
+    (1.0, [32, 16, 24, 32, 64, 96, 160, 320, 1280]),
+    (1.3, [40, 24, 32, 40, 80, 128, 208, 416, 1664]),
+    (1.4, [48, 24, 32, 48, 88, 136, 224, 448, 1792]),
+])
+def test_channels_per_width_multiplier(alpha, channels):
+  variables, _ = _shapes(
+      model_lib.MobileNetV2(num_classes=10, width_multiplier=alpha), 96)
+  params = variables['params']
+  first_of_row = [2, 3, 5, 8, 12, 15, 18]
+  got = [params['layer_1']['conv']['kernel'].shape[-1]]
+  got += [params[f'layer_{i}']['project']['conv']['kernel'].shape[-1]
+          for i in first_of_row]
+  got.append(params['layer_19']['conv']['kernel'].shape[-1])
+  assert got == channels
+
+
+def test_make_divisible():
+  assert model_lib.make_divisible(32 * 0.35) == 16  # 8 would be >10% below
+  assert model_lib.make_divisible(16 * 0.35) == 8
+  assert model_lib.make_divisible(1) == 8  # minimum 8
+  assert model_lib.make_divisible(1280 * 1.4) == 1792
+
+
+def test_expansion_ratio_constant_and_per_block():
+  blocks = model_lib.block_configs(expansion_ratio=4)
+  assert blocks[0].expanded_channels == 32 and not blocks[0].has_expansion
+  assert blocks[1].expanded_channels == 16 * 4
+  per_block = (1,) + (6,) * 8 + (3,) * 8
+  blocks = model_lib.block_configs(expansion_ratio=per_block)
+  assert [b.expanded_channels // b.in_channels for b in blocks[1:]] == [
+      6] * 8 + [3] * 8
+  with pytest.raises(ValueError, match='17 values'):
+    model_lib.block_configs(expansion_ratio=(6, 6))
+
+
+def _init(model, x, seed=0):
+  # Compiled: op-by-op dispatch of a whole network is far slower on CPU.
+  return jax.jit(model.init)(jax.random.key(seed), x)
+
+
+def _run(model, variables, x, **kwargs):
+  return jax.jit(functools.partial(model.apply, **kwargs))(variables, x)
+
+
+# One small model's variables serve every variant below: activation, residual
+# placement, padding, dtype, output stride and dropout change the function,
+# not the parameters.
+SMALL = functools.partial(model_lib.MobileNetV2, num_classes=10,
+                          width_multiplier=0.35)
+
+
+@pytest.fixture(scope='module')
+def small_variables():
+  return _init(SMALL(), jnp.zeros((1, 64, 64, 3)))
+
+
+def _images(seed=0, size=64, batch=2):
+  return jax.random.normal(jax.random.key(seed), (batch, size, size, 3))
+
+
+def test_ablation_variants_change_the_function_not_the_parameters(
+    small_variables):
+  x = _images()
+  reference = _run(SMALL(), small_variables, x)[0]
+  for variant in [dict(bottleneck_activation='relu6'),
+                  dict(residual='expansion'), dict(residual='none')]:
+    model = SMALL(**variant)
+    variant_vars = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert _count(variant_vars) == _count(small_variables), variant
+    out = _run(model, small_variables, x)[0]
+    assert not np.allclose(out, reference, atol=1e-6), variant
+
+
+def test_linear_bottleneck_output_can_be_negative(small_variables):
+  # No activation on the projection (paper §3.2): bottlenecks take any sign;
+  # with the relu6 ablation they are clipped to [0, 6].
+  x = _images()
+  for activation, has_negative in [('linear', True), ('relu6', False)]:
+    model = SMALL(bottleneck_activation=activation, residual='none')
+    _, endpoints = _run(model, small_variables, x)
+    assert bool(jnp.any(endpoints['layer_4/output'] < 0)) == has_negative
+
+
+def test_symmetric_padding_differs_at_stride_two(small_variables):
+  x = _images()
+  _, same = _run(SMALL(), small_variables, x)
+  _, symmetric = _run(SMALL(padding='symmetric'), small_variables, x)
+  assert same['layer_1'].shape == symmetric['layer_1'].shape
+  assert not np.allclose(same['layer_1'], symmetric['layer_1'])
+
+
+def test_bfloat16_compute_float32_parameters(small_variables):
+  x = _images()
+  logits, endpoints = _run(SMALL(dtype='bfloat16'), small_variables, x)
+  assert endpoints['layer_10/output'].dtype == jnp.bfloat16
+  assert logits.dtype == jnp.float32
+  reference = _run(SMALL(), small_variables, x)[0]
+  np.testing.assert_allclose(logits, reference, rtol=0.1, atol=0.1)
+
+
+def test_fast_depthwise_network_equals_grouped_network(small_variables):
+  x = _images()
+  for output_stride in (32, 8):
+    fast = _run(SMALL(output_stride=output_stride,
+                      depthwise_implementation='shifted'), small_variables, x)
+    grouped = _run(SMALL(output_stride=output_stride,
+                         depthwise_implementation='grouped'),
+                   small_variables, x)
+    np.testing.assert_allclose(fast[0], grouped[0], rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_only_in_training(small_variables):
+  x = _images(batch=4)
+  model = SMALL(dropout_rate=0.5)
+  np.testing.assert_array_equal(_run(model, small_variables, x)[0],
+                                _run(model, small_variables, x)[0])
+  train = jax.jit(lambda v, x, rng: model.apply(
+      v, x, train=True, mutable=['batch_stats'], rngs={'dropout': rng})[0][0])
+  assert not np.allclose(train(small_variables, x, jax.random.key(1)),
+                         train(small_variables, x, jax.random.key(2)))
+
+
+def test_parameters_are_float32(small_variables):
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(small_variables))
