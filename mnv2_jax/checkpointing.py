@@ -2,8 +2,9 @@
 
 The manager saves every `config.checkpoint_every_steps` steps, at the end, and
 when the cluster signals preemption; keeps the last `config.keep_checkpoints`;
-and a restarted run resumes from the latest step automatically. Saves are
-asynchronous; `close()` waits for them.
+and a restarted run resumes from the latest step automatically. A step is
+written to a temporary directory and renamed when complete, so an interrupted
+save never replaces a good checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def create_manager(workdir: str, *, save_every_steps: int = 1,
                    read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_every_steps, max_to_keep=keep,
-      create=not read_only, read_only=read_only)
+      create=not read_only, read_only=read_only,
+      # Synchronous: a MobileNetV2 state is tens of MB (under a second to
+      # write), and with Orbax 0.12 async saves lost a directory when TFDS
+      # mock data was active (tests/test_train.py, ImageNet under mock_data).
+      enable_async_checkpointing=False)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

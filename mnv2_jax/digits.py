@@ -79,9 +79,8 @@ def train_batches(config, *, start_step: int,
     batch_index = order[position * global_batch:(position + 1) * global_batch]
     batch_index = batch_index[host_slice]
     batch_images = images[batch_index]
-    if config.dataset.get('augment', True):
-      batch_images = _augment(batch_images,
-                              np.random.default_rng([config.seed, step, 1]))
+    batch_images = _augment(batch_images,
+                            np.random.default_rng([config.seed, step, 1]))
     yield {'image': batch_images, 'label': labels[batch_index]}
     step += 1
 

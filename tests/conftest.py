@@ -8,3 +8,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Many tests build the same small networks; a persistent compilation cache
+# compiles each program once per session instead of once per test.
+_CACHE_DIR = os.path.join(REPO_ROOT, '.pytest_cache', 'jax_compilation_cache')
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -1,0 +1,249 @@
+"""End-to-end training: metrics, checkpoints, resume, eval mode, divergence,
+the ImageNet pipeline under mock data, and 1 vs 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from mnv2_jax import checkpointing
+from mnv2_jax import configuration
+from mnv2_jax import input_pipeline
+from mnv2_jax import metric_writers
+from mnv2_jax import train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_digits_config(**overrides) -> ml_collections.ConfigDict:
+  """configs/quickstart.py shrunk to a few steps of a 0.35 model at 32x32."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
+  try:
+    import quickstart  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  config = quickstart.get_config()
+  config.model.width_multiplier = 0.35
+  config.batch_size = 16
+  config.eval_batch_size = 120
+  config.num_train_steps = 4
+  config.warmup_epochs = 0.0
+  config.lr_schedule = 'exponential'
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_every_epochs = 1000.0
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def final_line(workdir, split='test'):
+  lines = [l for l in metric_writers.read_jsonl(workdir) if l['split'] == split]
+  return lines[-1]
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  results = train.train_and_evaluate(tiny_digits_config(), workdir)
+  return workdir, results
+
+
+def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
+  workdir, results = trained_workdir
+  final = final_line(workdir)
+  assert final['step'] == 4
+  assert final['num_examples'] == 360  # every test digit exactly once
+  assert 0.0 <= final['top1'] <= final['top5'] <= 1.0
+  assert final['top1'] == pytest.approx(results['top1'])
+  train_lines = [l for l in metric_writers.read_jsonl(workdir)
+                 if l['split'] == 'train']
+  assert [l['step'] for l in train_lines] == [2, 4]
+  for key in ('loss', 'accuracy', 'learning_rate', 'images_per_second',
+              'input_wait_fraction'):
+    assert key in train_lines[0]
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.all_steps() == [2, 4]
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['model']['width_multiplier'] == 0.35
+
+
+def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir):
+  workdir, results = trained_workdir
+  evaluated = train.train_and_evaluate(tiny_digits_config(mode='eval'),
+                                       workdir)
+  assert evaluated['top1'] == pytest.approx(results['top1'])
+  assert evaluated['loss'] == pytest.approx(results['loss'], rel=1e-5)
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(trained_workdir, tmp_path,
+                                                    monkeypatch):
+  _, uninterrupted = trained_workdir
+  workdir = str(tmp_path)
+  real_batches = input_pipeline.train_batches
+
+  def preempted_after_three_batches(*args, **kwargs):
+    iterator = real_batches(*args, **kwargs)
+    for _ in range(3):
+      yield next(iterator)
+    raise KeyboardInterrupt('simulated preemption')
+
+  monkeypatch.setattr(input_pipeline, 'train_batches',
+                      preempted_after_three_batches)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_digits_config(), workdir)
+  assert checkpointing.create_manager(
+      workdir, read_only=True).latest_step() == 2
+  monkeypatch.setattr(input_pipeline, 'train_batches', real_batches)
+  resumed = train.train_and_evaluate(tiny_digits_config(), workdir)
+  for key in ('top1', 'top5', 'loss'):
+    assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-5), key
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real_batches = input_pipeline.train_batches
+
+  def poisoned_from_step_three(*args, **kwargs):
+    for step, batch in enumerate(real_batches(*args, **kwargs), start=1):
+      if step >= 3:
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, 'train_batches',
+                      poisoned_from_step_three)
+  config = tiny_digits_config(checkpoint_every_steps=1, log_every_steps=100)
+  with pytest.raises(train.TrainingDivergedError, match='nan at step 3'):
+    train.train_and_evaluate(config, workdir)
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.latest_step() == 2
+  trainer = train.Trainer(config)
+  state = checkpointing.restore(manager, trainer.abstract_state)
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+
+def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
+    trained_workdir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(trained_workdir[0], workdir)
+  step_dir = os.path.join(workdir, 'checkpoints', '4')
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      if name != '_CHECKPOINT_METADATA':
+        with open(os.path.join(root, name), 'wb') as f:
+          f.write(b'garbage')
+  with pytest.raises(ValueError, match='Could not restore the checkpoint of '
+                     'step 4'):
+    train.train_and_evaluate(tiny_digits_config(mode='eval'), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model.width_multiplier', 0.0, 'model.width_multiplier=0.0 is invalid'),
+    ('model.width_multiplier', -1.0, 'number > 0'),
+    ('model.output_stride', 12, r'allowed values are \[8, 16, 32\]'),
+    ('image_size', 16, 'image_size=16 is invalid: it must be >= 32'),
+    ('model.residual', 'dense', "'bottleneck', 'expansion', 'none'"),
+    ('model.bottleneck_activation', 'relu', "'linear', 'relu6'"),
+    ('num_classes', 1000, "dataset 'digits' has 10 classes"),
+    ('model.expansion_ratio', 0.5, 'number >= 1'),
+    ('dataset.name', 'cifar10', "'digits', 'imagenet2012'"),
+])
+def test_config_errors_name_the_field_and_the_fix(field, value, message):
+  config = tiny_digits_config()
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(ValueError, match=message) as error:
+    configuration.validate(config)
+  assert f'--config.{field}=' in str(error.value)
+
+
+def test_unknown_config_key_fails_at_parse_time():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values,
+                                  lock_config=True)
+  argv = ['main', f'--config={REPO_ROOT}/configs/quickstart.py',
+          '--config.model.width_multipler=0.5']
+  with pytest.raises(Exception, match='width_multipler'):
+    flag_values(argv)
+
+
+def test_missing_imagenet_directory_fails_before_training(tmp_path):
+  config = tiny_digits_config()
+  config.dataset.name = 'imagenet2012'
+  config.num_classes = 1000
+  config.dataset.data_dir = str(tmp_path / 'no_such_dir')
+  with pytest.raises(ValueError, match='no_such_dir'):
+    train.Trainer(config)
+  assert not os.path.exists(tmp_path / 'no_such_dir')
+
+
+def test_one_imagenet_train_step_under_mock_data(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = tiny_digits_config(num_train_steps=1, log_every_steps=1,
+                              checkpoint_every_steps=1)
+  config.dataset.name = 'imagenet2012'
+  config.dataset.eval_split = 'validation'
+  config.num_classes = 1000
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.dataset.shuffle_buffer_size = 8
+  with tfds.testing.mock_data(num_examples=6,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    results = train.train_and_evaluate(config, str(tmp_path))
+  final = final_line(str(tmp_path), 'validation')
+  assert final['step'] == 1 and final['num_examples'] == 6
+  assert np.isfinite(results['loss'])
+  train_line = final_line(str(tmp_path), 'train')
+  assert np.isfinite(train_line['loss'])
+
+
+_ONE_VS_EIGHT = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+import jax, numpy as np
+from mnv2_jax import input_pipeline, train
+from test_train import tiny_digits_config
+assert jax.device_count() == 8
+config = tiny_digits_config()
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+  trainer = train.Trainer(config, devices=devices)
+  state = trainer.init_state()
+  batch = next(input_pipeline.train_batches(config, start_step=0,
+                                            per_host_batch_size=16))
+  state, metrics = trainer.train_step(
+      state, train.global_batch(batch, trainer.data_sharding), jax.random.key(0))
+  results.append((float(metrics['loss']),
+                  jax.device_get((state.params, state.batch_stats))))
+(loss_1, state_1), (loss_8, state_8) = results
+np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
+# Float rounding only: reductions over the batch run in another order. Some
+# leaves are pure rounding noise near 0 (e.g. the moving mean of a 1x1 conv of
+# BatchNorm-normalised inputs, ~1e-8), hence the absolute floor.
+jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5),
+             state_1, state_8)
+print('ONE_VS_EIGHT_OK', loss_1, loss_8)
+"""
+
+
+def test_one_and_eight_devices_agree():
+  """A training step of the same global batch on 1 and on 8 (virtual CPU)
+  devices gives the same loss, parameters and BatchNorm statistics up to float
+  rounding: BatchNorm statistics are over the global batch on any mesh."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  code = _ONE_VS_EIGHT.format(repo=REPO_ROOT,
+                              tests=os.path.join(REPO_ROOT, 'tests'))
+  run = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO_ROOT,
+                       capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'ONE_VS_EIGHT_OK' in run.stdout
