@@ -21,7 +21,9 @@ setuptools.setup(
         'orbax-checkpoint>=0.12.8,<0.13',
         'ml-collections>=1.1,<1.2',
         'numpy>=2.0,<2.5',
-        'tensorflow-cpu>=2.21,<2.22',
+        # tf.data / TFDS / TensorBoard only; TF never sees an accelerator.
+        'tensorflow-cpu>=2.21,<2.22; sys_platform == "linux"',
+        'tensorflow>=2.21,<2.22; sys_platform != "linux"',
         'tensorflow-datasets>=4.9.10,<4.10',
         'tensorboard>=2.21,<2.22',
         'scikit-learn>=1.9,<1.10',
@@ -29,5 +31,8 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest>=9.0,<10'],
+        # Accelerators: JAX's plugins for this exact JAX version.
+        'cuda12': ['jax[cuda12]==0.10.2'],
+        'tpu': ['jax[tpu]==0.10.2'],
     },
 )

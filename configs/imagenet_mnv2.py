@@ -11,7 +11,11 @@ by overriding α and resolution, e.g. --config.model.width_multiplier=0.75
 Recipe: RMSProp (decay 0.9, momentum 0.9), learning rate 0.045 per 96 images
 decayed x0.98 per epoch, weight decay 4e-5, BatchNorm after every layer, batch
 96 (the paper: 16 asynchronous GPU workers; here synchronous data parallelism
-with the learning rate scaled linearly to the global batch).
+with the learning rate scaled linearly to the global batch, 0.72 at 1536).
+Two deviations follow from synchronous training: BatchNorm statistics are
+over the global batch (1536 images) instead of each worker's 96, and the large
+peak learning rate starts without warm-up as in the paper; if the first epochs
+diverge, add --config.warmup_epochs=5 or lower --config.batch_size.
 Expected: about 72% top-1 on the validation set (the paper's number; the
 paper trains without label smoothing or weight averaging, see
 imagenet_mnv2_release.py for the released recipe). Not yet measured with this

@@ -18,7 +18,6 @@ def get_config():
   config.dataset.eval_split = 'test'
   config.num_classes = 10
   config.image_size = 32  # digits are 8x8; 32 leaves a 1x1 final feature map
-  config.eval_crop_fraction = 1.0
 
   config.model.width_multiplier = 0.5
   config.model.dropout_rate = 0.0

@@ -17,6 +17,8 @@ import orbax.checkpoint as ocp
 
 
 def checkpoint_dir(workdir: str) -> str:
+  if '://' in workdir:  # gs://... : Orbax writes to cloud storage directly
+    return workdir.rstrip('/') + '/checkpoints'
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 

@@ -93,12 +93,31 @@ def _fail(field: str, value: Any, allowed: str, example: str) -> None:
                    f'Fix it in the config file or with --config.{field}={example}.')
 
 
-def _check_choice(config, field: str, choices) -> None:
+def _get(config, field: str) -> Any:
   value = config
   for part in field.split('.'):
     value = value[part]
+  return value
+
+
+def _check_choice(config, field: str, choices) -> None:
+  value = _get(config, field)
   if value not in choices:
-    _fail(field, value, f'allowed values are {list(choices)}', choices[0])
+    # Suggest the base config's value, the paper's choice.
+    _fail(field, value, f'allowed values are {list(choices)}',
+          _get(base_config(), field))
+
+
+def _check_range(config, field: str, low: float, high: float, *,
+                 low_inclusive: bool, high_inclusive: bool) -> None:
+  value = _get(config, field)
+  numeric = isinstance(value, (int, float))
+  above = numeric and (value >= low if low_inclusive else value > low)
+  below = numeric and (value <= high if high_inclusive else value < high)
+  if not (above and below):
+    interval = (('[' if low_inclusive else '(') + f'{low}, {high}' +
+                (']' if high_inclusive else ')'))
+    _fail(field, value, f'it must be in {interval}', _get(base_config(), field))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -135,12 +154,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('model.expansion_ratio_per_block', per_block,
           f'it must be empty or {model_lib.NUM_BLOCKS} numbers >= 1',
           '"(1,' + ','.join(['6'] * (model_lib.NUM_BLOCKS - 1)) + ')"')
-  if not 0.0 <= model.dropout_rate < 1.0:
-    _fail('model.dropout_rate', model.dropout_rate, 'it must be in [0, 1)',
-          '0.2')
-  if not 0.0 < model.batch_norm_momentum < 1.0:
-    _fail('model.batch_norm_momentum', model.batch_norm_momentum,
-          'it must be in (0, 1)', '0.997')
+  inf = float('inf')
+  for field, low, high, low_in, high_in in [
+      ('model.dropout_rate', 0.0, 1.0, True, False),
+      ('model.batch_norm_momentum', 0.0, 1.0, False, False),
+      ('model.batch_norm_epsilon', 0.0, inf, False, False),
+      ('eval_crop_fraction', 0.0, 1.0, False, True),
+      ('base_learning_rate', 0.0, inf, False, False),
+      ('lr_decay_rate', 0.0, 1.0, False, True),
+      ('lr_decay_epochs', 0.0, inf, False, False),
+      ('eval_every_epochs', 0.0, inf, False, False),
+      ('rmsprop_decay', 0.0, 1.0, True, False),
+      ('rmsprop_epsilon', 0.0, inf, False, False),
+      ('momentum', 0.0, 1.0, True, False),
+      ('weight_decay', 0.0, inf, True, False),
+      ('label_smoothing', 0.0, 1.0, True, False),
+      ('warmup_epochs', 0.0, inf, True, False),
+      ('ema_decay', 0.0, 1.0, True, False),
+  ]:
+    _check_range(config, field, low, high, low_inclusive=low_in,
+                 high_inclusive=high_in)
 
   if config.image_size < MIN_IMAGE_SIZE:
     _fail('image_size', config.image_size,
@@ -152,15 +185,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f'dataset {config.dataset.name!r} has {expected_classes} classes',
           str(expected_classes))
   for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
-                'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    if not isinstance(config[field], int) or config[field] <= 0:
-      _fail(field, config[field], 'it must be a positive integer', '64')
+                'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+                'dataset.shuffle_buffer_size'):
+    value = _get(config, field)
+    if not isinstance(value, int) or value <= 0:
+      _fail(field, value, 'it must be a positive integer',
+            _get(base_config(), field))
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     _fail('num_epochs', config.num_epochs,
           'it must be > 0 unless num_train_steps is set', '10')
-  for field in ('weight_decay', 'label_smoothing', 'warmup_epochs'):
-    if config[field] < 0:
-      _fail(field, config[field], 'it must be >= 0', '0')
-  if not 0.0 <= config.ema_decay < 1.0:
-    _fail('ema_decay', config.ema_decay, 'it must be in [0, 1); 0 disables it',
-          '0.9999')
+

@@ -4,7 +4,7 @@ Preprocessing follows the released MobileNetV2 recipe: Inception preprocessing
 (TF-slim ``inception_preprocessing``), central crop 87.5% for evaluation and
 inputs in [-1, 1].
 
-* Train: Inception-style random-area crop (area in [0.08, 1], aspect ratio in
+* Train: Inception-style random-area crop (area in [0.05, 1], aspect ratio in
   [3/4, 4/3]), bilinear resize to ``image_size``, random left-right flip.
 * Eval: central crop of 87.5% of the image, bilinear resize to ``image_size``.
 
@@ -39,11 +39,13 @@ _FILE_SHUFFLE_TAG = 0
 _BUFFER_SHUFFLE_TAG = 1
 _AUGMENT_TAG = 2
 
-# Random-area crop of the released recipe (Inception preprocessing).
-_CROP_AREA_RANGE = (0.08, 1.0)
-_CROP_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+# Random-area crop of the released recipe: TF-slim inception_preprocessing's
+# distorted_bounding_box_crop defaults. (Slim also applies a fast colour
+# distortion, brightness and saturation, which this pipeline does not.)
+_CROP_AREA_RANGE = (0.05, 1.0)
+_CROP_ASPECT_RATIO_RANGE = (0.75, 1.33)
 _CROP_MIN_OBJECT_COVERED = 0.1
-_CROP_MAX_ATTEMPTS = 10
+_CROP_MAX_ATTEMPTS = 100
 
 # Fixed so that the file interleave order does not depend on the machine.
 _INTERLEAVE_CYCLE_LENGTH = 16
@@ -139,8 +141,9 @@ def preprocess_for_train(
 ) -> tf.Tensor:
   """Inception-style training preprocessing of one encoded image.
 
-  Random-area crop (area in [0.08, 1] of the image, aspect ratio in [3/4, 4/3],
-  up to 10 attempts, falling back to the whole image), bilinear resize to
+  Random-area crop (area in [0.05, 1] of the image, aspect ratio in
+  [0.75, 1.33], up to 100 attempts, falling back to the whole image), bilinear
+  resize to
   ``image_size`` and random left-right flip. All randomness is stateless, so the
   output is a pure function of ``(image_bytes, seed)``.
 

@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+from etils import epath
 
 
 def _to_python(value: Any) -> Any:
@@ -25,10 +26,11 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, tensorboard: bool = True):
     self._active = jax.process_index() == 0
-    self._jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    # epath: local paths and gs:// alike.
+    self._jsonl_path = epath.Path(workdir) / 'metrics.jsonl'
     self._summary_writer = None
     if self._active:
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       if tensorboard:
         # flax.metrics.tensorboard writes TF event files; TF is imported only
         # here, never on the training hot path.
@@ -40,7 +42,7 @@ class MetricWriter:
     if not self._active:
       return
     values = {key: _to_python(value) for key, value in metrics.items()}
-    with open(self._jsonl_path, 'a') as f:
+    with self._jsonl_path.open('a') as f:
       f.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
     if self._summary_writer is not None:
       for key, value in values.items():
@@ -59,5 +61,5 @@ class MetricWriter:
 
 def read_jsonl(workdir: str) -> list[dict[str, Any]]:
   """Reads back every line of `<workdir>/metrics.jsonl`."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (epath.Path(workdir) / 'metrics.jsonl').read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

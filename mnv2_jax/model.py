@@ -209,6 +209,25 @@ def has_identity_shortcut(block: BlockConfig) -> bool:
   return block.stride == 1 and block.in_channels == block.out_channels
 
 
+def expansion_shortcut_layers(blocks: Sequence[BlockConfig]) -> tuple[int, ...]:
+  """Layers whose expansion output receives the previous block's depthwise
+  output under residual='expansion' (Figure 6b).
+
+  Wherever the paper's design joins two bottlenecks (previous block with
+  stride 1 and k = k'), this variant joins the wide tensors around that thin
+  bottleneck instead: the previous block's depthwise output and this block's
+  expansion output. The shortcut needs both tensors to have the same width,
+  so blocks without an expansion conv (t = 1) or with a different expanded
+  width (per-block t) get none.
+  """
+  layers_with_shortcut = []
+  for previous, block in zip(blocks[:-1], blocks[1:]):
+    if (has_identity_shortcut(previous) and block.has_expansion
+        and previous.expanded_channels == block.expanded_channels):
+      layers_with_shortcut.append(block.layer)
+  return tuple(layers_with_shortcut)
+
+
 class MobileNetV2(nn.Module):
   """MobileNetV2 classifier/backbone (paper Table 2).
 
@@ -260,19 +279,18 @@ class MobileNetV2(nn.Module):
 
     blocks = block_configs(self.width_multiplier, self.expansion_ratio,
                            self.output_stride)
-    previous_wide, previous_block = None, None
+    expansion_shortcuts = (expansion_shortcut_layers(blocks)
+                           if self.residual == 'expansion' else ())
+    previous_wide = None
     for block in blocks:
-      shortcut = None
-      if (self.residual == 'expansion' and previous_block is not None
-          and has_identity_shortcut(previous_block)):
-        shortcut = previous_wide
+      shortcut = previous_wide if block.layer in expansion_shortcuts else None
       x, block_endpoints = InvertedResidual(
           block, self.bottleneck_activation, self.residual, conv,
           depthwise_conv, norm, name=f'layer_{block.layer}')(x, shortcut)
       for key, value in block_endpoints.items():
         endpoints[f'layer_{block.layer}/{key}'] = value
       endpoints[f'layer_{block.layer}'] = x
-      previous_wide, previous_block = block_endpoints['depthwise_output'], block
+      previous_wide = block_endpoints['depthwise_output']
 
     last = len(blocks) + 2  # layer_19
     x = layers.ConvBN(

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from typing import Any, Iterator, Optional
 
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnv2_jax import checkpointing
@@ -186,7 +186,14 @@ def eval_step(variables: PyTree, batch: dict[str, jax.Array], *,
 
 
 def create_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all), axis 'data'.
+
+  Devices are ordered by host so that each host's devices hold one contiguous
+  block of the global batch, which is what assembling the global batch from
+  per-host pieces (`global_batch`) requires.
+  """
   devices = jax.devices() if devices is None else devices
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(devices), ('data',))
 
 
@@ -281,11 +288,37 @@ class Trainer:
     return results
 
 
-def _save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+def _record_config(config, workdir: str,
+                   writer: metric_writers.MetricWriter) -> None:
+  """Writes config.json for a new run; on resume keeps the original and
+  reports every field the new config changes."""
+  if jax.process_index() != 0:
+    return
+  path = epath.Path(workdir) / 'config.json'
+  new = json.loads(config.to_json_best_effort())
+  if path.exists():
+    old = json.loads(path.read_text())
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    changed = sorted(k for k in set(flat_old) | set(flat_new)
+                     if flat_old.get(k) != flat_new.get(k))
+    if changed:
+      writer.log('WARNING: resuming with a config that differs from '
+                 f'{path} in: ' + ', '.join(
+                     f'{k} ({flat_old.get(k)!r} -> {flat_new.get(k)!r})'
+                     for k in changed))
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(new, indent=2))
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
 class _Prefetcher:
@@ -330,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if config.mode == 'eval':
       state = checkpointing.restore(manager, trainer.abstract_state)
       return _final_evaluation(trainer, state, writer)
-    _save_config(config, workdir)
+    _record_config(config, workdir, writer)
     return _train(trainer, workdir, writer, manager)
   finally:
     manager.wait_until_finished()
@@ -377,50 +410,59 @@ def _train(trainer: Trainer, workdir: str,
                                    per_host_batch_size=per_host),
       functools.partial(global_batch, sharding=trainer.data_sharding))
   rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-  pending, last_log_time, last_log_step = [], time.perf_counter(), start_step
-  wait_at_last_log = 0.0
+  # Metrics of the steps since the last log line (device arrays, fetched only
+  # when needed); time spent in evaluation and saving is not training time.
+  pending, unchecked = [], 0
+  last_log_time, last_log_step, wait_at_last_log = (
+      time.perf_counter(), start_step, 0.0)
+  excluded_seconds = 0.0
   try:
     for step in range(start_step + 1, schedule.total_steps + 1):
       batch = next(batches)
       state, metrics = trainer.train_step(state, batch, rng)
       pending.append(metrics)
+      unchecked += 1
       is_last = step == schedule.total_steps
       due_log = step % config.log_every_steps == 0 or is_last
       due_save = manager.should_save(step) or is_last
       due_eval = step % schedule.eval_every_steps == 0 and not is_last
-      if due_log or due_save or due_eval:
-        # Never save a diverged state: the loss is checked before any save.
+      if not (due_log or due_save or due_eval):
+        continue
+      # Never save a diverged state: every step's loss is checked first.
+      losses = [float(m['loss']) for m in jax.device_get(pending[-unchecked:])]
+      unchecked = 0
+      for offset, loss in enumerate(losses):
+        _check_finite(loss, step - len(losses) + 1 + offset, manager)
+      if due_log:
         means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
                  for k in pending[-1]}
-        _check_finite(means['loss'], step, manager)
+        elapsed = time.perf_counter() - last_log_time - excluded_seconds
+        steps_done = step - last_log_step
+        means['images_per_second'] = (steps_done * config.batch_size
+                                      / max(elapsed, 1e-9))
+        means['input_wait_fraction'] = (
+            (batches.wait_seconds - wait_at_last_log) / max(elapsed, 1e-9))
+        means['epoch'] = step / schedule.steps_per_epoch
+        eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
+        writer.write(step, 'train', means)
+        writer.log(
+            f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
+            f'loss {means["loss"]:.4f} acc {means["accuracy"]:.4f} '
+            f'lr {means["learning_rate"]:.5f} '
+            f'{means["images_per_second"]:.0f} img/s '
+            f'input wait {100 * means["input_wait_fraction"]:.1f}% '
+            f'ETA {eta:.0f}s')
         pending = []
-        if due_log:
-          now = time.perf_counter()
-          elapsed = now - last_log_time
-          steps_done = step - last_log_step
-          means['images_per_second'] = (steps_done * config.batch_size
-                                        / max(elapsed, 1e-9))
-          means['input_wait_fraction'] = ((batches.wait_seconds -
-                                           wait_at_last_log) /
-                                          max(elapsed, 1e-9))
-          means['epoch'] = step / schedule.steps_per_epoch
-          eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
-          writer.write(step, 'train', means)
-          writer.log(
-              f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
-              f'loss {means["loss"]:.4f} acc {means["accuracy"]:.4f} '
-              f'lr {means["learning_rate"]:.5f} '
-              f'{means["images_per_second"]:.0f} img/s '
-              f'input wait {100 * means["input_wait_fraction"]:.1f}% '
-              f'ETA {eta:.0f}s')
-          last_log_time, last_log_step = time.perf_counter(), step
-          wait_at_last_log = batches.wait_seconds
-        if due_save:
-          checkpointing.save(manager, step, state, force=is_last)
-        if due_eval:
-          results = trainer.evaluate(state)
-          writer.write(step, trainer.info.eval_split, results)
-          writer.log(f'[eval] step {step}: top1 {results["top1"]:.4f}')
+        last_log_time, last_log_step = time.perf_counter(), step
+        wait_at_last_log, excluded_seconds = batches.wait_seconds, 0.0
+      side_work_start = time.perf_counter()
+      if due_save:
+        checkpointing.save(manager, step, state, force=is_last)
+      if due_eval:
+        results = trainer.evaluate(state)
+        writer.write(step, trainer.info.eval_split, results)
+        writer.log(f'[eval] step {step}: top1 {results["top1"]:.4f}')
+      excluded_seconds += time.perf_counter() - side_work_start
   finally:
     batches.close()
   return _final_evaluation(trainer, state, writer)

@@ -202,3 +202,22 @@ def test_dropout_only_in_training(small_variables):
 
 def test_parameters_are_float32(small_variables):
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(small_variables))
+
+
+def test_shortcut_placement():
+  blocks = model_lib.block_configs()
+  bottleneck = [b.layer for b in blocks if model_lib.has_identity_shortcut(b)]
+  # Table 2: every repeat after the first of a row (stride 1, k = k').
+  assert bottleneck == [4, 6, 7, 9, 10, 11, 13, 14, 16, 17]
+  # Figure 6b variant: the same joints, moved onto the wide tensors around
+  # each joined bottleneck, i.e. into the following block's expansion.
+  assert model_lib.expansion_shortcut_layers(blocks) == (
+      5, 7, 8, 10, 11, 12, 14, 15, 17, 18)
+  # Per-block t with mismatched widths: no shortcut where widths differ.
+  mixed = model_lib.block_configs(expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
+  # Layer 10 (t = 6) follows a t = 6 block; layer 11 (t = 3) does not match.
+  assert 10 in model_lib.expansion_shortcut_layers(mixed)
+  assert 11 not in model_lib.expansion_shortcut_layers(mixed)
+  model = model_lib.MobileNetV2(num_classes=10, residual='expansion',
+                                expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
+  _shapes(model, 64)  # builds without a shape error

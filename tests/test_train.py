@@ -103,6 +103,56 @@ def test_resumed_run_ends_like_an_uninterrupted_one(trained_workdir, tmp_path,
   resumed = train.train_and_evaluate(tiny_digits_config(), workdir)
   for key in ('top1', 'top5', 'loss'):
     assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-5), key
+  # The second run trained steps 3-4 only: one train line (step 4) added to
+  # the first run's step 2. A run that ignored the checkpoint would log 2 again.
+  train_steps = [l['step'] for l in metric_writers.read_jsonl(workdir)
+                 if l['split'] == 'train']
+  assert train_steps == [2, 4]
+
+
+def test_learning_rate_schedule_is_the_paper_recipe():
+  config = tiny_digits_config()
+  config.base_learning_rate, config.base_batch_size = 0.045, 96
+  config.batch_size = 192  # linear scaling: peak 0.09
+  schedule = train.make_schedule(config, num_train_examples=192 * 10)
+  assert schedule.steps_per_epoch == 10
+  lr = train.learning_rate_fn(config, schedule)
+  # x0.98 per epoch, staircase (paper §6.1).
+  assert float(lr(0)) == pytest.approx(0.09)
+  assert float(lr(9)) == pytest.approx(0.09)
+  assert float(lr(10)) == pytest.approx(0.09 * 0.98)
+  assert float(lr(35)) == pytest.approx(0.09 * 0.98**3)
+  config.warmup_epochs, config.lr_schedule = 1.0, 'cosine'
+  config.num_train_steps = 100
+  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(0.09)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_weight_decay_skips_depthwise_batch_norm_and_biases():
+  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  params = jax.eval_shape(
+      model_lib.MobileNetV2(num_classes=10, width_multiplier=0.35).init,
+      jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+  )['params']
+  mask = train.weight_decay_mask(params)
+  assert mask['layer_3']['expand']['conv']['kernel']
+  assert mask['layer_3']['project']['conv']['kernel']
+  assert mask['classifier']['kernel']
+  assert not mask['layer_3']['depthwise']['conv']['kernel']
+  assert not mask['layer_3']['expand']['bn']['scale']
+  assert not mask['classifier']['bias']
+  # TF's l2_regularizer: weight_decay * sum(w^2) / 2.
+  tree = {'a': {'kernel': np.full((2, 2), 3.0)}, 'b': {'bias': np.ones(2)}}
+  penalty = train.l2_penalty(tree, train.weight_decay_mask(tree))
+  assert float(penalty) == pytest.approx(0.5 * 4 * 9.0)
+
+
+def test_ema_decay_warms_up_like_tensorflow():
+  # min(decay, (1 + n) / (10 + n)): 0.1 at step 0, the full decay later.
+  assert float(train.ema_decay_at(np.int32(0), 0.9999)) == pytest.approx(0.1)
+  assert float(train.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(
+      0.9999)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
@@ -196,12 +246,17 @@ def test_one_imagenet_train_step_under_mock_data(tmp_path):
   config.batch_size = 4
   config.eval_batch_size = 4
   config.dataset.shuffle_buffer_size = 8
+  # The released recipe's extras (PAPER.md §3): label smoothing and a moving
+  # average of the weights, checkpointed and evaluated alongside.
+  config.label_smoothing = 0.1
+  config.ema_decay = 0.9999
   with tfds.testing.mock_data(num_examples=6,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     results = train.train_and_evaluate(config, str(tmp_path))
   final = final_line(str(tmp_path), 'validation')
   assert final['step'] == 1 and final['num_examples'] == 6
-  assert np.isfinite(results['loss'])
+  assert np.isfinite(results['loss']) and np.isfinite(results['ema_loss'])
+  assert 0.0 <= final['ema_top1'] <= final['ema_top5'] <= 1.0
   train_line = final_line(str(tmp_path), 'train')
   assert np.isfinite(train_line['loss'])
 
