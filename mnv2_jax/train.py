@@ -429,13 +429,14 @@ def _train(trainer: Trainer, workdir: str,
       if not (due_log or due_save or due_eval):
         continue
       # Never save a diverged state: every step's loss is checked first.
-      losses = [float(m['loss']) for m in jax.device_get(pending[-unchecked:])]
+      fetched = jax.device_get(pending)
+      losses = [float(m['loss']) for m in fetched[len(fetched) - unchecked:]]
       unchecked = 0
       for offset, loss in enumerate(losses):
         _check_finite(loss, step - len(losses) + 1 + offset, manager)
       if due_log:
-        means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
-                 for k in pending[-1]}
+        means = {k: float(np.mean([m[k] for m in fetched]))
+                 for k in fetched[-1]}
         elapsed = time.perf_counter() - last_log_time - excluded_seconds
         steps_done = step - last_log_step
         means['images_per_second'] = (steps_done * config.batch_size
