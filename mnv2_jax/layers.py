@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -67,31 +68,155 @@ def depthwise_conv_grouped(inputs: Array, kernel: Array, stride: int,
       feature_group_count=inputs.shape[-1])
 
 
+def _shifted_taps_sum(padded: Array, taps: Array, stride: int,
+                      dilation: int) -> Array:
+  """sum over taps (p, q) of taps[p, q] * padded[:, i·s + p·d, j·s + q·d, :]."""
+  kernel_h, kernel_w = taps.shape[:2]
+  batch, height, width, channels = padded.shape
+  out_h = (height - (kernel_h - 1) * dilation - 1) // stride + 1
+  out_w = (width - (kernel_w - 1) * dilation - 1) // stride + 1
+  output = None
+  for p in range(kernel_h):
+    for q in range(kernel_w):
+      term = _window(padded, p * dilation, q * dilation, out_h, out_w,
+                     stride) * taps[p, q]
+      output = term if output is None else output + term
+  return output
+
+
+def _window(padded: Array, top: int, left: int, out_h: int, out_w: int,
+            stride: int) -> Array:
+  """padded[:, top + i·s, left + j·s, :] for i < out_h, j < out_w."""
+  batch, _, _, channels = padded.shape
+  return lax.slice(padded, (0, top, left, 0),
+                   (batch, top + (out_h - 1) * stride + 1,
+                    left + (out_w - 1) * stride + 1, channels),
+                   (1, stride, stride, 1))
+
+
+def _pad_spatial(inputs: Array, padding, interior: int = 0) -> Array:
+  (top, bottom), (left, right) = padding
+  zero = jnp.zeros((), inputs.dtype)
+  return lax.pad(inputs, zero, ((0, 0, 0), (top, bottom, interior),
+                                (left, right, interior), (0, 0, 0)))
+
+
+def _shifted_image_grads(image: Array, output_grad: Array, taps: Array,
+                         stride: int, dilation: int, padding: Padding
+                         ) -> tuple[Array, Array]:
+  """Input and tap gradients for one image ([1, H, W, C], [1, Ho, Wo, C]).
+
+  Input gradient: the transposed convolution. The output gradient is dilated
+  by the stride (zeros between rows and columns), padded so that every input
+  position sees the taps that read it, and correlated with the flipped taps at
+  stride 1. Tap gradient: for each tap, the sum over space of its input window
+  times the output gradient.
+  """
+  kernel_h, kernel_w = taps.shape[:2]
+  _, out_h, out_w, _ = output_grad.shape
+  grad_padding = []
+  for size, out_size, kernel_size, (before, _) in zip(
+      image.shape[1:3], (out_h, out_w), (kernel_h, kernel_w), padding):
+    reach = (kernel_size - 1) * dilation
+    low = reach - before
+    high = size + reach - (out_size - 1) * stride - 1 - low
+    grad_padding.append((low, high))
+  image_grad = _shifted_taps_sum(
+      _pad_spatial(output_grad, grad_padding, interior=stride - 1),
+      taps[::-1, ::-1], 1, dilation)
+  padded = _pad_spatial(image, padding)
+  # One variadic reduction: a single pass over the image and the gradient
+  # accumulates all k·k taps.
+  products = tuple(
+      _window(padded, p * dilation, q * dilation, out_h, out_w, stride)
+      * output_grad
+      for p in range(kernel_h) for q in range(kernel_w))
+  zero = jnp.zeros((), output_grad.dtype)
+  tap_grads = jnp.stack(lax.reduce(
+      products, (zero,) * len(products),
+      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)), (0, 1, 2)))
+  return image_grad, tap_grads.reshape(taps.shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def depthwise_conv_shifted(inputs: Array, kernel: Array, stride: int,
                            dilation: int, padding: Padding) -> Array:
   """Depthwise conv as a sum of shifted slices; fuses into one loop under XLA.
 
   Output position (i, j) reads padded input (i·s + p·d, j·s + q·d) for each tap
   (p, q), exactly the window of `depthwise_conv_grouped`.
+
+  The gradient is written by hand (`_shifted_backward`) and runs one image at
+  a time: left to autodiff, XLA keeps all k·k shifted windows of the whole
+  batch alive for the kernel gradient, which cost more than the rest of the
+  training step's convolutions together; and one image's activations fit in
+  the CPU caches where a batch's do not, which makes the backward's shifted
+  reads 3-4x faster. (The forward stays batched so that XLA fuses the
+  BatchNorm and ReLU6 before it into the same loop.)
   """
   kernel_h, kernel_w = kernel.shape[:2]
-  padded = jnp.pad(inputs, ((0, 0), padding[0], padding[1], (0, 0)))
-  batch, height, width, channels = padded.shape
-  out_h = (height - (kernel_h - 1) * dilation - 1) // stride + 1
-  out_w = (width - (kernel_w - 1) * dilation - 1) // stride + 1
-  taps = kernel.reshape(kernel_h, kernel_w, channels)
-  output = None
-  for p in range(kernel_h):
-    for q in range(kernel_w):
-      top, left = p * dilation, q * dilation
-      window = lax.slice(
-          padded, (0, top, left, 0),
-          (batch, top + (out_h - 1) * stride + 1,
-           left + (out_w - 1) * stride + 1, channels),
-          (1, stride, stride, 1))
-      term = window * taps[p, q]
-      output = term if output is None else output + term
-  return output
+  taps = kernel.reshape(kernel_h, kernel_w, inputs.shape[-1])
+  return _shifted_taps_sum(_pad_spatial(inputs, padding), taps, stride,
+                           dilation)
+
+
+def _shifted_forward(inputs, kernel, stride, dilation, padding):
+  output = depthwise_conv_shifted(inputs, kernel, stride, dilation, padding)
+  return output, (inputs, kernel)
+
+
+def _shifted_backward(stride, dilation, padding, residuals, output_grad):
+  """Gradients of `depthwise_conv_shifted`: one image at a time, the kernel
+  gradient summed over the batch as it goes."""
+  inputs, kernel = residuals
+  kernel_h, kernel_w = kernel.shape[:2]
+  taps = kernel.reshape(kernel_h, kernel_w, inputs.shape[-1])
+
+  def accumulate(taps_grad, image_and_grad):
+    image, grad = image_and_grad
+    image_grad, image_taps_grad = _shifted_image_grads(
+        image[None], grad[None], taps, stride, dilation, padding)
+    return taps_grad + image_taps_grad, image_grad[0]
+
+  taps_grad, input_grad = lax.scan(accumulate, jnp.zeros_like(taps),
+                                   (inputs, output_grad))
+  return input_grad, taps_grad.reshape(kernel.shape)
+
+
+depthwise_conv_shifted.defvjp(_shifted_forward, _shifted_backward)
+
+
+@jax.custom_vjp
+def pointwise_conv(inputs: Array, kernel: Array) -> Array:
+  """1x1 convolution as a matrix product over the channel axis.
+
+  `kernel` is [C_in, C_out]. The gradient is written by hand only to control
+  the memory layout on CPU: autodiff's kernel gradient contracts the batch and
+  spatial axes, for which XLA transposes the output gradient and fuses the
+  whole BatchNorm backward into that transpose, an order that reads memory
+  badly (several times slower than the matrix products). The barrier makes the
+  output gradient a plain array first.
+  """
+  return lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)),
+                                          ((), ())))
+
+
+def _pointwise_forward(inputs, kernel):
+  return pointwise_conv(inputs, kernel), (inputs, kernel)
+
+
+def _pointwise_backward(residuals, output_grad):
+  inputs, kernel = residuals
+  output_grad = lax.optimization_barrier(output_grad)
+  input_grad = lax.dot_general(output_grad, kernel,
+                               (((output_grad.ndim - 1,), (1,)), ((), ())))
+  rows_in = inputs.reshape(-1, inputs.shape[-1])
+  rows_grad = output_grad.reshape(-1, output_grad.shape[-1])
+  kernel_grad = lax.dot_general(rows_in, rows_grad, (((0,), (0,)), ((), ())))
+  return input_grad, kernel_grad
+
+
+pointwise_conv.defvjp(_pointwise_forward, _pointwise_backward)
 
 
 def resolve_depthwise_implementation(implementation: str) -> str:
@@ -142,6 +267,26 @@ class DepthwiseConv(nn.Module):
     return conv(inputs, kernel, self.strides, self.dilation, padding)
 
 
+def conv_as_patches(inputs: Array, kernel: Array, stride: int,
+                    padding: Padding) -> Array:
+  """A k x k convolution as one matrix product over k·k·C_in patches.
+
+  Used on CPU for the 3x3 stem (3 input channels), where XLA's convolution and
+  especially its kernel gradient run far below matrix-product speed. The patch
+  of output (i, j) lists padded input (i·s + p, j·s + q, c) in (p, q, c) order,
+  the row-major order of the HWIO kernel, so the kernel is only reshaped.
+  """
+  kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+  padded = _pad_spatial(inputs, padding)
+  out_h = (padded.shape[1] - kernel_h) // stride + 1
+  out_w = (padded.shape[2] - kernel_w) // stride + 1
+  patches = jnp.concatenate(
+      [_window(padded, p, q, out_h, out_w, stride)
+       for p in range(kernel_h) for q in range(kernel_w)], axis=-1)
+  return pointwise_conv(
+      patches, kernel.reshape(kernel_h * kernel_w * in_channels, out_channels))
+
+
 class Conv(nn.Module):
   """Regular k x k convolution without bias (a BatchNorm follows).
 
@@ -165,13 +310,131 @@ class Conv(nn.Module):
         self.param_dtype)
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
     if self.kernel_size == 1 and self.strides == 1:
-      return lax.dot_general(inputs, kernel[0, 0],
-                             (((inputs.ndim - 1,), (0,)), ((), ())))
+      return pointwise_conv(inputs, kernel[0, 0])
     padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
                            1, self.padding)
+    if jax.default_backend() == 'cpu':
+      return conv_as_patches(inputs, kernel, self.strides, padding)
     return lax.conv_general_dilated(
         inputs, kernel, window_strides=(self.strides, self.strides),
         padding=padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _relu6_mask(z: Array) -> Array:
+  # jax.nn.relu6's derivative: 1 strictly inside (0, 6), 0 elsewhere.
+  return (z > 0) & (z < 6)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(inputs: Array, scale: Array, bias: Array, epsilon: float,
+                     relu6: bool) -> tuple[Array, Array, Array]:
+  """BatchNorm with batch statistics, optionally followed by ReLU6.
+
+  Computes what `flax.linen.BatchNorm(use_running_average=False)` and then
+  `jax.nn.relu6` compute: statistics over all axes but the last, in float32,
+  variance as E[x²] - E[x]² (biased). Returns (outputs, mean, variance); the
+  statistics are for the running averages and must not be differentiated
+  (callers wrap them in `lax.stop_gradient`; their cotangents are ignored).
+
+  The gradient is written by hand so that the backward pass keeps only the
+  input (which the convolution before it has already written to memory) and
+  reads it twice: one pass for the two per-channel sums, one for the input
+  gradient. Autodiff keeps the centred input and the activation's output as
+  well, three more passes over the batch's largest tensors on CPU.
+  """
+  outputs, mean, var, _ = _batch_norm_train_forward_impl(
+      inputs, scale, bias, epsilon, relu6)
+  return outputs, mean, var
+
+
+def _batch_norm_train_forward_impl(inputs, scale, bias, epsilon, relu6):
+  axes = tuple(range(inputs.ndim - 1))
+  x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+  mean = jnp.mean(x, axes)
+  var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+  inv = lax.rsqrt(var + epsilon)
+  z = (x - mean) * (inv * scale) + bias
+  if relu6:
+    z = jnp.minimum(jnp.maximum(z, 0.0), 6.0)
+  return z.astype(inputs.dtype), mean, var, inv
+
+
+def _batch_norm_train_forward(inputs, scale, bias, epsilon, relu6):
+  outputs, mean, var, inv = _batch_norm_train_forward_impl(
+      inputs, scale, bias, epsilon, relu6)
+  return (outputs, mean, var), (inputs, scale, bias, mean, inv)
+
+
+def _batch_norm_train_backward(epsilon, relu6, residuals, cotangents):
+  del epsilon
+  inputs, scale, bias, mean, inv = residuals
+  output_grad = cotangents[0]
+  axes = tuple(range(inputs.ndim - 1))
+  count = np.prod([inputs.shape[axis] for axis in axes])
+  x = inputs.astype(mean.dtype)
+  normalized = (x - mean) * inv
+  grad = output_grad.astype(mean.dtype)
+  if relu6:
+    grad = jnp.where(_relu6_mask(normalized * scale + bias), grad, 0.0)
+  bias_grad = jnp.sum(grad, axes)
+  scale_grad = jnp.sum(grad * normalized, axes)
+  input_grad = (inv * scale) * (
+      grad - (bias_grad + normalized * scale_grad) / count)
+  return (input_grad.astype(inputs.dtype), scale_grad.astype(scale.dtype),
+          bias_grad.astype(bias.dtype))
+
+
+batch_norm_train.defvjp(_batch_norm_train_forward, _batch_norm_train_backward)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over the last axis with an optional fused ReLU6.
+
+  Variables match `flax.linen.BatchNorm` ('params': scale, bias;
+  'batch_stats': mean, var), as do the outputs and running-average updates
+  (tests/test_layers.py), so checkpoints are interchangeable with it.
+
+  Attributes:
+    use_running_average: inference mode (running statistics, no update).
+    momentum: running average decay.
+    epsilon: added to the variance.
+    relu6: apply ReLU6 after the affine transform.
+    dtype: dtype of the outputs (statistics are always float32).
+  """
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  relu6: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    features = inputs.shape[-1]
+    stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
+                            stats_dtype)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
+                           stats_dtype)
+    scale = self.param('scale', nn.initializers.ones, (features,),
+                       self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (features,),
+                      self.param_dtype)
+    inputs = inputs.astype(self.dtype)
+    if self.use_running_average:
+      x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+      z = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon)
+                                 * scale) + bias
+      if self.relu6:
+        z = jax.nn.relu6(z)
+      return z.astype(self.dtype)
+    outputs, mean, var = batch_norm_train(inputs, scale, bias, self.epsilon,
+                                          self.relu6)
+    if not self.is_initializing():
+      mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return outputs
 
 
 class ConvBN(nn.Module):
@@ -180,9 +443,10 @@ class ConvBN(nn.Module):
   Attributes:
     conv: a module factory taking no arguments (a `functools.partial` of
       `Conv` or `DepthwiseConv`); built here under the name 'conv'.
-    norm: a BatchNorm factory (a `functools.partial` of `nn.BatchNorm` with
-      momentum, epsilon and `use_running_average` bound); built as 'bn'.
+    norm: a `BatchNorm` factory (momentum, epsilon and `use_running_average`
+      bound, see `batch_norm`); built as 'bn'.
     activation: applied after the norm; None for the linear bottleneck.
+      ReLU6 is fused into the norm; any other callable is applied after it.
   """
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
@@ -191,8 +455,9 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     x = self.conv(name='conv')(inputs)
-    x = self.norm(name='bn')(x)
-    if self.activation is not None:
+    fused_relu6 = self.activation is jax.nn.relu6
+    x = self.norm(name='bn', relu6=fused_relu6)(x)
+    if self.activation is not None and not fused_relu6:
       x = self.activation(x)
     return x
 
@@ -205,5 +470,5 @@ def batch_norm(*, train: bool, momentum: float, epsilon: float,
   reductions over the global batch axis, so XLA inserts the cross-device
   all-reduce: statistics are synchronised across all devices and hosts.
   """
-  return functools.partial(nn.BatchNorm, use_running_average=not train,
+  return functools.partial(BatchNorm, use_running_average=not train,
                            momentum=momentum, epsilon=epsilon, dtype=dtype)

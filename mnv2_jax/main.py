@@ -35,11 +35,17 @@ def main(argv):
     # per save) only with --verbosity=0.
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
   from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+  print(f'malloc: {allocator.status()}', flush=True)
   if FLAGS.multihost:
     jax.distributed.initialize()
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
+  # Before anything else: restart once with glibc malloc settings that keep
+  # XLA:CPU from page-faulting its buffers every step (see allocator.py).
+  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
+  allocator.reexec_with_tuned_malloc()
   app.run(main)

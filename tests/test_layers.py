@@ -1,5 +1,6 @@
 """The fast CPU depthwise convolution must compute exactly the grouped one."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +73,96 @@ def test_pointwise_conv_is_a_matrix_product():
   np.testing.assert_allclose(conv.apply(variables, x),
                              jnp.einsum('nhwc,cd->nhwd', x, kernel[0, 0]),
                              rtol=1e-5, atol=1e-5)
+
+
+def _values_and_grads(fn, *args):
+  """fn(*args), and the gradients of a fixed random projection of it."""
+  def loss(*a):
+    y = fn(*a)
+    w = jax.random.normal(jax.random.key(7), y.shape, y.dtype)
+    return jnp.sum(y * w), y
+  (_, y), grads = jax.value_and_grad(
+      loss, argnums=tuple(range(len(args))), has_aux=True)(*args)
+  return y, grads
+
+
+def test_pointwise_conv_gradients_match_autodiff():
+  x = jax.random.normal(jax.random.key(0), (3, 6, 5, 8))
+  kernel = jax.random.normal(jax.random.key(1), (8, 12))
+  y, grads = _values_and_grads(layers.pointwise_conv, x, kernel)
+  y_ref, grads_ref = _values_and_grads(
+      lambda x, k: jnp.einsum('nhwc,cd->nhwd', x, k), x, kernel)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('padding_mode', ['same', 'symmetric'])
+@pytest.mark.parametrize('size,stride', [(16, 2), (15, 2), (9, 1)])
+def test_conv_as_patches_matches_convolution(size, stride, padding_mode):
+  # The CPU stem: 3x3 conv over 3 channels as one matrix product of patches.
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 2, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 16))
+  padding = layers.conv_padding(x.shape[1:3], 3, stride, 1, padding_mode)
+
+  def reference(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+  y, grads = _values_and_grads(
+      lambda x, k: layers.conv_as_patches(x, k, stride, padding), x, kernel)
+  y_ref, grads_ref = _values_and_grads(reference, x, kernel)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('relu6', [False, True])
+def test_batch_norm_matches_flax_in_training(relu6):
+  # Values, gradients (input, scale, bias) and running-average updates equal
+  # flax.linen.BatchNorm followed by jax.nn.relu6.
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 6, 8)) + 1.5
+  ours = layers.BatchNorm(use_running_average=False, momentum=0.9,
+                          epsilon=1e-3, relu6=relu6)
+  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9,
+                         epsilon=1e-3)
+  variables = flax_bn.init(jax.random.key(1), x)
+  params = {'scale': 3.0 + 0.3 * jax.random.normal(jax.random.key(2), (8,)),
+            'bias': 0.2 * jax.random.normal(jax.random.key(3), (8,))}
+  stats = {'mean': jnp.full((8,), 0.3), 'var': jnp.full((8,), 2.0)}
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == (
+      jax.tree.map(jnp.shape, variables))
+
+  def run(module, activation):
+    def fn(x, scale, bias):
+      y, updates = module.apply(
+          {'params': {'scale': scale, 'bias': bias}, 'batch_stats': stats},
+          x, mutable=['batch_stats'])
+      return activation(y), updates['batch_stats']
+    y, grads = _values_and_grads(lambda *a: fn(*a)[0], x, params['scale'],
+                                 params['bias'])
+    return y, grads, fn(x, params['scale'], params['bias'])[1]
+
+  y, grads, updates = run(ours, lambda y: y)
+  y_ref, grads_ref, updates_ref = run(
+      flax_bn, jax.nn.relu6 if relu6 else (lambda y: y))
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+  for key in ('mean', 'var'):
+    np.testing.assert_allclose(updates[key], updates_ref[key], rtol=1e-5)
+  if relu6:  # the clipping is exercised on both sides
+    assert float(jnp.mean(y == 0)) > 0.05 and float(jnp.max(y)) == 6.0
+
+
+def test_batch_norm_matches_flax_in_inference():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
+  variables = {
+      'params': {'scale': jnp.arange(1.0, 5.0), 'bias': jnp.arange(4.0)},
+      'batch_stats': {'mean': jnp.full((4,), 0.5), 'var': jnp.full((4,), 3.0)}}
+  ours = layers.BatchNorm(use_running_average=True, epsilon=1e-3)
+  flax_bn = nn.BatchNorm(use_running_average=True, epsilon=1e-3)
+  np.testing.assert_allclose(ours.apply(variables, x),
+                             flax_bn.apply(variables, x), rtol=1e-6)
