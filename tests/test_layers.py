@@ -166,3 +166,15 @@ def test_batch_norm_matches_flax_in_inference():
   flax_bn = nn.BatchNorm(use_running_average=True, epsilon=1e-3)
   np.testing.assert_allclose(ours.apply(variables, x),
                              flax_bn.apply(variables, x), rtol=1e-6)
+
+
+def test_malloc_restart_only_when_wanted():
+  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
+  tuned = allocator.tuned_environment({'PATH': '/bin'})
+  if tuned is not None:  # Linux with glibc
+    assert tuned['GLIBC_TUNABLES'] == allocator.TUNABLES
+    assert tuned['PATH'] == '/bin' and tuned[allocator.SWITCH] == 'tuned'
+    # The restarted process does not restart again.
+    assert allocator.tuned_environment(tuned) is None
+  assert allocator.tuned_environment({allocator.SWITCH: 'default'}) is None
+  assert allocator.tuned_environment({'GLIBC_TUNABLES': 'x=1'}) is None

@@ -1,0 +1,105 @@
+"""How far one bfloat16 training step lands from the float32 one.
+
+`config.model.dtype = 'bfloat16'` computes activations and convolutions in
+bfloat16; parameters, BatchNorm statistics, the classifier, the loss and the
+optimizer stay float32. From the same initial state and batch, this runs one
+`train.train_step` in each dtype and reports relative errors of the loss, of
+the parameter update (new params - old params, all leaves concatenated) and of
+the updated BatchNorm running statistics.
+
+  python benchmarks/bfloat16_step.py                  # MobileNetV2 1.0-224, batch 32
+  python benchmarks/bfloat16_step.py --resolution 96 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+  sys.path.insert(0, str(REPO_ROOT))
+
+
+def _flat(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
+                     num_classes=1000, seed=0) -> dict:
+  """Relative errors of one bfloat16 training step against float32."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(-1, 1, (batch, resolution, resolution, 3))
+  data = {'image': jnp.asarray(images, jnp.float32),
+          'label': jnp.asarray(rng.integers(0, num_classes, (batch,)),
+                               jnp.int32)}
+  results = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = configuration.base_config()
+    config.num_classes = num_classes
+    config.image_size = resolution
+    config.model.width_multiplier = width_multiplier
+    config.model.dtype = dtype
+    config.model.dropout_rate = 0.0  # the same network in both runs
+    model = model_lib.from_config(config.model, num_classes)
+    schedule = train.make_schedule(config, num_train_examples=1_281_167)
+    learning_rate = train.learning_rate_fn(config, schedule)
+    optimizer = train.create_optimizer(config, learning_rate)
+    state = jax.jit(functools.partial(train.create_train_state, config, model,
+                                      optimizer))(jax.random.key(seed))
+    step = jax.jit(functools.partial(train.train_step, model=model,
+                                     optimizer=optimizer, config=config,
+                                     learning_rate=learning_rate))
+    new_state, metrics = step(state, data, jax.random.key(seed + 1))
+    results[dtype] = {
+        'loss': float(metrics['loss']),
+        'update': _flat(jax.tree.map(jnp.subtract, new_state.params,
+                                     state.params)),
+        'batch_stats': _flat(new_state.batch_stats)}
+
+  def relative(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+  f32, bf16 = results['float32'], results['bfloat16']
+  return {
+      'model': f'MobileNetV2 {width_multiplier}-{resolution}, batch {batch}',
+      'loss_float32': f32['loss'], 'loss_bfloat16': bf16['loss'],
+      'loss_relative_error': abs(bf16['loss'] - f32['loss']) / abs(f32['loss']),
+      'update_relative_error': relative(bf16['update'], f32['update']),
+      'batch_stats_relative_error': relative(bf16['batch_stats'],
+                                             f32['batch_stats']),
+  }
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--width_multiplier', type=float, default=1.0)
+  parser.add_argument('--resolution', type=int, default=224)
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--json_out', default=str(
+      REPO_ROOT / 'benchmarks' / 'results' / 'bfloat16_step.json'))
+  args = parser.parse_args(argv)
+  result = compare_one_step(args.width_multiplier, args.resolution,
+                            args.batch)
+  for key, value in result.items():
+    print(f'{key}: {value}')
+  path = pathlib.Path(args.json_out)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(result, indent=2) + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
