@@ -72,7 +72,7 @@ def _shifted_taps_sum(padded: Array, taps: Array, stride: int,
                       dilation: int) -> Array:
   """sum over taps (p, q) of taps[p, q] * padded[:, i·s + p·d, j·s + q·d, :]."""
   kernel_h, kernel_w = taps.shape[:2]
-  batch, height, width, channels = padded.shape
+  _, height, width, _ = padded.shape
   out_h = (height - (kernel_h - 1) * dilation - 1) // stride + 1
   out_w = (width - (kernel_w - 1) * dilation - 1) // stride + 1
   output = None
@@ -161,7 +161,8 @@ def depthwise_conv_shifted(inputs: Array, kernel: Array, stride: int,
 
 
 def _shifted_forward(inputs, kernel, stride, dilation, padding):
-  output = depthwise_conv_shifted(inputs, kernel, stride, dilation, padding)
+  output = depthwise_conv_shifted.fun(inputs, kernel, stride, dilation,
+                                      padding)
   return output, (inputs, kernel)
 
 
@@ -202,7 +203,7 @@ def pointwise_conv(inputs: Array, kernel: Array) -> Array:
 
 
 def _pointwise_forward(inputs, kernel):
-  return pointwise_conv(inputs, kernel), (inputs, kernel)
+  return pointwise_conv.fun(inputs, kernel), (inputs, kernel)
 
 
 def _pointwise_backward(residuals, output_grad):
