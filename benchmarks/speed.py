@@ -10,7 +10,8 @@ MobileNetV2 1.0, 224x224, 1000 classes, float32 by default):
 Rows:
 
   * ``mnv2_jax``: ``jax.jit`` of ``MobileNetV2.apply(train=False)`` for
-    inference; for training the package's own ``train.train_step`` with the
+    inference, on the whole batch and, on CPU, in micro-batches of
+    ``model.CPU_INFERENCE_MICROBATCH`` images as evaluation runs it; for training the package's own ``train.train_step`` with the
     paper's recipe (RMSProp decay 0.9 / momentum 0.9 / eps 1.0, weight decay,
     label smoothing, EMA of the weights), state buffers donated.
   * ``keras``: ``keras.applications.MobileNetV2(weights=None,
@@ -185,12 +186,24 @@ def bench_ours(args, images, labels, recorder, repeats_for):
         f'dtype {args.dtype}', flush=True)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
 
-  predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  for batch in (args.latency_batch, args.batch):
-    x = jax.device_put(images[batch])
-    recorder.time('mnv2_jax', 'jit', 'inference', batch,
-                  lambda x=x: predict(variables, x).block_until_ready(),
-                  args.warmup, repeats_for('inference', batch))
+  # What evaluation runs (train.eval_step): on CPU, micro-batches of
+  # model.CPU_INFERENCE_MICROBATCH images; the whole batch as a reference row.
+  microbatch = model_lib.resolve_inference_microbatch(-1)
+  variants = [('jit', 0)]
+  if microbatch:
+    variants.append((f'jit, micro-batches of {microbatch}', microbatch))
+  for variant, size in variants:
+    predict = jax.jit(functools.partial(
+        lambda v, x, size: model_lib.apply_in_microbatches(
+            lambda images: model.apply(v, images, train=False)[0], x, size),
+        size=size))
+    for batch in (args.latency_batch, args.batch):
+      if size and batch <= size:
+        continue  # the same computation as the whole-batch row
+      x = jax.device_put(images[batch])
+      recorder.time('mnv2_jax', variant, 'inference', batch,
+                    lambda x=x, p=predict: p(variables, x).block_until_ready(),
+                    args.warmup, repeats_for('inference', batch))
   if args.skip_training:
     return {'init_s': init_s, 'num_params': int(num_params)}
 

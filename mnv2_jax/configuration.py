@@ -61,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1
   config.batch_size = 96  # global batch, split over all devices and hosts
   config.eval_batch_size = 200
+  # Inference runs this many examples at a time inside each eval batch
+  # (model.apply_in_microbatches): -1 picks per backend (4 on CPU, where it
+  # keeps activations in cache; the whole batch on GPU/TPU); 0 = whole batch.
+  config.inference_microbatch = -1
 
   # Paper §6.1: RMSProp decay 0.9, momentum 0.9; lr 0.045 decayed x0.98 per
   # epoch; weight decay 4e-5. The learning rate scales linearly with the batch.
@@ -191,6 +195,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(value, int) or value <= 0:
       _fail(field, value, 'it must be a positive integer',
             _get(base_config(), field))
+  if not isinstance(config.inference_microbatch, int) or (
+      config.inference_microbatch < -1):
+    _fail('inference_microbatch', config.inference_microbatch,
+          'it must be -1 (auto), 0 (whole batch) or a positive integer', '-1')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     _fail('num_epochs', config.num_epochs,
           'it must be > 0 unless num_train_steps is set', '10')

@@ -189,6 +189,35 @@ def test_fast_depthwise_network_equals_grouped_network(small_variables):
     np.testing.assert_allclose(fast[0], grouped[0], rtol=1e-4, atol=1e-4)
 
 
+def test_microbatched_inference_keeps_order_and_values(small_variables):
+  model = SMALL()
+  x = _images(batch=8, size=32)
+
+  def logits(images):
+    return model.apply(small_variables, images, train=False)[0]
+
+  whole = jax.jit(logits)(x)
+  for microbatch in (1, 2, 4):
+    split = jax.jit(lambda images, m=microbatch: model_lib.apply_in_microbatches(
+        logits, images, m))(x)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+  # Example i comes back at position i, also for pytree outputs.
+  index = jnp.arange(12.0)
+  out = model_lib.apply_in_microbatches(
+      lambda v: {'same': v, 'twice': 2 * v}, index, 3)
+  np.testing.assert_array_equal(out['same'], index)
+  np.testing.assert_array_equal(out['twice'], 2 * index)
+  # A micro-batch size that does not divide the batch: the whole batch at once.
+  assert model_lib.apply_in_microbatches(lambda v: v[:1], index, 5).shape == (1,)
+
+
+def test_inference_microbatch_per_backend():
+  expected = 4 if jax.default_backend() == 'cpu' else 0
+  assert model_lib.resolve_inference_microbatch(-1) == expected
+  assert model_lib.resolve_inference_microbatch(0) == 0
+  assert model_lib.resolve_inference_microbatch(8) == 8
+
+
 def test_dropout_only_in_training(small_variables):
   x = _images(batch=4)
   model = SMALL(dropout_rate=0.5)
