@@ -68,3 +68,36 @@ def restore(manager: ocp.CheckpointManager, target: Any,
         'with config.json in the workdir). Nothing was deleted: move the bad '
         f'step directory ({os.path.join(str(manager.directory), str(step))}) '
         'aside to resume from the previous checkpoint.') from error
+
+
+def read_variables(workdir: str) -> tuple[int, dict[str, Any]]:
+  """The latest checkpoint's 'params' and 'batch_stats' (host numpy arrays)
+  without knowing the model that wrote it (`config.init_from`, export,
+  predict). Prefers the EMA weights when the run kept them.
+
+  Raises:
+    FileNotFoundError: no checkpoint in `workdir`.
+    ValueError: the checkpoint cannot be read.
+  """
+  manager = create_manager(workdir, read_only=True)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f'No checkpoint in {manager.directory}: point the path at a workdir '
+          'of a finished run or of `python -m mnv2_jax.convert`.')
+    try:
+      tree = manager.restore(step, args=ocp.args.StandardRestore())
+    except Exception as error:  # Orbax raises many types for damaged files.
+      raise ValueError(
+          f'Could not read the checkpoint of step {step} in '
+          f'{manager.directory}: {type(error).__name__}: {error}') from error
+  finally:
+    manager.close()
+  if tree.get('ema_params') is not None:
+    params, stats = tree['ema_params'], tree['ema_batch_stats']
+  else:
+    params, stats = tree['params'], tree['batch_stats']
+  to_host = lambda x: jax.device_get(x)  # pylint: disable=unnecessary-lambda
+  return step, {'params': jax.tree.map(to_host, params),
+                'batch_stats': jax.tree.map(to_host, stats)}

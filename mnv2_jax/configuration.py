@@ -19,6 +19,7 @@ DATASETS = {'digits': 10, 'imagenet2012': 1000}  # name -> number of classes
 OPTIMIZERS = ('rmsprop', 'sgd')
 LR_SCHEDULES = ('exponential', 'cosine')
 MODES = ('train', 'eval')
+PREPROCESSING = ('inception', 'torchvision')  # as imagenet.PREPROCESSING
 MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
 
 
@@ -38,6 +39,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_classes = 1000
   config.image_size = 224
   config.eval_crop_fraction = 0.875  # released recipe: central crop 87.5%
+  # Input scaling and evaluation geometry of ImageNet-style images (imagenet.py):
+  # 'inception' ([-1, 1]; central crop, then resize: TF-slim, Keras, the
+  # paper) or 'torchvision' (resize to 256, crop 224; ImageNet mean/std).
+  config.preprocessing = 'inception'
+  # TF-slim releases have 1001 logits, logit 0 = 'background'; with True the
+  # dataset's label k is logit k + 1 and num_classes counts the background.
+  config.background_class = False
+  # A workdir (ours, or written by `python -m mnv2_jax.convert`) whose latest
+  # checkpoint initialises the weights of a new run; layers whose shapes
+  # differ (e.g. another number of classes) keep their fresh initialisation.
+  config.init_from = ''
 
   config.model = ml_collections.ConfigDict()
   config.model.width_multiplier = 1.0
@@ -92,6 +104,26 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def from_json(path: str) -> ml_collections.ConfigDict:
+  """The config recorded in a workdir's config.json (base config + its
+  values), e.g. for evaluating, exporting or predicting with that run."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    values = json.load(f)
+  config = base_config()
+
+  def update(node, tree, prefix):
+    for key, value in tree.items():
+      if key not in node:
+        raise ValueError(f'{path}: unknown config field {prefix}{key}.')
+      if isinstance(value, dict):
+        update(node[key], value, f'{prefix}{key}.')
+      elif value is not None:
+        node[key] = tuple(value) if isinstance(value, list) else value
+  update(config, values, '')
+  return config
+
+
 def _fail(field: str, value: Any, allowed: str, example: str) -> None:
   raise ValueError(f'config.{field}={value!r} is invalid: {allowed}. '
                    f'Fix it in the config file or with --config.{field}={example}.')
@@ -140,6 +172,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'model.depthwise_implementation',
                 layers.DEPTHWISE_IMPLEMENTATIONS)
   _check_choice(config, 'optimizer', OPTIMIZERS)
+  _check_choice(config, 'preprocessing', PREPROCESSING)
+  _check_choice(config, 'background_class', (False, True))
   _check_choice(config, 'lr_schedule', LR_SCHEDULES)
 
   model = config.model
@@ -183,11 +217,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('image_size', config.image_size,
           f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
           'paper uses 96-224)', '224')
-  expected_classes = DATASETS[config.dataset.name]
+  expected_classes = DATASETS[config.dataset.name] + int(
+      config.background_class)
   if config.num_classes != expected_classes:
     _fail('num_classes', config.num_classes,
-          f'dataset {config.dataset.name!r} has {expected_classes} classes',
+          f'dataset {config.dataset.name!r} has {expected_classes} classes' +
+          (' with the background class' if config.background_class else ''),
           str(expected_classes))
+  if not isinstance(config.init_from, str):
+    _fail('init_from', config.init_from,
+          'it must be a workdir path or empty', '/path/to/workdir')
   for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
                 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                 'dataset.shuffle_buffer_size'):

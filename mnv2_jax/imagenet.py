@@ -125,19 +125,41 @@ def _decode_and_crop(image_bytes: tf.Tensor,
   )
 
 
-def _resize_and_scale(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Bilinearly resizes to ``image_size`` and maps [0, 255] to [-1, 1]."""
+PREPROCESSING = ('inception', 'torchvision')
+# torchvision's ImageNet normalisation (of pixels scaled to [0, 1]).
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
+  """Maps pixels in [0, 255] to the network's input range.
+
+  'inception' (TF-slim and Keras releases, the paper's recipe): [-1, 1].
+  'torchvision' (PyTorch releases): [0, 1], then per-channel mean/std.
+  """
+  image = tf.cast(image, tf.float32)
+  if preprocessing == 'inception':
+    return image / 127.5 - 1.0
+  if preprocessing == 'torchvision':
+    return (image / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
+  raise ValueError(f'preprocessing must be one of {PREPROCESSING}, got '
+                   f'{preprocessing!r}.')
+
+
+def _resize_and_scale(image: tf.Tensor, image_size: int,
+                      preprocessing: str = 'inception') -> tf.Tensor:
+  """Bilinearly resizes to ``image_size`` and normalises (`normalize`)."""
   image = tf.image.resize(
       image, [image_size, image_size], method='bilinear', antialias=False
   )
-  # Released MobileNetV2 recipe: inputs in [-1, 1].
-  image = image / 127.5 - 1.0
+  image = normalize(image, preprocessing)
   image.set_shape([image_size, image_size, 3])
   return image
 
 
 def preprocess_for_train(
-    image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int
+    image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
+    preprocessing: str = 'inception'
 ) -> tf.Tensor:
   """Inception-style training preprocessing of one encoded image.
 
@@ -151,9 +173,11 @@ def preprocess_for_train(
     image_bytes: Scalar string tensor with the encoded (JPEG) image.
     seed: int32/int64 tensor of shape ``[2]``; the stateless RNG seed.
     image_size: Output height and width.
+    preprocessing: input normalisation, see `normalize`.
 
   Returns:
-    float32 tensor ``[image_size, image_size, 3]`` with values in [-1, 1].
+    float32 tensor ``[image_size, image_size, 3]`` (in [-1, 1] for
+    'inception').
   """
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, num=2, alg=_RNG_ALG)
@@ -176,29 +200,54 @@ def preprocess_for_train(
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
   image = _decode_and_crop(image_bytes, random_crop_window)
-  image = _resize_and_scale(image, image_size)
+  image = _resize_and_scale(image, image_size, preprocessing)
   return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
 def preprocess_for_eval(
-    image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 0.875
+    image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
+    preprocessing: str = 'inception'
 ) -> tf.Tensor:
-  """Evaluation preprocessing: central crop, bilinear resize, scale to [-1, 1].
+  """Evaluation preprocessing of one encoded image, as each release expects.
 
-  The crop window follows the slim ``central_crop(image, 0.875)`` convention
-  (as ``tf.image.central_crop``): offset ``floor((size - size * fraction) / 2)``
-  on each side, so the crop is ``size - 2 * offset`` pixels.
+  'inception' (TF-slim, Keras): central crop keeping `crop_fraction` of each
+  side, bilinear resize to `image_size`, [-1, 1]. The crop window follows
+  slim's ``central_crop(image, 0.875)`` (as ``tf.image.central_crop``): offset
+  ``floor((size - size * fraction) / 2)`` on each side.
+
+  'torchvision': resize the shorter side to ``round(image_size /
+  crop_fraction)`` (256 for 224) with antialiased bilinear interpolation (PIL's
+  filter, torchvision's default), central crop of `image_size` (offset
+  ``round((size - image_size) / 2)``), ImageNet mean/std normalisation.
 
   Args:
-    image_bytes: Scalar string tensor with the encoded (JPEG) image.
+    image_bytes: Scalar string tensor with the encoded (JPEG/PNG) image.
     image_size: Output height and width.
     crop_fraction: Fraction of each side kept by the central crop, in (0, 1].
+    preprocessing: 'inception' or 'torchvision'.
 
   Returns:
-    float32 tensor ``[image_size, image_size, 3]`` with values in [-1, 1].
+    float32 tensor ``[image_size, image_size, 3]``.
   """
   if not 0.0 < crop_fraction <= 1.0:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop_fraction}.')
+  if preprocessing == 'torchvision':
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    resize_to = int(round(image_size / crop_fraction))
+    shape = tf.cast(tf.shape(image)[:2], tf.float64)
+    scale = resize_to / tf.reduce_min(shape)
+    # torchvision: the shorter side becomes resize_to, the longer int(l * s).
+    new_shape = tf.maximum(tf.cast(shape * scale, tf.int32), resize_to)
+    image = tf.image.resize(tf.cast(image, tf.float32), new_shape,
+                            method='bilinear', antialias=True)
+    offset = tf.cast(tf.round(
+        tf.cast(new_shape - image_size, tf.float32) / 2.0), tf.int32)
+    image = image[offset[0]:offset[0] + image_size,
+                  offset[1]:offset[1] + image_size]
+    image = normalize(tf.clip_by_value(image, 0.0, 255.0), preprocessing)
+    image.set_shape([image_size, image_size, 3])
+    return image
 
   def central_crop_window(shape: tf.Tensor) -> tf.Tensor:
     size = tf.cast(shape[:2], tf.float64)
@@ -207,7 +256,7 @@ def preprocess_for_eval(
     return tf.concat([offset, crop_size], axis=0)
 
   image = _decode_and_crop(image_bytes, central_crop_window)
-  return _resize_and_scale(image, image_size)
+  return _resize_and_scale(image, image_size, preprocessing)
 
 
 # ----------------------------------------------------------------------------
@@ -346,6 +395,7 @@ def _train_epoch(
       [_derive_seed(config.seed, epoch, _AUGMENT_TAG), host], dtype=tf.int64
   )
   image_size = config.image_size
+  preprocessing = config.preprocessing
 
   def preprocess(index: tf.Tensor, example: dict[str, tf.Tensor]):
     # Seed depends only on (seed, epoch, host, position in this epoch's
@@ -354,7 +404,8 @@ def _train_epoch(
         augment_key, index, alg=_RNG_ALG
     )
     return {
-        'image': preprocess_for_train(example['image'], seed, image_size),
+        'image': preprocess_for_train(example['image'], seed, image_size,
+                                      preprocessing),
         'label': tf.cast(example['label'], tf.int32),
     }
 
@@ -459,11 +510,12 @@ def eval_batches(
     )
   image_size = config.image_size
   crop_fraction = config.eval_crop_fraction
+  preprocessing = config.preprocessing
 
   def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {
         'image': preprocess_for_eval(
-            example['image'], image_size, crop_fraction
+            example['image'], image_size, crop_fraction, preprocessing
         ),
         'label': tf.cast(example['label'], tf.int32),
         'mask': tf.constant(True),

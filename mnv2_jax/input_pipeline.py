@@ -48,17 +48,32 @@ def check_available(config) -> None:
     _imagenet().check_data_available(config)
 
 
+def _shift_labels(batches: Iterator[Batch], config) -> Iterator[Batch]:
+  """With config.background_class (TF-slim's 1001-way releases: logit 0 is
+  'background'), dataset label k is logit k + 1."""
+  if not config.background_class:
+    yield from batches
+    return
+  for batch in batches:
+    yield {**batch, 'label': batch['label'] + 1}
+
+
 def train_batches(config, *, start_step: int,
                   per_host_batch_size: int) -> Iterator[Batch]:
   if config.dataset.name == 'digits':
-    return digits.train_batches(config, start_step=start_step,
-                                per_host_batch_size=per_host_batch_size)
-  return _imagenet().train_batches(config, start_step=start_step,
+    batches = digits.train_batches(config, start_step=start_step,
                                    per_host_batch_size=per_host_batch_size)
+  else:
+    batches = _imagenet().train_batches(
+        config, start_step=start_step, per_host_batch_size=per_host_batch_size)
+  return _shift_labels(batches, config)
 
 
 def eval_batches(config, *, per_host_batch_size: int) -> Iterator[Batch]:
   if config.dataset.name == 'digits':
-    return digits.eval_batches(config, per_host_batch_size=per_host_batch_size)
-  return _imagenet().eval_batches(config,
+    batches = digits.eval_batches(config,
                                   per_host_batch_size=per_host_batch_size)
+  else:
+    batches = _imagenet().eval_batches(
+        config, per_host_batch_size=per_host_batch_size)
+  return _shift_labels(batches, config)

@@ -291,13 +291,16 @@ def conv_as_patches(inputs: Array, kernel: Array, stride: int,
 class Conv(nn.Module):
   """Regular k x k convolution without bias (a BatchNorm follows).
 
-  A 1x1 convolution is computed as a matrix product over the channel axis,
-  which XLA maps onto its GEMM kernels on every backend.
+  With `xla_conv` (GPU/TPU, and export to TensorFlow/TFLite, where it becomes
+  CONV_2D) every convolution is `lax.conv_general_dilated`. Without it (CPU),
+  a 1x1 convolution is a matrix product over the channel axis and a k x k one
+  a matrix product over im2col patches, which XLA:CPU runs at GEMM speed.
   """
   features: int
   kernel_size: int = 1
   strides: int = 1
   padding: str = 'same'
+  xla_conv: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Callable[..., Array] = nn.initializers.variance_scaling(
@@ -310,11 +313,11 @@ class Conv(nn.Module):
         (self.kernel_size, self.kernel_size, inputs.shape[-1], self.features),
         self.param_dtype)
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-    if self.kernel_size == 1 and self.strides == 1:
+    if not self.xla_conv and self.kernel_size == 1 and self.strides == 1:
       return pointwise_conv(inputs, kernel[0, 0])
     padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
                            1, self.padding)
-    if jax.default_backend() == 'cpu':
+    if not self.xla_conv:
       return conv_as_patches(inputs, kernel, self.strides, padding)
     return lax.conv_general_dilated(
         inputs, kernel, window_strides=(self.strides, self.strides),

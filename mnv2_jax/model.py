@@ -243,7 +243,8 @@ class MobileNetV2(nn.Module):
       and epsilon (TF release 0.997 / 1e-3; PyTorch 0.9 / 1e-5).
     padding: 'same' (TF) or 'symmetric' (PyTorch-trained weights).
     dtype: computation dtype name; parameters are always float32.
-    depthwise_implementation: 'auto' | 'shifted' | 'grouped' (see layers.py).
+    depthwise_implementation: 'auto' | 'shifted' | 'grouped' (see layers.py);
+      'grouped' also computes the other convolutions with XLA's conv op.
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -265,7 +266,12 @@ class MobileNetV2(nn.Module):
     dtype = DTYPES[self.dtype]
     norm = layers.batch_norm(train=train, momentum=self.batch_norm_momentum,
                              epsilon=self.batch_norm_epsilon, dtype=dtype)
-    conv = functools.partial(layers.Conv, padding=self.padding, dtype=dtype)
+    # 'grouped' (GPU/TPU, export) uses XLA's convolution ops for every conv;
+    # 'shifted' (CPU) the formulations of layers.py that XLA:CPU runs fast.
+    xla_conv = layers.resolve_depthwise_implementation(
+        self.depthwise_implementation) == 'grouped'
+    conv = functools.partial(layers.Conv, padding=self.padding,
+                             xla_conv=xla_conv, dtype=dtype)
     depthwise_conv = functools.partial(
         layers.DepthwiseConv, padding=self.padding, dtype=dtype,
         implementation=self.depthwise_implementation)

@@ -225,6 +225,67 @@ def create_train_state(config, model: nn.Module,
       ema_batch_stats=batch_stats if ema else None)
 
 
+def state_from_variables(config, variables: PyTree) -> TrainState:
+  """A step-0 train state holding `variables` (fresh optimizer slots) in the
+  structure `Trainer` restores (the optimizer's state does not depend on the
+  learning-rate values); used to save imported weights."""
+  optimizer = create_optimizer(config, lambda count: 0.0)
+  params = jax.tree.map(jnp.asarray, variables['params'])
+  batch_stats = jax.tree.map(jnp.asarray, variables['batch_stats'])
+  ema = config.ema_decay > 0
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+      opt_state=optimizer.init(params),
+      ema_params=params if ema else None,
+      ema_batch_stats=batch_stats if ema else None)
+
+
+def initialize_from(state: TrainState, workdir: str) -> tuple[TrainState, str]:
+  """Copies the weights of `workdir`'s latest checkpoint into `state`.
+
+  Every parameter and BatchNorm statistic whose name and shape match is
+  copied (also into the EMA copy); the others (a classifier for another
+  number of classes, a detection head) keep their initialisation. Returns the
+  new state and a one-line report.
+
+  Raises:
+    ValueError: nothing matches (a checkpoint of another model).
+  """
+  step, source = checkpointing.read_variables(workdir)
+  copied, kept = [], []
+
+  def merge(tree, source_tree):
+    flat_source = {jax.tree_util.keystr(path): value for path, value in
+                   jax.tree_util.tree_flatten_with_path(source_tree)[0]}
+
+    def pick(path, value):
+      name = jax.tree_util.keystr(path)
+      found = flat_source.get(name)
+      if found is not None and np.shape(found) == value.shape:
+        copied.append(name)
+        return jnp.asarray(found, value.dtype)
+      kept.append(name + ('' if found is None else
+                          f' (shape {np.shape(found)} there, {value.shape} here)'))
+      return value
+    return jax.tree_util.tree_map_with_path(pick, tree)
+
+  params = merge(state.params, source['params'])
+  batch_stats = merge(state.batch_stats, source['batch_stats'])
+  if not copied:
+    raise ValueError(
+        f'config.init_from={workdir!r}: none of its arrays match this model '
+        f'by name and shape (e.g. here: {kept[:3]}). Was it written for '
+        'another architecture?')
+  state = state.replace(params=params, batch_stats=batch_stats)
+  if state.ema_params is not None:
+    state = state.replace(ema_params=params, ema_batch_stats=batch_stats)
+  report = (f'Initialised {len(copied)} arrays from {workdir} (step {step})'
+            + (f'; kept the initialisation of {len(kept)}: '
+               + ', '.join(kept[:8]) + (' ...' if len(kept) > 8 else '')
+               if kept else '') + '.')
+  return state, report
+
+
 class Trainer:
   """Everything built from a config: model, optimizer, compiled steps, mesh."""
 
@@ -406,6 +467,10 @@ def _train(trainer: Trainer, workdir: str,
   if manager.latest_step() is not None:
     state = checkpointing.restore(manager, state)
     writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
+  elif config.init_from:
+    state, report = initialize_from(state, config.init_from)
+    state = jax.device_put(state, trainer.replicated)
+    writer.log(report)
   start_step = int(jax.device_get(state.step))
   writer.log(
       f'Training {config.dataset.name} for {schedule.total_steps} steps '

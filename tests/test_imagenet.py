@@ -42,6 +42,8 @@ def _config(data_dir: str | None = None, seed: int = 0) -> ml_collections.Config
       'seed': seed,
       'batch_size': 4,
       'eval_crop_fraction': 0.875,
+      'preprocessing': 'inception',
+      'background_class': False,
   })
 
 

@@ -1,0 +1,373 @@
+"""Weights import (Keras, TF-slim, PyTorch), export, predict: exact parity.
+
+Every reference model gets random weights and random BatchNorm statistics;
+nothing is downloaded.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mnv2_jax import checkpointing
+from mnv2_jax import configuration
+from mnv2_jax import convert
+from mnv2_jax import export
+from mnv2_jax import input_pipeline
+from mnv2_jax import model as model_lib
+from mnv2_jax import predict
+from mnv2_jax import train
+
+keras = pytest.importorskip('keras')
+tf = pytest.importorskip('tensorflow')
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
+import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _randomize_keras(keras_model, seed=0):
+  rng = np.random.default_rng(seed)
+  for layer in keras_model.layers:
+    weights = layer.get_weights()
+    if not weights:
+      continue
+    if isinstance(layer, keras.layers.BatchNormalization):
+      gamma, beta, mean, var = weights
+      weights = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, .1, beta.shape),
+                 rng.normal(0, .1, mean.shape), rng.uniform(0.5, 1.5, var.shape)]
+    else:
+      weights = [w + rng.normal(0, 0.01, w.shape) for w in weights]
+    layer.set_weights([w.astype(np.float32) for w in weights])
+  return keras_model
+
+
+def _keras_mobilenet(alpha, size, include_top=True, seed=0):
+  return _randomize_keras(keras.applications.MobileNetV2(
+      input_shape=(size, size, 3), alpha=alpha, weights=None,
+      include_top=include_top, classifier_activation=None), seed)
+
+
+def _images(size, batch=2, seed=1):
+  return np.random.default_rng(seed).uniform(
+      -1, 1, (batch, size, size, 3)).astype(np.float32)
+
+
+def _apply(config, variables, images):
+  model = model_lib.from_config(config.model, config.num_classes)
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+
+
+def _assert_close(ours, reference, rtol=1e-4):
+  scale = np.max(np.abs(reference))
+  np.testing.assert_array_less(np.max(np.abs(np.asarray(ours) - reference)),
+                               rtol * scale)
+
+
+# Keras endpoint -> ours (PAPER.md Table 2 numbering: layer_2..18 are blocks).
+KERAS_ENDPOINTS = {'block_13_expand_relu': 'layer_15/expansion_output',
+                   'block_15_add': 'layer_17/output', 'out_relu': 'layer_19'}
+
+
+@pytest.mark.parametrize('alpha,size', [(0.35, 224), (1.0, 224), (1.4, 224),
+                                        (1.0, 128)])
+def test_keras_parity_logits_and_endpoints(alpha, size):
+  keras_model = _keras_mobilenet(alpha, size)
+  config, variables = convert.from_keras(keras_model)
+  assert config.model.width_multiplier == alpha
+  assert config.image_size == size and config.num_classes == 1000
+  assert (config.model.padding, config.preprocessing) == ('same', 'inception')
+  x = _images(size)
+  probe = keras.Model(keras_model.inputs,
+                      [keras_model.output] + [keras_model.get_layer(n).output
+                                              for n in KERAS_ENDPOINTS])
+  reference = [t.numpy() if hasattr(t, 'numpy') else np.asarray(t)
+               for t in probe(x, training=False)]
+  logits, endpoints = _apply(config, variables, x)
+  _assert_close(logits, reference[0])
+  for ours, expected in zip(KERAS_ENDPOINTS.values(), reference[1:]):
+    _assert_close(endpoints[ours], expected)
+
+
+def test_keras_weights_file_and_its_errors(tmp_path):
+  keras_model = _keras_mobilenet(0.35, 96, include_top=False)
+  path = str(tmp_path / 'mnv2_0.35_no_top.weights.h5')
+  keras_model.save_weights(path)
+  config, variables = convert.from_keras_weights(
+      path, width_multiplier=0.35, image_size=96, include_top=False)
+  assert config.num_classes == 0 and 'classifier' not in variables['params']
+  x = _images(96)
+  features = _apply(config, variables, x)[1]['layer_19']
+  _assert_close(features, keras_model(x, training=False).numpy())
+  with pytest.raises(convert.ConversionError, match='another alpha'):
+    convert.from_keras_weights(path, width_multiplier=1.0, image_size=96,
+                               include_top=False)
+  truncated = str(tmp_path / 'truncated.weights.h5')
+  with open(path, 'rb') as src, open(truncated, 'wb') as dst:
+    dst.write(src.read()[:5000])
+  with pytest.raises(convert.ConversionError, match='truncated'):
+    convert.from_keras_weights(truncated, width_multiplier=0.35, image_size=96,
+                               include_top=False)
+  other = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25,
+                                       weights=None)
+  with pytest.raises(convert.ConversionError, match="no layer 'Conv1'"):
+    convert.from_keras(other)
+
+
+# The TF-slim checkpoint names of each Keras layer (slim's mobilenet_v2 scopes).
+def _slim_names_of_keras_layers():
+  names = {'Conv1': 'Conv', 'bn_Conv1': 'Conv/BatchNorm',
+           'Conv_1': 'Conv_1', 'Conv_1_bn': 'Conv_1/BatchNorm'}
+  for b in range(17):
+    keras_prefix = 'expanded_conv' if b == 0 else f'block_{b}'
+    slim_scope = 'expanded_conv' if b == 0 else f'expanded_conv_{b}'
+    for unit in ('expand', 'depthwise', 'project'):
+      names[f'{keras_prefix}_{unit}'] = f'{slim_scope}/{unit}'
+      names[f'{keras_prefix}_{unit}_BN'] = f'{slim_scope}/{unit}/BatchNorm'
+  return names
+
+
+def _write_slim_checkpoint(keras_model, prefix, ema_noise):
+  """A TF1 checkpoint with slim's names holding the Keras model's weights,
+  a 1001st 'background' logit, and moving averages (the values to use) next
+  to raw weights off by `ema_noise`."""
+  rng = np.random.default_rng(3)
+  tensors = {}
+  for keras_name, scope in _slim_names_of_keras_layers().items():
+    try:
+      weights = keras_model.get_layer(keras_name).get_weights()
+    except ValueError:
+      continue  # no expand conv in the first block
+    if keras_name.endswith(('_BN', '_bn')) or keras_name == 'bn_Conv1':
+      for value, var in zip(weights, ('gamma', 'beta', 'moving_mean',
+                                      'moving_variance')):
+        tensors[f'{scope}/{var}'] = value
+    elif keras_name.endswith('depthwise'):
+      tensors[f'{scope}/depthwise_weights'] = weights[0]
+    else:
+      tensors[f'{scope}/weights'] = weights[0]
+  kernel, bias = keras_model.get_layer('predictions').get_weights()
+  tensors['Logits/Conv2d_1c_1x1/weights'] = np.concatenate(
+      [rng.normal(0, 0.01, (kernel.shape[0], 1)), kernel], 1)[None, None]
+  tensors['Logits/Conv2d_1c_1x1/biases'] = np.concatenate([[-5.0], bias])
+  with tf.Graph().as_default():
+    saved = {}
+    for i, (name, value) in enumerate(tensors.items()):
+      value = np.asarray(value, np.float32)
+      # Raw weights off by the noise; only the moving averages reproduce the
+      # model.
+      saved[f'MobilenetV2/{name}'] = tf.compat.v1.Variable(
+          value + ema_noise, name=f'raw_{i}')
+      saved[f'MobilenetV2/{name}/ExponentialMovingAverage'] = (
+          tf.compat.v1.Variable(value, name=f'ema_{i}'))
+    saver = tf.compat.v1.train.Saver(saved)
+    with tf.compat.v1.Session() as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      saver.save(session, prefix)
+
+
+def test_slim_checkpoint_1001_classes_with_moving_averages(tmp_path):
+  keras_model = _keras_mobilenet(0.5, 96)
+  prefix = str(tmp_path / 'mobilenet_v2_0.5_96.ckpt')
+  _write_slim_checkpoint(keras_model, prefix, ema_noise=0.05)
+  config, variables = convert.from_slim_checkpoint(prefix, image_size=96)
+  assert config.num_classes == 1001 and config.background_class
+  assert config.model.width_multiplier == 0.5
+  x = _images(96)
+  logits = np.asarray(_apply(config, variables, x)[0])
+  _assert_close(logits[:, 1:], keras_model(x, training=False).numpy())
+  raw = convert.from_slim_checkpoint(prefix, image_size=96,
+                                     use_moving_average=False)[1]
+  assert not np.allclose(raw['params']['layer_1']['conv']['kernel'],
+                         variables['params']['layer_1']['conv']['kernel'])
+  with pytest.raises(convert.ConversionError, match='Could not read'):
+    convert.from_slim_checkpoint(str(tmp_path / 'missing.ckpt'))
+
+
+def test_background_class_shifts_labels():
+  config = configuration.base_config()
+  config.dataset.name = 'digits'
+  config.image_size = 32
+  plain = next(input_pipeline.eval_batches(config, per_host_batch_size=8))
+  config.background_class = True
+  config.num_classes = 11
+  configuration.validate(config)
+  shifted = next(input_pipeline.eval_batches(config, per_host_batch_size=8))
+  np.testing.assert_array_equal(shifted['label'], plain['label'] + 1)
+
+
+@pytest.fixture(scope='module')
+def torch():
+  return pytest.importorskip('torch')
+
+
+def test_torchvision_parity(torch):
+  module = torch_reference.randomize(
+      torch, torch_reference.mobilenet_v2(torch, 1000, 1.0)).eval()
+  config, variables = convert.from_torch(module.state_dict())
+  assert config.model.width_multiplier == 1.0
+  assert (config.model.padding, config.model.batch_norm_epsilon,
+          config.preprocessing) == ('symmetric', 1e-5, 'torchvision')
+  x = _images(224)
+  with torch.no_grad():
+    reference = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  _assert_close(_apply(config, variables, x)[0], reference)
+
+
+def _timm_name(name):
+  """torchvision key -> timm key (timm's efficientnet-style layout)."""
+  parts = name.split('.')
+  if parts[:2] == ['features', '0']:
+    return {'0': 'conv_stem', '1': 'bn1'}[parts[2]] + '.' + parts[-1]
+  if parts[:2] == ['features', '18']:
+    return {'0': 'conv_head', '1': 'bn2'}[parts[2]] + '.' + parts[-1]
+  if parts[0] == 'classifier':
+    return 'classifier.' + parts[-1]
+  block = int(parts[1]) - 1
+  stage_ends = np.cumsum([1, 2, 3, 4, 3, 3, 1])
+  stage = int(np.searchsorted(stage_ends, block, side='right'))
+  index = block - ([0] + list(stage_ends))[stage]
+  position = '.'.join(parts[3:-1])
+  if block == 0:
+    unit = {'0.0': 'conv_dw', '0.1': 'bn1', '1': 'conv_pw', '2': 'bn2'}[position]
+  else:
+    unit = {'0.0': 'conv_pw', '0.1': 'bn1', '1.0': 'conv_dw', '1.1': 'bn2',
+            '2': 'conv_pwl', '3': 'bn3'}[position]
+  return f'blocks.{stage}.{index}.{unit}.{parts[-1]}'
+
+
+def test_timm_layout_and_errors(torch):
+  module = torch_reference.randomize(
+      torch, torch_reference.mobilenet_v2(torch, 10, 0.5), seed=2).eval()
+  timm_state = {_timm_name(k): v for k, v in module.state_dict().items()}
+  config, variables = convert.from_torch(timm_state, image_size=64)
+  assert config.model.width_multiplier == 0.5 and config.num_classes == 10
+  x = _images(64)
+  with torch.no_grad():
+    reference = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  _assert_close(_apply(config, variables, x)[0], reference)
+  with pytest.raises(convert.ConversionError, match='shape mismatches'):
+    convert.from_torch(timm_state, width_multiplier=1.0, image_size=64)
+  with pytest.raises(convert.ConversionError, match='no place'):
+    convert.from_torch({**timm_state, 'extra.weight': np.zeros(3)})
+  with pytest.raises(convert.ConversionError, match='neither torchvision'):
+    convert.from_torch({'fc.weight': np.zeros((2, 2))})
+
+
+def _random_like(abstract, seed=0):
+  """Random arrays of the shapes of `abstract` (BN variances positive); no
+  compiled init needed."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    if 'var' in jax.tree_util.keystr(path):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+    return (0.1 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def _tiny_digits_workdir(path):
+  """A random α=0.35, 32x32, 10-class model saved as `convert` saves."""
+  config = configuration.base_config()
+  config.dataset.name = 'digits'
+  config.num_classes = 10
+  config.image_size = 32
+  config.model.width_multiplier = 0.35
+  model = model_lib.from_config(config.model, 10)
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  variables = _random_like(dict(abstract))
+  convert.save(path, config, variables, source='test')
+  return config, variables
+
+
+def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
+  workdir = str(tmp_path / 'imported')
+  config, variables = _tiny_digits_workdir(workdir)
+  with pytest.raises(convert.ConversionError, match='already holds'):
+    convert.save(workdir, config, variables)
+  loaded = configuration.from_json(os.path.join(workdir, 'config.json'))
+  assert loaded.model.width_multiplier == 0.35 and loaded.num_classes == 10
+  # What `main --config.mode=eval` restores: the full train state.
+  schedule = train.make_schedule(loaded, num_train_examples=1437)
+  optimizer = train.create_optimizer(
+      loaded, train.learning_rate_fn(loaded, schedule))
+  model = model_lib.from_config(loaded.model, 10)
+  abstract = jax.eval_shape(lambda k: train.create_train_state(
+      loaded, model, optimizer, k), jax.random.key(0))
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  state = checkpointing.restore(manager, abstract)
+  manager.close()
+  np.testing.assert_array_equal(state.params['layer_1']['conv']['kernel'],
+                                variables['params']['layer_1']['conv']['kernel'])
+  # init_from into a model with another number of classes: all but the
+  # classifier is copied.
+  other = configuration.base_config()
+  other.model.width_multiplier = 0.35
+  other.image_size = 32
+  other_model = model_lib.from_config(other.model, 1000)
+  fresh = _random_like(jax.eval_shape(
+      lambda k: train.create_train_state(
+          other, other_model, train.create_optimizer(other, lambda c: 0.1), k),
+      jax.random.key(1)), seed=1)
+  initialised, report = train.initialize_from(fresh, workdir)
+  assert 'classifier' in report and "'kernel']" in report
+  np.testing.assert_array_equal(
+      initialised.params['layer_5']['expand']['conv']['kernel'],
+      variables['params']['layer_5']['expand']['conv']['kernel'])
+  assert initialised.params['classifier']['kernel'].shape == (1280, 1000)
+
+
+def test_torchvision_eval_preprocessing_geometry_and_normalisation():
+  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
+  image = np.full((300, 400, 3), (200, 100, 50), np.uint8)
+  encoded = tf.io.encode_png(image)
+  out = imagenet.preprocess_for_eval(encoded, 224, 0.875, 'torchvision').numpy()
+  assert out.shape == (224, 224, 3)
+  expected = (np.array([200, 100, 50]) / 255.0 - imagenet.TORCHVISION_MEAN) / (
+      imagenet.TORCHVISION_STD)
+  np.testing.assert_allclose(out[112, 112], expected, rtol=1e-5)
+
+
+def test_export_tflite_savedmodel_and_predict(tmp_path):
+  workdir = str(tmp_path / 'tiny')
+  _tiny_digits_workdir(workdir)
+  check = dict(num_check_images=60, num_calibration_images=50)
+  result = export.export(workdir, 'tflite', **check)
+  assert result['bytes'] > 100_000 and result['num_images'] == 60
+  # Acceptance: the float TFLite model agrees with JAX within 1e-4.
+  assert result['max_rel_diff'] < 1e-4 and result['random_max_rel_diff'] < 1e-4
+  saved = export.export(workdir, 'savedmodel', **check)
+  assert saved['max_rel_diff'] < 1e-4 and saved['random_max_rel_diff'] < 1e-4
+  quantized = export.export(workdir, 'tflite', quantize='int8', **check)
+  assert quantized['bytes'] < 0.5 * result['bytes']
+  interpreter = tf.lite.Interpreter(model_path=quantized['path'])
+  kinds = {d['dtype'] for d in interpreter.get_tensor_details()}
+  assert np.int8 in kinds
+  with pytest.raises(ValueError, match='needs --format tflite'):
+    export.export(workdir, 'savedmodel', quantize='int8')
+  # predict: digit names, probabilities summing to <= 1; a corrupt file is
+  # reported by name.
+  image = tmp_path / 'digit.png'
+  image.write_bytes(tf.io.encode_png(np.zeros((20, 20, 1), np.uint8)).numpy())
+  corrupt = tmp_path / 'corrupt.jpg'
+  corrupt.write_bytes(b'\xff\xd8\xff not a jpeg')
+  results = dict(predict.predict(workdir, [str(image), str(corrupt)]))
+  top5 = results[str(image)]
+  assert len(top5) == 5 and all(n.startswith('digit ') for n, _ in top5)
+  assert 0 < sum(p for _, p in top5) <= 1 + 1e-6
+  assert 'corrupt.jpg: not a readable image' in results[str(corrupt)]
+
+
+def test_convert_cli_reports_errors_and_writes_nothing(tmp_path):
+  workdir = tmp_path / 'out'
+  result = subprocess.run(
+      [sys.executable, '-m', 'mnv2_jax.convert', 'keras', '--weights',
+       str(tmp_path / 'missing.h5'), '--workdir', str(workdir)],
+      capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+  assert result.returncode == 2
+  assert 'No weights file' in result.stderr
+  assert not workdir.exists()
