@@ -30,7 +30,7 @@ setuptools.setup(
         'scikit-image>=0.26,<0.27',
     ],
     extras_require={
-        'test': ['pytest>=9.0,<10'],
+        'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4'],
         # Accelerators: JAX's plugins for this exact JAX version.
         'cuda12': ['jax[cuda12]==0.10.2'],
         'tpu': ['jax[tpu]==0.10.2'],

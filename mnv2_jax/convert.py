@@ -261,10 +261,12 @@ def from_keras_weights(path: str, *, width_multiplier: float = 1.0,
   try:
     keras_model.load_weights(path)
   except Exception as error:  # h5py and Keras raise many types
+    # Keras' message can hold whole weight arrays: keep its first sentences.
+    reason = ' '.join(str(error).split())[:400]
     raise ConversionError(
         f'Could not load {path} into keras MobileNetV2(alpha='
         f'{width_multiplier}, input {image_size}x{image_size}, include_top='
-        f'{include_top}): {type(error).__name__}: {error}\nThe file is '
+        f'{include_top}): {type(error).__name__}: {reason}\nThe file is '
         'truncated, or it was saved for another alpha / top: the release '
         'names them mobilenet_v2_weights_tf_dim_ordering_tf_kernels_'
         '<alpha>_<size>[_no_top].h5. Nothing was written.') from error

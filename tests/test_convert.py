@@ -12,7 +12,6 @@ import jax
 import numpy as np
 import pytest
 
-from mnv2_jax import checkpointing
 from mnv2_jax import configuration
 from mnv2_jax import convert
 from mnv2_jax import export
@@ -289,20 +288,22 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   config, variables = _tiny_digits_workdir(workdir)
   with pytest.raises(convert.ConversionError, match='already holds'):
     convert.save(workdir, config, variables)
-  loaded = configuration.from_json(os.path.join(workdir, 'config.json'))
+  # What `main --config <workdir>/config.py --config.mode=eval` runs.
+  sys.path.insert(0, workdir)
+  try:
+    import config as workdir_config  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+    sys.modules.pop('config', None)
+  loaded = workdir_config.get_config()
   assert loaded.model.width_multiplier == 0.35 and loaded.num_classes == 10
-  # What `main --config.mode=eval` restores: the full train state.
-  schedule = train.make_schedule(loaded, num_train_examples=1437)
-  optimizer = train.create_optimizer(
-      loaded, train.learning_rate_fn(loaded, schedule))
-  model = model_lib.from_config(loaded.model, 10)
-  abstract = jax.eval_shape(lambda k: train.create_train_state(
-      loaded, model, optimizer, k), jax.random.key(0))
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  state = checkpointing.restore(manager, abstract)
-  manager.close()
-  np.testing.assert_array_equal(state.params['layer_1']['conv']['kernel'],
-                                variables['params']['layer_1']['conv']['kernel'])
+  loaded.mode = 'eval'
+  results = train.train_and_evaluate(loaded, workdir)
+  assert results['num_examples'] == 360
+  # The restored weights are the saved ones: the same top-1 as applying them.
+  images, labels = input_pipeline.digits.load_split('test', 32)
+  logits = np.asarray(_apply(loaded, variables, images)[0])
+  assert round(results['top1'] * 360) == int(np.sum(logits.argmax(-1) == labels))
   # init_from into a model with another number of classes: all but the
   # classifier is copied.
   other = configuration.base_config()
@@ -319,6 +320,17 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
       initialised.params['layer_5']['expand']['conv']['kernel'],
       variables['params']['layer_5']['expand']['conv']['kernel'])
   assert initialised.params['classifier']['kernel'].shape == (1280, 1000)
+
+
+def test_class_names_for_imagenet_and_digits():
+  config = configuration.base_config()
+  names = predict.class_names(config)
+  assert len(names) == 1000 and names[1].startswith('goldfish')
+  config.background_class, config.num_classes = True, 1001
+  names = predict.class_names(config)
+  assert names[0] == 'background' and names[2].startswith('goldfish')
+  config.dataset.name, config.num_classes = 'digits', 10
+  assert predict.class_names(config)[7] == 'digit 7'
 
 
 def test_torchvision_eval_preprocessing_geometry_and_normalisation():
