@@ -28,6 +28,7 @@ setuptools.setup(
         'tensorboard>=2.21,<2.22',
         'scikit-learn>=1.9,<1.10',
         'scikit-image>=0.26,<0.27',
+        'pycocotools>=2.0.11,<2.1',  # the official COCO evaluator (SSDLite)
     ],
     extras_require={
         'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4'],

@@ -15,7 +15,11 @@ import ml_collections
 from mnv2_jax import layers
 from mnv2_jax import model as model_lib
 
-DATASETS = {'digits': 10, 'imagenet2012': 1000}  # name -> number of classes
+# name -> number of classes (detection: foreground classes)
+DATASETS = {'digits': 10, 'imagenet2012': 1000, 'scenes': 10, 'coco/2017': 80}
+DATASET_TASKS = {'digits': 'classification', 'imagenet2012': 'classification',
+                 'scenes': 'detection', 'coco/2017': 'detection'}
+TASKS = ('classification', 'detection')
 OPTIMIZERS = ('rmsprop', 'sgd')
 LR_SCHEDULES = ('exponential', 'cosine')
 MODES = ('train', 'eval')
@@ -28,6 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = 'train'  # 'train' or 'eval' (evaluates the latest checkpoint)
   config.seed = 0
+  # 'classification' (MobileNetV2, paper §6.1) or 'detection' (SSDLite, §6.2).
+  config.task = 'classification'
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'
@@ -36,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
   config.dataset.shuffle_buffer_size = 16_384
+  config.dataset.seed = 0  # the built-in scenes: which generated set
   config.num_classes = 1000
   config.image_size = 224
   config.eval_crop_fraction = 0.875  # released recipe: central crop 87.5%
@@ -96,6 +103,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.weight_decay = 4e-5  # L2 on conv/dense kernels, not depthwise (slim)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 disables the weight moving average
+
+  # SSDLite (config.task == 'detection'; PAPER.md §6, the reference config).
+  config.detection = ml_collections.ConfigDict()
+  config.detection.max_boxes = 100  # ground truth padded to this many boxes
+  config.detection.min_scale = 0.2  # anchor scales, linear over 6 layers
+  config.detection.max_scale = 0.95
+  config.detection.negatives_per_positive = 3  # hard-negative mining
+  config.detection.score_threshold = 0.01
+  config.detection.nms_iou_threshold = 0.6
+  config.detection.max_detections = 100
+  config.detection.zoom_out_probability = 0.5  # built-in scenes' augmentation
 
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
@@ -162,6 +180,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Data availability is checked by `input_pipeline.check_available`.
   """
   _check_choice(config, 'mode', MODES)
+  _check_choice(config, 'task', TASKS)
   _check_choice(config, 'dataset.name', tuple(DATASETS))
   _check_choice(config, 'model.bottleneck_activation',
                 model_lib.BOTTLENECK_ACTIVATIONS)
@@ -217,6 +236,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('image_size', config.image_size,
           f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
           'paper uses 96-224)', '224')
+  expected_task = DATASET_TASKS[config.dataset.name]
+  if config.task != expected_task:
+    _fail('task', config.task,
+          f'dataset {config.dataset.name!r} is for {expected_task}',
+          expected_task)
   expected_classes = DATASETS[config.dataset.name] + int(
       config.background_class)
   if config.num_classes != expected_classes:
@@ -227,6 +251,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config.init_from, str):
     _fail('init_from', config.init_from,
           'it must be a workdir path or empty', '/path/to/workdir')
+  for field in ('detection.max_boxes', 'detection.max_detections',
+                'detection.negatives_per_positive'):
+    value = _get(config, field)
+    if not isinstance(value, int) or value <= 0:
+      _fail(field, value, 'it must be a positive integer',
+            _get(base_config(), field))
+  if not 0 < config.detection.min_scale < config.detection.max_scale <= 1:
+    _fail('detection.min_scale', config.detection.min_scale,
+          'anchor scales need 0 < min_scale < max_scale <= 1', '0.2')
+  for field, low, high in (('detection.score_threshold', 0.0, 1.0),
+                           ('detection.nms_iou_threshold', 0.0, 1.0),
+                           ('detection.zoom_out_probability', 0.0, 1.0)):
+    _check_range(config, field, low, high, low_inclusive=True,
+                 high_inclusive=True)
   for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
                 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                 'dataset.shuffle_buffer_size'):

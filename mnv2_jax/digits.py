@@ -24,10 +24,9 @@ SPLIT_SEED = 0  # the split is part of the benchmark, not of the run's seed
 NUM_CLASSES = 10
 
 
-@functools.lru_cache(maxsize=4)
-def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (images float32 [N, S, S, 3] in [-1, 1], labels int32 [N])."""
-  from skimage import transform  # pylint: disable=g-import-not-at-top
+@functools.lru_cache(maxsize=2)
+def raw_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+  """The 8x8 scans of a split: (float32 [N, 8, 8] in [0, 1], int32 [N])."""
   from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
   if split not in ('train', 'test'):
     raise ValueError(f"digits has splits 'train' and 'test', got {split!r}.")
@@ -36,12 +35,20 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
       np.arange(len(digits.target)), test_size=TEST_FRACTION,
       stratify=digits.target, random_state=SPLIT_SEED)
   index = train_idx if split == 'train' else test_idx
-  images = digits.images[index].astype(np.float32) / 16.0  # raw range 0..16
+  return (digits.images[index].astype(np.float32) / 16.0,  # raw range 0..16
+          digits.target[index].astype(np.int32))
+
+
+@functools.lru_cache(maxsize=4)
+def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Returns (images float32 [N, S, S, 3] in [-1, 1], labels int32 [N])."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  images, labels = raw_split(split)
+  index = np.arange(len(labels))
   resized = transform.resize(images, (len(index), image_size, image_size),
                              order=1, mode='edge', anti_aliasing=False)
   resized = resized.astype(np.float32) * 2.0 - 1.0
-  return (np.repeat(resized[..., None], 3, axis=-1),
-          digits.target[index].astype(np.int32))
+  return np.repeat(resized[..., None], 3, axis=-1), labels
 
 
 def num_examples(split: str) -> int:

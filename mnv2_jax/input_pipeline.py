@@ -1,4 +1,5 @@
-"""One entry point to the datasets: the built-in digits and TFDS ImageNet.
+"""One entry point to the datasets: built-in digits and scenes, TFDS ImageNet
+and COCO.
 
 Every iterator yields host-local numpy batches: `image` float32 [B, S, S, 3] in
 [-1, 1] and `label` int32 [B]; evaluation batches add a boolean `mask` (the
@@ -9,9 +10,10 @@ the number of hosts; `train.py` assembles the global, sharded array.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Iterator, Optional
 
 from mnv2_jax import digits
+from mnv2_jax import scene_data
 
 Batch = dict
 
@@ -22,6 +24,15 @@ class DatasetInfo:
   num_train_examples: int
   num_eval_examples: int
   eval_split: str  # the name written into metrics.jsonl
+  # Detection: the dataset's category id and name of each contiguous label.
+  category_ids: Optional[tuple[int, ...]] = None
+  category_names: Optional[tuple[str, ...]] = None
+
+  def task_kwargs(self) -> dict:
+    if self.category_names is None:
+      return {}
+    return {'category_ids': self.category_ids,
+            'category_names': self.category_names}
 
 
 def _imagenet():
@@ -30,10 +41,19 @@ def _imagenet():
   return imagenet
 
 
+def _coco():
+  from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
+  return coco
+
+
 def dataset_info(config) -> DatasetInfo:
   if config.dataset.name == 'digits':
     return DatasetInfo(digits.NUM_CLASSES, digits.num_examples('train'),
                        digits.num_examples('test'), 'test')
+  if config.dataset.name == 'scenes':
+    return scene_data.dataset_info()
+  if config.dataset.name == 'coco/2017':
+    return _coco().dataset_info(config)
   imagenet = _imagenet()
   return DatasetInfo(
       config.num_classes,
@@ -46,6 +66,8 @@ def check_available(config) -> None:
   """Raises a clear error when a dataset that needs files is not prepared."""
   if config.dataset.name == 'imagenet2012':
     _imagenet().check_data_available(config)
+  elif config.dataset.name == 'coco/2017':
+    _coco().check_data_available(config)
 
 
 def _shift_labels(batches: Iterator[Batch], config) -> Iterator[Batch]:
@@ -63,6 +85,12 @@ def train_batches(config, *, start_step: int,
   if config.dataset.name == 'digits':
     batches = digits.train_batches(config, start_step=start_step,
                                    per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'scenes':
+    return scene_data.train_batches(config, start_step=start_step,
+                                    per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'coco/2017':
+    return _coco().train_batches(config, start_step=start_step,
+                                 per_host_batch_size=per_host_batch_size)
   else:
     batches = _imagenet().train_batches(
         config, start_step=start_step, per_host_batch_size=per_host_batch_size)
@@ -73,6 +101,12 @@ def eval_batches(config, *, per_host_batch_size: int) -> Iterator[Batch]:
   if config.dataset.name == 'digits':
     batches = digits.eval_batches(config,
                                   per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'scenes':
+    return scene_data.eval_batches(config,
+                                   per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'coco/2017':
+    return _coco().eval_batches(config,
+                                per_host_batch_size=per_host_batch_size)
   else:
     batches = _imagenet().eval_batches(
         config, per_host_batch_size=per_host_batch_size)

@@ -476,3 +476,23 @@ def batch_norm(*, train: bool, momentum: float, epsilon: float,
   """
   return functools.partial(BatchNorm, use_running_average=not train,
                            momentum=momentum, epsilon=epsilon, dtype=dtype)
+
+
+def module_factories(*, train: bool, momentum: float, epsilon: float,
+                     padding: str, dtype: Any, depthwise_implementation: str
+                     ) -> tuple[Callable[..., nn.Module], ...]:
+  """(norm, conv, depthwise_conv) factories for a network's ConvBN layers.
+
+  'grouped' (GPU/TPU, export) uses XLA's convolution ops for every conv;
+  'shifted' (CPU) the formulations of this module that XLA:CPU runs fast.
+  """
+  norm = batch_norm(train=train, momentum=momentum, epsilon=epsilon,
+                    dtype=dtype)
+  xla_conv = resolve_depthwise_implementation(
+      depthwise_implementation) == 'grouped'
+  conv = functools.partial(Conv, padding=padding, xla_conv=xla_conv,
+                           dtype=dtype)
+  depthwise_conv = functools.partial(DepthwiseConv, padding=padding,
+                                     dtype=dtype,
+                                     implementation=depthwise_implementation)
+  return norm, conv, depthwise_conv

@@ -264,17 +264,10 @@ class MobileNetV2(nn.Module):
                ) -> tuple[Array, dict[str, Array]]:
     """Returns logits [N, num_classes] (features if num_classes == 0), endpoints."""
     dtype = DTYPES[self.dtype]
-    norm = layers.batch_norm(train=train, momentum=self.batch_norm_momentum,
-                             epsilon=self.batch_norm_epsilon, dtype=dtype)
-    # 'grouped' (GPU/TPU, export) uses XLA's convolution ops for every conv;
-    # 'shifted' (CPU) the formulations of layers.py that XLA:CPU runs fast.
-    xla_conv = layers.resolve_depthwise_implementation(
-        self.depthwise_implementation) == 'grouped'
-    conv = functools.partial(layers.Conv, padding=self.padding,
-                             xla_conv=xla_conv, dtype=dtype)
-    depthwise_conv = functools.partial(
-        layers.DepthwiseConv, padding=self.padding, dtype=dtype,
-        implementation=self.depthwise_implementation)
+    norm, conv, depthwise_conv = layers.module_factories(
+        train=train, momentum=self.batch_norm_momentum,
+        epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
+        depthwise_implementation=self.depthwise_implementation)
     endpoints = {}
 
     x = layers.ConvBN(

@@ -1,7 +1,11 @@
-r"""Classifies image files with a trained or imported model.
+r"""Classifies image files, or draws detections, with a trained or imported model.
 
   python -m mnv2_jax.predict --workdir /tmp/mnv2_quickstart digit.png
   python -m mnv2_jax.predict --workdir /tmp/mnv2_keras_1.0_224 cat.jpg dog.jpg
+  python -m mnv2_jax.predict --workdir /tmp/ssdlite_quickstart scene.png
+      # detection: boxes, names and scores drawn into
+      # <workdir>/detections/scene.detections.png
+
 
 Prints the top-5 classes with their names and probabilities for each image:
 ImageNet class names for a 1000- or 1001-class model (1001: logit 0 is
@@ -26,8 +30,8 @@ from mnv2_jax import export
 
 
 def class_names(config) -> list[str]:
-  """Names of the model's logits."""
-  if config.dataset.name == 'digits':
+  """Names of the model's logits (detection: of its foreground classes)."""
+  if config.dataset.name in ('digits', 'scenes'):
     return [f'digit {d}' for d in range(config.num_classes)]
   # The 1000 ImageNet names in TFDS label order, shipped with TFDS.
   from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
@@ -61,6 +65,85 @@ def load_image(path: str, config) -> np.ndarray:
     raise ValueError(f'{path}: not a readable image ({message})') from error
 
 
+def _detection_names(config) -> list[str]:
+  if config.dataset.name == 'coco/2017':
+    from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
+    del coco
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+      return list(tfds.builder('coco/2017').info.features['objects'][
+          'label'].names)
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return class_names(config)
+
+
+def load_detection_image(path: str, config) -> tuple[np.ndarray, np.ndarray]:
+  """(the original RGB uint8 image, the network input [S, S, 3])."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
+  try:
+    original = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                  expand_animations=False)
+  except (tf.errors.OpError, ValueError) as error:
+    message = getattr(error, 'message', str(error)).strip().split('\n')[0]
+    message = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:.*$', '', message)
+    raise ValueError(f'{path}: not a readable image ({message})') from error
+  resized = tf.image.resize(original, [config.image_size] * 2,
+                            method='bilinear')
+  return original.numpy(), imagenet.normalize(resized, 'inception').numpy()
+
+
+def draw_detections(image: np.ndarray, detections: list[dict], path: str
+                    ) -> None:
+  """Saves `image` with each detection's box, name and score as a PNG."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  canvas = Image.fromarray(image)
+  draw = ImageDraw.Draw(canvas)
+  for d in detections:
+    ymin, xmin, ymax, xmax = d['box']
+    draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 40, 40), width=2)
+    draw.text((xmin + 2, ymin + 1), f'{d["name"]} {d["score"]:.2f}',
+              fill=(255, 255, 0))
+  canvas.save(path)
+
+
+def detect(workdir: str, paths: Sequence[str], output_dir: str,
+           min_score: float = 0.3):
+  """Yields (path, detections above `min_score` or an error message); saves
+  `<output_dir>/<image name>.detections.png` for each image."""
+  import os  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import ssd  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
+  config, variables, _ = export.load_workdir(workdir)
+  task = tasks.Detection(config, config.num_classes)
+  names = _detection_names(config)
+
+  @jax.jit
+  def run(images):
+    box_encodings, class_logits, _ = task.model.apply(variables, images)
+    return ssd.postprocess(box_encodings, class_logits, task.anchors,
+                           score_threshold=min_score)
+  os.makedirs(output_dir, exist_ok=True)
+  for path in paths:
+    try:
+      original, image = load_detection_image(path, config)
+    except ValueError as error:
+      yield path, str(error)
+      continue
+    out = jax.device_get(run(image[None]))
+    height, width = original.shape[:2]
+    detections = [
+        {'name': names[int(c)], 'score': float(s),
+         'box': [float(v) for v in b * [height, width, height, width]]}
+        for b, s, c, v in zip(out['boxes'][0], out['scores'][0],
+                              out['classes'][0], out['valid'][0]) if v]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    draw_detections(original, detections,
+                    os.path.join(output_dir, f'{stem}.detections.png'))
+    yield path, detections
+
+
 def predict(workdir: str, paths: Sequence[str], top: int = 5):
   """Yields (path, [(name, probability), ...] or an error message)."""
   config, variables, _ = export.load_workdir(workdir)
@@ -82,10 +165,36 @@ def main(argv=None) -> int:
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--top', type=int, default=5)
+  parser.add_argument('--output_dir', default=None,
+                      help='detection: where the annotated PNGs go '
+                      '(default <workdir>/detections)')
+  parser.add_argument('--min_score', type=float, default=0.3,
+                      help='detection: smallest score drawn and printed')
   parser.add_argument('images', nargs='+')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   export.quiet_logs()
   status = 0
+  import os  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(args.workdir, 'config.json')
+  if (os.path.exists(config_path)
+      and configuration.from_json(config_path).task == 'detection'):
+    output_dir = args.output_dir or os.path.join(args.workdir, 'detections')
+    try:
+      for path, result in detect(args.workdir, args.images, output_dir,
+                                 args.min_score):
+        if isinstance(result, str):
+          print(f'error: {result}', file=sys.stderr)
+          status = 1
+          continue
+        print(f'{path}: {len(result)} detections -> {output_dir}')
+        for d in result:
+          box = ', '.join(f'{v:.0f}' for v in d['box'])
+          print(f'  {100 * d["score"]:6.2f}%  {d["name"]}  [{box}]')
+    except (FileNotFoundError, ValueError) as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+    return status
   try:
     for path, result in predict(args.workdir, args.images, args.top):
       if isinstance(result, str):

@@ -2,6 +2,7 @@ r"""Parameter and multiply-add counts, checked against the paper and the release
 
   python -m mnv2_jax.stats --config configs/imagenet_mnv2.py [--config.model.width_multiplier=0.5] [--json]
   python -m mnv2_jax.stats --grid [--json]
+  python -m mnv2_jax.stats --config configs/ssdlite_mnv2_coco.py   # SSDLite, Table 6
 
 Multiply-adds are counted from the traced computation (every convolution and
 matrix product of one forward pass of one image; BatchNorm, activations,
@@ -90,21 +91,23 @@ def _batch_norm_parameters(params) -> int:
   return total
 
 
-def model_statistics(model: model_lib.MobileNetV2, image_size: int
-                     ) -> dict[str, Any]:
+def model_statistics(model, image_size: int) -> dict[str, Any]:
   """Counts of one model at one square resolution (batch of one image)."""
   # Count with the grouped depthwise convolution: the shifted formulation is
   # the same arithmetic spread over elementwise ops the counter does not see.
   model = model.clone(depthwise_implementation='grouped')
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
-  closed, (_, endpoints) = jax.make_jaxpr(model.apply, return_shape=True)(
+  closed, outputs = jax.make_jaxpr(model.apply, return_shape=True)(
       variables, images)
+  endpoints = outputs[-1]  # MobileNetV2: (logits, endpoints); SSDLite: 3-tuple
   spatial = {name: value for name, value in endpoints.items()
              if len(value.shape) == 4}
   largest = max(spatial, key=lambda name: math.prod(spatial[name].shape))
   trainable = _tree_size(variables['params'])
   return {
+      'model': ('MobileNetV2 + SSDLite' if type(model).__name__ == 'SSDLite'
+                else 'MobileNetV2'),
       'image_size': image_size,
       'width_multiplier': model.width_multiplier,
       'num_classes': model.num_classes,
@@ -166,7 +169,7 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
 def format_statistics(stats: dict[str, Any]) -> str:
   largest = stats['largest_activation']
   return '\n'.join([
-      f"MobileNetV2 α={stats['width_multiplier']} at "
+      f"{stats.get('model', 'MobileNetV2')} α={stats['width_multiplier']} at "
       f"{stats['image_size']}x{stats['image_size']}, "
       f"{stats['num_classes']} classes",
       f"  trainable parameters:          {stats['trainable_parameters']:,}",
@@ -202,9 +205,12 @@ def main(argv: Optional[list[str]] = None) -> None:
       raise app.UsageError('Give --config <file> or --grid.')
     config = FLAGS.config
     configuration.validate(config)
-    stats = model_statistics(
-        model_lib.from_config(config.model, config.num_classes),
-        config.image_size)
+    if config.task == 'detection':
+      from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
+      model = tasks.Detection(config, config.num_classes).model
+    else:
+      model = model_lib.from_config(config.model, config.num_classes)
+    stats = model_statistics(model, config.image_size)
     print(json.dumps(stats, indent=2) if FLAGS.json
           else format_statistics(stats))
 

@@ -32,6 +32,7 @@ from mnv2_jax import configuration
 from mnv2_jax import input_pipeline
 from mnv2_jax import metric_writers
 from mnv2_jax import model as model_lib
+from mnv2_jax import tasks
 
 PyTree = Any
 
@@ -118,12 +119,7 @@ def l2_penalty(params: PyTree, mask: PyTree) -> jax.Array:
   return 0.5 * sum(leaves)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
-                  label_smoothing: float) -> jax.Array:
-  targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+cross_entropy = tasks.cross_entropy  # kept for callers of train.cross_entropy
 
 
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
@@ -135,23 +131,28 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
                *, model: nn.Module, optimizer: optax.GradientTransformation,
                config: ml_collections.ConfigDict,
-               learning_rate: optax.Schedule
+               learning_rate: optax.Schedule, task=None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step on a global batch. Pure; `rng` is per step."""
+  """One optimisation step on a global batch. Pure; `rng` is per step.
+
+  `task` (tasks.py) turns the model's training outputs into the data loss
+  and its metrics; the default is classification of `batch['label']`.
+  """
+  if task is None:
+    task = tasks.Classification(config, model.num_classes)
+    task.model = model
   dropout_rng = jax.random.fold_in(rng, state.step)
   mask = weight_decay_mask(state.params)
 
   def loss_fn(params):
-    (logits, _), updates = model.apply(
+    outputs, updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    data_loss = jnp.mean(cross_entropy(logits, batch['label'],
-                                       model.num_classes,
-                                       config.label_smoothing))
+    data_loss, task_metrics = task.loss(outputs, batch)
     loss = data_loss + config.weight_decay * l2_penalty(params, mask)
-    return loss, (data_loss, logits, updates['batch_stats'])
+    return loss, (data_loss, task_metrics, updates['batch_stats'])
 
-  grads, (data_loss, logits, batch_stats) = jax.grad(
+  grads, (data_loss, task_metrics, batch_stats) = jax.grad(
       loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -164,31 +165,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
         ema_params=jax.tree.map(average, state.ema_params, params),
         ema_batch_stats=jax.tree.map(average, state.ema_batch_stats,
                                      batch_stats))
-  metrics = {
-      'loss': data_loss,
-      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-      'learning_rate': learning_rate(state.step),
-  }
+  metrics = {'loss': data_loss, **task_metrics,
+             'learning_rate': learning_rate(state.step)}
   return new_state, metrics
 
 
 def eval_step(variables: PyTree, batch: dict[str, jax.Array], *,
               model: nn.Module, microbatch: int = 0) -> dict[str, jax.Array]:
-  """Sums of loss and top-1/top-5 hits over the real (unpadded) examples.
-
-  `microbatch` > 0 runs the network that many examples at a time
-  (`model_lib.apply_in_microbatches`; faster on CPU, same logits).
-  """
-  logits = model_lib.apply_in_microbatches(
-      lambda images: model.apply(variables, images, train=False)[0],
-      batch['image'], microbatch)
-  mask = batch['mask'].astype(jnp.float32)
-  loss = cross_entropy(logits, batch['label'], model.num_classes, 0.0)
-  top5 = jax.lax.top_k(logits, min(5, model.num_classes))[1]
-  hit5 = jnp.any(top5 == batch['label'][:, None], axis=-1)
-  hit1 = top5[:, 0] == batch['label']
-  return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum(hit1 * mask),
-          'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
+  """Classification sums over the real examples (see tasks.Classification)."""
+  task = tasks.Classification(ml_collections.ConfigDict(
+      {'label_smoothing': 0.0}), model.num_classes)
+  task.model = model
+  return task.eval_step(variables, batch, microbatch)
 
 
 def create_mesh(devices=None) -> Mesh:
@@ -240,12 +228,16 @@ def state_from_variables(config, variables: PyTree) -> TrainState:
       ema_batch_stats=batch_stats if ema else None)
 
 
+BACKBONE_PREFIX = "['backbone']"  # ssd.SSDLite's MobileNetV2
+
+
 def initialize_from(state: TrainState, workdir: str) -> tuple[TrainState, str]:
   """Copies the weights of `workdir`'s latest checkpoint into `state`.
 
   Every parameter and BatchNorm statistic whose name and shape match is
-  copied (also into the EMA copy); the others (a classifier for another
-  number of classes, a detection head) keep their initialisation. Returns the
+  copied (also into the EMA copy); a detector's `backbone/...` arrays also
+  match a classifier's top-level ones. The others (a classifier for another
+  number of classes, detection heads) keep their initialisation. Returns the
   new state and a one-line report.
 
   Raises:
@@ -261,6 +253,9 @@ def initialize_from(state: TrainState, workdir: str) -> tuple[TrainState, str]:
     def pick(path, value):
       name = jax.tree_util.keystr(path)
       found = flat_source.get(name)
+      if found is None and name.startswith(BACKBONE_PREFIX):
+        # A detector's backbone from a classifier's checkpoint.
+        found = flat_source.get(name[len(BACKBONE_PREFIX):])
       if found is not None and np.shape(found) == value.shape:
         copied.append(name)
         return jnp.asarray(found, value.dtype)
@@ -294,7 +289,9 @@ class Trainer:
     input_pipeline.check_available(config)
     self.config = config
     self.info = input_pipeline.dataset_info(config)
-    self.model = model_lib.from_config(config.model, self.info.num_classes)
+    self.task = tasks.build(config, self.info.num_classes,
+                            **self.info.task_kwargs())
+    self.model = self.task.model
     self.schedule = make_schedule(config, self.info.num_train_examples)
     self.learning_rate = learning_rate_fn(config, self.schedule)
     self.optimizer = create_optimizer(config, self.learning_rate)
@@ -320,10 +317,10 @@ class Trainer:
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model,
                           optimizer=self.optimizer, config=config,
-                          learning_rate=self.learning_rate),
+                          learning_rate=self.learning_rate, task=self.task),
         out_shardings=(state_sharding, self.replicated), donate_argnums=0)
     self.eval_step = jax.jit(
-        functools.partial(eval_step, model=self.model,
+        functools.partial(self.task.eval_step,
                           microbatch=model_lib.resolve_inference_microbatch(
                               config.inference_microbatch)),
         out_shardings=self.replicated)
@@ -333,28 +330,23 @@ class Trainer:
     return self._init(rng)
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
-    """top1/top5/loss over the whole eval split (and ema_* with EMA)."""
+    """The task's metrics over the whole eval split (top1/top5/loss for
+    classification, COCO AP for detection), and ema_* with EMA."""
     weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
     if state.ema_params is not None:
       weights['ema_'] = {'params': state.ema_params,
                          'batch_stats': state.ema_batch_stats}
     per_host = self.config.eval_batch_size // jax.process_count()
-    totals = {prefix: None for prefix in weights}
-    for batch in input_pipeline.eval_batches(self.config,
-                                             per_host_batch_size=per_host):
-      batch = global_batch(batch, self.data_sharding)
+    accumulators = {prefix: self.task.accumulator() for prefix in weights}
+    for host_batch in input_pipeline.eval_batches(
+        self.config, per_host_batch_size=per_host):
+      batch = global_batch(host_batch, self.data_sharding)
       for prefix, variables in weights.items():
-        sums = self.eval_step(variables, batch)
-        totals[prefix] = sums if totals[prefix] is None else jax.tree.map(
-            jnp.add, totals[prefix], sums)
+        accumulators[prefix].add(self.eval_step(variables, batch), host_batch)
     results = {}
-    for prefix, sums in totals.items():
-      sums = jax.device_get(sums)
-      count = float(sums['count'])
-      results[prefix + 'top1'] = float(sums['top1']) / count
-      results[prefix + 'top5'] = float(sums['top5']) / count
-      results[prefix + 'loss'] = float(sums['loss']) / count
-    results['num_examples'] = int(count)
+    for prefix, accumulator in accumulators.items():
+      for key, value in accumulator.result().items():
+        results[key if key == 'num_examples' else prefix + key] = value
     return results
 
 
@@ -522,8 +514,10 @@ def _train(trainer: Trainer, workdir: str,
         writer.write(step, 'train', means)
         writer.log(
             f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
-            f'loss {means["loss"]:.4f} acc {means["accuracy"]:.4f} '
-            f'lr {means["learning_rate"]:.5f} '
+            f'loss {means["loss"]:.4f} '
+            + ('' if 'accuracy' not in means else
+               f'acc {means["accuracy"]:.4f} ')
+            + f'lr {means["learning_rate"]:.5f} '
             f'{means["images_per_second"]:.0f} img/s '
             f'input wait {100 * means["input_wait_fraction"]:.1f}% '
             f'ETA {eta:.0f}s')
@@ -536,7 +530,8 @@ def _train(trainer: Trainer, workdir: str,
       if due_eval:
         results = trainer.evaluate(state)
         writer.write(step, trainer.info.eval_split, results)
-        writer.log(f'[eval] step {step}: top1 {results["top1"]:.4f}')
+        headline = trainer.task.headline_metric
+        writer.log(f'[eval] step {step}: {headline} {results[headline]:.4f}')
       excluded_seconds += time.perf_counter() - side_work_start
   finally:
     batches.close()

@@ -1,0 +1,223 @@
+"""TFDS `coco/2017` for SSDLite (paper §6.2; the reference pipeline, PAPER.md §6).
+
+Training: SSD random crop (a window covering at least a random fraction
+{0, 0.1, 0.3, 0.5, 0.7, 0.9} of some object, area 0.1-1, aspect 0.5-2; the
+whole image with probability 0.15), boxes whose centre leaves the window
+dropped and the rest clipped; random left-right flip; bilinear resize to
+`image_size`; inputs in [-1, 1]. Crowd boxes are removed from the training
+ground truth (as the reference does) and boxes of zero area after clipping
+are dropped. Ground truth is padded to `config.detection.max_boxes`.
+
+Evaluation: the whole image resized, every box kept with its `is_crowd` flag
+and the image's id and size, so that pycocotools scores it against the
+annotations as COCO does. TFDS labels are contiguous (0-79); `CATEGORY_IDS`
+maps them back to COCO's category ids (1-90 with gaps).
+
+Batches follow scene_data.py's keys: 'image', 'boxes', 'labels', 'valid',
+'crowd' (+ 'image_id', 'height', 'width', 'mask' for evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from mnv2_jax import imagenet
+
+# COCO's category id of each contiguous TFDS label (the 80 used categories).
+CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+    23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44,
+    46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64,
+    65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88,
+    89, 90)
+MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+CROP_AREA_RANGE = (0.1, 1.0)
+CROP_ASPECT_RATIO_RANGE = (0.5, 2.0)
+KEEP_WHOLE_IMAGE_PROBABILITY = 0.15
+_AUGMENT_TAG = 7
+
+
+def dataset_info(config):
+  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  builder = imagenet._builder(config)  # pylint: disable=protected-access
+  names = tuple(builder.info.features['objects']['label'].names)
+  return input_pipeline.DatasetInfo(
+      len(names), imagenet.num_examples(config, config.dataset.train_split),
+      imagenet.num_examples(config, config.dataset.eval_split),
+      config.dataset.eval_split, category_ids=CATEGORY_IDS[:len(names)],
+      category_names=names)
+
+
+def check_data_available(config: ml_collections.ConfigDict) -> None:
+  """Raises a clear error if the prepared coco/2017 cannot be read."""
+  builder = imagenet._builder(config)  # pylint: disable=protected-access
+  try:
+    for split in (config.dataset.train_split, config.dataset.eval_split):
+      imagenet._read(builder, split)  # pylint: disable=protected-access
+  except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
+    raise ValueError(
+        f'Prepared TFDS dataset {config.dataset.name!r} was not found in '
+        f'config.dataset.data_dir={config.dataset.data_dir!r} (looked in '
+        f'{builder.data_dir}). Prepare it on a machine with network access '
+        f'with `tfds build coco/2017 --data_dir <dir>` and point '
+        f'config.dataset.data_dir at <dir>. (Original error: '
+        f'{type(error).__name__}: {error})') from error
+
+
+def _pad(tensor: tf.Tensor, count: int) -> tf.Tensor:
+  tensor = tensor[:count]
+  padding = [[0, count - tf.shape(tensor)[0]]] + [[0, 0]] * (
+      len(tensor.shape) - 1)
+  return tf.pad(tensor, padding)
+
+
+def _ground_truth(boxes, labels, crowd, max_boxes: int) -> dict:
+  count = tf.minimum(tf.shape(labels)[0], max_boxes)
+  return {'boxes': tf.ensure_shape(_pad(boxes, max_boxes), [max_boxes, 4]),
+          'labels': tf.ensure_shape(_pad(labels, max_boxes), [max_boxes]),
+          'valid': tf.range(max_boxes) < count,
+          'crowd': tf.ensure_shape(_pad(crowd, max_boxes), [max_boxes])}
+
+
+def _random_crop(image, boxes, labels, seed):
+  """SSD's random crop; returns the window's image and its boxes/labels."""
+  seeds = tf.random.experimental.stateless_split(seed, num=3,
+                                                 alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
+  choice = tf.random.stateless_uniform([], seeds[0], 0, len(MIN_OBJECT_COVERED),
+                                       dtype=tf.int32)
+  covered = tf.gather(MIN_OBJECT_COVERED, choice)
+  begin, size, window = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=boxes[None], seed=seeds[1],
+      min_object_covered=covered, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
+      area_range=CROP_AREA_RANGE, max_attempts=100,
+      use_image_if_no_bounding_boxes=True)
+  keep_whole = tf.random.stateless_uniform([], seeds[2]) < (
+      KEEP_WHOLE_IMAGE_PROBABILITY)
+  window = tf.where(keep_whole, tf.constant([0.0, 0.0, 1.0, 1.0]),
+                    window[0, 0])
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  top_left = tf.cast(tf.round(window[:2] * shape), tf.int32)
+  crop_size = tf.maximum(
+      tf.cast(tf.round((window[2:] - window[:2]) * shape), tf.int32), 1)
+  del begin, size
+  image = tf.image.crop_to_bounding_box(image, top_left[0], top_left[1],
+                                        crop_size[0], crop_size[1])
+  # Boxes in the window's coordinates; keep those whose centre is inside.
+  extent = tf.concat([window[2:] - window[:2]] * 2, 0)
+  moved = (boxes - tf.concat([window[:2]] * 2, 0)) / extent
+  center = (moved[:, :2] + moved[:, 2:]) / 2
+  inside = tf.reduce_all((center > 0) & (center < 1), axis=1)
+  moved = tf.clip_by_value(tf.boolean_mask(moved, inside), 0.0, 1.0)
+  return image, moved, tf.boolean_mask(labels, inside)
+
+
+def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
+  image = tf.io.decode_image(example['image'], channels=3,
+                             expand_animations=False)
+  objects = example['objects']
+  keep = ~objects['is_crowd']
+  boxes = tf.boolean_mask(objects['bbox'], keep)
+  labels = tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+      seed, num=2, alg=imagenet._RNG_ALG))  # pylint: disable=protected-access
+  image, boxes, labels = _random_crop(image, boxes, labels, crop_seed)
+  flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+  image = tf.cond(flip, lambda: tf.image.flip_left_right(image),
+                  lambda: image)
+  boxes = tf.cond(flip, lambda: tf.stack(
+      [boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], 1),
+                  lambda: boxes)
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  boxes, labels = tf.boolean_mask(boxes, area > 0), tf.boolean_mask(
+      labels, area > 0)
+  image = imagenet.normalize(tf.image.resize(
+      image, [image_size, image_size], method='bilinear'), 'inception')
+  image.set_shape([image_size, image_size, 3])
+  crowd = tf.zeros_like(labels, tf.bool)
+  return {'image': image, **_ground_truth(boxes, labels, crowd, max_boxes)}
+
+
+def preprocess_for_eval(example, image_size: int, max_boxes: int):
+  image = tf.io.decode_image(example['image'], channels=3,
+                             expand_animations=False)
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  image = imagenet.normalize(tf.image.resize(
+      image, [image_size, image_size], method='bilinear'), 'inception')
+  image.set_shape([image_size, image_size, 3])
+  objects = example['objects']
+  return {'image': image,
+          **_ground_truth(objects['bbox'], tf.cast(objects['label'], tf.int32),
+                          objects['is_crowd'], max_boxes),
+          'image_id': tf.cast(example['image/id'], tf.int32),
+          'height': height, 'width': width, 'mask': tf.constant(True)}
+
+
+def train_batches(config, *, start_step: int,
+                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """This host's training batches forever; a pure function of (seed, step)."""
+  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
+  builder = imagenet._builder(config)  # pylint: disable=protected-access
+  split = imagenet._host_split(config.dataset.train_split,  # pylint: disable=protected-access
+                               drop_remainder=True)
+  host_examples = imagenet._cardinality(imagenet._read(builder, split))  # pylint: disable=protected-access
+  steps_per_epoch = host_examples // per_host_batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'This host has {host_examples} training images, fewer '
+                     f'than one batch of {per_host_batch_size}.')
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  image_size, max_boxes = config.image_size, config.detection.max_boxes
+  while True:
+    key = tf.constant([imagenet._derive_seed(config.seed, epoch, _AUGMENT_TAG),  # pylint: disable=protected-access
+                       jax.process_index()], tf.int64)
+
+    def preprocess(index, example, key=key):
+      seed = tf.random.experimental.stateless_fold_in(
+          key, index, alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
+      return preprocess_for_train(example, seed, image_size, max_boxes)
+
+    ds = imagenet._read(builder, split, shuffle_files=True,  # pylint: disable=protected-access
+                        file_shuffle_seed=imagenet._derive_seed(config.seed, epoch, 1))  # pylint: disable=protected-access
+    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
+                    seed=imagenet._derive_seed(config.seed, epoch, 2),  # pylint: disable=protected-access
+                    reshuffle_each_iteration=False)
+    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
+    ds = ds.skip(skip * per_host_batch_size)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_host_batch_size, drop_remainder=True)
+    ds = ds.with_options(imagenet._deterministic_options())  # pylint: disable=protected-access
+    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    epoch, skip = epoch + 1, 0
+
+
+def eval_batches(config, *, per_host_batch_size: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's shard of the eval split, padded (`mask`)."""
+  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
+  builder = imagenet._builder(config)  # pylint: disable=protected-access
+  total = imagenet.num_examples(config, config.dataset.eval_split)
+  num_batches = math.ceil(-(-total // jax.process_count())
+                          / per_host_batch_size)
+  ds = imagenet._read(builder, imagenet._host_split(  # pylint: disable=protected-access
+      config.dataset.eval_split, drop_remainder=False))
+  host_examples = imagenet._cardinality(ds)  # pylint: disable=protected-access
+  image_size, max_boxes = config.image_size, config.detection.max_boxes
+  ds = ds.map(lambda e: preprocess_for_eval(e, image_size, max_boxes),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([image_size, image_size, 3]),
+      'boxes': tf.zeros([max_boxes, 4]),
+      'labels': tf.zeros([max_boxes], tf.int32),
+      'valid': tf.zeros([max_boxes], tf.bool),
+      'crowd': tf.zeros([max_boxes], tf.bool),
+      'image_id': tf.constant(0), 'height': tf.constant(1),
+      'width': tf.constant(1), 'mask': tf.constant(False),
+  }).repeat(num_batches * per_host_batch_size - host_examples)
+  ds = ds.concatenate(padding).batch(per_host_batch_size, drop_remainder=True)
+  yield from ds.with_options(imagenet._deterministic_options()).prefetch(  # pylint: disable=protected-access
+      tf.data.AUTOTUNE).as_numpy_iterator()
