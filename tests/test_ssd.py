@@ -108,12 +108,17 @@ def test_loss_on_a_known_case():
 
 
 def _reference_nms(boxes, scores, threshold):
-  order = np.argsort(-scores)
+  """Textbook greedy NMS in plain numpy."""
+  def iou(a, b):
+    inter = (max(min(a[2], b[2]) - max(a[0], b[0]), 0)
+             * max(min(a[3], b[3]) - max(a[1], b[1]), 0))
+    union = ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+             - inter)
+    return inter / union
   kept = []
-  for i in order:
-    if all(box_ops.iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0] <= threshold
-           for j in kept):
-      kept.append(i)
+  for i in np.argsort(-scores):
+    if all(iou(boxes[i], boxes[j]) <= threshold for j in kept):
+      kept.append(int(i))
   return kept
 
 
@@ -125,7 +130,7 @@ def test_nms_matches_a_simple_reference_on_random_boxes():
     boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2],
                            -1).astype(np.float32)
     scores = rng.uniform(0, 1, 40).astype(np.float32)
-    expected = _reference_nms(jnp.asarray(boxes), scores, 0.6)
+    expected = _reference_nms(boxes, scores, 0.6)
     index, valid = jax.jit(box_ops.non_max_suppression, static_argnums=(2, 3))(
         jnp.asarray(boxes), jnp.asarray(scores), 0.6, 40)
     assert list(np.asarray(index)[np.asarray(valid)]) == expected, trial
@@ -232,14 +237,6 @@ def _tiny_detection_config(**overrides):
   config.eval_every_epochs = 1000.0
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def test_scene_detection_trains_and_is_scored_by_pycocotools(tmp_path):
-  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
-  results = train.train_and_evaluate(_tiny_detection_config(), str(tmp_path))
-  assert results['num_examples'] == 200  # every test scene exactly once
-  for key in ('AP', 'AP50', 'AP75', 'APs', 'APm'):
-    assert 0.0 <= results[key] <= 1.0 or results[key] == -1.0
 
 
 def _mock_coco(self, *args, **kwargs):
