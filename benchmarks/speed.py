@@ -186,7 +186,7 @@ def bench_ours(args, images, labels, recorder, repeats_for):
         f'dtype {args.dtype}', flush=True)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
 
-  # What evaluation runs (train.eval_step): on CPU, micro-batches of
+  # What evaluation runs (tasks.Classification.eval_step): on CPU, micro-batches of
   # model.CPU_INFERENCE_MICROBATCH images; the whole batch as a reference row.
   microbatch = model_lib.resolve_inference_microbatch(-1)
   variants = [('jit', 0)]
@@ -277,47 +277,14 @@ def bench_keras(args, images, labels, recorder, repeats_for):
 
 
 def torch_mobilenet_v2(torch, num_classes, width_multiplier):
-  """MobileNetV2 (Sandler et al. Table 2) in plain torch.nn, torchvision's
-  layout: 3x3 stem, 17 inverted residuals, 1x1 to 1280, pool, dropout, FC."""
-  nn = torch.nn
-
-  def divisible(v, d=8):
-    new = max(d, int(v + d / 2) // d * d)
-    return new + d if new < 0.9 * v else new
-
-  def conv_bn_relu6(cin, cout, kernel=3, stride=1, groups=1):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups,
-                  bias=False),
-        nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
-
-  class InvertedResidual(nn.Module):
-
-    def __init__(self, cin, cout, stride, expansion):
-      super().__init__()
-      hidden = int(round(cin * expansion))
-      layers = [conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []
-      layers += [conv_bn_relu6(hidden, hidden, 3, stride, hidden),
-                 nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-      self.conv = nn.Sequential(*layers)
-      self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-      return x + self.conv(x) if self.residual else self.conv(x)
-
-  channels = divisible(32 * width_multiplier)
-  last = divisible(1280 * max(1.0, width_multiplier))
-  layers = [conv_bn_relu6(3, channels, 3, 2)]
-  for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2),
-                     (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                     (6, 320, 1, 1)]:
-    out = divisible(c * width_multiplier)
-    for i in range(n):
-      layers.append(InvertedResidual(channels, out, s if i == 0 else 1, t))
-      channels = out
-  layers.append(conv_bn_relu6(channels, last, 1))
-  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                       nn.Dropout(0.2), nn.Linear(last, num_classes))
+  """MobileNetV2 (Sandler et al. Table 2) in plain torch.nn with torchvision's
+  layout: the model the PyTorch parity tests use (tests/torch_reference.py)."""
+  sys.path.insert(0, str(REPO_ROOT / 'tests'))
+  try:
+    import torch_reference  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  return torch_reference.mobilenet_v2(torch, num_classes, width_multiplier)
 
 
 def bench_torch(args, images, labels, recorder, repeats_for):

@@ -1,7 +1,7 @@
-"""Training and evaluation of MobileNetV2 classifiers.
+"""Training and evaluation of MobileNetV2 classifiers and SSDLite detectors.
 
-`train_step` and `eval_step` are pure functions compiled with `jax.jit`. The
-batch is sharded along the 'data' axis of a `jax.sharding.Mesh` over every
+`train_step` and the task's `eval_step` (tasks.py) are pure functions compiled
+with `jax.jit`. The batch is sharded along the 'data' axis of a `jax.sharding.Mesh` over every
 device of every host; parameters and optimizer state are replicated. BatchNorm
 statistics in training are computed over the global batch (the reduction over
 the sharded batch axis becomes a cross-device all-reduce), so 1 device and 8
@@ -119,9 +119,6 @@ def l2_penalty(params: PyTree, mask: PyTree) -> jax.Array:
   return 0.5 * sum(leaves)
 
 
-cross_entropy = tasks.cross_entropy  # kept for callers of train.cross_entropy
-
-
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
   """TF's ExponentialMovingAverage with num_updates: min(decay, (1+n)/(10+n))."""
   step = step.astype(jnp.float32)
@@ -168,15 +165,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   metrics = {'loss': data_loss, **task_metrics,
              'learning_rate': learning_rate(state.step)}
   return new_state, metrics
-
-
-def eval_step(variables: PyTree, batch: dict[str, jax.Array], *,
-              model: nn.Module, microbatch: int = 0) -> dict[str, jax.Array]:
-  """Classification sums over the real examples (see tasks.Classification)."""
-  task = tasks.Classification(ml_collections.ConfigDict(
-      {'label_smoothing': 0.0}), model.num_classes)
-  task.model = model
-  return task.eval_step(variables, batch, microbatch)
 
 
 def create_mesh(devices=None) -> Mesh:
