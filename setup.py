@@ -29,6 +29,9 @@ setuptools.setup(
         'scikit-learn>=1.9,<1.10',
         'scikit-image>=0.26,<0.27',
         'pycocotools>=2.0.11,<2.1',  # the official COCO evaluator (SSDLite)
+        # TFDS needs it to locate the code of our own builder (voc.py).
+        'importlib_resources>=7.1,<8',
+        'scipy>=1.13,<2',  # SBD's .mat masks (VOC train_aug)
     ],
     extras_require={
         'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4'],

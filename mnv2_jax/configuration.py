@@ -15,13 +15,19 @@ import ml_collections
 from mnv2_jax import layers
 from mnv2_jax import model as model_lib
 
-# name -> number of classes (detection: foreground classes)
-DATASETS = {'digits': 10, 'imagenet2012': 1000, 'scenes': 10, 'coco/2017': 80}
-DATASET_TASKS = {'digits': 'classification', 'imagenet2012': 'classification',
-                 'scenes': 'detection', 'coco/2017': 'detection'}
-TASKS = ('classification', 'detection')
+# name -> number of classes (detection: foreground classes; segmentation:
+# with the background, `SEGMENTATION_CLASSES`)
+DATASETS = {'digits': 10, 'imagenet2012': 1000, 'scenes': 10, 'coco/2017': 80,
+            'voc2012': 20}
+DATASET_TASKS = {'digits': ('classification',),
+                 'imagenet2012': ('classification',),
+                 'scenes': ('detection', 'segmentation'),
+                 'coco/2017': ('detection',),
+                 'voc2012': ('segmentation',)}
+SEGMENTATION_CLASSES = {'scenes': 11, 'voc2012': 21}
+TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd')
-LR_SCHEDULES = ('exponential', 'cosine')
+LR_SCHEDULES = ('exponential', 'cosine', 'poly')
 MODES = ('train', 'eval')
 PREPROCESSING = ('inception', 'torchvision')  # as imagenet.PREPROCESSING
 MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
@@ -32,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.mode = 'train'  # 'train' or 'eval' (evaluates the latest checkpoint)
   config.seed = 0
-  # 'classification' (MobileNetV2, paper §6.1) or 'detection' (SSDLite, §6.2).
+  # 'classification' (MobileNetV2, paper §6.1), 'detection' (SSDLite, §6.2)
+  # or 'segmentation' (Mobile DeepLabv3, §6.3).
   config.task = 'classification'
 
   config.dataset = ml_collections.ConfigDict()
@@ -115,6 +122,20 @@ def base_config() -> ml_collections.ConfigDict:
   config.detection.max_detections = 100
   config.detection.zoom_out_probability = 0.5  # built-in scenes' augmentation
 
+  # Mobile DeepLabv3 (config.task == 'segmentation'; PAPER.md §7). The
+  # backbone's output stride is config.model.output_stride (16 or 8); the
+  # training crop is image_size (DeepLab: 513).
+  config.segmentation = ml_collections.ConfigDict()
+  config.segmentation.aspp = False  # the three atrous 3x3 branches
+  # Training augmentation (DeepLab): random scale, pad with 255, crop, flip.
+  config.segmentation.min_scale_factor = 0.5
+  config.segmentation.max_scale_factor = 2.0
+  config.segmentation.flip = True  # VOC; the scenes never flip (digits)
+  # Table 7's MF: average over these input scales and left-right flips.
+  config.segmentation.multi_scale_eval = False
+  config.segmentation.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+  config.segmentation.eval_flip = True
+
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
   config.checkpoint_every_steps = 2000
@@ -145,6 +166,46 @@ def from_json(path: str) -> ml_collections.ConfigDict:
 def _fail(field: str, value: Any, allowed: str, example: str) -> None:
   raise ValueError(f'config.{field}={value!r} is invalid: {allowed}. '
                    f'Fix it in the config file or with --config.{field}={example}.')
+
+
+def deeplab_voc_config(output_stride: int, aspp: bool
+                       ) -> ml_collections.ConfigDict:
+  """DeepLab's VOC 2012 recipe for one MNetV2* row of paper Table 7 (the
+  configs/deeplab_mnv2_voc_*.py files; their docstrings give the figures)."""
+  config = base_config()
+  config.task = 'segmentation'
+  config.dataset.name = 'voc2012'
+  config.dataset.train_split = 'train_aug'
+  config.dataset.eval_split = 'validation'
+  config.dataset.shuffle_buffer_size = 2_048
+  config.num_classes = 21
+  config.image_size = 513  # DeepLab's crop; also pads every val image
+
+  config.model.width_multiplier = 1.0
+  config.model.output_stride = output_stride
+  config.model.dropout_rate = 0.1  # DeepLab: keep probability 0.9
+  config.model.batch_norm_momentum = 0.9997
+  config.segmentation.aspp = aspp
+  config.segmentation.min_scale_factor = 0.5
+  config.segmentation.max_scale_factor = 2.0
+  config.segmentation.flip = True
+
+  config.num_train_steps = 30_000
+  config.batch_size = 16
+  config.eval_batch_size = 8
+  config.optimizer = 'sgd'
+  config.momentum = 0.9
+  config.base_learning_rate = 0.007
+  config.base_batch_size = 16
+  config.lr_schedule = 'poly'
+  config.warmup_epochs = 0.0
+  config.weight_decay = 4e-5
+  config.ema_decay = 0.0
+
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.checkpoint_every_steps = 1_000
+  return config
 
 
 def _get(config, field: str) -> Any:
@@ -236,13 +297,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('image_size', config.image_size,
           f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
           'paper uses 96-224)', '224')
-  expected_task = DATASET_TASKS[config.dataset.name]
-  if config.task != expected_task:
+  expected_tasks = DATASET_TASKS[config.dataset.name]
+  if config.task not in expected_tasks:
     _fail('task', config.task,
-          f'dataset {config.dataset.name!r} is for {expected_task}',
-          expected_task)
-  expected_classes = DATASETS[config.dataset.name] + int(
-      config.background_class)
+          f'dataset {config.dataset.name!r} is for {" or ".join(expected_tasks)}',
+          expected_tasks[0])
+  if config.task == 'segmentation':
+    expected_classes = SEGMENTATION_CLASSES[config.dataset.name]
+  else:
+    expected_classes = DATASETS[config.dataset.name] + int(
+        config.background_class)
   if config.num_classes != expected_classes:
     _fail('num_classes', config.num_classes,
           f'dataset {config.dataset.name!r} has {expected_classes} classes' +
@@ -265,6 +329,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
                            ('detection.zoom_out_probability', 0.0, 1.0)):
     _check_range(config, field, low, high, low_inclusive=True,
                  high_inclusive=True)
+  if config.task == 'segmentation':
+    if config.model.output_stride not in (8, 16):
+      _fail('model.output_stride', config.model.output_stride,
+            'DeepLab (task segmentation) runs at output stride 8 or 16', '16')
+    _check_choice(config, 'segmentation.aspp', (False, True))
+    _check_choice(config, 'segmentation.multi_scale_eval', (False, True))
+    _check_choice(config, 'segmentation.eval_flip', (False, True))
+    _check_choice(config, 'segmentation.flip', (False, True))
+    segmentation = config.segmentation
+    if not 0 < segmentation.min_scale_factor <= segmentation.max_scale_factor:
+      _fail('segmentation.min_scale_factor', segmentation.min_scale_factor,
+            'training scales need 0 < min_scale_factor <= max_scale_factor',
+            '0.5')
+    scales = tuple(segmentation.eval_scales)
+    if not scales or not all(isinstance(v, (int, float)) and v > 0
+                             for v in scales):
+      _fail('segmentation.eval_scales', scales,
+            'it must be a non-empty list of positive scales',
+            '"(0.5,0.75,1.0,1.25,1.5,1.75)"')
   for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
                 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
                 'dataset.shuffle_buffer_size'):

@@ -1,5 +1,5 @@
-"""One entry point to the datasets: built-in digits and scenes, TFDS ImageNet
-and COCO.
+"""One entry point to the datasets: built-in digits and scenes, TFDS ImageNet,
+COCO and VOC 2012.
 
 Every iterator yields host-local numpy batches: `image` float32 [B, S, S, 3] in
 [-1, 1] and `label` int32 [B]; evaluation batches add a boolean `mask` (the
@@ -46,14 +46,21 @@ def _coco():
   return coco
 
 
+def _voc():
+  from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
+  return voc
+
+
 def dataset_info(config) -> DatasetInfo:
   if config.dataset.name == 'digits':
     return DatasetInfo(digits.NUM_CLASSES, digits.num_examples('train'),
                        digits.num_examples('test'), 'test')
   if config.dataset.name == 'scenes':
-    return scene_data.dataset_info()
+    return scene_data.dataset_info(config)
   if config.dataset.name == 'coco/2017':
     return _coco().dataset_info(config)
+  if config.dataset.name == 'voc2012':
+    return _voc().dataset_info(config)
   imagenet = _imagenet()
   return DatasetInfo(
       config.num_classes,
@@ -68,6 +75,8 @@ def check_available(config) -> None:
     _imagenet().check_data_available(config)
   elif config.dataset.name == 'coco/2017':
     _coco().check_data_available(config)
+  elif config.dataset.name == 'voc2012':
+    _voc().check_data_available(config)
 
 
 def _shift_labels(batches: Iterator[Batch], config) -> Iterator[Batch]:
@@ -91,6 +100,9 @@ def train_batches(config, *, start_step: int,
   elif config.dataset.name == 'coco/2017':
     return _coco().train_batches(config, start_step=start_step,
                                  per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'voc2012':
+    return _voc().train_batches(config, start_step=start_step,
+                                per_host_batch_size=per_host_batch_size)
   else:
     batches = _imagenet().train_batches(
         config, start_step=start_step, per_host_batch_size=per_host_batch_size)
@@ -107,6 +119,9 @@ def eval_batches(config, *, per_host_batch_size: int) -> Iterator[Batch]:
   elif config.dataset.name == 'coco/2017':
     return _coco().eval_batches(config,
                                 per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'voc2012':
+    return _voc().eval_batches(config,
+                               per_host_batch_size=per_host_batch_size)
   else:
     batches = _imagenet().eval_batches(
         config, per_host_batch_size=per_host_batch_size)

@@ -295,10 +295,13 @@ class Conv(nn.Module):
   CONV_2D) every convolution is `lax.conv_general_dilated`. Without it (CPU),
   a 1x1 convolution is a matrix product over the channel axis and a k x k one
   a matrix product over im2col patches, which XLA:CPU runs at GEMM speed.
+  An atrous (`dilation` > 1) convolution, DeepLab's ASPP (paper §6.3), is
+  always XLA's dilated convolution.
   """
   features: int
   kernel_size: int = 1
   strides: int = 1
+  dilation: int = 1
   padding: str = 'same'
   xla_conv: bool = False
   dtype: Any = jnp.float32
@@ -316,12 +319,13 @@ class Conv(nn.Module):
     if not self.xla_conv and self.kernel_size == 1 and self.strides == 1:
       return pointwise_conv(inputs, kernel[0, 0])
     padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
-                           1, self.padding)
-    if not self.xla_conv:
+                           self.dilation, self.padding)
+    if not self.xla_conv and self.dilation == 1:
       return conv_as_patches(inputs, kernel, self.strides, padding)
     return lax.conv_general_dilated(
         inputs, kernel, window_strides=(self.strides, self.strides),
-        padding=padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        padding=padding, rhs_dilation=(self.dilation, self.dilation),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def _relu6_mask(z: Array) -> Array:

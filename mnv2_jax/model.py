@@ -239,6 +239,9 @@ class MobileNetV2(nn.Module):
     residual: 'bottleneck' | 'expansion' | 'none' (Figure 6b ablation).
     output_stride: 32, 16 or 8 (atrous convolution below 32).
     dropout_rate: dropout before the classifier.
+    last_conv: False ends the network at the 320-channel output of the last
+      bottleneck, without the 1x1 conv to 1280 or the classifier (DeepLab's
+      MNetV2*, paper §6.3); the features returned are that output.
     batch_norm_momentum, batch_norm_epsilon: BatchNorm moving-average decay
       and epsilon (TF release 0.997 / 1e-3; PyTorch 0.9 / 1e-5).
     padding: 'same' (TF) or 'symmetric' (PyTorch-trained weights).
@@ -253,6 +256,7 @@ class MobileNetV2(nn.Module):
   residual: str = 'bottleneck'
   output_stride: int = 32
   dropout_rate: float = 0.0
+  last_conv: bool = True
   batch_norm_momentum: float = 0.997
   batch_norm_epsilon: float = 1e-3
   padding: str = 'same'
@@ -291,6 +295,8 @@ class MobileNetV2(nn.Module):
       endpoints[f'layer_{block.layer}'] = x
       previous_wide = block_endpoints['depthwise_output']
 
+    if not self.last_conv:
+      return x, endpoints
     last = len(blocks) + 2  # layer_19
     x = layers.ConvBN(
         functools.partial(conv, last_conv_channels(self.width_multiplier)),

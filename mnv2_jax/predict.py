@@ -1,10 +1,14 @@
-r"""Classifies image files, or draws detections, with a trained or imported model.
+r"""Classifies image files, or draws detections or segmentations, with a trained
+or imported model.
 
   python -m mnv2_jax.predict --workdir /tmp/mnv2_quickstart digit.png
   python -m mnv2_jax.predict --workdir /tmp/mnv2_keras_1.0_224 cat.jpg dog.jpg
   python -m mnv2_jax.predict --workdir /tmp/ssdlite_quickstart scene.png
       # detection: boxes, names and scores drawn into
       # <workdir>/detections/scene.detections.png
+  python -m mnv2_jax.predict --workdir /tmp/deeplab_quickstart scene.png
+      # segmentation: the predicted mask in VOC's palette over the image,
+      # <workdir>/segmentations/scene.segmentation.png
 
 
 Prints the top-5 classes with their names and probabilities for each image:
@@ -144,6 +148,63 @@ def detect(workdir: str, paths: Sequence[str], output_dir: str,
     yield path, detections
 
 
+def voc_palette() -> np.ndarray:
+  """VOC's colour map [256, 3] uint8 (class c's colour from the bits of c;
+  255, 'ignore', is the palette's cream)."""
+  palette = np.zeros((256, 3), np.uint8)
+  for index in range(256):
+    c, r, g, b = index, 0, 0, 0
+    for shift in range(7, -1, -1):
+      r |= ((c >> 0) & 1) << shift
+      g |= ((c >> 1) & 1) << shift
+      b |= ((c >> 2) & 1) << shift
+      c >>= 3
+    palette[index] = r, g, b
+  return palette
+
+
+def segment(workdir: str, paths: Sequence[str], output_dir: str,
+            opacity: float = 0.6):
+  """Yields (path, {class name: fraction of pixels} or an error message);
+  saves `<output_dir>/<image name>.segmentation.png`: the image with the
+  predicted classes in VOC's palette blended over it."""
+  import os  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import deeplab  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
+  config, variables, _ = export.load_workdir(workdir)
+  task = tasks.Segmentation(config, config.num_classes)
+  if config.dataset.name == 'voc2012':
+    from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
+    names = list(voc.CLASS_NAMES)
+  else:
+    names = ['background'] + class_names(config)[:config.num_classes - 1]
+  palette = voc_palette()
+
+  @jax.jit
+  def run(image):
+    logits = task.logits(variables, image)
+    return deeplab.resize_bilinear(logits, image.shape[1:3]).argmax(-1)
+  os.makedirs(output_dir, exist_ok=True)
+  for path in paths:
+    try:
+      original, image = load_detection_image(path, config)
+    except ValueError as error:
+      yield path, str(error)
+      continue
+    classes = np.asarray(run(image[None])[0], np.uint8)
+    height, width = original.shape[:2]
+    classes = np.asarray(Image.fromarray(classes).resize((width, height),
+                                                         Image.NEAREST))
+    overlay = (1 - opacity) * original + opacity * palette[classes]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8)).save(
+        os.path.join(output_dir, f'{stem}.segmentation.png'))
+    counts = np.bincount(classes.ravel(), minlength=len(names))
+    yield path, {names[c]: float(counts[c]) / classes.size
+                 for c in np.nonzero(counts)[0]}
+
+
 def predict(workdir: str, paths: Sequence[str], top: int = 5):
   """Yields (path, [(name, probability), ...] or an error message)."""
   config, variables, _ = export.load_workdir(workdir)
@@ -166,8 +227,9 @@ def main(argv=None) -> int:
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--top', type=int, default=5)
   parser.add_argument('--output_dir', default=None,
-                      help='detection: where the annotated PNGs go '
-                      '(default <workdir>/detections)')
+                      help='detection/segmentation: where the annotated '
+                      'PNGs go (default <workdir>/detections or '
+                      '<workdir>/segmentations)')
   parser.add_argument('--min_score', type=float, default=0.3,
                       help='detection: smallest score drawn and printed')
   parser.add_argument('images', nargs='+')
@@ -177,8 +239,24 @@ def main(argv=None) -> int:
   import os  # pylint: disable=g-import-not-at-top
   from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(args.workdir, 'config.json')
-  if (os.path.exists(config_path)
-      and configuration.from_json(config_path).task == 'detection'):
+  task = (configuration.from_json(config_path).task
+          if os.path.exists(config_path) else 'classification')
+  if task == 'segmentation':
+    output_dir = args.output_dir or os.path.join(args.workdir, 'segmentations')
+    try:
+      for path, result in segment(args.workdir, args.images, output_dir):
+        if isinstance(result, str):
+          print(f'error: {result}', file=sys.stderr)
+          status = 1
+          continue
+        print(f'{path}: mask -> {output_dir}')
+        for name, fraction in sorted(result.items(), key=lambda kv: -kv[1]):
+          print(f'  {100 * fraction:6.2f}% of pixels  {name}')
+    except (FileNotFoundError, ValueError) as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+    return status
+  if task == 'detection':
     output_dir = args.output_dir or os.path.join(args.workdir, 'detections')
     try:
       for path, result in detect(args.workdir, args.images, output_dir,

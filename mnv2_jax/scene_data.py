@@ -1,4 +1,6 @@
-"""Detection batches of the built-in scenes (scenes.py).
+"""Detection and segmentation batches of the built-in scenes (scenes.py).
+
+Detection (config.task == 'detection'):
 
 Training batches: 'image' float32 [B, S, S, 3] in [-1, 1]; ground truth
 padded to `config.detection.max_boxes`: 'boxes' [B, G, 4] (normalised ymin,
@@ -10,6 +12,12 @@ Batches are a pure function of (seed, step), as for the digits, so a resumed
 run sees the batches of an uninterrupted one. Digits are not flipped (a
 mirrored digit is another glyph); augmentation is a random zoom-out: the
 scene shrunk by up to `ZOOM_OUT` into a random corner of a grey canvas.
+
+Segmentation (config.task == 'segmentation'): 'image' as above and 'label'
+int32 [B, S, S] (0 = photo, k + 1 = digit k, 255 = ignore). Training applies
+DeepLab's augmentation without the flip (paper §6.3; a mirrored digit is
+another glyph): a random rescale by [min_scale_factor, max_scale_factor],
+padding with the mean grey and label 255, and a random S x S crop.
 """
 
 from __future__ import annotations
@@ -24,8 +32,14 @@ from mnv2_jax import scenes
 ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
 
 
-def dataset_info():
+def dataset_info(config):
   from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  if config.task == 'segmentation':
+    return input_pipeline.DatasetInfo(
+        scenes.NUM_CLASSES + 1, scenes.SPLIT_SIZES['train'],
+        scenes.SPLIT_SIZES['test'], 'test',
+        category_names=('background',) + tuple(
+            f'digit {d}' for d in range(scenes.NUM_CLASSES)))
   return input_pipeline.DatasetInfo(
       scenes.NUM_CLASSES, scenes.SPLIT_SIZES['train'],
       scenes.SPLIT_SIZES['test'], 'test',
@@ -65,6 +79,43 @@ def _zoom_out(example: dict, rng: np.random.Generator) -> dict:
   return {**example, 'image': image, 'boxes': boxes}
 
 
+def _rescale_and_crop(image: np.ndarray, label: np.ndarray, scale: float,
+                      rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """DeepLab's training geometry on a uint8 scene and its mask: resize by
+  `scale` (bilinear image, nearest label), pad to at least the original size
+  (image 0 after the [-1, 1] scaling, i.e. mid grey; label 255), then a
+  random crop of the original size."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  size = image.shape[0]
+  scaled = max(1, int(round(size * scale)))
+  image = np.asarray(Image.fromarray(image).resize((scaled, scaled),
+                                                   Image.BILINEAR), np.float32)
+  label = np.asarray(Image.fromarray(label).resize((scaled, scaled),
+                                                   Image.NEAREST))
+  padded = max(size, scaled)
+  canvas = np.full((padded, padded, 3), 127.5, np.float32)
+  canvas_label = np.full((padded, padded), scenes.IGNORE_LABEL, np.uint8)
+  canvas[:scaled, :scaled] = image
+  canvas_label[:scaled, :scaled] = label
+  top, left = rng.integers(0, padded - size + 1, size=2)
+  return (canvas[top:top + size, left:left + size],
+          canvas_label[top:top + size, left:left + size])
+
+
+def _segmentation_example(scene: dict, config,
+                          rng: np.random.Generator = None
+                          ) -> dict[str, np.ndarray]:
+  image, label = scene['image'], scene['mask']
+  if rng is not None:
+    segmentation = config.segmentation
+    scale = rng.uniform(segmentation.min_scale_factor,
+                        segmentation.max_scale_factor)
+    image, label = _rescale_and_crop(image, label, scale, rng)
+  return {'image': np.asarray(image, np.float32) / 127.5 - 1.0,
+          'label': label.astype(np.int32)}
+
+
 def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -88,6 +139,9 @@ def train_batches(config, *, start_step: int,
     rng = np.random.default_rng([config.seed, step, 1])
     examples = []
     for i in chosen:
+      if config.task == 'segmentation':
+        examples.append(_segmentation_example(data[i], config, rng))
+        continue
       example = _example(data[i], config.detection.max_boxes)
       if rng.random() < config.detection.zoom_out_probability:
         example = _zoom_out(example, rng)
@@ -112,6 +166,11 @@ def eval_batches(config, *, per_host_batch_size: int
     for position in range(per_host_batch_size):
       real = position < len(chunk)
       index = int(chunk[position]) if real else 0
+      if config.task == 'segmentation':
+        example = _segmentation_example(data[index], config)
+        example['mask'] = np.bool_(real)
+        examples.append(example)
+        continue
       example = _example(data[index], config.detection.max_boxes)
       example.update(image_id=np.int32(index + 1), height=np.int32(size),
                      width=np.int32(size), mask=np.bool_(real))

@@ -3,6 +3,7 @@ r"""Parameter and multiply-add counts, checked against the paper and the release
   python -m mnv2_jax.stats --config configs/imagenet_mnv2.py [--config.model.width_multiplier=0.5] [--json]
   python -m mnv2_jax.stats --grid [--json]
   python -m mnv2_jax.stats --config configs/ssdlite_mnv2_coco.py   # SSDLite, Table 6
+  python -m mnv2_jax.stats --config configs/deeplab_mnv2_voc_os16.py  # DeepLab, Table 7
 
 Multiply-adds are counted from the traced computation (every convolution and
 matrix product of one forward pass of one image; BatchNorm, activations,
@@ -56,14 +57,33 @@ def _sub_jaxprs(params: dict[str, Any]):
         yield item
 
 
-def count_multiply_adds(jaxpr) -> int:
-  """Multiply-adds of every convolution and matrix product in a jaxpr."""
+def _space_to_batch_elements(shape, out_spec, rates) -> int:
+  """Output elements of an atrous convolution computed the way TensorFlow
+  runs it (SpaceToBatchND, conv, BatchToSpaceND): every spatial size is
+  padded up to a multiple of the rate, and the padding is computed too."""
+  sizes = list(shape)
+  for dim, rate in zip(out_spec[2:], rates):
+    sizes[dim] = rate * -(-sizes[dim] // rate)
+  return math.prod(sizes)
+
+
+def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
+  """Multiply-adds of every convolution and matrix product in a jaxpr.
+
+  With `space_to_batch`, atrous convolutions count the positions TensorFlow's
+  SpaceToBatchND implementation computes (the paper's DeepLab ASPP figures
+  follow this accounting; see README, Segmentation).
+  """
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name == 'conv_general_dilated':
       out_elements = math.prod(eqn.outvars[0].aval.shape)
-      lhs_spec, rhs_spec, _ = eqn.params['dimension_numbers']
+      lhs_spec, rhs_spec, out_spec = eqn.params['dimension_numbers']
+      rates = eqn.params['rhs_dilation']
+      if space_to_batch and any(rate > 1 for rate in rates):
+        out_elements = _space_to_batch_elements(eqn.outvars[0].aval.shape,
+                                                out_spec, rates)
       kernel_shape = eqn.invars[1].aval.shape
       # Per output element: kernel window x input channels of one group.
       spatial = math.prod(kernel_shape[d] for d in rhs_spec[2:])
@@ -74,7 +94,7 @@ def count_multiply_adds(jaxpr) -> int:
       total += (math.prod(eqn.outvars[0].aval.shape)
                 * math.prod(lhs_shape[d] for d in lhs_contract))
     for sub in _sub_jaxprs(eqn.params):
-      total += count_multiply_adds(sub)
+      total += count_multiply_adds(sub, space_to_batch)
   return total
 
 
@@ -89,6 +109,23 @@ def _batch_norm_parameters(params) -> int:
     if any(getattr(entry, 'key', None) == 'bn' for entry in path):
       total += int(np.prod(leaf.shape))
   return total
+
+
+MODEL_NAMES = {'SSDLite': 'MobileNetV2 + SSDLite',
+               'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3'}
+
+
+def multi_scale_multiply_adds(model, image_size: int, scales, flip: bool
+                              ) -> dict[str, int]:
+  """Multiply-adds of multi-scale (+ flip) inference of one image (Table 7's
+  MF rows): one forward pass per scale at DeepLab's scaled size, twice with
+  the flip."""
+  from mnv2_jax import deeplab  # pylint: disable=g-import-not-at-top
+  per_scale = [model_statistics(model, deeplab.scaled_size(image_size, scale))
+               for scale in scales]
+  passes = 2 if flip else 1
+  return {key: passes * sum(stats[key] for stats in per_scale)
+          for key in ('multiply_adds', 'multiply_adds_space_to_batch')}
 
 
 def model_statistics(model, image_size: int) -> dict[str, Any]:
@@ -106,8 +143,7 @@ def model_statistics(model, image_size: int) -> dict[str, Any]:
   largest = max(spatial, key=lambda name: math.prod(spatial[name].shape))
   trainable = _tree_size(variables['params'])
   return {
-      'model': ('MobileNetV2 + SSDLite' if type(model).__name__ == 'SSDLite'
-                else 'MobileNetV2'),
+      'model': MODEL_NAMES.get(type(model).__name__, 'MobileNetV2'),
       'image_size': image_size,
       'width_multiplier': model.width_multiplier,
       'num_classes': model.num_classes,
@@ -116,6 +152,8 @@ def model_statistics(model, image_size: int) -> dict[str, Any]:
       'parameters_without_batch_norm': (
           trainable - _batch_norm_parameters(variables['params'])),
       'multiply_adds': count_multiply_adds(closed.jaxpr),
+      'multiply_adds_space_to_batch': count_multiply_adds(
+          closed.jaxpr, space_to_batch=True),
       'largest_activation': {
           'name': largest,
           'shape': list(spatial[largest].shape[1:]),
@@ -168,10 +206,13 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
 
 def format_statistics(stats: dict[str, Any]) -> str:
   largest = stats['largest_activation']
-  return '\n'.join([
+  lines = [
       f"{stats.get('model', 'MobileNetV2')} α={stats['width_multiplier']} at "
       f"{stats['image_size']}x{stats['image_size']}, "
-      f"{stats['num_classes']} classes",
+      f"{stats['num_classes']} classes"
+      + (f", output stride {stats['output_stride']}, "
+         f"{'with' if stats['aspp'] else 'without'} ASPP"
+         if 'output_stride' in stats else ''),
       f"  trainable parameters:          {stats['trainable_parameters']:,}",
       f"  all parameters (+BN averages): {stats['all_parameters']:,}",
       f"  parameters without BatchNorm:  "
@@ -179,8 +220,20 @@ def format_statistics(stats: dict[str, Any]) -> str:
       f"  multiply-adds (one image):     {stats['multiply_adds']:,}",
       f"  largest activation:            {largest['name']} "
       f"{'x'.join(map(str, largest['shape']))} = {largest['elements']:,} "
-      f"values ({largest['elements'] * 4 / 2**20:.2f} MiB in float32)",
-  ])
+      f"values ({largest['elements'] * 4 / 2**20:.2f} MiB in float32)"]
+  if 'multi_scale_multiply_adds' in stats:
+    lines.append(
+        f"  multiply-adds, multi-scale {stats['eval_scales']}"
+        f"{' + flip' if stats['eval_flip'] else ''} (Table 7's MF): "
+        f"{stats['multi_scale_multiply_adds']:,}")
+  if stats['multiply_adds_space_to_batch'] != stats['multiply_adds']:
+    lines.append(
+        '  atrous convs counted as TensorFlow computes them (SpaceToBatchND '
+        'pads to a multiple of the rate; the paper\'s accounting): '
+        f"{stats['multiply_adds_space_to_batch']:,}"
+        + (f" single scale, {stats['multi_scale_multiply_adds_space_to_batch']:,}"
+           ' MF' if 'multi_scale_multiply_adds' in stats else ''))
+  return '\n'.join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -205,12 +258,21 @@ def main(argv: Optional[list[str]] = None) -> None:
       raise app.UsageError('Give --config <file> or --grid.')
     config = FLAGS.config
     configuration.validate(config)
-    if config.task == 'detection':
-      from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
-      model = tasks.Detection(config, config.num_classes).model
-    else:
-      model = model_lib.from_config(config.model, config.num_classes)
+    from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
+    model = tasks.build(config, config.num_classes).model
     stats = model_statistics(model, config.image_size)
+    if config.task == 'segmentation':
+      segmentation = config.segmentation
+      stats['output_stride'] = config.model.output_stride
+      stats['aspp'] = segmentation.aspp
+      stats['eval_scales'] = list(segmentation.eval_scales)
+      stats['eval_flip'] = segmentation.eval_flip
+      multi_scale = multi_scale_multiply_adds(
+          model, config.image_size, segmentation.eval_scales,
+          segmentation.eval_flip)
+      stats['multi_scale_multiply_adds'] = multi_scale['multiply_adds']
+      stats['multi_scale_multiply_adds_space_to_batch'] = multi_scale[
+          'multiply_adds_space_to_batch']
     print(json.dumps(stats, indent=2) if FLAGS.json
           else format_statistics(stats))
 

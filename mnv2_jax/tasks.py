@@ -6,7 +6,9 @@ pure) and the host-side accumulation of its outputs into metrics:
 
   * classification (paper §6.1): cross-entropy; top-1/top-5 over the split;
   * detection (SSDLite, paper §6.2): the SSD loss; COCO metrics from
-    pycocotools over the split's detections.
+    pycocotools over the split's detections;
+  * segmentation (Mobile DeepLabv3, paper §6.3): pixel cross-entropy
+    ignoring label 255; mIoU from the confusion matrix of the whole split.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import optax
 
 from mnv2_jax import box_ops
 from mnv2_jax import coco_eval
+from mnv2_jax import deeplab
 from mnv2_jax import model as model_lib
 from mnv2_jax import ssd
 
-TASKS = ('classification', 'detection')
+TASKS = ('classification', 'detection', 'segmentation')
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -166,7 +169,85 @@ class DetectionAccumulator:
     return metrics
 
 
+class Segmentation:
+  """MobileNetV2 + the reduced DeepLabv3 head (paper §6.3)."""
+  name = 'segmentation'
+  headline_metric = 'mIoU'
+
+  def __init__(self, config, num_classes: int, category_names=None,
+               category_ids=None):
+    del category_ids
+    self.config = config
+    self.num_classes = num_classes
+    self.model = deeplab.from_config(config, num_classes)
+    self.category_names = list(category_names or
+                               [str(i) for i in range(num_classes)])
+
+  def loss(self, outputs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    logits = outputs[0]
+    loss, _ = deeplab.segmentation_loss(logits, batch['label'])
+    labelled = batch['label'] != deeplab.IGNORE_LABEL
+    correct = (jnp.argmax(logits, -1) == batch['label']) & labelled
+    return loss, {'pixel_accuracy': jnp.sum(correct)
+                                    / jnp.maximum(jnp.sum(labelled), 1)}
+
+  def logits(self, variables, images, microbatch: int = 0) -> jax.Array:
+    """Single-scale logits, or with `segmentation.multi_scale_eval` the log
+    of the probabilities averaged over scales and flips (Table 7's MF)."""
+    apply = lambda x: self.model.apply(variables, x, train=False)[0]
+    segmentation = self.config.segmentation
+    if not segmentation.multi_scale_eval:
+      return model_lib.apply_in_microbatches(apply, images, microbatch)
+    probabilities = model_lib.apply_in_microbatches(
+        lambda x: deeplab.multi_scale_probabilities(
+            apply, x, tuple(segmentation.eval_scales), segmentation.eval_flip),
+        images, microbatch)
+    return jnp.log(jnp.maximum(probabilities, 1e-12))
+
+  def eval_step(self, variables, batch, microbatch: int = 0):
+    """Confusion matrix and loss sums over the real examples' labelled
+    pixels."""
+    logits = self.logits(variables, batch['image'], microbatch)
+    labels = jnp.where(batch['mask'][:, None, None], batch['label'],
+                       deeplab.IGNORE_LABEL)
+    loss, pixels = deeplab.segmentation_loss(logits, labels)
+    return {'confusion': deeplab.confusion_matrix(
+                jnp.argmax(logits, -1), labels, self.num_classes),
+            'loss': loss * pixels, 'pixels': pixels}
+
+  def accumulator(self) -> 'SegmentationAccumulator':
+    return SegmentationAccumulator(self.category_names)
+
+
+class SegmentationAccumulator:
+  """Sums the confusion matrices of all batches: mIoU is exact over the
+  split (not a mean of per-batch IoUs)."""
+
+  def __init__(self, category_names):
+    self.category_names = category_names
+    self.sums = None
+
+  def add(self, outputs, host_batch) -> None:
+    del host_batch
+    self.sums = outputs if self.sums is None else jax.tree.map(
+        jnp.add, self.sums, outputs)
+
+  def result(self) -> dict[str, float]:
+    sums = jax.device_get(self.sums)
+    confusion = np.asarray(sums['confusion'], np.int64)
+    mean_iou, per_class = deeplab.iou_from_confusion(confusion)
+    results = {'mIoU': mean_iou,
+               'pixel_accuracy': float(np.trace(confusion))
+                                 / max(int(confusion.sum()), 1),
+               'loss': float(sums['loss']) / max(float(sums['pixels']), 1.0)}
+    for name, iou in zip(self.category_names, per_class):
+      results[f'IoU/{name}'] = float(iou)
+    return results
+
+
 def build(config, num_classes: int, **kwargs):
   if config.task == 'detection':
     return Detection(config, num_classes, **kwargs)
+  if config.task == 'segmentation':
+    return Segmentation(config, num_classes, **kwargs)
   return Classification(config, num_classes)

@@ -76,11 +76,23 @@ def make_schedule(config, num_train_examples: int) -> Schedule:
       eval_every_steps=max(1, int(config.eval_every_epochs * steps_per_epoch)))
 
 
+POLY_POWER = 0.9  # DeepLab's learning_power
+
+
 def learning_rate_fn(config, schedule: Schedule) -> optax.Schedule:
   """Peak lr = base_learning_rate x batch_size / base_batch_size (linear
   scaling); optional linear warm-up; then x0.98 per epoch (paper §6.1,
-  staircase) or cosine to zero."""
+  staircase), cosine to zero, or DeepLab's 'poly': (1 - step / total)^0.9."""
   peak = config.base_learning_rate * config.batch_size / config.base_batch_size
+  if config.lr_schedule == 'poly':
+    poly = optax.polynomial_schedule(
+        peak, 0.0, POLY_POWER,
+        max(schedule.total_steps - schedule.warmup_steps, 1))
+    if not schedule.warmup_steps:
+      return poly
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, schedule.warmup_steps), poly],
+        [schedule.warmup_steps])
   if config.lr_schedule == 'exponential':
     return optax.warmup_exponential_decay_schedule(
         init_value=0.0 if schedule.warmup_steps else peak, peak_value=peak,

@@ -127,6 +127,15 @@ def test_learning_rate_schedule_is_the_paper_recipe():
   lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
   assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(0.09)
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-7)
+  # DeepLab's 'poly': peak x (1 - step / total)^0.9, after the warm-up.
+  config.lr_schedule = 'poly'
+  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  assert float(lr(5)) == pytest.approx(0.045)
+  assert float(lr(55)) == pytest.approx(0.09 * 0.5**0.9)
+  config.warmup_epochs = 0.0
+  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  assert float(lr(0)) == pytest.approx(0.09)
+  assert float(lr(25)) == pytest.approx(0.09 * 0.75**0.9)
 
 
 def test_weight_decay_skips_depthwise_batch_norm_and_biases():

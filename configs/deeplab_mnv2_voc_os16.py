@@ -1,0 +1,31 @@
+r"""Mobile DeepLabv3, MNetV2* at output stride 16 without ASPP (paper Table 7).
+
+Paper: 75.32 mIoU on VOC 2012 val (single scale), 2.11M parameters, 2.75B
+multiply-adds. The backbone ends at the 320-channel output of the last
+bottleneck; the head is a 1x1 branch and an image-pooling branch of 256
+channels, a 1x1 projection to 256 and the classifier (PAPER.md §7).
+
+DeepLab's recipe: the 10,582-image train_aug set (VOC train + SBD), 513x513
+crops of images rescaled by 0.5-2.0 and flipped, batch 16, momentum SGD with
+lr 0.007 and the 'poly' schedule (power 0.9) for 30k steps, weight decay 4e-5,
+BatchNorm decay 0.9997; the backbone initialised from an ImageNet classifier
+(--config.init_from=<classification workdir>). The paper's models were also
+pretrained on COCO, which this codebase does not do: expect a few points less
+than Table 7 without it (not measured here: no VOC on the development
+machine).
+
+  python -m mnv2_jax.voc --manual_dir <dir with VOCdevkit> --data_dir <data_dir>
+  python -m mnv2_jax.main --config configs/deeplab_mnv2_voc_os16.py \
+      --workdir <dir> --config.dataset.data_dir=<data_dir> \
+      --config.init_from=<ImageNet classification workdir>
+  python -m mnv2_jax.stats --config configs/deeplab_mnv2_voc_os16.py
+
+Variants: deeplab_mnv2_voc_os8.py, ..._os16_aspp.py, ..._os8_aspp.py; Table
+7's MF rows are --config.segmentation.multi_scale_eval=True at evaluation.
+"""
+
+from mnv2_jax import configuration
+
+
+def get_config():
+  return configuration.deeplab_voc_config(output_stride=16, aspp=False)

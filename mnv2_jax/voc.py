@@ -1,0 +1,324 @@
+"""PASCAL VOC 2012 segmentation for Mobile DeepLabv3 (paper §6.3, PAPER.md §7).
+
+No stock TFDS builder reads VOC's segmentation masks, so `Voc2012Segmentation`
+is a TFDS builder of our own. It reads, from the manual directory:
+
+  VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+  VOCdevkit/VOC2012/SegmentationClass/<id>.png     palette PNGs: the palette
+      index is the class (0 background, 1-20 objects, 255 object borders and
+      'difficult' regions, ignored)
+  VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
+  benchmark_RELEASE/dataset/cls/<id>.mat            optional: SBD (Hariharan
+      et al.); with it the 'train_aug' split, the 10,582-image training set
+      DeepLab uses: SBD train + val + VOC train, minus VOC val.
+
+Splits: 'train' (1,464), 'validation' (1,449), and 'train_aug' when SBD is
+there. Build once with
+
+  tfds build mnv2_jax/voc.py --manual_dir <dir holding VOCdevkit> --data_dir <data_dir>
+
+(or `python -m mnv2_jax.voc --manual_dir ... --data_dir ...`).
+
+The tf.data pipelines follow DeepLab's: training rescales by a random factor
+in [min_scale_factor, max_scale_factor] (bilinear image, nearest label), pads
+to the crop (image with the mean grey, label 255), takes a random crop of
+`image_size` and flips left-right with probability 1/2; evaluation pads the
+whole image to `image_size` (513 holds every VOC image), so every labelled
+pixel is scored once. Images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mnv2_jax import imagenet
+
+NAME = 'voc2012'  # config.dataset.name
+CLASS_NAMES = (
+    'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus',
+    'car', 'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike',
+    'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+IGNORE_LABEL = 255
+_AUGMENT_TAG = 11
+
+
+class CorruptExampleError(ValueError):
+  """A file of the VOC tree that cannot be used (named in the message)."""
+
+
+def read_mask(path: str) -> np.ndarray:
+  """A VOC SegmentationClass PNG as class ids [H, W] uint8 (palette index:
+  0-20 and 255). Raises CorruptExampleError naming the file otherwise."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      if image.mode != 'P':
+        raise CorruptExampleError(
+            f'{path}: a VOC mask must be a palette ("P") PNG whose indices are '
+            f'the classes; this one is mode {image.mode!r}.')
+      mask = np.asarray(image, np.uint8)
+  except (OSError, SyntaxError) as error:
+    raise CorruptExampleError(f'{path}: unreadable PNG ({error}).') from error
+  bad = np.setdiff1d(np.unique(mask), list(range(21)) + [IGNORE_LABEL])
+  if bad.size:
+    raise CorruptExampleError(
+        f'{path}: class ids {bad.tolist()} are not VOC classes (0-20, 255).')
+  return mask
+
+
+def read_sbd_mask(path: str) -> np.ndarray:
+  """SBD's cls/<id>.mat (GTcls.Segmentation) as class ids [H, W] uint8."""
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  try:
+    mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    mask = np.asarray(mat['GTcls'].Segmentation, np.uint8)
+  except (OSError, ValueError, KeyError, AttributeError) as error:
+    raise CorruptExampleError(f'{path}: unreadable SBD mask ({error}).'
+                              ) from error
+  return mask
+
+
+def _ids(path: str) -> list[str]:
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
+  """PASCAL VOC 2012 semantic segmentation (+ SBD's train_aug)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'VOC 2012 segmentation masks, optional SBD.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Download VOCtrainval_11-May-2012.tar from
+  http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ and extract it into the
+  manual directory (giving VOCdevkit/VOC2012/...). Optionally extract SBD's
+  benchmark.tgz (http://home.bharathh.info/pubs/codes/SBD/download.html)
+  there too (giving benchmark_RELEASE/dataset/cls/*.mat) for 'train_aug'.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description='PASCAL VOC 2012 segmentation: images and class masks '
+                    '(255 = ignore).',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3)),
+            'segmentation': tfds.features.Image(shape=(None, None, 1)),
+            'file_name': tfds.features.Text(),
+        }),
+        homepage='http://host.robots.ox.ac.uk/pascal/VOC/voc2012/')
+
+  def _split_generators(self, dl_manager):
+    root = os.path.join(dl_manager.manual_dir, 'VOCdevkit', 'VOC2012')
+    sets = os.path.join(root, 'ImageSets', 'Segmentation')
+    if not os.path.isdir(sets):
+      raise FileNotFoundError(
+          f'{sets} does not exist: the manual directory '
+          f'({dl_manager.manual_dir}) must hold VOCdevkit/VOC2012 from '
+          'VOCtrainval_11-May-2012.tar.' + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    train, val = _ids(os.path.join(sets, 'train.txt')), _ids(
+        os.path.join(sets, 'val.txt'))
+    splits = {'train': self._generate_examples(root, None, train),
+              'validation': self._generate_examples(root, None, val)}
+    sbd = os.path.join(dl_manager.manual_dir, 'benchmark_RELEASE', 'dataset')
+    if os.path.isdir(os.path.join(sbd, 'cls')):
+      sbd_ids = []
+      for name in ('train.txt', 'val.txt'):
+        if os.path.exists(os.path.join(sbd, name)):
+          sbd_ids += _ids(os.path.join(sbd, name))
+      held_out = set(val)
+      augmented = sorted((set(sbd_ids) | set(train)) - held_out)
+      splits['train_aug'] = self._generate_examples(root, sbd, augmented)
+    return splits
+
+  def _generate_examples(self, root: str, sbd: str | None, ids: list[str]):
+    for name in ids:
+      png = os.path.join(root, 'SegmentationClass', name + '.png')
+      if os.path.exists(png):
+        mask = read_mask(png)
+      elif sbd is not None:
+        mask = read_sbd_mask(os.path.join(sbd, 'cls', name + '.mat'))
+      else:
+        raise CorruptExampleError(f'{png} is missing (listed in ImageSets).')
+      image = os.path.join(root, 'JPEGImages', name + '.jpg')
+      yield name, {'image': image, 'segmentation': mask[..., None],
+                   'file_name': name}
+
+
+# ----------------------------------------------------------------- pipeline
+
+
+def builder(config) -> Voc2012Segmentation:
+  return Voc2012Segmentation(data_dir=config.dataset.data_dir)
+
+
+def dataset_info(config):
+  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  info = builder(config).info
+  return input_pipeline.DatasetInfo(
+      len(CLASS_NAMES), info.splits[config.dataset.train_split].num_examples,
+      info.splits[config.dataset.eval_split].num_examples,
+      config.dataset.eval_split, category_names=CLASS_NAMES)
+
+
+def check_data_available(config) -> None:
+  """Raises a clear error if the prepared dataset cannot be read."""
+  voc = builder(config)
+  splits = (config.dataset.train_split, config.dataset.eval_split)
+  try:
+    for split in splits:
+      voc.info.splits[split].num_examples  # pylint: disable=pointless-statement
+      imagenet._read(voc, split)  # pylint: disable=protected-access
+  except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
+    raise ValueError(
+        f'The prepared VOC 2012 segmentation dataset (splits {splits}) was not '
+        f'found in config.dataset.data_dir={config.dataset.data_dir!r} (looked '
+        f'in {voc.data_dir}). Prepare it once with\n'
+        '  python -m mnv2_jax.voc --manual_dir <dir holding VOCdevkit> '
+        '--data_dir <data_dir>\n'
+        'and point config.dataset.data_dir at that data_dir. '
+        f'(Original error: {type(error).__name__}: {error})') from error
+
+
+def _decode(example) -> tuple[tf.Tensor, tf.Tensor]:
+  image = tf.io.decode_image(example['image'], channels=3,
+                             expand_animations=False)
+  label = example['segmentation']  # decoded by TFDS: uint8 [H, W, 1]
+  return tf.cast(image, tf.float32), label
+
+
+def _pad_to(image, label, height, width):
+  """Pads bottom/right to at least height x width: image with the mean grey
+  (0 after scaling to [-1, 1]), label with 255."""
+  pad_h = tf.maximum(height - tf.shape(image)[0], 0)
+  pad_w = tf.maximum(width - tf.shape(image)[1], 0)
+  image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]],
+                 constant_values=127.5)
+  label = tf.pad(label, [[0, pad_h], [0, pad_w], [0, 0]],
+                 constant_values=IGNORE_LABEL)
+  return image, label
+
+
+def preprocess_for_train(example, seed, image_size: int, min_scale: float,
+                         max_scale: float, flip: bool):
+  image, label = _decode(example)
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  scale = tf.random.stateless_uniform([], seeds[0], min_scale, max_scale)
+  size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale),
+                 tf.int32)
+  image = tf.image.resize(image, size, 'bilinear')
+  label = tf.image.resize(label, size, 'nearest')
+  image, label = _pad_to(image, label, image_size, image_size)
+  both = tf.concat([image, tf.cast(label, tf.float32)], -1)
+  both = tf.image.stateless_random_crop(both, [image_size, image_size, 4],
+                                        seeds[1])
+  if flip:
+    both = tf.image.stateless_random_flip_left_right(both, seeds[2])
+  return {'image': both[..., :3] / 127.5 - 1.0,
+          'label': tf.cast(both[..., 3], tf.int32)}
+
+
+def preprocess_for_eval(example, image_size: int):
+  """The whole image, padded to image_size; larger images are first
+  downscaled to fit (none in VOC at 513)."""
+  image, label = _decode(example)
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  factor = tf.minimum(1.0, image_size / tf.reduce_max(shape))
+  size = tf.cast(tf.math.floor(shape * factor), tf.int32)
+  image = tf.image.resize(image, size, 'bilinear')
+  label = tf.image.resize(label, size, 'nearest')
+  image, label = _pad_to(image, label, image_size, image_size)
+  image = tf.ensure_shape(image, [image_size, image_size, 3])
+  return {'image': image / 127.5 - 1.0,
+          'label': tf.cast(tf.ensure_shape(label, [image_size, image_size, 1])
+                           [..., 0], tf.int32),
+          'mask': tf.constant(True)}
+
+
+def train_batches(config, *, start_step: int,
+                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """This host's training batches forever; a pure function of (seed, step)."""
+  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
+  voc = builder(config)
+  split = imagenet._host_split(config.dataset.train_split,  # pylint: disable=protected-access
+                               drop_remainder=True)
+  host_examples = imagenet._cardinality(imagenet._read(voc, split))  # pylint: disable=protected-access
+  steps_per_epoch = host_examples // per_host_batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'This host has {host_examples} training images, fewer '
+                     f'than one batch of {per_host_batch_size}.')
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  segmentation = config.segmentation
+  while True:
+    key = tf.constant([imagenet._derive_seed(config.seed, epoch, _AUGMENT_TAG),  # pylint: disable=protected-access
+                       jax.process_index()], tf.int64)
+
+    def preprocess(index, example, key=key):
+      seed = tf.random.experimental.stateless_fold_in(
+          key, index, alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
+      return preprocess_for_train(
+          example, seed, config.image_size, segmentation.min_scale_factor,
+          segmentation.max_scale_factor, segmentation.flip)
+
+    ds = imagenet._read(voc, split, shuffle_files=True,  # pylint: disable=protected-access
+                        file_shuffle_seed=imagenet._derive_seed(config.seed, epoch, 1))  # pylint: disable=protected-access
+    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
+                    seed=imagenet._derive_seed(config.seed, epoch, 2),  # pylint: disable=protected-access
+                    reshuffle_each_iteration=False)
+    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
+    ds = ds.skip(skip * per_host_batch_size)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_host_batch_size, drop_remainder=True)
+    ds = ds.with_options(imagenet._deterministic_options())  # pylint: disable=protected-access
+    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    epoch, skip = epoch + 1, 0
+
+
+def eval_batches(config, *, per_host_batch_size: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's shard of the eval split, padded (`mask`)."""
+  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
+  voc = builder(config)
+  total = voc.info.splits[config.dataset.eval_split].num_examples
+  num_batches = math.ceil(-(-total // jax.process_count())
+                          / per_host_batch_size)
+  ds = imagenet._read(voc, imagenet._host_split(  # pylint: disable=protected-access
+      config.dataset.eval_split, drop_remainder=False))
+  host_examples = imagenet._cardinality(ds)  # pylint: disable=protected-access
+  size = config.image_size
+  ds = ds.map(lambda e: preprocess_for_eval(e, size),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([size, size, 3]),
+      'label': tf.fill([size, size], IGNORE_LABEL),
+      'mask': tf.constant(False),
+  }).repeat(num_batches * per_host_batch_size - host_examples)
+  ds = ds.concatenate(padding).batch(per_host_batch_size, drop_remainder=True)
+  yield from ds.with_options(imagenet._deterministic_options()).prefetch(  # pylint: disable=protected-access
+      tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def main(argv=None) -> int:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      description='Prepares the VOC 2012 segmentation TFDS dataset.')
+  parser.add_argument('--manual_dir', required=True,
+                      help='the directory holding VOCdevkit (and SBD).')
+  parser.add_argument('--data_dir', required=True)
+  args = parser.parse_args(argv)
+  voc = Voc2012Segmentation(data_dir=args.data_dir)
+  voc.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=args.manual_dir))
+  for name, split in voc.info.splits.items():
+    print(f'{name}: {split.num_examples} examples')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""Mobile DeepLabv3: model sizes, mIoU, multi-scale evaluation, VOC builder and
+pipeline, scene masks (paper §6.3, Table 7)."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnv2_jax import configuration
+from mnv2_jax import deeplab
+from mnv2_jax import stats
+
+
+def _model(**kwargs):
+  return deeplab.MobileDeepLabV3(**{'num_classes': 21, **kwargs})
+
+
+@pytest.mark.parametrize('output_stride', [8, 16])
+def test_output_sizes_at_output_stride_8_and_16(output_stride):
+  model = _model(width_multiplier=0.35, output_stride=output_stride, aspp=True)
+  images = jax.ShapeDtypeStruct((2, 65, 65, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  logits, endpoints = jax.eval_shape(model.apply, variables, images)
+  assert logits.shape == (2, 65, 65, 21)
+  side = 64 // output_stride + 1
+  assert endpoints['logits_at_output_stride'].shape == (2, side, side, 21)
+  assert endpoints['layer_18'].shape[-1] == 112  # 320 x 0.35, rounded to 8
+  assert 'layer_19' not in endpoints  # MNetV2*: no 1x1 conv to 1280
+
+
+def test_table_7_sizes():
+  """Parameters (with BatchNorm) and multiply-adds of the MNetV2* rows at
+  513x513, 21 classes, against PAPER.md §7."""
+  plain = stats.model_statistics(_model(output_stride=16), 513)
+  assert abs(plain['trainable_parameters'] / 2.11e6 - 1) < 0.02
+  assert abs(plain['multiply_adds'] / 2.75e9 - 1) < 0.05
+  with_aspp = stats.model_statistics(_model(output_stride=16, aspp=True), 513)
+  assert abs(with_aspp['trainable_parameters'] / 4.52e6 - 1) < 0.02
+  # ASPP's atrous convs as TensorFlow computes them (SpaceToBatchND pads to a
+  # multiple of the rate) give the paper's 5.8B; the plain count is 7.5% lower.
+  assert abs(with_aspp['multiply_adds_space_to_batch'] / 5.8e9 - 1) < 0.01
+  assert with_aspp['multiply_adds'] < 0.95 * 5.8e9
+  multi_scale = stats.multi_scale_multiply_adds(
+      _model(output_stride=8), 513, deeplab.EVAL_SCALES, flip=True)
+  assert abs(multi_scale['multiply_adds'] / 152.6e9 - 1) < 0.05
+
+
+def test_resize_matches_tensorflow_align_corners():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+  for size in [(17, 25), (5, 7), (3, 4), (1, 9)]:
+    expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+    np.testing.assert_allclose(deeplab.resize_bilinear(jnp.asarray(x), size),
+                               expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_miou_on_hand_made_confusion_cases():
+  # Rows truth, columns prediction.
+  confusion = np.array([[8, 2, 0],
+                        [1, 3, 0],
+                        [0, 0, 0]])
+  mean, per_class = deeplab.iou_from_confusion(confusion)
+  np.testing.assert_allclose(per_class[:2], [8 / 11, 3 / 6])
+  assert np.isnan(per_class[2])  # never seen nor predicted: left out
+  assert mean == pytest.approx((8 / 11 + 3 / 6) / 2)
+  # The confusion matrix itself, with ignored pixels, from label maps.
+  labels = jnp.array([[0, 0, 1, 255], [2, 2, 255, 1]])
+  predictions = jnp.array([[0, 1, 1, 2], [2, 0, 0, 1]])
+  np.testing.assert_array_equal(
+      deeplab.confusion_matrix(predictions, labels, 3),
+      [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+  # Accumulating per-batch matrices is exact; averaging per-batch mIoUs is not.
+  a, b = np.array([[9, 0], [0, 1]]), np.array([[1, 0], [9, 0]])
+  assert deeplab.iou_from_confusion(a + b)[0] == pytest.approx((10 / 19 + 1 / 10) / 2)
+
+
+def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
+  model = _model(num_classes=5, width_multiplier=0.35)
+  images = jnp.asarray(np.random.default_rng(1).uniform(
+      -1, 1, (1, 33, 33, 3)), jnp.float32)
+  # Random weights and BatchNorm statistics, without compiling model.init.
+  rng = np.random.default_rng(0)
+
+  def draw(path, s):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, s.shape).astype(np.float32)
+    if name == 'kernel':  # He-normal over the fan-in
+      fan_in = np.prod(s.shape[:-1]) if s.shape[-2] > 1 else np.prod(s.shape[:2])
+      return (rng.normal(size=s.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+    return rng.normal(0, 0.1, s.shape).astype(np.float32)
+  variables = jax.tree_util.tree_map_with_path(
+      draw, jax.eval_shape(model.init, jax.random.key(0), images))
+  apply = lambda x: model.apply(variables, x)[0]
+  single = jax.jit(lambda x: jax.nn.softmax(apply(x), axis=-1))(images)
+  multi_scale = jax.jit(deeplab.multi_scale_probabilities,
+                        static_argnums=(0, 2, 3))
+  np.testing.assert_allclose(multi_scale(apply, images, (1.0,), False),
+                             single, rtol=1e-6, atol=1e-7)
+  merged = multi_scale(apply, images, (0.5, 1.0), True)
+  assert merged.shape == single.shape
+  np.testing.assert_allclose(merged.sum(-1), 1.0, rtol=1e-5)
+  assert not np.allclose(merged, single, atol=1e-4)
+
+
+def test_scene_segmentation_batches():
+  from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
+  config = _tiny_scene_config()
+  first = next(scene_data.train_batches(config, start_step=3,
+                                        per_host_batch_size=4))
+  again = next(scene_data.train_batches(config, start_step=3,
+                                        per_host_batch_size=4))
+  np.testing.assert_array_equal(first['label'], again['label'])
+  assert first['image'].shape == (4, 64, 64, 3)
+  assert first['label'].shape == (4, 64, 64) and first['label'].dtype == np.int32
+  assert set(np.unique(first['label'])) <= set(range(11)) | {255}
+  assert (first['label'] > 0).any() and (first['label'] == 255).any()
+  evaluation = next(scene_data.eval_batches(config, per_host_batch_size=8))
+  assert evaluation['mask'].all() and evaluation['label'].shape == (8, 64, 64)
+
+
+def _tiny_scene_config(**overrides):
+  config = configuration.base_config()
+  config.task = 'segmentation'
+  config.dataset.name = 'scenes'
+  config.dataset.eval_split = 'test'
+  config.num_classes = 11
+  config.image_size = 64  # as tests/test_ssd.py: the same cached scenes
+  config.model.width_multiplier = 0.35
+  config.model.output_stride = 16
+  config.segmentation.flip = False
+  config.batch_size = 4
+  config.eval_batch_size = 100
+  config.num_train_steps = 1
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 1
+  config.eval_every_epochs = 1000.0
+  config.update_from_flattened_dict(overrides)
+  configuration.validate(config)
+  return config
+
+
+# ------------------------------------------------------------------ VOC
+
+
+def _palette_png(path, mask):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = Image.fromarray(mask.astype(np.uint8), mode='P')
+  palette = np.zeros((256, 3), np.uint8)
+  palette[:21] = np.random.default_rng(0).integers(0, 255, (21, 3))
+  palette[255] = 224
+  image.putpalette(palette.reshape(-1).tolist())
+  image.save(path)
+
+
+def _write_voc(root, train_ids, val_ids, sbd_ids=()):
+  """A VOCdevkit tree of random JPEGs and palette masks (values 0-20 and
+  255), plus SBD .mat masks for `sbd_ids`. Returns {id: mask}."""
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  voc = os.path.join(root, 'VOCdevkit', 'VOC2012')
+  for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+    os.makedirs(os.path.join(voc, sub), exist_ok=True)
+  masks = {}
+  for name in list(train_ids) + list(val_ids) + list(sbd_ids):
+    height, width = rng.integers(40, 80, size=2)
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+                    ).save(os.path.join(voc, 'JPEGImages', name + '.jpg'))
+    mask = rng.integers(0, 21, (height, width)).astype(np.uint8)
+    mask[:, :3] = 255
+    masks[name] = mask
+    if name in sbd_ids:
+      cls = os.path.join(root, 'benchmark_RELEASE', 'dataset', 'cls')
+      os.makedirs(cls, exist_ok=True)
+      mask[:, :3] = 0  # SBD has no ignore label
+      scipy.io.savemat(os.path.join(cls, name + '.mat'), {
+          'GTcls': {'Segmentation': mask, 'Boundaries': np.zeros(1),
+                    'CategoriesPresent': np.unique(mask)}})
+    else:
+      _palette_png(os.path.join(voc, 'SegmentationClass', name + '.png'), mask)
+  for split, ids in (('train', train_ids), ('val', val_ids)):
+    with open(os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt'),
+              'w') as f:
+      f.write('\n'.join(ids) + '\n')
+  if sbd_ids:
+    with open(os.path.join(root, 'benchmark_RELEASE', 'dataset', 'train.txt'),
+              'w') as f:
+      f.write('\n'.join(list(sbd_ids) + [val_ids[0]]) + '\n')
+  return masks
+
+
+def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
+  train_ids, val_ids, sbd_ids = ['a1', 'a2', 'a3'], ['b1', 'b2'], ['s1']
+  masks = _write_voc(str(tmp_path / 'manual'), train_ids, val_ids, sbd_ids)
+  builder = voc.Voc2012Segmentation(data_dir=str(tmp_path / 'data'))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(tmp_path / 'manual')))
+  splits = builder.info.splits
+  assert splits['train'].num_examples == 3
+  assert splits['validation'].num_examples == 2
+  # train_aug = SBD train (s1 and the VOC val image b1) + VOC train - VOC val.
+  assert splits['train_aug'].num_examples == 4
+  for example in builder.as_dataset(split='train_aug').as_numpy_iterator():
+    name = example['file_name'].decode()
+    np.testing.assert_array_equal(example['segmentation'][..., 0], masks[name])
+  assert 255 in masks['a1'] and 255 not in masks['s1']
+
+  # A mask that is not a palette PNG, or holds ids beyond VOC's, is named.
+  bad = tmp_path / 'bad.png'
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(np.zeros((4, 4), np.uint8)).save(bad)
+  with pytest.raises(voc.CorruptExampleError, match='palette'):
+    voc.read_mask(str(bad))
+  _palette_png(str(bad), np.full((4, 4), 30))
+  with pytest.raises(voc.CorruptExampleError, match=r'\[30\]'):
+    voc.read_mask(str(bad))
+
+
+def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import train, voc  # pylint: disable=g-import-not-at-top,g-multiple-import
+  masks = _write_voc(str(tmp_path / 'manual'), ['a1', 'a2', 'a3', 'a4'],
+                     ['b1', 'b2', 'b3'])
+  voc.main(['--manual_dir', str(tmp_path / 'manual'),
+            '--data_dir', str(tmp_path / 'data')])
+  config = _tiny_scene_config(num_train_steps=1, batch_size=2, eval_batch_size=2)
+  config.dataset.name = 'voc2012'
+  config.dataset.data_dir = str(tmp_path / 'data')
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  config.dataset.shuffle_buffer_size = 8
+  config.num_classes = 21
+  config.image_size = 97  # pads every (< 80 px) validation image
+  config.segmentation.flip = True
+  configuration.validate(config)
+  batch = next(voc.train_batches(config, start_step=0, per_host_batch_size=2))
+  assert batch['image'].shape == (2, 97, 97, 3)
+  assert set(np.unique(batch['label'])) <= set(range(21)) | {255}
+  assert (batch['label'] == 255).any()  # the mask's rim and the crop padding
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert 0.0 <= results['mIoU'] <= 1.0
+  # Every labelled pixel of the three validation images is scored once.
+  evaluation = list(voc.eval_batches(config, per_host_batch_size=2))
+  assert sum(b['mask'].sum() for b in evaluation) == 3
+  scored = sum(((b['label'] != 255) & b['mask'][:, None, None]).sum()
+               for b in evaluation)
+  assert scored == sum((masks[n] != 255).sum() for n in ('b1', 'b2', 'b3'))
+  del tfds
+
+
+def test_missing_voc_dataset_gives_a_clear_error(tmp_path):
+  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = configuration.deeplab_voc_config(output_stride=16, aspp=False)
+  config.dataset.data_dir = str(tmp_path)
+  with pytest.raises(ValueError, match='python -m mnv2_jax.voc'):
+    input_pipeline.check_available(config)
