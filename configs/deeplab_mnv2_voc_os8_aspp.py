@@ -4,7 +4,8 @@ Paper: 78.42 mIoU with MF (--config.segmentation.multi_scale_eval=True), 4.52M
 parameters, 387B multiply-adds with MF.
 The recipe and commands are those of deeplab_mnv2_voc_os16.py; ASPP adds three 3x3
 atrous branches (rates 6, 12, 18 at output stride 16, doubled at 8).
-DeepLab trains at output stride 16 and evaluates at 8: the weights are the same,
+Training with this config runs at output stride 8 (3.2x the multiply-adds of
+16). DeepLab trains at output stride 16 and evaluates at 8: the weights are the same,
 so a workdir trained with the output-stride-16 config evaluates here with
   python -m mnv2_jax.main --config configs/<this file> --workdir <workdir> \
       --config.mode=eval --config.segmentation.multi_scale_eval=True

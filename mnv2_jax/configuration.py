@@ -208,6 +208,10 @@ def deeplab_voc_config(output_stride: int, aspp: bool
   return config
 
 
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _get(config, field: str) -> Any:
   value = config
   for part in field.split('.'):
@@ -338,13 +342,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choice(config, 'segmentation.eval_flip', (False, True))
     _check_choice(config, 'segmentation.flip', (False, True))
     segmentation = config.segmentation
-    if not 0 < segmentation.min_scale_factor <= segmentation.max_scale_factor:
-      _fail('segmentation.min_scale_factor', segmentation.min_scale_factor,
+    low, high = segmentation.min_scale_factor, segmentation.max_scale_factor
+    if not (_is_number(low) and _is_number(high) and 0 < low <= high):
+      _fail('segmentation.min_scale_factor', low,
             'training scales need 0 < min_scale_factor <= max_scale_factor',
             '0.5')
+    if config.dataset.name == 'scenes' and segmentation.flip:
+      _fail('segmentation.flip', segmentation.flip,
+            'the scenes hold digits, and a mirrored digit is another glyph',
+            'False')
+    if (config.dataset.name == 'scenes' and segmentation.multi_scale_eval
+        and segmentation.eval_flip):
+      _fail('segmentation.eval_flip', segmentation.eval_flip,
+            'the scenes hold digits, and a mirrored digit is another glyph',
+            'False')
     scales = tuple(segmentation.eval_scales)
-    if not scales or not all(isinstance(v, (int, float)) and v > 0
-                             for v in scales):
+    if not scales or not all(_is_number(v) and v > 0 for v in scales):
       _fail('segmentation.eval_scales', scales,
             'it must be a non-empty list of positive scales',
             '"(0.5,0.75,1.0,1.25,1.5,1.75)"')

@@ -196,8 +196,8 @@ def multi_scale_probabilities(apply_fn: Callable[[Array], Array],
   `flip`, left-right flips (paper §6.3's MF).
 
   Each scale resizes the input (bilinear, aligned corners), runs
-  `apply_fn` (images -> logits at its input size), resizes the logits back
-  to H x W and takes the softmax; the probabilities of all passes are
+  `apply_fn` (images -> logits, at the output stride or any size), resizes
+  the logits once to H x W and takes the softmax; the probabilities of all passes are
   averaged, as DeepLab's multi-scale inference does. With scales (1.0,) and
   no flip this is the softmax of the single-scale logits.
   """

@@ -198,9 +198,13 @@ class Segmentation:
     segmentation = self.config.segmentation
     if not segmentation.multi_scale_eval:
       return model_lib.apply_in_microbatches(apply, images, microbatch)
+    # Each scale's logits at the output stride, resized once to full size.
+    at_output_stride = lambda x: self.model.apply(
+        variables, x, train=False)[1]['logits_at_output_stride']
     probabilities = model_lib.apply_in_microbatches(
         lambda x: deeplab.multi_scale_probabilities(
-            apply, x, tuple(segmentation.eval_scales), segmentation.eval_flip),
+            at_output_stride, x, tuple(segmentation.eval_scales),
+            segmentation.eval_flip),
         images, microbatch)
     return jnp.log(jnp.maximum(probabilities, 1e-12))
 

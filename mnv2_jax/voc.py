@@ -20,11 +20,12 @@ there. Build once with
 (or `python -m mnv2_jax.voc --manual_dir ... --data_dir ...`).
 
 The tf.data pipelines follow DeepLab's: training rescales by a random factor
-in [min_scale_factor, max_scale_factor] (bilinear image, nearest label), pads
+in [min_scale_factor, max_scale_factor] (drawn continuously; DeepLab draws it
+in steps of 0.25) (bilinear image, nearest label), pads
 to the crop (image with the mean grey, label 255), takes a random crop of
 `image_size` and flips left-right with probability 1/2; evaluation pads the
-whole image to `image_size` (513 holds every VOC image), so every labelled
-pixel is scored once. Images in [-1, 1].
+whole image to `image_size` (513 holds every VOC image) and never resamples
+it, so every labelled pixel is scored once. Images in [-1, 1].
 """
 
 from __future__ import annotations
@@ -66,10 +67,7 @@ def read_mask(path: str) -> np.ndarray:
       mask = np.asarray(image, np.uint8)
   except (OSError, SyntaxError) as error:
     raise CorruptExampleError(f'{path}: unreadable PNG ({error}).') from error
-  bad = np.setdiff1d(np.unique(mask), list(range(21)) + [IGNORE_LABEL])
-  if bad.size:
-    raise CorruptExampleError(
-        f'{path}: class ids {bad.tolist()} are not VOC classes (0-20, 255).')
+  _check_class_ids(mask, path)
   return mask
 
 
@@ -82,7 +80,15 @@ def read_sbd_mask(path: str) -> np.ndarray:
   except (OSError, ValueError, KeyError, AttributeError) as error:
     raise CorruptExampleError(f'{path}: unreadable SBD mask ({error}).'
                               ) from error
+  _check_class_ids(mask, path)
   return mask
+
+
+def _check_class_ids(mask: np.ndarray, path: str) -> None:
+  bad = np.setdiff1d(np.unique(mask), list(range(21)) + [IGNORE_LABEL])
+  if bad.size:
+    raise CorruptExampleError(
+        f'{path}: class ids {bad.tolist()} are not VOC classes (0-20, 255).')
 
 
 def _ids(path: str) -> list[str]:
@@ -132,6 +138,11 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
       for name in ('train.txt', 'val.txt'):
         if os.path.exists(os.path.join(sbd, name)):
           sbd_ids += _ids(os.path.join(sbd, name))
+      if not sbd_ids:
+        raise FileNotFoundError(
+            f'{sbd}/cls exists but neither {sbd}/train.txt nor val.txt: the '
+            'SBD tree is incomplete (extract benchmark.tgz whole, or remove '
+            'benchmark_RELEASE to build without train_aug).')
       held_out = set(val)
       augmented = sorted((set(sbd_ids) | set(train)) - held_out)
       splits['train_aug'] = self._generate_examples(root, sbd, augmented)
@@ -147,6 +158,17 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
       else:
         raise CorruptExampleError(f'{png} is missing (listed in ImageSets).')
       image = os.path.join(root, 'JPEGImages', name + '.jpg')
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      try:
+        with Image.open(image) as jpeg:
+          width, height = jpeg.size
+      except (OSError, SyntaxError) as error:
+        raise CorruptExampleError(f'{image}: unreadable image ({error}).'
+                                  ) from error
+      if mask.shape != (height, width):
+        raise CorruptExampleError(
+            f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but '
+            f'{image} is {width}x{height}.')
       yield name, {'image': image, 'segmentation': mask[..., None],
                    'file_name': name}
 
@@ -171,9 +193,17 @@ def check_data_available(config) -> None:
   """Raises a clear error if the prepared dataset cannot be read."""
   voc = builder(config)
   splits = (config.dataset.train_split, config.dataset.eval_split)
+  if voc.is_prepared():
+    missing = [s for s in splits if s not in voc.info.splits]
+    if missing:
+      raise ValueError(
+          f'The prepared VOC 2012 dataset in {voc.data_dir} has the splits '
+          f'{sorted(voc.info.splits)}, not {missing}. train_aug needs SBD '
+          '(benchmark_RELEASE) in the manual directory when the dataset is '
+          'built: delete that directory and rebuild with SBD, or set '
+          'config.dataset.train_split=train.')
   try:
     for split in splits:
-      voc.info.splits[split].num_examples  # pylint: disable=pointless-statement
       imagenet._read(voc, split)  # pylint: disable=protected-access
   except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
     raise ValueError(
@@ -225,14 +255,19 @@ def preprocess_for_train(example, seed, image_size: int, min_scale: float,
 
 
 def preprocess_for_eval(example, image_size: int):
-  """The whole image, padded to image_size; larger images are first
-  downscaled to fit (none in VOC at 513)."""
+  """The whole image, padded to image_size (513 holds every VOC image, the
+  largest are 500 px), so every labelled pixel is scored at its own
+  resolution. A larger image stops the evaluation with an error naming
+  config.image_size rather than being resampled."""
   image, label = _decode(example)
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  factor = tf.minimum(1.0, image_size / tf.reduce_max(shape))
-  size = tf.cast(tf.math.floor(shape * factor), tf.int32)
-  image = tf.image.resize(image, size, 'bilinear')
-  label = tf.image.resize(label, size, 'nearest')
+  check = tf.debugging.assert_less_equal(
+      tf.reduce_max(tf.shape(image)[:2]), image_size,
+      message=f'an evaluation image is larger than config.image_size='
+              f'{image_size}: evaluation pads whole images; set '
+              'config.image_size to at least the largest side (VOC: 500; '
+              'DeepLab uses 513)')
+  with tf.control_dependencies([check]):
+    image = tf.identity(image)
   image, label = _pad_to(image, label, image_size, image_size)
   image = tf.ensure_shape(image, [image_size, image_size, 3])
   return {'image': image / 127.5 - 1.0,

@@ -105,6 +105,35 @@ def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
   assert not np.allclose(merged, single, atol=1e-4)
 
 
+def test_multi_scale_undoes_the_flip_and_the_scaling():
+  """With the image itself as logits, every pass must map back onto the
+  original pixels: the un-flip and the resize to full size are exact for a
+  linear ramp, so the merged probabilities equal the softmax of the image."""
+  ramp = np.linspace(-2, 2, 33, dtype=np.float32)
+  images = np.stack([ramp[None, :] + 0 * ramp[:, None],
+                     0.5 * ramp[:, None] + 0 * ramp[None, :],
+                     np.zeros((33, 33), np.float32)], -1)[None]
+  expected = jax.nn.softmax(images, axis=-1)
+  for scales in [(1.0,), (0.5, 1.0, 1.5)]:
+    merged = deeplab.multi_scale_probabilities(lambda x: x, jnp.asarray(images),
+                                               scales, flip=True)
+    np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_config_errors_name_the_field():
+  for field, value, message in [
+      ('segmentation.flip', True, 'mirrored digit'),
+      ('segmentation.multi_scale_eval', True, 'eval_flip'),
+      ('segmentation.min_scale_factor', 3.0, 'min_scale_factor'),
+      ('segmentation.eval_scales', (True,), 'eval_scales'),
+      ('model.output_stride', 32, 'output stride 8 or 16'),
+      ('num_classes', 10, 'num_classes')]:
+    config = _tiny_scene_config()
+    config.update_from_flattened_dict({field: value})
+    with pytest.raises(ValueError, match=message):
+      configuration.validate(config)
+
+
 def test_scene_segmentation_batches():
   from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
   config = _tiny_scene_config()
