@@ -16,3 +16,18 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 _CACHE_DIR = os.path.join(REPO_ROOT, '.pytest_cache', 'jax_compilation_cache')
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture
+def small_scenes(monkeypatch):
+  """The built-in scenes with 48 train and 16 test scenes instead of 2,000 and
+  200 (generating the full train split takes ~10 s): enough for the batching
+  tests, which need several batches, not the whole set."""
+  from mnv2_jax import scenes  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(scenes, 'SPLIT_SIZES', {'train': 48, 'test': 16})
+  scenes.load_split.cache_clear()
+  yield
+  scenes.load_split.cache_clear()

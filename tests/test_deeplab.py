@@ -134,7 +134,7 @@ def test_segmentation_config_errors_name_the_field():
       configuration.validate(config)
 
 
-def test_scene_segmentation_batches():
+def test_scene_segmentation_batches(small_scenes):
   from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
   config = _tiny_scene_config()
   first = next(scene_data.train_batches(config, start_step=3,

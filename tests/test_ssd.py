@@ -295,7 +295,7 @@ def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   assert 0.0 <= results['AP50'] <= 1.0 or results['AP50'] == -1.0
 
 
-def test_scene_batches_are_padded_and_resumable():
+def test_scene_batches_are_padded_and_resumable(small_scenes):
   from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
   config = _tiny_detection_config()
   first = list(zip(range(3), scene_data.train_batches(
@@ -312,8 +312,10 @@ def test_scene_batches_are_padded_and_resumable():
   assert np.all((counts >= 1) & (counts <= 4))
   boxes = batch['boxes'][batch['valid']]
   assert np.all((boxes >= 0) & (boxes <= 1))
-  eval_batch = next(scene_data.eval_batches(config, per_host_batch_size=100))
-  assert eval_batch['image_id'][0] == 1 and eval_batch['mask'].all()
+  eval_batch = next(scene_data.eval_batches(config, per_host_batch_size=20))
+  # 16 test scenes (small_scenes) in a batch of 20: the last 4 are padding.
+  assert eval_batch['image_id'][0] == 1
+  np.testing.assert_array_equal(eval_batch['mask'], np.arange(20) < 16)
 
 
 def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
