@@ -19,10 +19,8 @@ Batches follow scene_data.py's keys: 'image', 'boxes', 'labels', 'valid',
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
-import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -161,55 +159,19 @@ def preprocess_for_eval(example, image_size: int, max_boxes: int):
 def train_batches(config, *, start_step: int,
                   per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
-  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
-  builder = imagenet._builder(config)  # pylint: disable=protected-access
-  split = imagenet._host_split(config.dataset.train_split,  # pylint: disable=protected-access
-                               drop_remainder=True)
-  host_examples = imagenet._cardinality(imagenet._read(builder, split))  # pylint: disable=protected-access
-  steps_per_epoch = host_examples // per_host_batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'This host has {host_examples} training images, fewer '
-                     f'than one batch of {per_host_batch_size}.')
-  epoch, skip = divmod(start_step, steps_per_epoch)
   image_size, max_boxes = config.image_size, config.detection.max_boxes
-  while True:
-    key = tf.constant([imagenet._derive_seed(config.seed, epoch, _AUGMENT_TAG),  # pylint: disable=protected-access
-                       jax.process_index()], tf.int64)
-
-    def preprocess(index, example, key=key):
-      seed = tf.random.experimental.stateless_fold_in(
-          key, index, alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
-      return preprocess_for_train(example, seed, image_size, max_boxes)
-
-    ds = imagenet._read(builder, split, shuffle_files=True,  # pylint: disable=protected-access
-                        file_shuffle_seed=imagenet._derive_seed(config.seed, epoch, 1))  # pylint: disable=protected-access
-    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
-                    seed=imagenet._derive_seed(config.seed, epoch, 2),  # pylint: disable=protected-access
-                    reshuffle_each_iteration=False)
-    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
-    ds = ds.skip(skip * per_host_batch_size)
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(per_host_batch_size, drop_remainder=True)
-    ds = ds.with_options(imagenet._deterministic_options())  # pylint: disable=protected-access
-    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-    epoch, skip = epoch + 1, 0
+  return imagenet.tfds_train_batches(
+      config, imagenet._builder(config), start_step=start_step,  # pylint: disable=protected-access
+      per_host_batch_size=per_host_batch_size, augment_tag=_AUGMENT_TAG,
+      preprocess=lambda example, seed: preprocess_for_train(
+          example, seed, image_size, max_boxes))
 
 
 def eval_batches(config, *, per_host_batch_size: int
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's shard of the eval split, padded (`mask`)."""
-  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
-  builder = imagenet._builder(config)  # pylint: disable=protected-access
-  total = imagenet.num_examples(config, config.dataset.eval_split)
-  num_batches = math.ceil(-(-total // jax.process_count())
-                          / per_host_batch_size)
-  ds = imagenet._read(builder, imagenet._host_split(  # pylint: disable=protected-access
-      config.dataset.eval_split, drop_remainder=False))
-  host_examples = imagenet._cardinality(ds)  # pylint: disable=protected-access
   image_size, max_boxes = config.image_size, config.detection.max_boxes
-  ds = ds.map(lambda e: preprocess_for_eval(e, image_size, max_boxes),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
+  padding = {
       'image': tf.zeros([image_size, image_size, 3]),
       'boxes': tf.zeros([max_boxes, 4]),
       'labels': tf.zeros([max_boxes], tf.int32),
@@ -217,7 +179,8 @@ def eval_batches(config, *, per_host_batch_size: int
       'crowd': tf.zeros([max_boxes], tf.bool),
       'image_id': tf.constant(0), 'height': tf.constant(1),
       'width': tf.constant(1), 'mask': tf.constant(False),
-  }).repeat(num_batches * per_host_batch_size - host_examples)
-  ds = ds.concatenate(padding).batch(per_host_batch_size, drop_remainder=True)
-  yield from ds.with_options(imagenet._deterministic_options()).prefetch(  # pylint: disable=protected-access
-      tf.data.AUTOTUNE).as_numpy_iterator()
+  }
+  return imagenet.tfds_eval_batches(
+      config, imagenet._builder(config),  # pylint: disable=protected-access
+      per_host_batch_size=per_host_batch_size, padding=padding,
+      preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes))

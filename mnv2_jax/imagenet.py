@@ -377,6 +377,73 @@ def check_data_available(config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------
 
 
+
+def tfds_train_batches(config: ml_collections.ConfigDict,
+                       builder: tfds.core.DatasetBuilder, *, start_step: int,
+                       per_host_batch_size: int, augment_tag: int,
+                       preprocess) -> Iterator[Batch]:
+  """This host's training batches of any TFDS task dataset, forever (COCO,
+  VOC); a pure function of (config.seed, step, host), so a resumed run sees
+  the batches of an uninterrupted one.
+
+  `preprocess(example, seed)` maps one example to its training features;
+  `seed` is a stateless-RNG key derived from (seed, epoch, augment_tag,
+  host, position in the epoch).
+  """
+  _hide_accelerators_from_tf()
+  split = _host_split(config.dataset.train_split, drop_remainder=True)
+  host_examples = _cardinality(_read(builder, split))
+  steps_per_epoch = host_examples // per_host_batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'This host has {host_examples} training images, fewer '
+                     f'than one batch of {per_host_batch_size}.')
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  while True:
+    key = tf.constant([_derive_seed(config.seed, epoch, augment_tag),
+                       jax.process_index()], tf.int64)
+
+    def with_seed(index, example, key=key):
+      return preprocess(example, tf.random.experimental.stateless_fold_in(
+          key, index, alg=_RNG_ALG))
+
+    ds = _read(builder, split, shuffle_files=True,
+               file_shuffle_seed=_derive_seed(config.seed, epoch, 1))
+    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
+                    seed=_derive_seed(config.seed, epoch, 2),
+                    reshuffle_each_iteration=False)
+    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
+    ds = ds.skip(skip * per_host_batch_size)
+    ds = ds.map(with_seed, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_host_batch_size, drop_remainder=True)
+    ds = ds.with_options(_deterministic_options())
+    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    epoch, skip = epoch + 1, 0
+
+
+def tfds_eval_batches(config: ml_collections.ConfigDict,
+                      builder: tfds.core.DatasetBuilder, *,
+                      per_host_batch_size: int, preprocess,
+                      padding: dict) -> Iterator[Batch]:
+  """One pass over this host's shard of the eval split of a TFDS task
+  dataset, `preprocess(example)` applied, padded with copies of `padding`
+  (whose 'mask' is False) to whole batches, the same count on every host."""
+  _hide_accelerators_from_tf()
+  split = config.dataset.eval_split
+  total = (builder.info.splits[split].num_examples if builder.info.splits
+           else _cardinality(_read(builder, split)))  # mock_data: no metadata
+  num_batches = math.ceil(-(-total // jax.process_count())
+                          / per_host_batch_size)
+  ds = _read(builder, _host_split(config.dataset.eval_split,
+                                  drop_remainder=False))
+  host_examples = _cardinality(ds)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
+      num_batches * per_host_batch_size - host_examples))
+  ds = ds.batch(per_host_batch_size, drop_remainder=True)
+  yield from ds.with_options(_deterministic_options()).prefetch(
+      tf.data.AUTOTUNE).as_numpy_iterator()
+
+
 def _train_epoch(
     config: ml_collections.ConfigDict,
     builder: tfds.core.DatasetBuilder,

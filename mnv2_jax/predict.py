@@ -47,6 +47,14 @@ def class_names(config) -> list[str]:
   return names
 
 
+def _unreadable(path: str, error: Exception) -> ValueError:
+  """A one-line error naming the file and TF's reason."""
+  message = getattr(error, 'message', str(error)).strip().split('\n')[0]
+  # TF prefixes the op's device and appends its name: keep the reason.
+  message = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:.*$', '', message)
+  return ValueError(f'{path}: not a readable image ({message})')
+
+
 def load_image(path: str, config) -> np.ndarray:
   """One preprocessed image [S, S, 3]; raises ValueError naming the file."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -63,10 +71,7 @@ def load_image(path: str, config) -> np.ndarray:
         data, config.image_size, config.eval_crop_fraction,
         config.preprocessing).numpy()
   except (tf.errors.OpError, ValueError) as error:
-    message = getattr(error, 'message', str(error)).strip().split('\n')[0]
-    # TF prefixes the op's device and appends its name: keep the reason.
-    message = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:.*$', '', message)
-    raise ValueError(f'{path}: not a readable image ({message})') from error
+    raise _unreadable(path, error) from error
 
 
 def _detection_names(config) -> list[str]:
@@ -90,9 +95,7 @@ def load_detection_image(path: str, config) -> tuple[np.ndarray, np.ndarray]:
     original = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                   expand_animations=False)
   except (tf.errors.OpError, ValueError) as error:
-    message = getattr(error, 'message', str(error)).strip().split('\n')[0]
-    message = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:.*$', '', message)
-    raise ValueError(f'{path}: not a readable image ({message})') from error
+    raise _unreadable(path, error) from error
   resized = tf.image.resize(original, [config.image_size] * 2,
                             method='bilinear')
   return original.numpy(), imagenet.normalize(resized, 'inception').numpy()

@@ -30,11 +30,9 @@ it, so every labelled pixel is scored once. Images in [-1, 1].
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Iterator
 
-import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -279,64 +277,25 @@ def preprocess_for_eval(example, image_size: int):
 def train_batches(config, *, start_step: int,
                   per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
-  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
-  voc = builder(config)
-  split = imagenet._host_split(config.dataset.train_split,  # pylint: disable=protected-access
-                               drop_remainder=True)
-  host_examples = imagenet._cardinality(imagenet._read(voc, split))  # pylint: disable=protected-access
-  steps_per_epoch = host_examples // per_host_batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'This host has {host_examples} training images, fewer '
-                     f'than one batch of {per_host_batch_size}.')
-  epoch, skip = divmod(start_step, steps_per_epoch)
   segmentation = config.segmentation
-  while True:
-    key = tf.constant([imagenet._derive_seed(config.seed, epoch, _AUGMENT_TAG),  # pylint: disable=protected-access
-                       jax.process_index()], tf.int64)
-
-    def preprocess(index, example, key=key):
-      seed = tf.random.experimental.stateless_fold_in(
-          key, index, alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
-      return preprocess_for_train(
+  return imagenet.tfds_train_batches(
+      config, builder(config), start_step=start_step,
+      per_host_batch_size=per_host_batch_size, augment_tag=_AUGMENT_TAG,
+      preprocess=lambda example, seed: preprocess_for_train(
           example, seed, config.image_size, segmentation.min_scale_factor,
-          segmentation.max_scale_factor, segmentation.flip)
-
-    ds = imagenet._read(voc, split, shuffle_files=True,  # pylint: disable=protected-access
-                        file_shuffle_seed=imagenet._derive_seed(config.seed, epoch, 1))  # pylint: disable=protected-access
-    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
-                    seed=imagenet._derive_seed(config.seed, epoch, 2),  # pylint: disable=protected-access
-                    reshuffle_each_iteration=False)
-    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
-    ds = ds.skip(skip * per_host_batch_size)
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(per_host_batch_size, drop_remainder=True)
-    ds = ds.with_options(imagenet._deterministic_options())  # pylint: disable=protected-access
-    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-    epoch, skip = epoch + 1, 0
+          segmentation.max_scale_factor, segmentation.flip))
 
 
 def eval_batches(config, *, per_host_batch_size: int
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's shard of the eval split, padded (`mask`)."""
-  imagenet._hide_accelerators_from_tf()  # pylint: disable=protected-access
-  voc = builder(config)
-  total = voc.info.splits[config.dataset.eval_split].num_examples
-  num_batches = math.ceil(-(-total // jax.process_count())
-                          / per_host_batch_size)
-  ds = imagenet._read(voc, imagenet._host_split(  # pylint: disable=protected-access
-      config.dataset.eval_split, drop_remainder=False))
-  host_examples = imagenet._cardinality(ds)  # pylint: disable=protected-access
   size = config.image_size
-  ds = ds.map(lambda e: preprocess_for_eval(e, size),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, 3]),
-      'label': tf.fill([size, size], IGNORE_LABEL),
-      'mask': tf.constant(False),
-  }).repeat(num_batches * per_host_batch_size - host_examples)
-  ds = ds.concatenate(padding).batch(per_host_batch_size, drop_remainder=True)
-  yield from ds.with_options(imagenet._deterministic_options()).prefetch(  # pylint: disable=protected-access
-      tf.data.AUTOTUNE).as_numpy_iterator()
+  padding = {'image': tf.zeros([size, size, 3]),
+             'label': tf.fill([size, size], IGNORE_LABEL),
+             'mask': tf.constant(False)}
+  return imagenet.tfds_eval_batches(
+      config, builder(config), per_host_batch_size=per_host_batch_size,
+      padding=padding, preprocess=lambda e: preprocess_for_eval(e, size))
 
 
 def main(argv=None) -> int:
