@@ -32,6 +32,7 @@ setuptools.setup(
         # TFDS needs it to locate the code of our own builder (voc.py).
         'importlib_resources>=7.1,<8',
         'scipy>=1.13,<2',  # SBD's .mat masks (VOC train_aug)
+        'matplotlib>=3.11,<3.12',  # the sweeps' plots (mnv2_jax/sweep.py)
     ],
     extras_require={
         'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4'],

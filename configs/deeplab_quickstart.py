@@ -10,8 +10,8 @@ the anti-aliased rim of each digit ignored.
 
   python -m mnv2_jax.main --config configs/deeplab_quickstart.py --workdir /tmp/deeplab_quickstart
 
-Expected: mIoU >= 0.75 on the 200 test scenes, background included (README
-has the measured figures and time).
+Target: mIoU >= 0.75 on the 200 test scenes, background included. Measured:
+0.719 in 17:21 on 2 CPU cores (README).
 """
 
 from mnv2_jax import configuration
@@ -24,10 +24,15 @@ def get_config():
   config.dataset.eval_split = 'test'
   config.num_classes = 11  # photo + 10 digits
   # DeepLab's crops are k·stride + 1 pixels (513 = 32·16 + 1): corners align.
-  config.image_size = 161
+  # 129 rather than 161: 1.5x the steps in the same minutes, which counted
+  # for more than the resolution (measured on a GPU, Adam 3e-3: 0.48 after 8
+  # epochs at 161 vs 0.48 after 12 at 129, and 0.63 at 6e-3).
+  config.image_size = 129
 
-  config.model.width_multiplier = 0.5
-  config.model.output_stride = 8
+  # α = 0.35 trains 1.4x faster than 0.5 here (33 vs 24 images/s at 129),
+  # which buys 17 epochs in the time of 12.
+  config.model.width_multiplier = 0.35
+  config.model.output_stride = 8  # 16 was far behind (GPU: 0.33 vs 0.48)
   config.model.dropout_rate = 0.1  # DeepLab: keep probability 0.9
   config.model.batch_norm_momentum = 0.9  # few steps
   config.segmentation.aspp = False
@@ -35,21 +40,22 @@ def get_config():
   config.segmentation.min_scale_factor = 0.75
   config.segmentation.max_scale_factor = 1.5
 
-  config.num_epochs = 8.0  # ~20 minutes on 2 cores (13 images/s)
+  config.num_epochs = 17.0  # 17:21 on 2 cores (README)
   config.batch_size = 16
   config.eval_batch_size = 50
-  # DeepLab trains with momentum SGD, lr 0.007 ('poly' decay) at batch 8-16;
-  # a run of minutes from scratch uses RMSProp as the SSDLite quickstart
-  # does, at its learning rate (the classifier's 0.045 per 96 left the loss
-  # at the class prior for two epochs).
-  config.base_learning_rate = 0.06
-  config.base_batch_size = 24
+  # DeepLab trains with momentum SGD, lr 0.007 ('poly') from an ImageNet
+  # backbone. From scratch in minutes, Adam learns far faster: mIoU after 8
+  # epochs at 161, α 0.5 was 0.18-0.26 with RMSProp (lr 0.06 per 24) and 0.49
+  # with Adam 3e-3; at 129, 12 epochs: 0.48 (3e-3), 0.63 (6e-3), 0.67 (1e-2).
+  config.optimizer = 'adam'
+  config.base_learning_rate = 0.01
+  config.base_batch_size = 16
   config.lr_schedule = 'cosine'
   config.warmup_epochs = 1.0
   config.ema_decay = 0.0
 
   config.log_every_steps = 50
-  config.eval_every_epochs = 2.0
+  config.eval_every_epochs = 6.0
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   return config

@@ -27,9 +27,4 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  config = configuration.base_config()  # the base is the §6.1 recipe
-  config.num_epochs = 300.0
-  config.batch_size = 96 * 16  # 16 workers x 96, lr scaled to 0.72
-  config.eval_batch_size = 1000
-  config.eval_every_epochs = 5.0
-  return config
+  return configuration.imagenet_config()  # the base is the §6.1 recipe

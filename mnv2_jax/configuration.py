@@ -17,16 +17,17 @@ from mnv2_jax import model as model_lib
 
 # name -> number of classes (detection: foreground classes; segmentation:
 # with the background, `SEGMENTATION_CLASSES`)
-DATASETS = {'digits': 10, 'imagenet2012': 1000, 'scenes': 10, 'coco/2017': 80,
-            'voc2012': 20}
+DATASETS = {'digits': 10, 'cluttered_digits': 10, 'imagenet2012': 1000,
+            'scenes': 10, 'coco/2017': 80, 'voc2012': 20}
 DATASET_TASKS = {'digits': ('classification',),
+                 'cluttered_digits': ('classification',),
                  'imagenet2012': ('classification',),
                  'scenes': ('detection', 'segmentation'),
                  'coco/2017': ('detection',),
                  'voc2012': ('segmentation',)}
 SEGMENTATION_CLASSES = {'scenes': 11, 'voc2012': 21}
 TASKS = ('classification', 'detection', 'segmentation')
-OPTIMIZERS = ('rmsprop', 'sgd')
+OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
 LR_SCHEDULES = ('exponential', 'cosine', 'poly')
 MODES = ('train', 'eval')
 PREPROCESSING = ('inception', 'torchvision')  # as imagenet.PREPROCESSING
@@ -80,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.padding = 'same'
   config.model.dtype = 'float32'
   config.model.depthwise_implementation = 'auto'
+  # Memory-efficient inference (paper §5.1): each expanded tensor computed in
+  # this many channel slices (1: whole). Inference only; same outputs.
+  config.model.inference_splits = 1
 
   # Durations: epochs, converted to steps once in train.py. A positive
   # num_train_steps overrides num_epochs (tests, smoke runs).
@@ -101,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
   # mean square at 1; TF-slim's train_image_classifier uses epsilon 1.0.
   config.rmsprop_epsilon = 1.0
   config.rmsprop_initial_scale = 1.0
+  # optimizer='adam' (beta1 = momentum).
+  config.adam_b2 = 0.999
+  config.adam_epsilon = 1e-8
   config.base_learning_rate = 0.045
   config.base_batch_size = 96
   config.lr_schedule = 'exponential'
@@ -141,6 +148,56 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
   return config
+
+
+def cluttered_digits_config() -> ml_collections.ConfigDict:
+  """The built-in proxy task of the sweeps (configs/cluttered_digits.py):
+  the paper's network at α = 0.5, 32x32, on mnv2_jax/cluttered_digits.py."""
+  config = base_config()
+  config.dataset.name = 'cluttered_digits'
+  config.dataset.eval_split = 'test'
+  config.num_classes = 10
+  config.image_size = 32
+  config.model.width_multiplier = 0.5
+  config.model.dropout_rate = 0.0
+  config.model.batch_norm_momentum = 0.9  # few steps (ImageNet: 0.997)
+  config.num_epochs = 6.0
+  config.batch_size = 128
+  config.eval_batch_size = 500
+  config.base_learning_rate = 0.045  # the paper's, per 96 images
+  config.base_batch_size = 96
+  config.lr_schedule = 'cosine'
+  config.warmup_epochs = 0.5
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_steps = 400
+  config.keep_checkpoints = 1
+  return config
+
+
+def imagenet_config() -> ml_collections.ConfigDict:
+  """The paper's ImageNet run (configs/imagenet_mnv2.py): §6.1's recipe with
+  16 workers' batches of 96 made one synchronous batch of 1536."""
+  config = base_config()
+  config.num_epochs = 300.0
+  config.batch_size = 96 * 16
+  config.eval_batch_size = 1000
+  config.eval_every_epochs = 5.0
+  return config
+
+
+# Where an experiment config runs: its config string (`--config file.py:scale`).
+EXPERIMENT_SCALES = {'builtin': cluttered_digits_config,
+                     'imagenet': imagenet_config}
+
+
+def experiment_base(scale) -> ml_collections.ConfigDict:
+  scale = scale or 'builtin'
+  if scale not in EXPERIMENT_SCALES:
+    raise ValueError(f'unknown experiment scale {scale!r}: use one of '
+                     f'{list(EXPERIMENT_SCALES)}, e.g. --config '
+                     f'configs/ablation_bottleneck.py:imagenet')
+  return EXPERIMENT_SCALES[scale]()
 
 
 def from_json(path: str) -> ml_collections.ConfigDict:
@@ -288,6 +345,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ('eval_every_epochs', 0.0, inf, False, False),
       ('rmsprop_decay', 0.0, 1.0, True, False),
       ('rmsprop_epsilon', 0.0, inf, False, False),
+      ('adam_b2', 0.0, 1.0, True, False),
+      ('adam_epsilon', 0.0, inf, False, False),
       ('momentum', 0.0, 1.0, True, False),
       ('weight_decay', 0.0, inf, True, False),
       ('label_smoothing', 0.0, 1.0, True, False),

@@ -14,7 +14,7 @@ resumed at step s therefore sees exactly the batches of an uninterrupted run.
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from typing import Iterator, Optional
 
 import jax
 import numpy as np
@@ -57,12 +57,15 @@ def num_examples(split: str) -> int:
   return num_test if split == 'test' else total - num_test
 
 
-def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Light augmentation: a random shift of up to one source pixel (1/8 side)."""
+def shift_augment(images: np.ndarray, rng: np.random.Generator,
+                  background: Optional[float] = -1.0) -> np.ndarray:
+  """Light augmentation: a random shift of up to 1/8 of the side, filled
+  with `background` (the digits' -1), or mirrored where it is None."""
   size = images.shape[1]
   shift = max(1, size // 8)
-  padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)),
-                  constant_values=-1.0)  # the digits' background
+  pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
+  padded = (np.pad(images, pad, mode='reflect') if background is None
+            else np.pad(images, pad, constant_values=background))
   offsets = rng.integers(0, 2 * shift + 1, size=(len(images), 2))
   return np.stack([padded[i, dy:dy + size, dx:dx + size]
                    for i, (dy, dx) in enumerate(offsets)])
@@ -72,11 +75,25 @@ def train_batches(config, *, start_step: int,
                   per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of each global training batch, forever."""
   images, labels = load_split('train', config.image_size)
+  return array_train_batches(images, labels, config, start_step=start_step,
+                             per_host_batch_size=per_host_batch_size,
+                             name='digits')
+
+
+def array_train_batches(images: np.ndarray, labels: np.ndarray, config, *,
+                        start_step: int, per_host_batch_size: int, name: str,
+                        background: Optional[float] = -1.0
+                        ) -> Iterator[dict[str, np.ndarray]]:
+  """Shuffled, shift-augmented batches of an in-memory set, forever.
+
+  A pure function of (config.seed, step), so a resumed run sees the batches
+  of an uninterrupted one.
+  """
   global_batch = per_host_batch_size * jax.process_count()
   steps_per_epoch = len(labels) // global_batch
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={global_batch} is larger than the '
-                     f'{len(labels)} digits training images.')
+                     f'{len(labels)} {name} training images.')
   host_slice = slice(jax.process_index() * per_host_batch_size,
                      (jax.process_index() + 1) * per_host_batch_size)
   step = start_step
@@ -85,20 +102,28 @@ def train_batches(config, *, start_step: int,
     order = np.random.default_rng([config.seed, epoch]).permutation(len(labels))
     batch_index = order[position * global_batch:(position + 1) * global_batch]
     batch_index = batch_index[host_slice]
-    batch_images = images[batch_index]
-    batch_images = _augment(batch_images,
-                            np.random.default_rng([config.seed, step, 1]))
+    batch_images = shift_augment(images[batch_index],
+                                 np.random.default_rng([config.seed, step, 1]),
+                                 background)
     yield {'image': batch_images, 'label': labels[batch_index]}
     step += 1
 
 
 def eval_batches(config, *, per_host_batch_size: int
                  ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's share of the test split; the last batch padded.
+  """One pass over this host's share of the test split; the last batch padded."""
+  images, labels = load_split('test', config.image_size)
+  return array_eval_batches(images, labels,
+                            per_host_batch_size=per_host_batch_size)
+
+
+def array_eval_batches(images: np.ndarray, labels: np.ndarray, *,
+                       per_host_batch_size: int
+                       ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's share of an in-memory set.
 
   `mask` marks real examples so that every test image counts exactly once.
   """
-  images, labels = load_split('test', config.image_size)
   host_images = np.array_split(images, jax.process_count())[jax.process_index()]
   host_labels = np.array_split(labels, jax.process_count())[jax.process_index()]
   # Every host yields the same number of batches (collectives must line up).

@@ -85,6 +85,10 @@ def calibration_images(config, count: int = 200, seed: int = 0) -> np.ndarray:
     from mnv2_jax import digits  # pylint: disable=g-import-not-at-top
     images, _ = digits.load_split('train', config.image_size)
     return images[np.random.default_rng(seed).permutation(len(images))[:count]]
+  if config.dataset.name == 'cluttered_digits':
+    from mnv2_jax import cluttered_digits  # pylint: disable=g-import-not-at-top
+    images, _ = cluttered_digits.load_split('train', config.image_size)
+    return images[np.random.default_rng(seed).permutation(len(images))[:count]]
   return sample_photo_crops(config, count, seed)
 
 
@@ -115,6 +119,9 @@ def held_images(config, count: int = 360, seed: int = 1) -> np.ndarray:
   if config.dataset.name == 'digits':
     from mnv2_jax import digits  # pylint: disable=g-import-not-at-top
     return digits.load_split('test', config.image_size)[0][:count]
+  if config.dataset.name == 'cluttered_digits':
+    from mnv2_jax import cluttered_digits  # pylint: disable=g-import-not-at-top
+    return cluttered_digits.load_split('test', config.image_size)[0][:count]
   return sample_photo_crops(config, min(count, 64), seed)
 
 

@@ -1,5 +1,5 @@
-"""One entry point to the datasets: built-in digits and scenes, TFDS ImageNet,
-COCO and VOC 2012.
+"""One entry point to the datasets: built-in digits, cluttered digits and
+scenes, TFDS ImageNet, CIFAR-10 and Imagenette, COCO and VOC 2012.
 
 Every iterator yields host-local numpy batches: `image` float32 [B, S, S, 3] in
 [-1, 1] and `label` int32 [B]; evaluation batches add a boolean `mask` (the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Optional
 
+from mnv2_jax import cluttered_digits
 from mnv2_jax import digits
 from mnv2_jax import scene_data
 
@@ -55,6 +56,10 @@ def dataset_info(config) -> DatasetInfo:
   if config.dataset.name == 'digits':
     return DatasetInfo(digits.NUM_CLASSES, digits.num_examples('train'),
                        digits.num_examples('test'), 'test')
+  if config.dataset.name == 'cluttered_digits':
+    return DatasetInfo(cluttered_digits.NUM_CLASSES,
+                       cluttered_digits.num_examples('train'),
+                       cluttered_digits.num_examples('test'), 'test')
   if config.dataset.name == 'scenes':
     return scene_data.dataset_info(config)
   if config.dataset.name == 'coco/2017':
@@ -94,6 +99,12 @@ def train_batches(config, *, start_step: int,
   if config.dataset.name == 'digits':
     batches = digits.train_batches(config, start_step=start_step,
                                    per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'cluttered_digits':
+    images, labels = cluttered_digits.load_split('train', config.image_size)
+    batches = digits.array_train_batches(
+        images, labels, config, start_step=start_step,
+        per_host_batch_size=per_host_batch_size, name='cluttered_digits',
+        background=None)
   elif config.dataset.name == 'scenes':
     return scene_data.train_batches(config, start_step=start_step,
                                     per_host_batch_size=per_host_batch_size)
@@ -113,6 +124,10 @@ def eval_batches(config, *, per_host_batch_size: int) -> Iterator[Batch]:
   if config.dataset.name == 'digits':
     batches = digits.eval_batches(config,
                                   per_host_batch_size=per_host_batch_size)
+  elif config.dataset.name == 'cluttered_digits':
+    images, labels = cluttered_digits.load_split('test', config.image_size)
+    batches = digits.array_eval_batches(
+        images, labels, per_host_batch_size=per_host_batch_size)
   elif config.dataset.name == 'scenes':
     return scene_data.eval_batches(config,
                                    per_host_batch_size=per_host_batch_size)

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Mapping
 
+from absl import logging
 import jax
 from etils import epath
 
@@ -34,9 +35,14 @@ class MetricWriter:
       if tensorboard:
         # flax.metrics.tensorboard writes TF event files; TF is imported only
         # here, never on the training hot path.
-        from flax.metrics import tensorboard as flax_tensorboard  # pylint: disable=g-import-not-at-top
-        self._summary_writer = flax_tensorboard.SummaryWriter(
-            os.path.join(workdir, 'tensorboard'))
+        try:
+          from flax.metrics import tensorboard as flax_tensorboard  # pylint: disable=g-import-not-at-top
+        except ImportError as e:  # e.g. an accelerator image without TF
+          logging.warning('No TensorBoard events (%s); metrics go to %s.',
+                          e, self._jsonl_path)
+        else:
+          self._summary_writer = flax_tensorboard.SummaryWriter(
+              os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
     if not self._active:

@@ -153,6 +153,9 @@ class InvertedResidual(nn.Module):
 
   Attributes:
     block: channel counts, stride and dilation of this block.
+    inference_splits: > 1 computes the block (inference only) as a sum over
+      that many channel slices of the expanded tensor (paper §5.1, see
+      `split_inverted_residual`); the variables are the same.
     bottleneck_activation: 'linear' (the paper) or 'relu6' (Figure 6a).
     residual: 'bottleneck' shortcut between the thin bottlenecks (the paper),
       'expansion' between the expanded tensors (Figure 6b) or 'none'.
@@ -164,6 +167,7 @@ class InvertedResidual(nn.Module):
   conv: Any
   depthwise_conv: Any
   norm: Any
+  inference_splits: int = 1
 
   @nn.compact
   def __call__(self, inputs: Array, expansion_shortcut: Optional[Array] = None
@@ -182,6 +186,18 @@ class InvertedResidual(nn.Module):
     """
     block = self.block
     endpoints = {}
+    if self.inference_splits > 1 and not self.is_initializing():
+      # Paper §5.1: the expanded tensor is never materialised whole, so its
+      # endpoints do not exist; only the block output is published.
+      x = split_inverted_residual(
+          self.variables, inputs, block, self.inference_splits,
+          bottleneck_activation=self.bottleneck_activation,
+          residual=self.residual,
+          epsilon=self.norm.keywords['epsilon'],
+          padding=self.depthwise_conv.keywords['padding'],
+          depthwise_implementation=self.depthwise_conv.keywords['implementation'])
+      endpoints['output'] = x
+      return x, endpoints
     x = inputs
     if block.has_expansion:
       x = layers.ConvBN(functools.partial(self.conv, block.expanded_channels),
@@ -207,6 +223,120 @@ class InvertedResidual(nn.Module):
 def has_identity_shortcut(block: BlockConfig) -> bool:
   """Residual connections join blocks with stride 1 and k = k' (Table 1)."""
   return block.stride == 1 and block.in_channels == block.out_channels
+
+
+def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
+                            splits: int, *, bottleneck_activation: str,
+                            residual: str, epsilon: float, padding: str,
+                            depthwise_implementation: str,
+                            stem_variables=None) -> Array:
+  """Memory-efficient inference of one inverted residual (paper §5.1).
+
+  The block is F(x) = [A ∘ N ∘ B](x) with B the expansion (1x1 conv + BN +
+  ReLU6; the identity in the first block, which has no expansion), N the
+  per-channel depthwise 3x3 + BN + ReLU6 and A the linear 1x1 projection.
+  B and N act on each expanded channel alone, so splitting the t·k expanded
+  channels into `splits` slices gives
+      F(x) = BN_A( Σ_i A_i(N_i(B_i(x))) ),
+  the projection's BatchNorm (affine at inference) applied once to the sum.
+  The slices run in a `lax.fori_loop` that reads each slice's weights in
+  place (`dynamic_slice`, no re-laid-out copy of the weights), so only one
+  slice of the expanded tensor is alive at a time. The result equals the
+  unsplit block up to the order of the float sums (tests/test_model.py).
+
+  When `splits` does not divide the channel count, slices have
+  ceil(channels / splits) channels and the last one starts early; the
+  channels it shares with the previous slice are masked to zero before the
+  projection, so every channel is summed exactly once.
+
+  Args:
+    variables: the block's variables ({'params': ..., 'batch_stats': ...}
+      with 'expand', 'depthwise', 'project' as `InvertedResidual` makes them).
+    inputs: [N, H, W, in_channels].
+    block: the block's configuration.
+    splits: number of slices (t in §5.1; not the expansion ratio).
+    bottleneck_activation: as `InvertedResidual`.
+    residual: 'bottleneck' or 'none' (the 'expansion' shortcut of Figure 6b
+      needs the previous block's whole expanded tensor).
+    epsilon: BatchNorm epsilon.
+    padding, depthwise_implementation: as `layers.DepthwiseConv`.
+    stem_variables: for the first block (no expansion) only: the variables of
+      the 3x3 stride-2 stem conv + BN + ReLU6 (layer_1). `inputs` are then the
+      images and the stem's output channels are computed slice by slice too,
+      so the stem and the first block are one operation, as Table 3 counts
+      them (its 112² row is the first block's 16 output channels).
+
+  Returns:
+    The block output [N, H', W', out_channels].
+  """
+  params, stats = variables['params'], variables['batch_stats']
+  channels = block.expanded_channels
+  splits = min(splits, channels)
+  size = -(-channels // splits)
+
+  def bn_affine(name, params=params, stats=stats):
+    scale = params[name]['bn']['scale'] * jax.lax.rsqrt(
+        stats[name]['bn']['var'] + epsilon)
+    return scale, params[name]['bn']['bias'] - stats[name]['bn']['mean'] * scale
+
+  x = inputs.astype(jnp.float32)
+  if stem_variables is not None:
+    assert not block.has_expansion and not has_identity_shortcut(block)
+    stem = {'stem': stem_variables['params']}
+    stem_kernel = stem['stem']['conv']['kernel']  # [3, 3, 3, C]
+    stem_scale, stem_shift = bn_affine(
+        'stem', stem, {'stem': stem_variables['batch_stats']})
+    stem_padding = layers.conv_padding(x.shape[1:3], 3, STEM_STRIDE, 1,
+                                       padding)
+
+  if block.has_expansion:
+    expand_kernel = params['expand']['conv']['kernel'][0, 0]  # [in, E]
+    expand_scale, expand_shift = bn_affine('expand')
+  depthwise_kernel = params['depthwise']['conv']['kernel']  # [3, 3, 1, E]
+  depthwise_scale, depthwise_shift = bn_affine('depthwise')
+  project_kernel = params['project']['conv']['kernel'][0, 0]  # [E, out]
+  depthwise = (layers.depthwise_conv_shifted
+               if layers.resolve_depthwise_implementation(
+                   depthwise_implementation) == 'shifted'
+               else layers.depthwise_conv_grouped)
+
+  def depthwise_output(i):
+    """Slice i of the depthwise stage's output, and the channels' mask."""
+    first = i * size  # the slice's first channel not summed yet
+    start = jnp.minimum(first, channels - size)
+    take = lambda values, axis: jax.lax.dynamic_slice_in_dim(
+        values, start, size, axis)
+    if block.has_expansion:
+      h = jnp.dot(x, take(expand_kernel, 1))
+      h = jax.nn.relu6(h * take(expand_scale, 0) + take(expand_shift, 0))
+    elif stem_variables is not None:
+      h = jax.lax.conv_general_dilated(
+          x, take(stem_kernel, 3), (STEM_STRIDE, STEM_STRIDE), stem_padding,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      h = jax.nn.relu6(h * take(stem_scale, 0) + take(stem_shift, 0))
+    else:
+      h = take(x, 3)
+    padding_of_h = layers.conv_padding(h.shape[1:3], 3, block.stride,
+                                       block.dilation, padding)
+    h = depthwise(h, take(depthwise_kernel, 3), block.stride, block.dilation,
+                  padding_of_h)
+    h = jax.nn.relu6(h * take(depthwise_scale, 0) + take(depthwise_shift, 0))
+    return jnp.where(start + jnp.arange(size) >= first, h, 0.0), take
+
+  def accumulate(i, projected):
+    h, take = depthwise_output(i)
+    return projected + jnp.dot(h, take(project_kernel, 0))
+
+  out_shape = jax.eval_shape(lambda: depthwise_output(0)[0]).shape
+  projected = jnp.zeros(out_shape[:3] + (block.out_channels,), jnp.float32)
+  projected = jax.lax.fori_loop(0, splits, accumulate, projected)
+  project_scale, project_shift = bn_affine('project')
+  y = projected * project_scale + project_shift
+  if bottleneck_activation == 'relu6':
+    y = jax.nn.relu6(y)
+  if residual == 'bottleneck' and has_identity_shortcut(block):
+    y = y + inputs
+  return y.astype(inputs.dtype)
 
 
 def expansion_shortcut_layers(blocks: Sequence[BlockConfig]) -> tuple[int, ...]:
@@ -248,6 +378,10 @@ class MobileNetV2(nn.Module):
     dtype: computation dtype name; parameters are always float32.
     depthwise_implementation: 'auto' | 'shifted' | 'grouped' (see layers.py);
       'grouped' also computes the other convolutions with XLA's conv op.
+    inference_splits: memory-efficient inference (paper §5.1): every block
+      with an expansion computes its expanded tensor in this many channel
+      slices; only the blocks' outputs are then published as endpoints.
+      Ignored in training.
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -262,11 +396,17 @@ class MobileNetV2(nn.Module):
   padding: str = 'same'
   dtype: str = 'float32'
   depthwise_implementation: str = 'auto'
+  inference_splits: int = 1
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False
                ) -> tuple[Array, dict[str, Array]]:
     """Returns logits [N, num_classes] (features if num_classes == 0), endpoints."""
+    if self.inference_splits > 1 and self.residual == 'expansion':
+      raise ValueError(
+          "inference_splits > 1 needs residual 'bottleneck' or 'none': the "
+          "'expansion' shortcut adds the previous block's whole expanded "
+          'tensor, which split inference never materialises.')
     dtype = DTYPES[self.dtype]
     norm, conv, depthwise_conv = layers.module_factories(
         train=train, momentum=self.batch_norm_momentum,
@@ -274,26 +414,46 @@ class MobileNetV2(nn.Module):
         depthwise_implementation=self.depthwise_implementation)
     endpoints = {}
 
-    x = layers.ConvBN(
-        functools.partial(conv, make_divisible(STEM_CHANNELS * self.width_multiplier),
-                          kernel_size=3, strides=STEM_STRIDE),
-        norm, nn.relu6, name='layer_1')(images.astype(dtype))
-    endpoints['layer_1'] = endpoints['layer_1/output'] = x
-
     blocks = block_configs(self.width_multiplier, self.expansion_ratio,
                            self.output_stride)
+    if (self.inference_splits > 1 and not train and not self.is_initializing()
+        and not blocks[0].has_expansion):
+      # §5.1 / Table 3: the stem and the first block as one operation, the
+      # stem's 32 output channels computed a slice at a time as well.
+      of_layer = lambda name: {collection: values[name] for collection, values
+                               in self.variables.items() if name in values}
+      x = split_inverted_residual(
+          of_layer('layer_2'), images.astype(dtype), blocks[0],
+          self.inference_splits,
+          bottleneck_activation=self.bottleneck_activation,
+          residual=self.residual, epsilon=self.batch_norm_epsilon,
+          padding=self.padding,
+          depthwise_implementation=self.depthwise_implementation,
+          stem_variables=of_layer('layer_1')).astype(dtype)
+      endpoints['layer_2'] = endpoints['layer_2/output'] = x
+      blocks_to_build = blocks[1:]
+    else:
+      x = layers.ConvBN(
+          functools.partial(conv, make_divisible(STEM_CHANNELS * self.width_multiplier),
+                            kernel_size=3, strides=STEM_STRIDE),
+          norm, nn.relu6, name='layer_1')(images.astype(dtype))
+      endpoints['layer_1'] = endpoints['layer_1/output'] = x
+      blocks_to_build = blocks
+
     expansion_shortcuts = (expansion_shortcut_layers(blocks)
                            if self.residual == 'expansion' else ())
     previous_wide = None
-    for block in blocks:
+    for block in blocks_to_build:
       shortcut = previous_wide if block.layer in expansion_shortcuts else None
       x, block_endpoints = InvertedResidual(
           block, self.bottleneck_activation, self.residual, conv,
-          depthwise_conv, norm, name=f'layer_{block.layer}')(x, shortcut)
+          depthwise_conv, norm,
+          inference_splits=1 if train else self.inference_splits,
+          name=f'layer_{block.layer}')(x, shortcut)
       for key, value in block_endpoints.items():
         endpoints[f'layer_{block.layer}/{key}'] = value
       endpoints[f'layer_{block.layer}'] = x
-      previous_wide = block_endpoints['depthwise_output']
+      previous_wide = block_endpoints.get('depthwise_output')
 
     if not self.last_conv:
       return x, endpoints
@@ -331,7 +491,8 @@ def from_config(model_config, num_classes: int) -> MobileNetV2:
       batch_norm_epsilon=model_config.batch_norm_epsilon,
       padding=model_config.padding,
       dtype=model_config.dtype,
-      depthwise_implementation=model_config.depthwise_implementation)
+      depthwise_implementation=model_config.depthwise_implementation,
+      inference_splits=model_config.inference_splits)
 
 
 # Examples per micro-batch for inference on CPU (see `apply_in_microbatches`);

@@ -35,7 +35,7 @@ from mnv2_jax import export
 
 def class_names(config) -> list[str]:
   """Names of the model's logits (detection: of its foreground classes)."""
-  if config.dataset.name in ('digits', 'scenes'):
+  if config.dataset.name in ('digits', 'cluttered_digits', 'scenes'):
     return [f'digit {d}' for d in range(config.num_classes)]
   # The 1000 ImageNet names in TFDS label order, shipped with TFDS.
   from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
@@ -67,6 +67,11 @@ def load_image(path: str, config) -> np.ndarray:
                               [config.image_size] * 2, method='bilinear')
       image = image / 127.5 - 1.0
       return np.repeat(image.numpy(), 3, axis=-1)
+    if config.dataset.name == 'cluttered_digits':  # whole image, no crop
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)
+      image = tf.image.resize(tf.cast(image, tf.float32),
+                              [config.image_size] * 2, method='bilinear')
+      return (image / 127.5 - 1.0).numpy()
     return imagenet.preprocess_for_eval(
         data, config.image_size, config.eval_crop_fraction,
         config.preprocessing).numpy()

@@ -2,6 +2,7 @@ r"""Parameter and multiply-add counts, checked against the paper and the release
 
   python -m mnv2_jax.stats --config configs/imagenet_mnv2.py [--config.model.width_multiplier=0.5] [--json]
   python -m mnv2_jax.stats --grid [--json]
+  python -m mnv2_jax.stats --memory   # Table 3 by §5.1's rule
   python -m mnv2_jax.stats --config configs/ssdlite_mnv2_coco.py   # SSDLite, Table 6
   python -m mnv2_jax.stats --config configs/deeplab_mnv2_voc_os16.py  # DeepLab, Table 7
 
@@ -237,6 +238,70 @@ def format_statistics(stats: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+# Paper Table 3, MobileNetV2 column: resolution -> (max channels, memory in
+# KB of 16-bit activations); the network's maximum is 400K.
+PAPER_TABLE3 = {112: (16, 400), 56: (32, 200), 28: (64, 100), 14: (160, 62),
+                7: (320, 32), 1: (1280, 2)}
+PAPER_TABLE3_MAX_KB = 400
+
+
+def memory_table(width_multiplier: float = 1.0, image_size: int = 224,
+                 bytes_per_value: int = 2) -> list[dict[str, Any]]:
+  """Table 3 of the paper by its rule (§5.1), one row per resolution.
+
+  Treating each inverted residual as one operation whose expanded tensor is
+  never materialised whole (`model.split_inverted_residual`), the memory
+  inference needs is set by the bottleneck tensors, the thin tensors that
+  flow between blocks. Per resolution: the widest bottleneck tensor there
+  (a block's output, at its own resolution; 1x1: the pooled 1280 features)
+  and its size at 16 bits, 1 KB = 1000 bytes. `table2_channels` is the other
+  reading the paper's rows fit: for each input resolution of Table 2's
+  bottleneck rows, the widest output c of a row reading it.
+  """
+  rows: dict[int, dict[str, Any]] = {}
+  size = -(-image_size // model_lib.STEM_STRIDE)
+  for block in model_lib.block_configs(width_multiplier):
+    row = rows.setdefault(size, {'resolution': size, 'channels': 0,
+                                 'table2_channels': 0})
+    row['table2_channels'] = max(row['table2_channels'], block.out_channels)
+    size = -(-size // block.stride)
+    row = rows.setdefault(size, {'resolution': size, 'channels': 0,
+                                 'table2_channels': 0})
+    row['channels'] = max(row['channels'], block.out_channels)
+  pooled = model_lib.last_conv_channels(width_multiplier)
+  rows[1] = {'resolution': 1, 'channels': pooled, 'table2_channels': pooled}
+  table = []
+  for resolution in sorted(rows, reverse=True):
+    row = rows[resolution]
+    row['kilobytes'] = (row['channels'] * resolution ** 2 * bytes_per_value
+                        / 1000)
+    row['table2_kilobytes'] = (row['table2_channels'] * resolution ** 2
+                               * bytes_per_value / 1000)
+    if image_size == 224 and width_multiplier == 1.0:
+      row['paper_channels'], row['paper_kilobytes'] = PAPER_TABLE3.get(
+          resolution, (None, None))
+    table.append(row)
+  return table
+
+
+def format_memory_table(rows: list[dict[str, Any]]) -> str:
+  lines = ['Paper Table 3, MobileNetV2 (16-bit activations, KB = 1000 bytes; '
+           'a block = one operation, §5.1)',
+           '| size | ours: max channels / KB | Table 2 reading | paper |',
+           '|---|---|---|---|']
+  for row in rows:
+    paper = ('' if row.get('paper_channels') is None
+             else f"{row['paper_channels']}/{row['paper_kilobytes']}")
+    lines.append(f"| {row['resolution']}² | {row['channels']}/"
+                 f"{row['kilobytes']:.0f} | {row['table2_channels']}/"
+                 f"{row['table2_kilobytes']:.0f} | {paper} |")
+  peak = max(row['kilobytes'] for row in rows)
+  lines.append(f'| max | {peak:.0f}K | '
+               f"{max(row['table2_kilobytes'] for row in rows):.0f}K | "
+               f'{PAPER_TABLE3_MAX_KB}K |')
+  return '\n'.join(lines)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
   from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,g-multiple-import
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
@@ -246,11 +311,21 @@ def main(argv: Optional[list[str]] = None) -> None:
                                   lock_config=True)
   flags.DEFINE_bool('grid', False, 'The 22 released checkpoints vs the paper.')
   flags.DEFINE_bool('json', False, 'Print JSON instead of text.')
+  flags.DEFINE_bool('memory', False,
+                    "Paper Table 3's MobileNetV2 column by §5.1's rule (at "
+                    "--config's width and resolution; default 1.0, 224).")
 
   def run(_):
     FLAGS = flags.FLAGS  # pylint: disable=invalid-name
     if not FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
+    if FLAGS.memory:
+      config = FLAGS.config
+      rows = (memory_table() if config is None else memory_table(
+          config.model.width_multiplier, config.image_size))
+      print(json.dumps(rows, indent=2) if FLAGS.json
+            else format_memory_table(rows))
+      return
     if FLAGS.grid:
       rows = grid_statistics()
       print(json.dumps(rows, indent=2) if FLAGS.json else format_grid(rows))

@@ -112,6 +112,10 @@ def create_optimizer(config, learning_rate: optax.Schedule
         learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_epsilon,
         initial_scale=config.rmsprop_initial_scale, eps_in_sqrt=True,
         momentum=config.momentum)
+  if config.optimizer == 'adam':
+    # Not a paper recipe: from-scratch runs of minutes (the CPU quickstarts).
+    return optax.adam(learning_rate, b1=config.momentum,
+                      b2=config.adam_b2, eps=config.adam_epsilon)
   return optax.sgd(learning_rate, momentum=config.momentum, nesterov=True)
 
 

@@ -250,3 +250,55 @@ def test_shortcut_placement():
   model = model_lib.MobileNetV2(num_classes=10, residual='expansion',
                                 expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
   _shapes(model, 64)  # builds without a shape error
+
+
+def _perturbed(variables, seed=3):
+  """Non-trivial BatchNorm statistics and scales (fresh ones are 0 and 1)."""
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [
+      leaf + 0.2 * jax.random.uniform(key, leaf.shape)
+      for leaf, key in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize('splits', [4, 7, 64])
+def test_split_inference_equals_unsplit(small_variables, splits):
+  # Paper §5.1: F(x) = Σ_i (A_i ∘ N ∘ B_i)(x) is the same function. 7
+  # divides none of the expanded widths of α = 0.35 (16·6 = 96, 24·6 = 144,
+  # ...) nor the stem's 16 channels, 64 leaves slices of one or two channels.
+  variables = _perturbed(small_variables)
+  x = _images(size=32)
+  expected, expected_endpoints = _run(SMALL(), variables, x)
+  outputs, endpoints = _run(SMALL(inference_splits=splits), variables, x)
+  for name in ['layer_2', 'layer_3', 'layer_10', 'layer_18', 'global_pool']:
+    difference = np.abs(endpoints[name] - expected_endpoints[name]).max()
+    assert difference <= 1e-5 * np.abs(expected_endpoints[name]).max(), name
+  np.testing.assert_allclose(outputs, expected, rtol=1e-5,
+                             atol=1e-5 * np.abs(expected).max())
+  # The expanded tensors are never materialised whole, so not published.
+  assert 'layer_3/expansion_output' not in endpoints
+  assert 'layer_3/expansion_output' in expected_endpoints
+
+
+def test_split_inference_at_output_stride_8_and_with_relu6(small_variables):
+  variables = _perturbed(small_variables)
+  x = _images(size=32)
+  for kwargs in [dict(output_stride=8),
+                 dict(bottleneck_activation='relu6', residual='none')]:
+    expected = _run(SMALL(**kwargs), variables, x)[1]['layer_18']
+    split = _run(SMALL(inference_splits=3, **kwargs), variables, x)[1]['layer_18']
+    np.testing.assert_allclose(split, expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max(),
+                               err_msg=str(kwargs))
+
+
+def test_split_inference_is_inference_only(small_variables):
+  # Training computes the unsplit blocks (BatchNorm needs batch statistics of
+  # the whole expanded tensor); the expansion shortcut cannot be split.
+  x = _images()
+  _, endpoints = _run(SMALL(inference_splits=4), small_variables, x,
+                      train=True, mutable=['batch_stats'],
+                      rngs={'dropout': jax.random.key(0)})[0]
+  assert 'layer_3/expansion_output' in endpoints
+  with pytest.raises(ValueError, match="residual 'bottleneck' or 'none'"):
+    _run(SMALL(inference_splits=2, residual='expansion'), small_variables, x)

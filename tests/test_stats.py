@@ -72,3 +72,19 @@ def test_stats_cli_rejects_a_bad_width_multiplier():
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert run.returncode != 0
   assert 'model.width_multiplier=-0.5 is invalid' in run.stderr
+
+
+def test_memory_table_by_the_papers_rule():
+  # Paper Table 3, MobileNetV2: 16 channels at 112² (400K at 16 bits) is the
+  # network's peak; 320 at 7², the 1280 pooled features at 1².
+  rows = {row['resolution']: row for row in stats.memory_table()}
+  assert sorted(rows) == [1, 7, 14, 28, 56, 112]
+  assert rows[112]['channels'] == 16
+  assert rows[112]['kilobytes'] == pytest.approx(16 * 112 * 112 * 2 / 1000)
+  assert rows[7]['channels'] == 320 and rows[1]['channels'] == 1280
+  assert max(row['kilobytes'] for row in rows.values()) == pytest.approx(
+      401.408)
+  # The rows at 56², 28², 14² of the paper list the width of the row that
+  # reads that resolution in Table 2 (32, 64, 160).
+  assert [rows[r]['table2_channels'] for r in (56, 28, 14)] == [32, 64, 160]
+  assert rows[56]['paper_channels'] == 32

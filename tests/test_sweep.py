@@ -1,0 +1,188 @@
+"""The sweep runner (mnv2_jax/sweep.py) and the cluttered digits proxy set.
+
+The runner's training subprocess is replaced by a fake that writes what
+`python -m mnv2_jax.main` writes (metrics.jsonl), so expansion, skipping,
+resuming and the report are tested without training anything.
+"""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+
+from mnv2_jax import cluttered_digits
+from mnv2_jax import digits
+from mnv2_jax import sweep
+
+EXPERIMENT = textwrap.dedent('''
+    from mnv2_jax import configuration
+
+    def get_config(scale=None):
+      config = configuration.cluttered_digits_config()
+      config.model.width_multiplier = 0.35
+      return config
+
+    def get_sweep(scale=None):
+      return [{'model.bottleneck_activation': a, 'seed': s}
+              for a in ('linear', 'relu6') for s in (0, 1, 2)][:POINTS]
+''')
+
+
+def _experiment(tmp_path, points=6, body=EXPERIMENT):
+  path = tmp_path / 'experiment.py'
+  path.write_text(body.replace('POINTS', str(points)))
+  return str(path)
+
+
+def _top1(overrides):
+  """The known final accuracy of each fake run."""
+  base = 0.8 if overrides['model.bottleneck_activation'] == 'linear' else 0.7
+  return base + 0.01 * overrides['seed']
+
+
+class FakeMain:
+  """Stands in for `python -m mnv2_jax.main`: appends the evaluations a run
+  writes to its workdir's metrics.jsonl; `fail_first` dies once midway."""
+
+  def __init__(self, fail_first=()):
+    self.calls = []
+    self.fail_first = set(fail_first)
+
+  def __call__(self, command, stdout=None, stderr=None, check=False):
+    del stdout, stderr, check
+    workdir = next(c.split('=', 1)[1] for c in command
+                   if c.startswith('--workdir='))
+    overrides = {}
+    for c in command:
+      if c.startswith('--config.'):
+        key, value = c[len('--config.'):].split('=', 1)
+        overrides[key] = int(value) if value.isdigit() else value
+    self.calls.append(os.path.basename(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+      for step in (10, 20):
+        f.write(json.dumps({'step': step, 'split': 'train', 'loss': 1.0}) + '\n')
+        if os.path.basename(workdir) in self.fail_first:
+          self.fail_first.remove(os.path.basename(workdir))
+          return subprocess.CompletedProcess(command, 137)
+        f.write(json.dumps({'step': step, 'split': 'test',
+                            'top1': _top1(overrides) * step / 20}) + '\n')
+    return subprocess.CompletedProcess(command, 0)
+
+
+def test_points_names_and_commands(tmp_path):
+  base, points = sweep.load_experiment(_experiment(tmp_path))
+  assert len(points) == 6 and base.model.width_multiplier == 0.35
+  names = [sweep.point_name(p) for p in points]
+  assert names[0] == 'bottleneck_activation=linear_seed=0'
+  assert len(set(names)) == 6
+  assert sweep.group_name(points[4]) == 'bottleneck_activation=relu6'
+  command = sweep.point_command('exp.py:builtin', '/w', points[4])
+  assert command[1:] == ['-m', 'mnv2_jax.main', '--config=exp.py:builtin',
+                         '--workdir=/w/bottleneck_activation=relu6_seed=1',
+                         '--config.model.bottleneck_activation=relu6',
+                         '--config.seed=1']
+
+
+def test_unknown_field_or_invalid_value_is_named(tmp_path):
+  bad_key = EXPERIMENT.replace("'model.bottleneck_activation'",
+                               "'model.bottleneck_activaton'")
+  with pytest.raises(ValueError, match='config.model.bottleneck_activaton'):
+    sweep.load_experiment(_experiment(tmp_path, body=bad_key))
+  bad_value = EXPERIMENT.replace("('linear', 'relu6')", "('linear', 'gelu')")
+  with pytest.raises(ValueError, match='bottleneck_activation'):
+    sweep.load_experiment(_experiment(tmp_path, body=bad_value))
+
+
+def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
+  config = _experiment(tmp_path, points=2)
+  workdir = str(tmp_path / 'runs')
+  fake = FakeMain(fail_first={'bottleneck_activation=linear_seed=1'})
+  monkeypatch.setattr(sweep.subprocess, 'run', fake)
+
+  # First pass: point 0 finishes, point 1 is killed midway.
+  assert sweep.main(['--config', config, '--workdir', workdir]) == 1
+  assert fake.calls == ['bottleneck_activation=linear_seed=0',
+                        'bottleneck_activation=linear_seed=1']
+  assert sweep.is_finished(workdir, {'model.bottleneck_activation': 'linear',
+                                     'seed': 0})
+  assert not os.path.exists(os.path.join(
+      workdir, 'bottleneck_activation=linear_seed=1', 'result.json'))
+
+  # --print_commands lists only the unfinished point.
+  capsys.readouterr()
+  sweep.main(['--config', config, '--workdir', workdir, '--print_commands'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1 and 'linear_seed=1' in lines[0]
+
+  # Second pass: only the unfinished point runs again (main resumes it).
+  fake.calls.clear()
+  assert sweep.main(['--config', config, '--workdir', workdir]) == 0
+  assert fake.calls == ['bottleneck_activation=linear_seed=1']
+  with open(os.path.join(workdir, 'bottleneck_activation=linear_seed=1',
+                         'result.json')) as f:
+    assert json.load(f)['final'] == {'step': 20, 'split': 'test',
+                                     'top1': pytest.approx(0.81)}
+
+  # Third pass: nothing to do.
+  fake.calls.clear()
+  assert sweep.main(['--config', config, '--workdir', workdir]) == 0
+  assert not fake.calls
+
+
+def test_report_from_known_runs(tmp_path, monkeypatch):
+  config = _experiment(tmp_path)
+  workdir = str(tmp_path / 'runs')
+  monkeypatch.setattr(sweep.subprocess, 'run', FakeMain())
+  # Five of the six points finish; the report says so.
+  base, points = sweep.load_experiment(config)
+  for overrides in points[:5]:
+    sweep.run_point(config, workdir, overrides)
+  written = sweep.report(base, points, workdir, 'Figure 6a')
+
+  markdown = open(os.path.join(workdir, 'results.md')).read()
+  assert '5 of 6 runs finished, ' in markdown
+  linear = [100 * _top1({'model.bottleneck_activation': 'linear', 'seed': s})
+            for s in (0, 1, 2)]
+  relu6 = [100 * _top1({'model.bottleneck_activation': 'relu6', 'seed': s})
+           for s in (0, 1)]
+  assert (f'| linear | {statistics.fmean(linear):.2f} ± '
+          f'{statistics.stdev(linear):.2f} | 3 |') in markdown
+  assert (f'| relu6 | {statistics.fmean(relu6):.2f} ± '
+          f'{statistics.stdev(relu6):.2f} | 2 |') in markdown
+  # Both variants have the same parameters and multiply-adds (Figure 6a
+  # changes the function only).
+  rows = [line for line in markdown.splitlines() if line.startswith('| l')
+          or line.startswith('| r')]
+  assert rows[0].split('|')[-3:] == rows[1].split('|')[-3:]
+
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 5
+  assert float(table[4]['top1']) == pytest.approx(0.71)
+  for name in ('curves.png', 'frontier.png'):
+    assert os.path.join(workdir, name) in written
+    assert os.path.getsize(os.path.join(workdir, name)) > 1000
+
+
+def test_cluttered_digits_are_deterministic_and_disjoint():
+  image, label = cluttered_digits.make_example('train', 7, 32)
+  again, label_again = cluttered_digits.make_example('train', 7, 32)
+  np.testing.assert_array_equal(image, again)
+  assert label == label_again and 0 <= label < 10
+  assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+  other, _ = cluttered_digits.make_example('test', 7, 32)
+  assert not np.array_equal(image, other)
+  # Train images paste glyphs of the digits train split, test images those
+  # of the test split (the splits share no scan).
+  train_glyphs = digits.raw_split('train')[0].reshape(-1, 64)
+  test_glyphs = digits.raw_split('test')[0].reshape(-1, 64)
+  common = set(map(bytes, train_glyphs)) & set(map(bytes, test_glyphs))
+  assert len(common) < 5  # scikit-learn's set holds a few duplicate scans
+  labels = [cluttered_digits.make_example('train', i, 32)[1] for i in range(200)]
+  assert set(labels) == set(range(10))
