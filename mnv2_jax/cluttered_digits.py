@@ -33,11 +33,13 @@ SPLIT_SIZES = {'train': 10_000, 'test': 2_000}
 DIGIT_SIZE = (0.55, 0.85)  # glyph side as a fraction of the image side
 MAX_ROTATION = 25.0  # degrees
 INK_OPACITY = (0.7, 1.0)
-DISTRACTORS = (0, 2)  # pieces of other digits per image
+DISTRACTORS = (0, 1)  # pieces of other digits per image
 NOISE_STD = 0.05  # of the [0, 1] pixel range
 # The digit's ink is the complement of the photo under it, each channel
 # moved by up to this much; distractors take any colour and may blend in.
 INK_TINT = 60.0
+# The photo's contrast around its mean colour (1: as shot).
+PHOTO_CONTRAST = 0.5
 _SPLIT_TAG = {'train': 10, 'test': 11}  # apart from the scenes' streams
 
 
@@ -77,6 +79,8 @@ def make_example(split: str, index: int, image_size: int
   left = int(rng.integers(0, photo.shape[1] - side + 1))
   image = scenes._resize_photo(  # pylint: disable=protected-access
       photo[top:top + side, left:left + side], image_size)
+  mean = image.mean(axis=(0, 1))
+  image = mean + PHOTO_CONTRAST * (image - mean)
   glyphs, labels = digits.raw_split(split)
 
   def ink_colour():
@@ -116,7 +120,7 @@ def make_example(split: str, index: int, image_size: int
 def _generator_key(split: str, image_size: int) -> str:
   """Names a cached split; any change of the generator's settings changes it."""
   settings = (VERSION, SPLIT_SIZES[split], DIGIT_SIZE, MAX_ROTATION,
-              INK_OPACITY, DISTRACTORS, NOISE_STD, INK_TINT, scenes.PHOTOS)
+              INK_OPACITY, DISTRACTORS, NOISE_STD, INK_TINT, PHOTO_CONTRAST, scenes.PHOTOS)
   digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
   return f'cluttered_digits_{split}_{image_size}_{digest}.npz'
 
