@@ -266,15 +266,21 @@ def summarise(base, points: Sequence[dict], runs: Sequence[dict]
   return rows
 
 
+def _swept_keys(items: Sequence[dict]) -> list[str]:
+  """The override keys of rows or runs, in first-seen order."""
+  keys = []
+  for item in items:
+    keys += [k for k in item['overrides'] if k not in keys]
+  return keys
+
+
 def format_markdown(title: str, rows: Sequence[dict], total_points: int,
                     finished: int, seconds: float = 0.0) -> str:
   metric = rows[0]['metric'] if rows else 'metric'
   percent = metric in ('top1', 'top5')
   scale = 100.0 if percent else 1.0
   unit = ' (%)' if percent else ''
-  keys = []
-  for row in rows:
-    keys += [k for k in row['overrides'] if k not in keys]
+  keys = _swept_keys(rows)
   lines = [f'# {title}', '',
            f'{finished} of {total_points} runs finished, '
            f'{seconds / 60:.1f} minutes of training runs (wall, each run\'s '
@@ -295,10 +301,9 @@ def format_markdown(title: str, rows: Sequence[dict], total_points: int,
   return '\n'.join(lines) + '\n'
 
 
-def write_csv(path: str, runs: Sequence[dict], metric: str) -> None:
-  keys, finals = [], []
+def write_csv(path: str, runs: Sequence[dict]) -> None:
+  keys, finals = _swept_keys(runs), []
   for run in runs:
-    keys += [k for k in run['overrides'] if k not in keys]
     finals += [k for k, v in run['final'].items()
                if isinstance(v, (int, float)) and k not in finals]
   with open(path, 'w', newline='') as f:
@@ -308,7 +313,6 @@ def write_csv(path: str, runs: Sequence[dict], metric: str) -> None:
       writer.writerow([run['group']]
                       + [_format_value(run['overrides'].get(k, '')) for k in keys]
                       + [run['final'].get(k, '') for k in finals])
-  del metric
 
 
 def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
@@ -322,6 +326,18 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
   label = f'test {metric}' + (' (%)' if scale == 100.0 else '')
   written = []
 
+  def save(figure, axes, xlabel, name):
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(label)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    path = os.path.join(results_dir, name)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    written.append(path)
+
   # Test metric against training step, mean over seeds (Figure 6's curves).
   figure, axes = plt.subplots(figsize=(6, 4))
   for row in rows:
@@ -334,16 +350,7 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
       values = [r[metric] for curve in curves for s, r in curve if s == step]
       means.append(statistics.fmean(values) * scale)
     axes.plot(steps, means, marker='.', label=row['group'])
-  axes.set_xlabel('training step')
-  axes.set_ylabel(label)
-  axes.set_title(title)
-  axes.grid(alpha=0.3)
-  axes.legend(fontsize=7)
-  figure.tight_layout()
-  path = os.path.join(results_dir, 'curves.png')
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  written.append(path)
+  save(figure, axes, 'training step', 'curves.png')
 
   # The metric against multiply-adds (Figure 5), with the released ImageNet
   # checkpoints beside ours when the sweep runs on ImageNet.
@@ -362,22 +369,10 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
     axes.scatter([m for m, _ in released], [t for _, t in released],
                  marker='x', color='grey', label='released checkpoints')
   axes.set_xscale('log')
-  axes.set_xlabel('multiply-adds (millions)')
-  axes.set_ylabel(label)
-  axes.set_title(title)
-  axes.grid(alpha=0.3)
-  axes.legend(fontsize=7)
-  figure.tight_layout()
-  path = os.path.join(results_dir, 'frontier.png')
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  written.append(path)
+  save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
 
   # The metric against each numeric swept field, one line per other setting.
-  keys = []
-  for row in rows:
-    keys += [k for k in row['overrides'] if k not in keys]
-  for key in keys:
+  for key in _swept_keys(rows):
     values = [row['overrides'].get(key) for row in done]
     if not values or not all(isinstance(v, (int, float))
                              and not isinstance(v, bool) for v in values):
@@ -393,17 +388,7 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
                     [row['mean'] * scale for row in members],
                     yerr=[row['std'] * scale for row in members],
                     marker='o', capsize=3, label=name)
-    axes.set_xlabel(key)
-    axes.set_ylabel(label)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    path = os.path.join(results_dir,
-                        f'{metric}_vs_{key.split(".")[-1]}.png')
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    written.append(path)
+    save(figure, axes, key, f'{metric}_vs_{key.split(".")[-1]}.png')
   return written
 
 
@@ -420,7 +405,7 @@ def report(base, points: Sequence[dict], workdir: str, title: str,
     f.write(format_markdown(title, rows, len(points), len(runs),
                             sum(run['seconds'] for run in runs)))
   table = os.path.join(results_dir, 'results.csv')
-  write_csv(table, runs, rows[0]['metric'])
+  write_csv(table, runs)
   return [markdown, table] + (plot(results_dir, base, rows, runs, title)
                               if runs else [])
 
