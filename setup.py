@@ -35,7 +35,8 @@ setuptools.setup(
         'matplotlib>=3.11,<3.12',  # the sweeps' plots (mnv2_jax/sweep.py)
     ],
     extras_require={
-        'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4'],
+        'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4',
+                 'hypothesis>=6.155,<7'],  # tests/test_config_fuzz.py
         # Accelerators: JAX's plugins for this exact JAX version.
         'cuda12': ['jax[cuda12]==0.10.2'],
         'tpu': ['jax[tpu]==0.10.2'],

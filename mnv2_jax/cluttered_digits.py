@@ -3,10 +3,11 @@
 The plain digits saturate near 99% whatever the architecture, so Figure 6's
 and §4's differences cannot show on them. Here each image is a random crop of
 one of scikit-image's colour photos (the clutter) with one of scikit-learn's
-handwritten digits pasted on it: small (`DIGIT_SIZE` of the side), rotated
-(up to `MAX_ROTATION` degrees either way), in a random ink colour that may be
-close to the photo's, faded (`INK_OPACITY`), with pieces of other digits
-scattered around it as distractors and Gaussian pixel noise on top. The label
+handwritten digits pasted on it: `DIGIT_SIZE` of the side, anywhere in the
+image (partly cut off at the edges), rotated (up to `MAX_ROTATION` degrees
+either way), in an ink colour `INK_CONTRAST` away from the photo under it,
+faded (`INK_OPACITY`), with a piece of another digit at the edge as a
+distractor and Gaussian pixel noise on top. The label
 is the pasted digit. Train images use the digits of the digits train split,
 test images those of its test split, so no test glyph is seen in training.
 
@@ -28,16 +29,16 @@ from mnv2_jax import digits
 from mnv2_jax import scenes
 
 NUM_CLASSES = 10
-VERSION = 1  # of make_example's code: bump when it changes
+VERSION = 2  # of make_example's code: bump when it changes
 SPLIT_SIZES = {'train': 10_000, 'test': 2_000}
-DIGIT_SIZE = (0.55, 0.85)  # glyph side as a fraction of the image side
-MAX_ROTATION = 25.0  # degrees
+DIGIT_SIZE = (0.8, 1.0)  # glyph side as a fraction of the image side
+MAX_ROTATION = 15.0  # degrees
 INK_OPACITY = (0.7, 1.0)
 DISTRACTORS = (0, 1)  # pieces of other digits per image
 NOISE_STD = 0.05  # of the [0, 1] pixel range
-# The digit's ink is the complement of the photo under it, each channel
-# moved by up to this much; distractors take any colour and may blend in.
-INK_TINT = 60.0
+# How far (0-255) each channel of the digit's ink is from the photo under
+# it; distractors take any colour and may blend in.
+INK_CONTRAST = (80.0, 160.0)
 # The photo's contrast around its mean colour (1: as shot).
 PHOTO_CONTRAST = 0.5
 _SPLIT_TAG = {'train': 10, 'test': 11}  # apart from the scenes' streams
@@ -108,9 +109,11 @@ def make_example(split: str, index: int, image_size: int
   y = int(rng.integers(min(0, image_size - h), max(0, image_size - h) + 1))
   x = int(rng.integers(min(0, image_size - h), max(0, image_size - h) + 1))
   region = image[max(y, 0):y + h, max(x, 0):x + h].reshape(-1, 3).mean(axis=0)
-  # The digit's ink: the photo's complement under it, tinted at random.
-  colour = np.clip(255.0 - region + rng.uniform(-INK_TINT, INK_TINT, 3),
-                   0.0, 255.0)
+  # The digit's ink: each channel moved INK_CONTRAST away from the photo's
+  # mean under it, towards the side with more room, so that the digit always
+  # stands out (a mid-grey photo's complement would be the photo's colour).
+  away = np.where(region < 127.5, 1.0, -1.0)
+  colour = np.clip(region + away * rng.uniform(*INK_CONTRAST, 3), 0.0, 255.0)
   _paste(image, glyph, y, x, colour, rng.uniform(*INK_OPACITY))
 
   image = image + rng.normal(0.0, NOISE_STD * 255.0, image.shape)
@@ -120,7 +123,8 @@ def make_example(split: str, index: int, image_size: int
 def _generator_key(split: str, image_size: int) -> str:
   """Names a cached split; any change of the generator's settings changes it."""
   settings = (VERSION, SPLIT_SIZES[split], DIGIT_SIZE, MAX_ROTATION,
-              INK_OPACITY, DISTRACTORS, NOISE_STD, INK_TINT, PHOTO_CONTRAST, scenes.PHOTOS)
+              INK_OPACITY, DISTRACTORS, NOISE_STD, INK_CONTRAST, PHOTO_CONTRAST,
+              scenes.PHOTOS)
   digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
   return f'cluttered_digits_{split}_{image_size}_{digest}.npz'
 

@@ -44,6 +44,21 @@ class MetricWriter:
           self._summary_writer = flax_tensorboard.SummaryWriter(
               os.path.join(workdir, 'tensorboard'))
 
+  def drop_after(self, step: int) -> None:
+    """Removes the JSONL lines of steps after `step`: a resumed run redoes
+    the steps a killed one logged after its last checkpoint, so the file
+    reads like an uninterrupted run's. Atomic (rewrite, then rename)."""
+    if not self._active or not self._jsonl_path.exists():
+      return
+    text = self._jsonl_path.read_text()
+    lines = _parse_lines(text)
+    kept = [line for line in lines if line.get('step', 0) <= step]
+    if len(kept) == len(lines) and text.endswith('\n'):
+      return  # nothing to redo, no cut-short last line
+    temporary = self._jsonl_path.parent / (self._jsonl_path.name + '.tmp')
+    temporary.write_text(''.join(json.dumps(line) + '\n' for line in kept))
+    temporary.replace(self._jsonl_path)
+
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
     if not self._active:
       return
@@ -67,5 +82,15 @@ class MetricWriter:
 
 def read_jsonl(workdir: str) -> list[dict[str, Any]]:
   """Reads back every line of `<workdir>/metrics.jsonl`."""
-  text = (epath.Path(workdir) / 'metrics.jsonl').read_text()
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  return _parse_lines((epath.Path(workdir) / 'metrics.jsonl').read_text())
+
+
+def _parse_lines(text: str) -> list[dict[str, Any]]:
+  """The JSON lines of `text`, skipping a line a killed process cut short."""
+  lines = []
+  for line in text.splitlines():
+    try:
+      lines.append(json.loads(line))
+    except ValueError:
+      continue
+  return lines

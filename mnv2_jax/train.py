@@ -10,6 +10,7 @@ devices compute the same step up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,6 +34,7 @@ from mnv2_jax import input_pipeline
 from mnv2_jax import metric_writers
 from mnv2_jax import model as model_lib
 from mnv2_jax import tasks
+from mnv2_jax import workdir as workdir_lib
 
 PyTree = Any
 
@@ -62,12 +64,22 @@ class Schedule:
   eval_every_steps: int
 
 
+MAX_STEPS = 2**31  # TrainState.step is int32
+
+
 def make_schedule(config, num_train_examples: int) -> Schedule:
   steps_per_epoch = max(1, num_train_examples // config.batch_size)
   if config.num_train_steps > 0:
-    total = config.num_train_steps
+    total, field = config.num_train_steps, 'num_train_steps'
   else:
     total = int(math.ceil(config.num_epochs * steps_per_epoch))
+    field = 'num_epochs'
+  if total >= MAX_STEPS:
+    raise ValueError(
+        f'config.{field}={config[field]!r} is invalid: it makes {total} steps '
+        f'of {config.batch_size} images, more than the int32 step counter '
+        f'holds ({MAX_STEPS - 1}). Fix it in the config file or with '
+        f'--config.{field}={1000 if field == "num_epochs" else 100_000}.')
   return Schedule(
       steps_per_epoch=steps_per_epoch,
       total_steps=total,
@@ -179,6 +191,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
         ema_batch_stats=jax.tree.map(average, state.ema_batch_stats,
                                      batch_stats))
   metrics = {'loss': data_loss, **task_metrics,
+             'grad_norm': optax.tree.norm(grads),
              'learning_rate': learning_rate(state.step)}
   return new_state, metrics
 
@@ -362,8 +375,13 @@ def _record_config(config, workdir: str,
     return
   path = epath.Path(workdir) / 'config.json'
   new = json.loads(config.to_json_best_effort())
+  old = None
   if path.exists():
-    old = json.loads(path.read_text())
+    try:
+      old = json.loads(path.read_text())
+    except ValueError:  # cut short by a kill during the first write
+      writer.log(f'WARNING: {path} was unreadable; rewriting it.')
+  if old is not None:
     flat_old, flat_new = _flatten(old), _flatten(new)
     changed = sorted(k for k in set(flat_old) | set(flat_new)
                      if flat_old.get(k) != flat_new.get(k))
@@ -374,7 +392,9 @@ def _record_config(config, workdir: str,
                      for k in changed))
     return
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(new, indent=2))
+  temporary = path.parent / f'{path.name}.tmp'
+  temporary.write_text(json.dumps(new, indent=2))
+  temporary.replace(path)  # atomic: a kill leaves the old file or the new
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -421,20 +441,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final evaluation metrics, also written to metrics.jsonl.
   """
   trainer = Trainer(config, devices)
-  writer = metric_writers.MetricWriter(workdir)
-  manager = checkpointing.create_manager(
-      workdir, save_every_steps=config.checkpoint_every_steps,
-      keep=config.keep_checkpoints)
-  try:
-    if config.mode == 'eval':
-      state = checkpointing.restore(manager, trainer.abstract_state)
-      return _final_evaluation(trainer, state, writer)
-    _record_config(config, workdir, writer)
-    return _train(trainer, workdir, writer, manager)
-  finally:
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+  if config.mode == 'eval':
+    claim = contextlib.nullcontext()
+  elif jax.process_index() == 0:
+    # Fails at once if the workdir is unwritable or another run holds it.
+    claim = workdir_lib.claim(workdir)
+  else:
+    claim = contextlib.nullcontext()  # process 0 holds it for the job
+  with claim:
+    manager = checkpointing.create_manager(
+        workdir, save_every_steps=config.checkpoint_every_steps,
+        keep=config.keep_checkpoints)
+    if manager.latest_step() is not None:
+      # Another model's checkpoint: stop before writing anything.
+      checkpointing.check_compatible(manager, manager.latest_step(),
+                                     trainer.abstract_state)
+    writer = metric_writers.MetricWriter(workdir)
+    try:
+      if config.mode == 'eval':
+        state = checkpointing.restore(manager, trainer.abstract_state)
+        return _final_evaluation(trainer, state, writer)
+      _record_config(config, workdir, writer)
+      return _train(trainer, workdir, writer, manager)
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+      writer.close()
 
 
 def _final_evaluation(trainer: Trainer, state: TrainState,
@@ -447,27 +479,39 @@ def _final_evaluation(trainer: Trainer, state: TrainState,
   return results
 
 
-def _check_finite(loss: float, step: int, manager) -> None:
-  if not math.isfinite(loss):
-    raise TrainingDivergedError(
-        f'The training loss is {loss} at step {step}. The run stopped; the '
-        f'last good checkpoint (step {manager.latest_step()}) is kept in '
-        f'{manager.directory}. Lower config.base_learning_rate, add warm-up '
-        '(config.warmup_epochs) or use config.model.dtype=float32.')
+def _check_finite(metrics: dict[str, Any], step: int, manager) -> None:
+  """Raises TrainingDivergedError naming the step and the quantity (the loss,
+  or the gradients when only they overflowed) that is NaN or infinite."""
+  loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
+  if math.isfinite(loss) and math.isfinite(grad_norm):
+    return
+  what = (f'The training loss is {loss}' if not math.isfinite(loss) else
+          f'The gradient norm is {grad_norm} (the loss, {loss:.4g}, is '
+          'finite)')
+  raise TrainingDivergedError(
+      f'{what} at step {step}. The run stopped before saving that step; the '
+      f'last good checkpoint (step {manager.latest_step()}) is kept in '
+      f'{manager.directory}. Rerun the same command with a lower '
+      'learning rate (--config.base_learning_rate) or more warm-up '
+      '(--config.warmup_epochs) to resume from it, or use '
+      'config.model.dtype=float32.')
 
 
 def _train(trainer: Trainer, workdir: str,
            writer: metric_writers.MetricWriter, manager) -> dict[str, float]:
   config, schedule = trainer.config, trainer.schedule
   state = trainer.init_state()
-  if manager.latest_step() is not None:
-    state = checkpointing.restore(manager, state)
+  restored = checkpointing.restore_latest_usable(manager, state, writer.log)
+  if restored is not None:
+    state = restored
     writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
   elif config.init_from:
     state, report = initialize_from(state, config.init_from)
     state = jax.device_put(state, trainer.replicated)
     writer.log(report)
   start_step = int(jax.device_get(state.step))
+  # Lines a killed run wrote after its last checkpoint are redone now.
+  writer.drop_after(start_step)
   writer.log(
       f'Training {config.dataset.name} for {schedule.total_steps} steps '
       f'({schedule.steps_per_epoch} per epoch), batch {config.batch_size} on '
@@ -494,16 +538,21 @@ def _train(trainer: Trainer, workdir: str,
       unchecked += 1
       is_last = step == schedule.total_steps
       due_log = step % config.log_every_steps == 0 or is_last
-      due_save = manager.should_save(step) or is_last
+      # Every checkpoint_every_steps, at the end, and at a preemption
+      # notice. Not Orbax's should_save(), which also saves the first step:
+      # a run resumed there would log a mean over fewer steps at the next
+      # log line than an uninterrupted run.
+      due_save = (step % config.checkpoint_every_steps == 0 or is_last
+                  or manager.reached_preemption(step))
       due_eval = step % schedule.eval_every_steps == 0 and not is_last
       if not (due_log or due_save or due_eval):
         continue
       # Never save a diverged state: every step's loss is checked first.
       fetched = jax.device_get(pending)
-      losses = [float(m['loss']) for m in fetched[len(fetched) - unchecked:]]
+      recent = fetched[len(fetched) - unchecked:]
       unchecked = 0
-      for offset, loss in enumerate(losses):
-        _check_finite(loss, step - len(losses) + 1 + offset, manager)
+      for offset, step_metrics in enumerate(recent):
+        _check_finite(step_metrics, step - len(recent) + 1 + offset, manager)
       if due_log:
         means = {k: float(np.mean([m[k] for m in fetched]))
                  for k in fetched[-1]}
@@ -530,7 +579,7 @@ def _train(trainer: Trainer, workdir: str,
         wait_at_last_log, excluded_seconds = batches.wait_seconds, 0.0
       side_work_start = time.perf_counter()
       if due_save:
-        checkpointing.save(manager, step, state, force=is_last)
+        checkpointing.save(manager, step, state, force=True)
       if due_eval:
         results = trainer.evaluate(state)
         writer.write(step, trainer.info.eval_split, results)
