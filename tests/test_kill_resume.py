@@ -7,6 +7,8 @@ import time
 
 import kill_resume
 
+STEPS = 20  # checkpoints at 5, 10, 15, 20
+
 
 def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
   reference = str(tmp_path / 'uninterrupted')
@@ -14,18 +16,20 @@ def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
   cache = str(tmp_path / 'compilation_cache')
   os.makedirs(reference)
   start = time.monotonic()
-  subprocess.run(kill_resume.command(reference), cwd=kill_resume.REPO_ROOT,
-                 env=kill_resume.environment(cache), check=True,
-                 stdout=subprocess.DEVNULL)
+  subprocess.run(kill_resume.command(reference, STEPS),
+                 cwd=kill_resume.REPO_ROOT, env=kill_resume.environment(cache),
+                 check=True, stdout=subprocess.DEVNULL,
+                 preexec_fn=kill_resume.one_core)
   kills, comparisons = kill_resume.run_with_kills(
       killed, reference, 3, seed=1, cache_dir=cache,
-      typical_seconds=time.monotonic() - start)
+      typical_seconds=time.monotonic() - start, steps=STEPS,
+      preexec_fn=kill_resume.one_core)
   # One of each kind: anytime, after the first step, during a save.
   assert [k.kind for k in kills] == list(kill_resume.KILL_KINDS)
   assert kills[2].during_save
   assert comparisons, 'no run completed'
   for comparison in comparisons:
-    assert comparison['final_step'] == (60, 60)
+    assert comparison['final_step'] == (STEPS, STEPS)
     assert comparison['final_metrics_equal'], comparison['final_metrics']
     assert comparison['arrays_unequal'] == 0
     assert comparison['train_losses_equal']

@@ -143,9 +143,9 @@ def _nan_gradient_jvp(primals, tangents):
 
 
 def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
-    tmp_path, monkeypatch):
-  workdir = str(tmp_path)
-  train.train_and_evaluate(tiny_digits_config(num_train_steps=2), workdir)
+    four_step_run, tmp_path, monkeypatch):
+  workdir = copy_of(four_step_run, tmp_path)  # resumes from step 2:
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
   real_penalty = train.l2_penalty
 
   def penalty_with_nan_gradient(params, mask):
