@@ -9,8 +9,10 @@ classes.
 
   python -m mnv2_jax.main --config configs/ssdlite_quickstart.py --workdir /tmp/ssdlite_quickstart
 
-Expected: AP50 >= 0.80 on the 200 test scenes (README has the measured
-figures and time). The model is the paper's SSDLite at α = 0.5 and 160x160.
+Target: AP50 >= 0.80 on the 200 test scenes within 20 minutes. Measured
+(README): AP 0.612, AP50 0.822, AP75 0.761 in 18:37 on 2 CPU cores. The
+model is the paper's SSDLite at α = 0.5 and 160x160; the anchor scales are
+set for the scenes' digits (below).
 """
 
 from mnv2_jax import configuration
@@ -30,6 +32,15 @@ def get_config():
   config.model.batch_norm_momentum = 0.9  # few steps (reference: 0.9997)
 
   config.detection.max_boxes = 8  # scenes hold at most 4 digits
+  # Anchor scales fitted to the scenes' objects, as one would for any new
+  # dataset (the reference's 0.2-0.95 is COCO's). The digits' boxes are
+  # 0.31-0.57 of the side high (5th-95th percentile), 0.8 as wide as high.
+  # Measured on 300 train scenes at 160x160: with 0.3-0.8, 98.9% of the
+  # digits have an anchor at IoU >= 0.5 and a digit has 3.98 such anchors
+  # (positives) on average; with 0.2-0.95, 82.5% and 2.40. After 10 of 20
+  # epochs: AP50 0.659 vs 0.493; at the end 0.822 vs 0.646.
+  config.detection.min_scale = 0.3
+  config.detection.max_scale = 0.8
 
   config.num_epochs = 20.0  # ~20 minutes on 2 cores
   config.batch_size = 32
