@@ -8,6 +8,11 @@ dropped and the rest clipped; random left-right flip; bilinear resize to
 ground truth (as the reference does) and boxes of zero area after clipping
 are dropped. Ground truth is padded to `config.detection.max_boxes`.
 
+Bad input does not stop a run: an image that does not decode is skipped
+(imagenet.py's `_skip_undecodable`; the next image takes its place), a box
+reaching outside the image is clipped to it and a box of zero area removed
+(`repair_boxes`); each is counted in the train metrics (REPAIR_COUNTS).
+
 Evaluation: the whole image resized, every box kept with its `is_crowd` flag
 and the image's id and size, so that pycocotools scores it against the
 annotations as COCO does. TFDS labels are contiguous (0-79); `CATEGORY_IDS`
@@ -120,8 +125,9 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
                              expand_animations=False)
   objects = example['objects']
   keep = ~objects['is_crowd']
-  boxes = tf.boolean_mask(objects['bbox'], keep)
-  labels = tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32)
+  boxes, labels, repairs = repair_boxes(
+      tf.boolean_mask(objects['bbox'], keep),
+      tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32))
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
       seed, num=2, alg=imagenet._RNG_ALG))  # pylint: disable=protected-access
   image, boxes, labels = _random_crop(image, boxes, labels, crop_seed)
@@ -138,7 +144,22 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
       image, [image_size, image_size], method='bilinear'), 'inception')
   image.set_shape([image_size, image_size, 3])
   crowd = tf.zeros_like(labels, tf.bool)
-  return {'image': image, **_ground_truth(boxes, labels, crowd, max_boxes)}
+  return {'image': image, **_ground_truth(boxes, labels, crowd, max_boxes),
+          **repairs}
+
+
+def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
+  """Bad annotation boxes as the reference pipeline treats them: a box
+  reaching outside the image is clipped to it (TF OD API's clip to the
+  window); a box of zero area (before or after clipping) is removed. Returns
+  the boxes, their labels, and the counts for input_pipeline.REPAIR_COUNTS."""
+  clipped = tf.clip_by_value(boxes, 0.0, 1.0)
+  outside = tf.reduce_any(tf.not_equal(clipped, boxes), axis=1)
+  area = ((clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]))
+  kept = area > 0
+  return (tf.boolean_mask(clipped, kept), tf.boolean_mask(labels, kept), {
+      'clipped_boxes': tf.reduce_sum(tf.cast(outside & kept, tf.int32)),
+      'dropped_boxes': tf.reduce_sum(tf.cast(~kept, tf.int32))})
 
 
 def preprocess_for_eval(example, image_size: int, max_boxes: int):

@@ -16,6 +16,17 @@ this host is augmented with a stateless seed derived from
 epoch ``start_step // steps_per_epoch`` and skips the already-consumed records
 *before* the expensive decode/augment map.
 
+Bad input does not stop a run. Every image stays encoded until the
+preprocessing decodes it (`_skip_image_decoding`), and an example whose image
+does not decode (truncated, garbled) is dropped there, with TensorFlow's
+error in the log (`_skip_undecodable`). In training the next example of the
+stream takes its place (each epoch holds a remainder of spares), so batches
+stay full and no valid example is lost; the count goes into the train metrics
+as `skipped_examples` (input_pipeline.REPAIR_COUNTS). After such a skip, a
+resumed run's epoch is shifted by the number skipped before the resume point
+(the records are skipped undecoded). Evaluation scores the other examples
+once each and warns with the count.
+
 TensorFlow is used only on the CPU; accelerators are hidden from it so that it
 never grabs GPU/TPU memory JAX needs.
 """
@@ -31,6 +42,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from mnv2_jax import input_pipeline
 
 Batch = dict[str, np.ndarray]
 
@@ -54,10 +67,59 @@ _INTERLEAVE_BLOCK_LENGTH = 16
 # Stateless RNG algorithm pinned so seeds mean the same thing on every device.
 _RNG_ALG = 'philox'
 
-# Images are kept as encoded bytes so that we can decode only the crop window.
-_SKIP_IMAGE_DECODING = {'image': tfds.decode.SkipDecoding()}
 
 _accelerators_hidden = False
+
+SKIPPED_EXAMPLES = input_pipeline.REPAIR_COUNTS[0]
+
+
+def _skip_undecodable(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Drops each example whose preprocessing raised: an image or mask that
+  does not decode (truncated, garbled, not an image). TensorFlow logs the
+  error of each. TFDS validates images when it prepares a dataset, so this
+  only triggers on files damaged since; one of them must not end a long run."""
+  return ds.ignore_errors(log_warning=True)
+
+
+def _count_skipped(batches: Iterator[Batch], first_index: int
+                   ) -> Iterator[Batch]:
+  """Counts the examples `_skip_undecodable` dropped from the gaps in each
+  batch's 'index' (the examples' positions in the epoch's stream), which it
+  replaces by SKIPPED_EXAMPLES: the number dropped since the previous batch."""
+  expected = first_index
+  for batch in batches:
+    index = batch.pop('index')
+    skipped = int(index[-1]) - expected + 1 - len(index)
+    expected = int(index[-1]) + 1
+    if skipped:
+      logging.warning(
+          'Skipped %d training example(s) whose image could not be decoded '
+          '(positions %d-%d of this epoch on this host); the batch was '
+          'filled with the next ones.', skipped, index[0], index[-1])
+    batch[SKIPPED_EXAMPLES] = np.int64(skipped)
+    yield batch
+
+
+def _eval_with_padding(ds: tf.data.Dataset, padding: dict, *,
+                       num_batches: int, per_host_batch_size: int,
+                       host_examples: int) -> Iterator[Batch]:
+  """Preprocessed eval examples, the undecodable ones dropped, padded with
+  `padding` (mask False) to exactly `num_batches` batches, so every host runs
+  the same number of steps whatever it skipped. Warns with the count."""
+  ds = _skip_undecodable(ds)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
+      num_batches * per_host_batch_size))
+  ds = ds.batch(per_host_batch_size, drop_remainder=True).take(num_batches)
+  evaluated = 0
+  for batch in ds.with_options(_deterministic_options()).prefetch(
+      tf.data.AUTOTUNE).as_numpy_iterator():
+    evaluated += int(batch['mask'].sum())
+    yield batch
+  if evaluated < host_examples:
+    logging.warning(
+        '%d of the %d evaluation images on this host could not be decoded '
+        'and were skipped; the metrics are over the other %d.',
+        host_examples - evaluated, host_examples, evaluated)
 
 
 def _hide_accelerators_from_tf() -> None:
@@ -296,9 +358,18 @@ def _read(
   return builder.as_dataset(
       split=split,
       shuffle_files=shuffle_files,
-      decoders=_SKIP_IMAGE_DECODING,
+      decoders=_skip_image_decoding(builder),
       read_config=read_config,
   )
+
+
+def _skip_image_decoding(builder: tfds.core.DatasetBuilder) -> dict:
+  """Every image feature (the image; VOC's mask) stays encoded: the
+  preprocessing decodes it, where a file that does not decode is skipped
+  (`_skip_undecodable`) rather than failing inside TFDS's reader."""
+  features = builder.info.features
+  return {name: tfds.decode.SkipDecoding() for name in ('image', 'segmentation')
+          if name in features}
 
 
 def _host_split(split: str, *, drop_remainder: bool) -> tfds.typing.SplitArg:
@@ -403,21 +474,35 @@ def tfds_train_batches(config: ml_collections.ConfigDict,
                        jax.process_index()], tf.int64)
 
     def with_seed(index, example, key=key):
-      return preprocess(example, tf.random.experimental.stateless_fold_in(
-          key, index, alg=_RNG_ALG))
+      return {**preprocess(example, tf.random.experimental.stateless_fold_in(
+          key, index, alg=_RNG_ALG)), 'index': index}
 
     ds = _read(builder, split, shuffle_files=True,
                file_shuffle_seed=_derive_seed(config.seed, epoch, 1))
     ds = ds.shuffle(config.dataset.shuffle_buffer_size,
                     seed=_derive_seed(config.seed, epoch, 2),
                     reshuffle_each_iteration=False)
-    ds = ds.take(steps_per_epoch * per_host_batch_size).enumerate()
-    ds = ds.skip(skip * per_host_batch_size)
-    ds = ds.map(with_seed, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(per_host_batch_size, drop_remainder=True)
-    ds = ds.with_options(_deterministic_options())
-    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    yield from _count_skipped(_epoch_batches(
+        ds, with_seed, steps_per_epoch=steps_per_epoch, skip_steps=skip,
+        per_host_batch_size=per_host_batch_size), skip * per_host_batch_size)
     epoch, skip = epoch + 1, 0
+
+
+def _epoch_batches(ds: tf.data.Dataset, preprocess, *, steps_per_epoch: int,
+                   skip_steps: int, per_host_batch_size: int):
+  """One epoch's batches, from its (shuffled) stream of raw records: the
+  records enumerated (the position seeds the augmentation), the consumed
+  ones skipped before decoding (resume), the undecodable ones dropped, and
+  the epoch cut at `steps_per_epoch` batches. A dropped example's place is
+  taken by the next one: the records beyond steps_per_epoch * batch (the
+  split's remainder) are the spares, so no valid example is lost."""
+  ds = ds.enumerate().skip(skip_steps * per_host_batch_size)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _skip_undecodable(ds)
+  ds = ds.batch(per_host_batch_size, drop_remainder=True)
+  ds = ds.take(steps_per_epoch - skip_steps)
+  ds = ds.with_options(_deterministic_options())
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 def tfds_eval_batches(config: ml_collections.ConfigDict,
@@ -437,11 +522,9 @@ def tfds_eval_batches(config: ml_collections.ConfigDict,
                                   drop_remainder=False))
   host_examples = _cardinality(ds)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
-      num_batches * per_host_batch_size - host_examples))
-  ds = ds.batch(per_host_batch_size, drop_remainder=True)
-  yield from ds.with_options(_deterministic_options()).prefetch(
-      tf.data.AUTOTUNE).as_numpy_iterator()
+  yield from _eval_with_padding(
+      ds, padding, num_batches=num_batches,
+      per_host_batch_size=per_host_batch_size, host_examples=host_examples)
 
 
 def _train_epoch(
@@ -453,7 +536,7 @@ def _train_epoch(
     steps_per_epoch: int,
     skip_steps: int,
     per_host_batch_size: int,
-) -> tf.data.Dataset:
+) -> Iterator[Batch]:
   """One epoch of this host's training batches, minus the first skip_steps."""
   host = jax.process_index()
   file_seed = _derive_seed(config.seed, epoch, _FILE_SHUFFLE_TAG)
@@ -474,6 +557,7 @@ def _train_epoch(
         'image': preprocess_for_train(example['image'], seed, image_size,
                                       preprocessing),
         'label': tf.cast(example['label'], tf.int32),
+        'index': index,
     }
 
   ds = _read(builder, split, shuffle_files=True, file_shuffle_seed=file_seed)
@@ -482,14 +566,10 @@ def _train_epoch(
       seed=buffer_seed,
       reshuffle_each_iteration=False,
   )
-  ds = ds.take(steps_per_epoch * per_host_batch_size)
-  ds = ds.enumerate()
-  # Skip raw records (cheap) rather than decoded images when resuming.
-  ds = ds.skip(skip_steps * per_host_batch_size)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(per_host_batch_size, drop_remainder=True)
-  ds = ds.with_options(_deterministic_options())
-  return ds.prefetch(tf.data.AUTOTUNE)
+  # Skips raw records (cheap) rather than decoded images when resuming.
+  return _count_skipped(_epoch_batches(
+      ds, preprocess, steps_per_epoch=steps_per_epoch, skip_steps=skip_steps,
+      per_host_batch_size=per_host_batch_size), skip_steps * per_host_batch_size)
 
 
 def train_batches(
@@ -538,7 +618,7 @@ def train_batches(
         skip_steps=skip_steps,
         per_host_batch_size=per_host_batch_size,
     )
-    yield from ds.as_numpy_iterator()
+    yield from ds
     epoch, skip_steps = epoch + 1, 0
 
 
@@ -588,14 +668,12 @@ def eval_batches(
         'mask': tf.constant(True),
     }
 
-  padding = tf.data.Dataset.from_tensors({
+  padding = {
       'image': tf.zeros([image_size, image_size, 3], tf.float32),
       'label': tf.constant(0, tf.int32),
       'mask': tf.constant(False),
-  }).repeat(num_padding)
+  }
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.concatenate(padding)
-  ds = ds.batch(per_host_batch_size, drop_remainder=True)
-  ds = ds.with_options(_deterministic_options())
-  ds = ds.prefetch(tf.data.AUTOTUNE)
-  yield from ds.as_numpy_iterator()
+  yield from _eval_with_padding(
+      ds, padding, num_batches=num_batches,
+      per_host_batch_size=per_host_batch_size, host_examples=host_examples)

@@ -18,6 +18,14 @@ from mnv2_jax import scene_data
 
 Batch = dict
 
+# Per-batch counts of bad input that a pipeline skipped or repaired rather
+# than crash on (imagenet.py, coco.py): host-side only, train.py takes them
+# out of the batch, adds them up and writes the totals with the train metrics.
+#   skipped_examples: undecodable images dropped (the next example took the
+#     place); clipped_boxes: boxes reaching outside the image, clipped to it;
+#   dropped_boxes: boxes of zero area (before or after clipping), removed.
+REPAIR_COUNTS = ('skipped_examples', 'clipped_boxes', 'dropped_boxes')
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:

@@ -416,11 +416,17 @@ class _Prefetcher:
     self._iterator = iterator
     self._to_device = to_device
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    self._future = self._pool.submit(self._fetch)
     self.wait_seconds = 0.0
+    # Bad input the pipeline skipped or repaired, this host, this process.
+    self.repair_counts = dict.fromkeys(input_pipeline.REPAIR_COUNTS, 0)
+    self._future = self._pool.submit(self._fetch)
 
   def _fetch(self):
-    return self._to_device(next(self._iterator))
+    batch = dict(next(self._iterator))
+    for key in input_pipeline.REPAIR_COUNTS:
+      if key in batch:
+        self.repair_counts[key] += int(np.sum(batch.pop(key)))
+    return self._to_device(batch)
 
   def __next__(self):
     start = time.perf_counter()
@@ -564,6 +570,9 @@ def _train(trainer: Trainer, workdir: str,
             (batches.wait_seconds - wait_at_last_log) / max(elapsed, 1e-9))
         means['epoch'] = step / schedule.steps_per_epoch
         eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
+        # Totals since this process started; present once there were any.
+        repaired = {k: v for k, v in batches.repair_counts.items() if v}
+        means.update(repaired)
         writer.write(step, 'train', means)
         writer.log(
             f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
@@ -573,7 +582,9 @@ def _train(trainer: Trainer, workdir: str,
             + f'lr {means["learning_rate"]:.5f} '
             f'{means["images_per_second"]:.0f} img/s '
             f'input wait {100 * means["input_wait_fraction"]:.1f}% '
-            f'ETA {eta:.0f}s')
+            f'ETA {eta:.0f}s'
+            + ''.join(f', {k.replace("_", " ")} {v}'
+                      for k, v in repaired.items()))
         pending = []
         last_log_time, last_log_step = time.perf_counter(), step
         wait_at_last_log, excluded_seconds = batches.wait_seconds, 0.0

@@ -33,6 +33,8 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from absl import logging
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -98,6 +100,10 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
   """PASCAL VOC 2012 semantic segmentation (+ SBD's train_aug)."""
 
   VERSION = tfds.core.Version('1.0.0')
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.skipped: list[str] = []  # damaged examples, once per split
   RELEASE_NOTES = {'1.0.0': 'VOC 2012 segmentation masks, optional SBD.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download VOCtrainval_11-May-2012.tar from
@@ -147,28 +153,42 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     return splits
 
   def _generate_examples(self, root: str, sbd: str | None, ids: list[str]):
+    """The (image, mask) pairs of `ids`. A pair with a damaged file (an
+    unreadable or truncated JPEG or PNG, a mask that is not a palette PNG,
+    holds ids beyond VOC's or differs in size from its image) is skipped
+    with a warning naming the file; `skipped` lists them for the report."""
     for name in ids:
-      png = os.path.join(root, 'SegmentationClass', name + '.png')
-      if os.path.exists(png):
-        mask = read_mask(png)
-      elif sbd is not None:
-        mask = read_sbd_mask(os.path.join(sbd, 'cls', name + '.mat'))
-      else:
-        raise CorruptExampleError(f'{png} is missing (listed in ImageSets).')
-      image = os.path.join(root, 'JPEGImages', name + '.jpg')
-      from PIL import Image  # pylint: disable=g-import-not-at-top
       try:
-        with Image.open(image) as jpeg:
-          width, height = jpeg.size
-      except (OSError, SyntaxError) as error:
-        raise CorruptExampleError(f'{image}: unreadable image ({error}).'
-                                  ) from error
-      if mask.shape != (height, width):
-        raise CorruptExampleError(
-            f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but '
-            f'{image} is {width}x{height}.')
-      yield name, {'image': image, 'segmentation': mask[..., None],
-                   'file_name': name}
+        yield name, self._example(root, sbd, name)
+      except CorruptExampleError as error:
+        logging.warning('Skipping VOC example %s: %s', name, error)
+        self.skipped.append(str(error))
+
+  def _example(self, root: str, sbd: str | None, name: str) -> dict:
+    png = os.path.join(root, 'SegmentationClass', name + '.png')
+    if os.path.exists(png):
+      mask = read_mask(png)
+    elif sbd is not None:
+      mask = read_sbd_mask(os.path.join(sbd, 'cls', name + '.mat'))
+    else:
+      raise FileNotFoundError(
+          f'{png} is missing (listed in ImageSets): is the VOC tree '
+          'completely extracted?')
+    image = os.path.join(root, 'JPEGImages', name + '.jpg')
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    try:
+      with Image.open(image) as jpeg:
+        width, height = jpeg.size
+        jpeg.load()  # decodes it all: a truncated file fails here
+    except (OSError, SyntaxError) as error:
+      raise CorruptExampleError(f'{image}: unreadable image ({error}).'
+                                ) from error
+    if mask.shape != (height, width):
+      raise CorruptExampleError(
+          f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but '
+          f'{image} is {width}x{height}.')
+    return {'image': image, 'segmentation': mask[..., None],
+            'file_name': name}
 
 
 # ----------------------------------------------------------------- pipeline
@@ -217,7 +237,9 @@ def check_data_available(config) -> None:
 def _decode(example) -> tuple[tf.Tensor, tf.Tensor]:
   image = tf.io.decode_image(example['image'], channels=3,
                              expand_animations=False)
-  label = example['segmentation']  # decoded by TFDS: uint8 [H, W, 1]
+  # Both kept encoded by the reader (imagenet._read): a file that does not
+  # decode fails here, in the preprocessing, and that example is skipped.
+  label = tf.io.decode_png(example['segmentation'], channels=1)  # uint8
   return tf.cast(image, tf.float32), label
 
 
@@ -311,6 +333,11 @@ def main(argv=None) -> int:
       manual_dir=args.manual_dir))
   for name, split in voc.info.splits.items():
     print(f'{name}: {split.num_examples} examples')
+  if voc.skipped:
+    print(f'Skipped {len(voc.skipped)} damaged example(s) (counted once per '
+          'split that lists them):')
+    for reason in voc.skipped:
+      print(f'  {reason}')
   return 0
 
 

@@ -225,12 +225,23 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
   train_ids, val_ids, sbd_ids = ['a1', 'a2', 'a3'], ['b1', 'b2'], ['s1']
-  masks = _write_voc(str(tmp_path / 'manual'), train_ids, val_ids, sbd_ids)
+  masks = _write_voc(str(tmp_path / 'manual'), train_ids + ['d1', 'd2'],
+                     val_ids, sbd_ids)
+  # Two damaged train pairs: a truncated JPEG, a garbled mask PNG.
+  tree = tmp_path / 'manual' / 'VOCdevkit' / 'VOC2012'
+  jpeg = tree / 'JPEGImages' / 'd1.jpg'
+  jpeg.write_bytes(jpeg.read_bytes()[:len(jpeg.read_bytes()) // 2])
+  png = tree / 'SegmentationClass' / 'd2.png'
+  png.write_bytes(png.read_bytes()[:20] + b'garbage' * 10)
   builder = voc.Voc2012Segmentation(data_dir=str(tmp_path / 'data'))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(tmp_path / 'manual')))
   splits = builder.info.splits
-  assert splits['train'].num_examples == 3
+  assert splits['train'].num_examples == 3  # the damaged pairs skipped
+  # ...named, once for train and once for train_aug (which lists them too).
+  assert len(builder.skipped) == 4
+  assert sum('d1.jpg: unreadable image' in r for r in builder.skipped) == 2
+  assert sum('d2.png: unreadable PNG' in r for r in builder.skipped) == 2
   assert splits['validation'].num_examples == 2
   # train_aug = SBD train (s1 and the VOC val image b1) + VOC train - VOC val.
   assert splits['train_aug'].num_examples == 4

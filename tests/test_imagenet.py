@@ -263,6 +263,45 @@ def test_eval_batches_cover_every_example_once(mock_imagenet):
   )
 
 
+def _imagenet_with_damaged_images(self, *args, **kwargs):
+  """11 imagenet2012-shaped examples (labels 0-10) of which two are damaged:
+  garbage bytes (label 3) and a JPEG cut in half (label 7)."""
+  del self, args, kwargs
+  rng = np.random.default_rng(0)
+  images = []
+  for label in range(11):
+    jpeg = tf.io.encode_jpeg(
+        rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).numpy()
+    if label == 3:
+      jpeg = b'not an image at all'
+    elif label == 7:
+      jpeg = jpeg[:len(jpeg) // 2]
+    images.append(jpeg)
+  return tf.data.Dataset.from_tensor_slices({
+      'image': images, 'label': np.arange(11, dtype=np.int64),
+      'file_name': [f'{i}.JPEG' for i in range(11)]})
+
+
+def test_damaged_images_are_skipped_counted_and_replaced(caplog):
+  with tfds.testing.mock_data(num_examples=11,
+                              as_dataset_fn=_imagenet_with_damaged_images):
+    # 11 examples, batch 3: 3 steps per epoch and 2 spare examples, which
+    # take the places of the 2 damaged ones.
+    epoch = _take(_config(), 3)
+    labels = np.concatenate([b['label'] for b in epoch])
+    assert sorted(labels) == [0, 1, 2, 4, 5, 6, 8, 9, 10]  # no valid one lost
+    assert sum(int(b['skipped_examples']) for b in epoch) == 2
+    # Evaluation scores the other 9, once each, and says what it skipped.
+    batches = list(imagenet.eval_batches(_config(), per_host_batch_size=4))
+  assert len(batches) == 3  # as for 11 good images: the same on every host
+  mask = np.concatenate([b['mask'] for b in batches])
+  np.testing.assert_array_equal(
+      np.concatenate([b['label'] for b in batches])[mask],
+      [0, 1, 2, 4, 5, 6, 8, 9, 10])
+  assert '2 of the 11 evaluation images on this host could not be decoded' in (
+      caplog.text)
+
+
 def test_train_batches_rejects_batch_larger_than_shard(mock_imagenet):
   with pytest.raises(ValueError, match='fewer than one batch'):
     next(imagenet.train_batches(

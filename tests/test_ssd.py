@@ -288,11 +288,30 @@ def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
     results = train.train_and_evaluate(config, str(tmp_path))
   assert batch['image'].shape == (4, 64, 64, 3)
   assert batch['boxes'].shape == (4, 8, 4) and batch['valid'].dtype == bool
+  # Per-example repair counts, which train.py takes out and adds up.
+  assert batch['clipped_boxes'].shape == batch['dropped_boxes'].shape == (4,)
   boxes = batch['boxes'][batch['valid']]
   assert np.all((boxes >= 0) & (boxes <= 1))
   assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
   assert results['num_examples'] == 6
   assert 0.0 <= results['AP50'] <= 1.0 or results['AP50'] == -1.0
+
+
+def test_coco_boxes_outside_the_image_are_clipped_and_empty_ones_dropped():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
+  boxes = tf.constant([[-0.1, 0.2, 0.5, 0.6],   # clipped
+                       [0.1, 0.1, 0.1, 0.5],    # zero area: dropped
+                       [0.2, 0.2, 1.3, 0.9],    # clipped
+                       [1.1, 1.1, 1.2, 1.2],    # outside: empty once clipped
+                       [0.3, 0.3, 0.6, 0.6]])   # fine
+  kept, labels, counts = coco.repair_boxes(boxes, tf.constant([1, 2, 3, 4, 5]))
+  np.testing.assert_allclose(kept.numpy(), [[0.0, 0.2, 0.5, 0.6],
+                                            [0.2, 0.2, 1.0, 0.9],
+                                            [0.3, 0.3, 0.6, 0.6]])
+  np.testing.assert_array_equal(labels.numpy(), [1, 3, 5])
+  assert int(counts['clipped_boxes']) == 2
+  assert int(counts['dropped_boxes']) == 2
 
 
 def test_scene_batches_are_padded_and_resumable(small_scenes):
