@@ -19,7 +19,7 @@ epoch ``start_step // steps_per_epoch`` and skips the already-consumed records
 Bad input does not stop a run. Every image stays encoded until the
 preprocessing decodes it (`_skip_image_decoding`), and an example whose image
 does not decode (truncated, garbled) is dropped there, with TensorFlow's
-error in the log (`_skip_undecodable`). In training the next example of the
+error in the log (`_skip_undecodable`). In training (`_epoch_batches`) the next example of the
 stream takes its place (each epoch holds a remainder of spares), so batches
 stay full and no valid example is lost; the count goes into the train metrics
 as `skipped_examples` (input_pipeline.REPAIR_COUNTS). After such a skip, a
@@ -81,13 +81,27 @@ def _skip_undecodable(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.ignore_errors(log_warning=True)
 
 
-def _count_skipped(batches: Iterator[Batch], first_index: int
+def _epoch_batches(ds: tf.data.Dataset, preprocess, *, steps_per_epoch: int,
+                   skip_steps: int, per_host_batch_size: int
                    ) -> Iterator[Batch]:
-  """Counts the examples `_skip_undecodable` dropped from the gaps in each
-  batch's 'index' (the examples' positions in the epoch's stream), which it
-  replaces by SKIPPED_EXAMPLES: the number dropped since the previous batch."""
-  expected = first_index
-  for batch in batches:
+  """One epoch's batches, from its (shuffled) stream of raw records: the
+  records enumerated (the position seeds the augmentation), the consumed
+  ones skipped before decoding (resume), the undecodable ones dropped, and
+  the epoch cut at `steps_per_epoch` batches. A dropped example's place is
+  taken by the next one: the records beyond steps_per_epoch * batch (the
+  split's remainder) are the spares, so no valid example is lost.
+
+  `preprocess(index, example)` must return the example's 'index'; the gaps
+  in it count the dropped examples, and each batch carries SKIPPED_EXAMPLES
+  (the number dropped since the previous batch) instead."""
+  ds = ds.enumerate().skip(skip_steps * per_host_batch_size)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _skip_undecodable(ds)
+  ds = ds.batch(per_host_batch_size, drop_remainder=True)
+  ds = ds.take(steps_per_epoch - skip_steps)
+  ds = ds.with_options(_deterministic_options())
+  expected = skip_steps * per_host_batch_size
+  for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
     index = batch.pop('index')
     skipped = int(index[-1]) - expected + 1 - len(index)
     expected = int(index[-1]) + 1
@@ -482,27 +496,10 @@ def tfds_train_batches(config: ml_collections.ConfigDict,
     ds = ds.shuffle(config.dataset.shuffle_buffer_size,
                     seed=_derive_seed(config.seed, epoch, 2),
                     reshuffle_each_iteration=False)
-    yield from _count_skipped(_epoch_batches(
+    yield from _epoch_batches(
         ds, with_seed, steps_per_epoch=steps_per_epoch, skip_steps=skip,
-        per_host_batch_size=per_host_batch_size), skip * per_host_batch_size)
+        per_host_batch_size=per_host_batch_size)
     epoch, skip = epoch + 1, 0
-
-
-def _epoch_batches(ds: tf.data.Dataset, preprocess, *, steps_per_epoch: int,
-                   skip_steps: int, per_host_batch_size: int):
-  """One epoch's batches, from its (shuffled) stream of raw records: the
-  records enumerated (the position seeds the augmentation), the consumed
-  ones skipped before decoding (resume), the undecodable ones dropped, and
-  the epoch cut at `steps_per_epoch` batches. A dropped example's place is
-  taken by the next one: the records beyond steps_per_epoch * batch (the
-  split's remainder) are the spares, so no valid example is lost."""
-  ds = ds.enumerate().skip(skip_steps * per_host_batch_size)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = _skip_undecodable(ds)
-  ds = ds.batch(per_host_batch_size, drop_remainder=True)
-  ds = ds.take(steps_per_epoch - skip_steps)
-  ds = ds.with_options(_deterministic_options())
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 def tfds_eval_batches(config: ml_collections.ConfigDict,
@@ -567,9 +564,9 @@ def _train_epoch(
       reshuffle_each_iteration=False,
   )
   # Skips raw records (cheap) rather than decoded images when resuming.
-  return _count_skipped(_epoch_batches(
+  return _epoch_batches(
       ds, preprocess, steps_per_epoch=steps_per_epoch, skip_steps=skip_steps,
-      per_host_batch_size=per_host_batch_size), skip_steps * per_host_batch_size)
+      per_host_batch_size=per_host_batch_size)
 
 
 def train_batches(
