@@ -5,6 +5,8 @@ import os
 import subprocess
 import time
 
+import jax
+
 import kill_resume
 
 STEPS = 20  # checkpoints at 5, 10, 15, 20
@@ -13,7 +15,9 @@ STEPS = 20  # checkpoints at 5, 10, 15, 20
 def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
   reference = str(tmp_path / 'uninterrupted')
   killed = str(tmp_path / 'killed')
-  cache = str(tmp_path / 'compilation_cache')
+  # The suite's compilation cache (tests/conftest.py): the runs' programs are
+  # those of test_train.py's tiny_digits_config, compiled by earlier tests.
+  cache = jax.config.jax_compilation_cache_dir
   os.makedirs(reference)
   start = time.monotonic()
   subprocess.run(kill_resume.command(reference, STEPS),

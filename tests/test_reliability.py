@@ -163,7 +163,7 @@ def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
 
   monkeypatch.setattr(train, 'l2_penalty', real_penalty)
   results = train.train_and_evaluate(
-      tiny_digits_config(base_learning_rate=0.01), workdir)
+      tiny_digits_config(base_learning_rate=0.003), workdir)
   assert final_line(workdir)['step'] == 4
   assert np.isfinite(results['loss'])
   params = final_params(workdir)

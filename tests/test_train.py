@@ -34,6 +34,9 @@ def tiny_digits_config(**overrides) -> ml_collections.ConfigDict:
   config.num_train_steps = 4
   config.warmup_epochs = 0.0
   config.lr_schedule = 'exponential'
+  # As tests/kill_resume.py's runs: the same compiled programs (the step count
+  # is not part of them), which the compilation cache then serves to both.
+  config.base_learning_rate = 0.01
   config.log_every_steps = 2
   config.checkpoint_every_steps = 2
   config.eval_every_epochs = 1000.0
@@ -294,7 +297,10 @@ def test_one_and_eight_devices_agree():
   rounding: BatchNorm statistics are over the global batch on any mesh."""
   flags = os.environ.get('XLA_FLAGS', '')  # conftest's -O0 kept
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8')
+             XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8',
+             # The suite's cache: the 1-device step is the other tests' one.
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
   code = _ONE_VS_EIGHT.format(repo=REPO_ROOT,
                               tests=os.path.join(REPO_ROOT, 'tests'))
   run = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO_ROOT,
