@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -133,6 +134,29 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   fake.calls.clear()
   assert sweep.main(['--config', config, '--workdir', workdir]) == 0
   assert not fake.calls
+
+
+def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
+  """--jobs 2: two points are training at once (each waits for the other to
+  start before it finishes), and every point ends with its result."""
+  config = _experiment(tmp_path, points=4)
+  workdir = str(tmp_path / 'runs')
+  fake = FakeMain()
+  both_started = threading.Barrier(2, timeout=30)
+
+  def run_in_pairs(command, **kwargs):
+    both_started.wait()  # raises BrokenBarrierError if run one at a time
+    return fake(command, **kwargs)
+
+  monkeypatch.setattr(sweep.subprocess, 'run', run_in_pairs)
+  assert sweep.main(['--config', config, '--workdir', workdir,
+                     '--jobs', '2']) == 0
+  assert sorted(fake.calls) == sorted(
+      sweep.point_name(p) for p in sweep.load_experiment(config)[1])
+  assert all(sweep.is_finished(workdir, p)
+             for p in sweep.load_experiment(config)[1])
+  with pytest.raises(SystemExit):
+    sweep.main(['--config', config, '--workdir', workdir, '--jobs', '0'])
 
 
 def test_report_from_known_runs(tmp_path, monkeypatch):
