@@ -456,18 +456,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     failures = []
     metric = headline_metric(base)
 
+    def say(line):  # whole lines, whichever thread writes
+      sys.stdout.write(line + '\n')
+      sys.stdout.flush()
+
     def run(numbered):
       number, overrides = numbered
       name = point_name(overrides)
-      print(f'[{number}/{len(todo)}] {name} ...', flush=True)
+      say(f'[{number}/{len(todo)}] {name} ...')
       try:
         result = run_point(args.config, args.workdir, overrides)
       except RuntimeError as e:
-        print(f'  [{number}] FAILED: {e}', flush=True)
+        say(f'  [{number}] FAILED: {e}')
         failures.append(name)
         return
-      print(f"  [{number}] {metric} {result['final'][metric]:.4f} in "
-            f"{result['wall_seconds_last_attempt']:.0f} s", flush=True)
+      say(f"  [{number}] {metric} {result['final'][metric]:.4f} in "
+          f"{result['wall_seconds_last_attempt']:.0f} s")
 
     # Each point is a subprocess, so threads suffice to keep `jobs` running.
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
