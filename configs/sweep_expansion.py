@@ -21,7 +21,7 @@ CPU cores (experiments/README.md has the measured time). ImageNet scale:
 from mnv2_jax import configuration
 
 EXPANSION_RATIOS = (2, 3, 4, 5, 6, 8, 10)
-WIDTHS = {'builtin': (0.35, 0.5), 'imagenet': (0.35, 1.0)}
+WIDTHS = {'builtin': (0.35, 0.5)}  # every other scale: α = 0.35 and 1.0
 BUILTIN_EPOCHS = 4.0
 SEEDS = (0, 1, 2)
 
@@ -36,5 +36,6 @@ def get_config(scale=None):
 def get_sweep(scale=None):
   return [{'model.width_multiplier': width,
            'model.expansion_ratio': float(t), 'seed': seed}
-          for width in WIDTHS[scale or 'builtin'] for t in EXPANSION_RATIOS
+          for width in WIDTHS.get(scale or 'builtin', (0.35, 1.0))
+          for t in EXPANSION_RATIOS
           for seed in SEEDS]

@@ -201,7 +201,7 @@ def _decode_and_crop(image_bytes: tf.Tensor,
   )
 
 
-PREPROCESSING = ('inception', 'torchvision')
+PREPROCESSING = ('inception', 'torchvision', 'cifar')
 # torchvision's ImageNet normalisation (of pixels scaled to [0, 1]).
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
@@ -210,11 +210,12 @@ TORCHVISION_STD = (0.229, 0.224, 0.225)
 def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
   """Maps pixels in [0, 255] to the network's input range.
 
-  'inception' (TF-slim and Keras releases, the paper's recipe): [-1, 1].
-  'torchvision' (PyTorch releases): [0, 1], then per-channel mean/std.
+  'inception' (TF-slim and Keras releases, the paper's recipe) and 'cifar':
+  [-1, 1]. 'torchvision' (PyTorch releases): [0, 1], then per-channel
+  mean/std.
   """
   image = tf.cast(image, tf.float32)
-  if preprocessing == 'inception':
+  if preprocessing in ('inception', 'cifar'):
     return image / 127.5 - 1.0
   if preprocessing == 'torchvision':
     return (image / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
@@ -229,6 +230,25 @@ def _resize_and_scale(image: tf.Tensor, image_size: int,
       image, [image_size, image_size], method='bilinear', antialias=False
   )
   image = normalize(image, preprocessing)
+  image.set_shape([image_size, image_size, 3])
+  return image
+
+
+def _pad_crop_and_flip(image_bytes: tf.Tensor, seed: tf.Tensor,
+                       image_size: int) -> tf.Tensor:
+  """CIFAR's standard augmentation: the image (resized to `image_size` if it
+  is not that size already) zero-padded by image_size / 8 on each side (4
+  pixels at 32), a random `image_size` crop of that and a random flip."""
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2, alg=_RNG_ALG))
+  image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  image = tf.image.resize(image, [image_size, image_size], method='bilinear')
+  pad = image_size // 8
+  image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+  image = tf.image.stateless_random_crop(
+      image, [image_size, image_size, 3], seed=crop_seed)
+  image = tf.image.stateless_random_flip_left_right(
+      normalize(image, 'cifar'), seed=flip_seed)
   image.set_shape([image_size, image_size, 3])
   return image
 
@@ -255,6 +275,8 @@ def preprocess_for_train(
     float32 tensor ``[image_size, image_size, 3]`` (in [-1, 1] for
     'inception').
   """
+  if preprocessing == 'cifar':
+    return _pad_crop_and_flip(image_bytes, seed, image_size)
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, num=2, alg=_RNG_ALG)
   )
@@ -307,6 +329,10 @@ def preprocess_for_eval(
   """
   if not 0.0 < crop_fraction <= 1.0:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop_fraction}.')
+  if preprocessing == 'cifar':  # the whole image, no crop
+    image = tf.io.decode_image(image_bytes, channels=3,
+                               expand_animations=False)
+    return _resize_and_scale(image, image_size, preprocessing)
   if preprocessing == 'torchvision':
     image = tf.io.decode_image(image_bytes, channels=3,
                                expand_animations=False)
@@ -442,6 +468,16 @@ def check_data_available(config: ml_collections.ConfigDict) -> None:
       _read(builder, split)
   except (AssertionError, KeyError, ValueError, tf.errors.OpError) as e:
     data_dir = config.dataset.data_dir
+    if config.dataset.name != 'imagenet2012':  # TFDS downloads these itself
+      raise ValueError(
+          f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) '
+          f'was not found: config.dataset.data_dir={data_dir!r} (looked in '
+          f'{builder.data_dir}). Runs never download; on a machine with '
+          'network access prepare it with\n'
+          f'  tfds build {config.dataset.name} --data_dir '
+          f'{data_dir or "<data_dir>"}\n'
+          'then point config.dataset.data_dir at that data_dir. '
+          f'(Original error: {type(e).__name__}: {e})') from e
     manual_dir = config.dataset.get('manual_dir') or '<manual_dir>'
     raise ValueError(
         f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) was '

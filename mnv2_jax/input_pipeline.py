@@ -25,6 +25,10 @@ Batch = dict
 #     place); clipped_boxes: boxes reaching outside the image, clipped to it;
 #   dropped_boxes: boxes of zero area (before or after clipping), removed.
 REPAIR_COUNTS = ('skipped_examples', 'clipped_boxes', 'dropped_boxes')
+# Classification sets read from TFDS through imagenet.py's pipeline (encoded
+# images and labels); the others are built in or have their own module.
+TFDS_CLASSIFICATION = ('imagenet2012', 'cifar10', 'imagenette/160px-v2',
+                       'imagenette/320px-v2')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +88,7 @@ def dataset_info(config) -> DatasetInfo:
 
 def check_available(config) -> None:
   """Raises a clear error when a dataset that needs files is not prepared."""
-  if config.dataset.name == 'imagenet2012':
+  if config.dataset.name in TFDS_CLASSIFICATION:
     _imagenet().check_data_available(config)
   elif config.dataset.name == 'coco/2017':
     _coco().check_data_available(config)

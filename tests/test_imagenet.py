@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mnv2_jax import imagenet
+from mnv2_jax import input_pipeline
 
 IMAGE_SIZE = 32
 
@@ -402,3 +403,65 @@ def test_check_data_available_missing(tmp_path):
   assert 'tfds build imagenet2012' in str(e.value)
   assert 'ILSVRC2012_img_train.tar' in str(e.value)
   assert not os.path.exists(missing)  # Nothing was downloaded or created.
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 and Imagenette: the same pipeline, other TFDS names.
+# ----------------------------------------------------------------------------
+
+
+def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
+  """'cifar' preprocessing: the output is the [-1, 1] image zero-padded by 4
+  and cropped back to 32x32 at some offset, perhaps mirrored; eval returns
+  the whole image."""
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  png = tf.io.encode_png(pixels)
+  padded = np.pad(pixels.astype(np.float32) / 127.5 - 1.0,
+                  [(4, 4), (4, 4), (0, 0)], constant_values=-1.0)
+  windows = {(dy, dx, flip) for dy in range(9) for dx in range(9)
+             for flip in (False, True)}
+  seen = set()
+  for seed in range(12):
+    out = imagenet.preprocess_for_train(
+        png, tf.constant([seed, 7], tf.int64), 32, 'cifar').numpy()
+    assert out.shape == (32, 32, 3)
+    match = [(dy, dx, flip) for dy, dx, flip in windows
+             if np.allclose(out, (lambda w: w[:, ::-1] if flip else w)(
+                 padded[dy:dy + 32, dx:dx + 32]), atol=1e-6)]
+    assert match, f'seed {seed}: not a window of the padded image'
+    seen.update(match)
+  assert len(seen) > 4  # the offsets and flips vary with the seed
+  evaluated = imagenet.preprocess_for_eval(png, 32, 0.875, 'cifar').numpy()
+  np.testing.assert_allclose(evaluated, pixels / 127.5 - 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize('name,eval_split,size,preprocessing', [
+    ('cifar10', 'test', 32, 'cifar'),
+    ('imagenette/160px-v2', 'validation', 64, 'inception')])
+def test_cifar10_and_imagenette_pipelines_under_mock_data(
+    name, eval_split, size, preprocessing):
+  config = _config()
+  config.dataset.name, config.dataset.eval_split = name, eval_split
+  config.image_size, config.preprocessing = size, preprocessing
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    input_pipeline.check_available(config)  # the mock counts as prepared
+    assert imagenet.num_examples(config, 'train') == MOCK_EXAMPLES
+    batches = _take(config, 4)  # crosses the epoch boundary after 3
+    for b in batches:
+      assert b['image'].shape == (MOCK_BATCH, size, size, 3)
+      assert -1.0 <= b['image'].min() and b['image'].max() <= 1.0
+      assert ((b['label'] >= 0) & (b['label'] < 10)).all()
+    evaluated = list(imagenet.eval_batches(config, per_host_batch_size=4))
+    assert len(evaluated) == 3  # ceil(10 / 4), the padding masked out
+    assert sum(int(b['mask'].sum()) for b in evaluated) == MOCK_EXAMPLES
+
+
+def test_missing_cifar10_says_how_to_build_it(tmp_path):
+  config = _config(os.fspath(tmp_path / 'no_cifar_here'))
+  config.dataset.name, config.dataset.eval_split = 'cifar10', 'test'
+  with pytest.raises(ValueError, match='no_cifar_here') as e:
+    input_pipeline.check_available(config)
+  assert 'tfds build cifar10' in str(e.value)
+  assert 'ILSVRC' not in str(e.value)

@@ -210,3 +210,18 @@ def test_cluttered_digits_are_deterministic_and_disjoint():
   assert len(common) < 5  # scikit-learn's set holds a few duplicate scans
   labels = [cluttered_digits.make_example('train', i, 32)[1] for i in range(200)]
   assert set(labels) == set(range(10))
+
+
+@pytest.mark.parametrize('experiment', [
+    'ablation_bottleneck', 'ablation_shortcut', 'sweep_expansion',
+    'sweep_width_resolution'])
+def test_every_experiment_config_is_valid_at_every_scale(experiment):
+  """Each committed experiment's points all validate at each scale (the
+  runner checks them before training; a bad one would stop a sweep late)."""
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
+                      f'{experiment}.py')
+  for scale in configuration.EXPERIMENT_SCALES:
+    base, points = sweep.load_experiment(f'{path}:{scale}')
+    assert points and len({sweep.point_name(p) for p in points}) == len(points)
+    assert base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
