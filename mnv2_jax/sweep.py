@@ -284,8 +284,9 @@ def format_markdown(title: str, rows: Sequence[dict], total_points: int,
   keys = _swept_keys(rows)
   lines = [f'# {title}', '',
            f'{finished} of {total_points} runs finished, '
-           f'{seconds / 60:.1f} minutes of training runs (wall, each run\'s '
-           f'last attempt). Mean ± standard deviation over seeds of the final '
+           f'{seconds / 60:.1f} minutes of training: each run\'s wall time '
+           f'(its last attempt), added up, so runs side by side (--jobs) '
+           f'count twice. Mean ± standard deviation over seeds of the final '
            f'test {metric}.', '',
            '| ' + ' | '.join(keys + [f'{metric}{unit}', 'seeds',
                                      'parameters', 'multiply-adds']) + ' |',

@@ -193,7 +193,7 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
     ('model.bottleneck_activation', 'relu', "'linear', 'relu6'"),
     ('num_classes', 1000, "dataset 'digits' has 10 classes"),
     ('model.expansion_ratio', 0.5, 'number >= 1'),
-    ('dataset.name', 'cifar10', "'digits', 'cluttered_digits', 'imagenet2012'"),
+    ('dataset.name', 'mnist', "'digits', 'cluttered_digits', 'imagenet2012'"),
     ('inference_microbatch', -2, '-1 \\(auto\\), 0 \\(whole batch\\)'),
 ])
 def test_config_errors_name_the_field_and_the_fix(field, value, message):
