@@ -8,6 +8,11 @@ inputs in [-1, 1].
   [3/4, 4/3]), bilinear resize to ``image_size``, random left-right flip.
 * Eval: central crop of 87.5% of the image, bilinear resize to ``image_size``.
 
+The same pipeline reads the other TFDS classification sets
+(``input_pipeline.TFDS_CLASSIFICATION``: CIFAR-10, Imagenette), which differ
+only in their names, splits and, for CIFAR-10, ``preprocessing='cifar'``
+(pad by 4, random 32x32 crop, flip; the whole image for evaluation).
+
 The training stream is deterministic and exactly resumable. It is organised by
 epoch: epoch ``e`` reads the files and fills the shuffle buffer with seeds
 derived from ``(config.seed, e)``, and example ``i`` of that epoch's stream on
