@@ -440,6 +440,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       '(each its own process); on a 2-core CPU, 2 finish '
                       'a sweep of small runs sooner than 1.')
   args = parser.parse_args(argv)
+  if args.jobs < 1:
+    parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
   base, points = load_experiment(args.config)
   title = experiment_title(args.config)
   if args.print_commands:
@@ -452,8 +454,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     todo = [p for p in points if not is_finished(args.workdir, p)]
     print(f'{len(points)} points, {len(points) - len(todo)} finished, '
           f'{len(todo)} to run in {args.workdir}.', flush=True)
-    if args.jobs < 1:
-      parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
     failures = []
     metric = headline_metric(base)
 
