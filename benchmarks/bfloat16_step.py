@@ -37,6 +37,7 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import initializers  # pylint: disable=g-import-not-at-top
   from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from mnv2_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -57,8 +58,10 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
     schedule = train.make_schedule(config, num_train_examples=1_281_167)
     learning_rate = train.learning_rate_fn(config, schedule)
     optimizer = train.create_optimizer(config, learning_rate)
-    state = jax.jit(functools.partial(train.create_train_state, config, model,
-                                      optimizer))(jax.random.key(seed))
+    variables = initializers.host_variables(
+        model, train.model_input_shape(config), seed, train=False)
+    state = jax.jit(functools.partial(train.create_train_state, config,
+                                      optimizer=optimizer))(variables)
     step = jax.jit(functools.partial(train.train_step, model=model,
                                      optimizer=optimizer, config=config,
                                      learning_rate=learning_rate))

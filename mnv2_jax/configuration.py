@@ -37,6 +37,8 @@ OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
 LR_SCHEDULES = ('exponential', 'cosine', 'poly')
 MODES = ('train', 'eval')
 PREPROCESSING = ('inception', 'torchvision', 'cifar')  # as imagenet.PREPROCESSING
+# config.model.depthwise_implementation (before 0.2) -> model.implementation.
+RENAMED_IMPLEMENTATIONS = {'auto': 'auto', 'shifted': 'cpu', 'grouped': 'xla'}
 MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
 
 
@@ -71,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   # checkpoint initialises the weights of a new run; layers whose shapes
   # differ (e.g. another number of classes) keep their fresh initialisation.
   config.init_from = ''
+  # JAX's persistent compilation cache (compilation_cache.py): 'auto' (a
+  # user-level directory, or $MNV2_JAX_COMPILATION_CACHE), a path, or ''/'off'.
+  config.compilation_cache_dir = 'auto'
 
   config.model = ml_collections.ConfigDict()
   config.model.width_multiplier = 1.0
@@ -86,7 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.batch_norm_epsilon = 1e-3
   config.model.padding = 'same'
   config.model.dtype = 'float32'
-  config.model.depthwise_implementation = 'auto'
+  # The layers' formulation: 'cpu' (hand-differentiated, tuned for XLA:CPU),
+  # 'xla' (XLA's convolution ops and autodiff: GPU, TPU) or 'auto' (by the
+  # backend). The same parameters and function either way (layers.py).
+  config.model.implementation = 'auto'
   # Memory-efficient inference (paper §5.1): each expanded tensor computed in
   # this many channel slices (1: whole). Inference only; same outputs.
   config.model.inference_splits = 1
@@ -262,6 +270,10 @@ def from_json(path: str) -> ml_collections.ConfigDict:
   with open(path) as f:
     values = json.load(f)
   config = base_config()
+  model = values.get('model', {})
+  if 'depthwise_implementation' in model:  # workdirs written before 0.2
+    old = model.pop('depthwise_implementation')
+    model.setdefault('implementation', RENAMED_IMPLEMENTATIONS.get(old, old))
 
   def update(node, tree, prefix):
     for key, value in tree.items():
@@ -371,8 +383,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'model.output_stride', model_lib.OUTPUT_STRIDES)
   _check_choice(config, 'model.padding', layers.PADDING_MODES)
   _check_choice(config, 'model.dtype', tuple(model_lib.DTYPES))
-  _check_choice(config, 'model.depthwise_implementation',
-                layers.DEPTHWISE_IMPLEMENTATIONS)
+  _check_choice(config, 'model.implementation', layers.IMPLEMENTATIONS)
   _check_choice(config, 'optimizer', OPTIMIZERS)
   _check_choice(config, 'preprocessing', PREPROCESSING)
   _check_choice(config, 'background_class', (False, True))
@@ -435,6 +446,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f'dataset {config.dataset.name!r} has {expected_classes} classes' +
           (' with the background class' if config.background_class else ''),
           str(expected_classes))
+  if not isinstance(config.compilation_cache_dir, str):
+    _fail('compilation_cache_dir', config.compilation_cache_dir,
+          "it must be 'auto', a directory, or 'off'", 'auto')
   if not isinstance(config.init_from, str):
     _fail('init_from', config.init_from,
           'it must be a workdir path or empty', '/path/to/workdir')

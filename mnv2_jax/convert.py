@@ -486,7 +486,10 @@ def save(workdir: str, config: ml_collections.ConfigDict, variables: Variables,
     raise ConversionError(
         f'{directory} already holds checkpoints; choose a new --workdir '
         '(nothing was overwritten).')
-  state = train.state_from_variables(config, variables)
+  # The optimizer's slots do not depend on the learning-rate values.
+  optimizer = train.create_optimizer(config, lambda count: 0.0)
+  state = train.create_train_state(
+      config, jax.tree.map(np.asarray, dict(variables)), optimizer)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))

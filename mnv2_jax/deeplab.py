@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnv2_jax import initializers
 from mnv2_jax import layers
 from mnv2_jax import model as model_lib
 
@@ -78,7 +79,7 @@ class MobileDeepLabV3(nn.Module):
   batch_norm_epsilon: float = 1e-3
   padding: str = 'same'
   dtype: str = 'float32'
-  depthwise_implementation: str = 'auto'
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False
@@ -93,13 +94,13 @@ class MobileDeepLabV3(nn.Module):
         output_stride=self.output_stride, last_conv=False,
         batch_norm_momentum=self.batch_norm_momentum,
         batch_norm_epsilon=self.batch_norm_epsilon, padding=self.padding,
-        dtype=self.dtype, depthwise_implementation=self.depthwise_implementation,
+        dtype=self.dtype, implementation=self.implementation,
         name='backbone')
     features, endpoints = backbone(images, train=train)
     norm, conv, _ = layers.module_factories(
         train=train, momentum=self.batch_norm_momentum,
         epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        depthwise_implementation=self.depthwise_implementation)
+        implementation=self.implementation)
 
     def branch(name: str, **conv_kwargs) -> Callable[[Array], Array]:
       return layers.ConvBN(functools.partial(conv, HEAD_DEPTH, **conv_kwargs),
@@ -120,7 +121,8 @@ class MobileDeepLabV3(nn.Module):
     endpoints['concat_projection'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
-                     name='logits')(x.astype(jnp.float32))
+                     kernel_init=initializers.LECUN_NORMAL,
+                     bias_init=initializers.ZEROS, name='logits')(x.astype(jnp.float32))
     endpoints['logits_at_output_stride'] = logits
     return resize_bilinear(logits, images.shape[1:3]), endpoints
 
@@ -134,7 +136,7 @@ def from_config(config, num_classes: int) -> MobileDeepLabV3:
       batch_norm_momentum=model.batch_norm_momentum,
       batch_norm_epsilon=model.batch_norm_epsilon, padding=model.padding,
       dtype=model.dtype,
-      depthwise_implementation=model.depthwise_implementation)
+      implementation=model.implementation)
 
 
 # ------------------------------------------------------------ loss, metric

@@ -10,7 +10,7 @@ and the workdir's config.json define the model. The function exported is
 `images -> logits`: float32 images [batch, S, S, 3] already normalised as the
 config's `preprocessing` says ([-1, 1] for 'inception'), logits [batch,
 classes]. It goes through `jax2tf` (StableHLO), built with XLA's convolution
-ops (`depthwise_implementation='grouped'`), which the TFLite converter turns
+ops (`model.implementation='xla'`), which the TFLite converter turns
 into CONV_2D / DEPTHWISE_CONV_2D with the BatchNorms folded in.
 
 `--quantize int8` quantizes weights and activations to int8 (float input and
@@ -58,12 +58,12 @@ def load_workdir(workdir: str):
   return config, variables, step
 
 
-def inference_function(config, variables, *, xla_conv: bool = True
+def inference_function(config, variables, *, implementation: str = 'xla'
                        ) -> Callable[[jax.Array], jax.Array]:
-  """images -> logits with the workdir's weights closed over."""
+  """images -> logits with the workdir's weights closed over, in the given
+  formulation of the layers ('xla' for export: XLA's convolution ops)."""
   model = model_lib.from_config(config.model, config.num_classes)
-  if xla_conv:
-    model = model.clone(depthwise_implementation='grouped')
+  model = model.clone(implementation=implementation)
   return lambda images: model.apply(variables, images, train=False)[0]
 
 
@@ -200,7 +200,8 @@ def export(workdir: str, fmt: str, quantize: Optional[str] = None,
     export_tflite(fn, config, output, quantize,
                   calibration_images(config, num_calibration_images)
                   if quantize else None)
-  reference_fn = jax.jit(inference_function(config, variables, xla_conv=False))
+  reference_fn = jax.jit(inference_function(config, variables,
+                                                implementation='auto'))
   images = held_images(config, num_check_images)
   reference = np.asarray(reference_fn(images))
   exported = run_exported(output, images)

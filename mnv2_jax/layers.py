@@ -1,18 +1,26 @@
-"""Building blocks: padding rules, depthwise convolution, Conv-BN-activation.
+"""Building blocks: padding rules, convolutions, BatchNorm, Conv-BN-activation.
 
-Depthwise convolution has two implementations that compute the same function:
+Every layer has two formulations that compute the same function, chosen per
+backend by `implementation` ('auto' picks by `jax.default_backend()`):
 
-* ``grouped``: ``lax.conv_general_dilated`` with ``feature_group_count`` equal to
-  the channel count. This is what cuDNN and the TPU compiler are built for.
-* ``shifted``: the sum of k·k shifted (strided, dilated) slices of the padded
-  input, each multiplied by one tap of the kernel. XLA fuses it into a single
-  loop on CPU, where its grouped convolution is 5-30x slower forward and worse
-  backward (JAX #23713, Flax #4207, XLA #34273; see benchmarks/).
+* ``xla`` (GPU, TPU, and export to TensorFlow/TFLite): XLA's convolution ops
+  (``lax.conv_general_dilated``, depthwise as a grouped convolution with
+  ``feature_group_count`` equal to the channel count) and BatchNorm
+  differentiated by autodiff, i.e. the ops of a plain Flax network
+  (``nn.Conv`` + ``nn.BatchNorm``), which cuDNN, XLA:GPU's fusions and the TPU
+  compiler are built for. Nothing here is hand-differentiated.
+* ``cpu``: formulations XLA:CPU runs fast, with hand-written gradients:
+  depthwise convolution as the sum of k·k shifted (strided, dilated) slices of
+  the padded input (XLA:CPU's grouped convolution is 5-30x slower forward and
+  worse backward: JAX #23713, Flax #4207, XLA #34273), 1x1 convolutions as
+  matrix products, the 3x3 stem as one matrix product over im2col patches,
+  and BatchNorm + ReLU6 with a backward pass that reads its input twice.
 
-Both take the same kernel parameter (shape ``[k, k, 1, C]``, Flax's layout for a
-grouped ``nn.Conv``) and the same explicit padding, so a checkpoint does not
-depend on the backend it was trained on. They agree to float32 rounding in
-values and gradients (tests/test_layers.py).
+Both take the same parameters (a depthwise kernel is ``[k, k, 1, C]``, Flax's
+layout for a grouped ``nn.Conv``) and the same explicit padding, so a
+checkpoint does not depend on the backend it was trained on. They agree to
+float32 rounding in values and gradients (tests/test_layers.py forces each one
+on the CPU and compares it with plain Flax).
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mnv2_jax import initializers
+
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 PADDING_MODES = ('same', 'symmetric')
-DEPTHWISE_IMPLEMENTATIONS = ('auto', 'shifted', 'grouped')
+IMPLEMENTATIONS = ('auto', 'cpu', 'xla')
 
 
 def _padding_1d(size: int, kernel: int, stride: int, dilation: int,
@@ -220,15 +230,24 @@ def _pointwise_backward(residuals, output_grad):
 pointwise_conv.defvjp(_pointwise_forward, _pointwise_backward)
 
 
-def resolve_depthwise_implementation(implementation: str) -> str:
-  """'auto' picks 'shifted' on CPU and 'grouped' on GPU/TPU."""
-  if implementation not in DEPTHWISE_IMPLEMENTATIONS:
+def resolve_implementation(implementation: str,
+                           backend: Optional[str] = None) -> str:
+  """'auto' is 'cpu' on the CPU backend and 'xla' on GPU and TPU."""
+  if implementation not in IMPLEMENTATIONS:
     raise ValueError(
-        f'depthwise_implementation must be one of {DEPTHWISE_IMPLEMENTATIONS}, '
-        f'got {implementation!r}.')
+        f'model.implementation must be one of {IMPLEMENTATIONS}, got '
+        f'{implementation!r}.')
   if implementation == 'auto':
-    return 'shifted' if jax.default_backend() == 'cpu' else 'grouped'
+    backend = jax.default_backend() if backend is None else backend
+    return 'cpu' if backend == 'cpu' else 'xla'
   return implementation
+
+
+def depthwise_conv(implementation: str) -> Callable[..., Array]:
+  """The depthwise convolution of a formulation ('auto', 'cpu' or 'xla')."""
+  if resolve_implementation(implementation) == 'cpu':
+    return depthwise_conv_shifted
+  return depthwise_conv_grouped
 
 
 class DepthwiseConv(nn.Module):
@@ -239,7 +258,8 @@ class DepthwiseConv(nn.Module):
     strides: stride of both spatial dimensions.
     dilation: atrous rate (output stride 16/8 replaces strides by rates).
     padding: 'same' (TensorFlow) or 'symmetric' (PyTorch).
-    implementation: 'auto', 'shifted' or 'grouped' (see module docstring).
+    implementation: 'auto', 'cpu' (shifted slices) or 'xla' (grouped
+      convolution); see the module docstring.
     dtype: computation dtype; parameters stay `param_dtype`.
   """
   kernel_size: int = 3
@@ -249,8 +269,7 @@ class DepthwiseConv(nn.Module):
   implementation: str = 'auto'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  kernel_init: Callable[..., Array] = nn.initializers.variance_scaling(
-      1.0, 'fan_in', 'truncated_normal')
+  kernel_init: Callable[..., Array] = initializers.DEPTHWISE
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -261,10 +280,7 @@ class DepthwiseConv(nn.Module):
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
     padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
                            self.dilation, self.padding)
-    if resolve_depthwise_implementation(self.implementation) == 'shifted':
-      conv = depthwise_conv_shifted
-    else:
-      conv = depthwise_conv_grouped
+    conv = depthwise_conv(self.implementation)
     return conv(inputs, kernel, self.strides, self.dilation, padding)
 
 
@@ -291,23 +307,22 @@ def conv_as_patches(inputs: Array, kernel: Array, stride: int,
 class Conv(nn.Module):
   """Regular k x k convolution without bias (a BatchNorm follows).
 
-  With `xla_conv` (GPU/TPU, and export to TensorFlow/TFLite, where it becomes
-  CONV_2D) every convolution is `lax.conv_general_dilated`. Without it (CPU),
-  a 1x1 convolution is a matrix product over the channel axis and a k x k one
-  a matrix product over im2col patches, which XLA:CPU runs at GEMM speed.
-  An atrous (`dilation` > 1) convolution, DeepLab's ASPP (paper §6.3), is
-  always XLA's dilated convolution.
+  With the 'xla' formulation (GPU/TPU, and export to TensorFlow/TFLite, where
+  it becomes CONV_2D) every convolution is `lax.conv_general_dilated`. With
+  'cpu', a 1x1 convolution is a matrix product over the channel axis and a
+  k x k one a matrix product over im2col patches, which XLA:CPU runs at GEMM
+  speed. An atrous (`dilation` > 1) convolution, DeepLab's ASPP (paper §6.3),
+  is always XLA's dilated convolution.
   """
   features: int
   kernel_size: int = 1
   strides: int = 1
   dilation: int = 1
   padding: str = 'same'
-  xla_conv: bool = False
+  implementation: str = 'auto'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  kernel_init: Callable[..., Array] = nn.initializers.variance_scaling(
-      2.0, 'fan_in', 'truncated_normal')
+  kernel_init: Callable[..., Array] = initializers.HE_NORMAL
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -316,11 +331,12 @@ class Conv(nn.Module):
         (self.kernel_size, self.kernel_size, inputs.shape[-1], self.features),
         self.param_dtype)
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-    if not self.xla_conv and self.kernel_size == 1 and self.strides == 1:
+    cpu = resolve_implementation(self.implementation) == 'cpu'
+    if cpu and self.kernel_size == 1 and self.strides == 1:
       return pointwise_conv(inputs, kernel[0, 0])
     padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
                            self.dilation, self.padding)
-    if not self.xla_conv and self.dilation == 1:
+    if cpu and self.dilation == 1:
       return conv_as_patches(inputs, kernel, self.strides, padding)
     return lax.conv_general_dilated(
         inputs, kernel, window_strides=(self.strides, self.strides),
@@ -395,6 +411,21 @@ def _batch_norm_train_backward(epsilon, relu6, residuals, cotangents):
 batch_norm_train.defvjp(_batch_norm_train_forward, _batch_norm_train_backward)
 
 
+def batch_norm_train_autodiff(inputs: Array, scale: Array, bias: Array,
+                              epsilon: float, relu6: bool
+                              ) -> tuple[Array, Array, Array]:
+  """`batch_norm_train` for autodiff: the same function, no custom gradient
+  (the 'xla' formulation, what `flax.linen.BatchNorm` differentiates)."""
+  axes = tuple(range(inputs.ndim - 1))
+  x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+  mean = jnp.mean(x, axes)
+  var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+  z = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+  if relu6:
+    z = jax.nn.relu6(z)
+  return z.astype(inputs.dtype), mean, var
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over the last axis with an optional fused ReLU6.
 
@@ -407,12 +438,15 @@ class BatchNorm(nn.Module):
     momentum: running average decay.
     epsilon: added to the variance.
     relu6: apply ReLU6 after the affine transform.
+    implementation: 'auto', 'cpu' (hand-written backward) or 'xla'
+      (autodiff); see the module docstring.
     dtype: dtype of the outputs (statistics are always float32).
   """
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-3
   relu6: bool = False
+  implementation: str = 'auto'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -420,24 +454,30 @@ class BatchNorm(nn.Module):
   def __call__(self, inputs: Array) -> Array:
     features = inputs.shape[-1]
     stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            stats_dtype)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           stats_dtype)
-    scale = self.param('scale', nn.initializers.ones, (features,),
+    ra_mean = self.variable('batch_stats', 'mean', initializers.ZEROS, None,
+                            (features,), stats_dtype)
+    ra_var = self.variable('batch_stats', 'var', initializers.ONES, None,
+                           (features,), stats_dtype)
+    scale = self.param('scale', initializers.ONES, (features,),
                        self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (features,),
+    bias = self.param('bias', initializers.ZEROS, (features,),
                       self.param_dtype)
     inputs = inputs.astype(self.dtype)
     if self.use_running_average:
-      x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
-      z = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon)
-                                 * scale) + bias
+      # An affine map per channel, folded into one multiply-add (in float32;
+      # one rounding to `dtype` at the end).
+      multiplier = lax.rsqrt(ra_var.value + self.epsilon) * scale
+      offset = bias - ra_mean.value * multiplier
+      z = inputs.astype(stats_dtype) * multiplier + offset
       if self.relu6:
         z = jax.nn.relu6(z)
       return z.astype(self.dtype)
-    outputs, mean, var = batch_norm_train(inputs, scale, bias, self.epsilon,
-                                          self.relu6)
+    if resolve_implementation(self.implementation) == 'cpu':
+      normalize = batch_norm_train
+    else:
+      normalize = batch_norm_train_autodiff
+    outputs, mean, var = normalize(inputs, scale, bias, self.epsilon,
+                                   self.relu6)
     if not self.is_initializing():
       mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -470,8 +510,8 @@ class ConvBN(nn.Module):
     return x
 
 
-def batch_norm(*, train: bool, momentum: float, epsilon: float,
-               dtype: Any) -> Callable[..., nn.Module]:
+def batch_norm(*, train: bool, momentum: float, epsilon: float, dtype: Any,
+               implementation: str = 'auto') -> Callable[..., nn.Module]:
   """BatchNorm factory. In training, statistics are over the whole global batch.
 
   Under `jit` with the batch sharded over a mesh, the mean and variance are
@@ -479,24 +519,21 @@ def batch_norm(*, train: bool, momentum: float, epsilon: float,
   all-reduce: statistics are synchronised across all devices and hosts.
   """
   return functools.partial(BatchNorm, use_running_average=not train,
-                           momentum=momentum, epsilon=epsilon, dtype=dtype)
+                           momentum=momentum, epsilon=epsilon, dtype=dtype,
+                           implementation=implementation)
 
 
 def module_factories(*, train: bool, momentum: float, epsilon: float,
-                     padding: str, dtype: Any, depthwise_implementation: str
+                     padding: str, dtype: Any, implementation: str
                      ) -> tuple[Callable[..., nn.Module], ...]:
-  """(norm, conv, depthwise_conv) factories for a network's ConvBN layers.
-
-  'grouped' (GPU/TPU, export) uses XLA's convolution ops for every conv;
-  'shifted' (CPU) the formulations of this module that XLA:CPU runs fast.
-  """
+  """(norm, conv, depthwise_conv) factories for a network's ConvBN layers,
+  all in one formulation ('auto', 'cpu' or 'xla', see the module docstring).
+  'auto' is resolved here, once, for the backend the model is built on."""
+  implementation = resolve_implementation(implementation)
   norm = batch_norm(train=train, momentum=momentum, epsilon=epsilon,
-                    dtype=dtype)
-  xla_conv = resolve_depthwise_implementation(
-      depthwise_implementation) == 'grouped'
-  conv = functools.partial(Conv, padding=padding, xla_conv=xla_conv,
-                           dtype=dtype)
-  depthwise_conv = functools.partial(DepthwiseConv, padding=padding,
-                                     dtype=dtype,
-                                     implementation=depthwise_implementation)
-  return norm, conv, depthwise_conv
+                    dtype=dtype, implementation=implementation)
+  conv = functools.partial(Conv, padding=padding, dtype=dtype,
+                           implementation=implementation)
+  depthwise = functools.partial(DepthwiseConv, padding=padding, dtype=dtype,
+                                implementation=implementation)
+  return norm, conv, depthwise

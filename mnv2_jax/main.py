@@ -9,6 +9,7 @@ This file is intentionally kept short: everything else is importable from
 """
 
 import os
+import time
 
 from absl import app
 from absl import flags
@@ -36,16 +37,31 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
   from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+  configuration.validate(FLAGS.config)
   print(f'malloc: {allocator.status()}', flush=True)
+  cache = compilation_cache.enable(FLAGS.config.compilation_cache_dir)
+  print(f'compilation cache: {cache or "off"}', flush=True)
   if FLAGS.multihost:
     jax.distributed.initialize()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                           started_at=_STARTED_AT)
+
+
+# When the command started (carried over the malloc restart), for the log's
+# "first step ... after start".
+_STARTED_ENV = 'MNV2_JAX_STARTED_AT'
+_STARTED_AT = time.time()
 
 
 if __name__ == '__main__':
   # Before anything else: restart once with glibc malloc settings that keep
   # XLA:CPU from page-faulting its buffers every step (see allocator.py).
+  _STARTED_AT = float(os.environ.pop(_STARTED_ENV, _STARTED_AT))
+  os.environ[_STARTED_ENV] = str(_STARTED_AT)
   from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
   allocator.reexec_with_tuned_malloc()
+  del os.environ[_STARTED_ENV]  # not inherited by what this process starts
   app.run(main)

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnv2_jax import initializers
 from mnv2_jax import layers
 
 Array = jax.Array
@@ -195,7 +196,7 @@ class InvertedResidual(nn.Module):
           residual=self.residual,
           epsilon=self.norm.keywords['epsilon'],
           padding=self.depthwise_conv.keywords['padding'],
-          depthwise_implementation=self.depthwise_conv.keywords['implementation'])
+          implementation=self.depthwise_conv.keywords['implementation'])
       endpoints['output'] = x
       return x, endpoints
     x = inputs
@@ -228,7 +229,7 @@ def has_identity_shortcut(block: BlockConfig) -> bool:
 def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
                             splits: int, *, bottleneck_activation: str,
                             residual: str, epsilon: float, padding: str,
-                            depthwise_implementation: str,
+                            implementation: str,
                             stem_variables=None) -> Array:
   """Memory-efficient inference of one inverted residual (paper §5.1).
 
@@ -259,7 +260,7 @@ def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
     residual: 'bottleneck' or 'none' (the 'expansion' shortcut of Figure 6b
       needs the previous block's whole expanded tensor).
     epsilon: BatchNorm epsilon.
-    padding, depthwise_implementation: as `layers.DepthwiseConv`.
+    padding, implementation: as `layers.DepthwiseConv`.
     stem_variables: for the first block (no expansion) only: the variables of
       the 3x3 stride-2 stem conv + BN + ReLU6 (layer_1). `inputs` are then the
       images and the stem's output channels are computed slice by slice too,
@@ -295,10 +296,7 @@ def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
   depthwise_kernel = params['depthwise']['conv']['kernel']  # [3, 3, 1, E]
   depthwise_scale, depthwise_shift = bn_affine('depthwise')
   project_kernel = params['project']['conv']['kernel'][0, 0]  # [E, out]
-  depthwise = (layers.depthwise_conv_shifted
-               if layers.resolve_depthwise_implementation(
-                   depthwise_implementation) == 'shifted'
-               else layers.depthwise_conv_grouped)
+  depthwise = layers.depthwise_conv(implementation)
 
   def depthwise_output(i):
     """Slice i of the depthwise stage's output, and the channels' mask."""
@@ -376,8 +374,9 @@ class MobileNetV2(nn.Module):
       and epsilon (TF release 0.997 / 1e-3; PyTorch 0.9 / 1e-5).
     padding: 'same' (TF) or 'symmetric' (PyTorch-trained weights).
     dtype: computation dtype name; parameters are always float32.
-    depthwise_implementation: 'auto' | 'shifted' | 'grouped' (see layers.py);
-      'grouped' also computes the other convolutions with XLA's conv op.
+    implementation: the layers' formulation, 'auto' | 'cpu' | 'xla' (see
+      layers.py): hand-differentiated formulations tuned for XLA:CPU, or
+      XLA's convolution ops and autodiff (GPU, TPU, export).
     inference_splits: memory-efficient inference (paper §5.1): every block
       with an expansion computes its expanded tensor in this many channel
       slices; only the blocks' outputs are then published as endpoints.
@@ -395,7 +394,7 @@ class MobileNetV2(nn.Module):
   batch_norm_epsilon: float = 1e-3
   padding: str = 'same'
   dtype: str = 'float32'
-  depthwise_implementation: str = 'auto'
+  implementation: str = 'auto'
   inference_splits: int = 1
 
   @nn.compact
@@ -411,7 +410,7 @@ class MobileNetV2(nn.Module):
     norm, conv, depthwise_conv = layers.module_factories(
         train=train, momentum=self.batch_norm_momentum,
         epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        depthwise_implementation=self.depthwise_implementation)
+        implementation=self.implementation)
     endpoints = {}
 
     blocks = block_configs(self.width_multiplier, self.expansion_ratio,
@@ -428,7 +427,7 @@ class MobileNetV2(nn.Module):
           bottleneck_activation=self.bottleneck_activation,
           residual=self.residual, epsilon=self.batch_norm_epsilon,
           padding=self.padding,
-          depthwise_implementation=self.depthwise_implementation,
+          implementation=self.implementation,
           stem_variables=of_layer('layer_1')).astype(dtype)
       endpoints['layer_2'] = endpoints['layer_2/output'] = x
       blocks_to_build = blocks[1:]
@@ -470,7 +469,9 @@ class MobileNetV2(nn.Module):
     if not self.num_classes:
       return x, endpoints
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')(x)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32,
+                      kernel_init=initializers.LECUN_NORMAL,
+                      bias_init=initializers.ZEROS, name='classifier')(x)
     endpoints['logits'] = logits
     return logits, endpoints
 
@@ -491,7 +492,7 @@ def from_config(model_config, num_classes: int) -> MobileNetV2:
       batch_norm_epsilon=model_config.batch_norm_epsilon,
       padding=model_config.padding,
       dtype=model_config.dtype,
-      depthwise_implementation=model_config.depthwise_implementation,
+      implementation=model_config.implementation,
       inference_splits=model_config.inference_splits)
 
 

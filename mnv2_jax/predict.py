@@ -216,7 +216,8 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
 def predict(workdir: str, paths: Sequence[str], top: int = 5):
   """Yields (path, [(name, probability), ...] or an error message)."""
   config, variables, _ = export.load_workdir(workdir)
-  fn = jax.jit(export.inference_function(config, variables, xla_conv=False))
+  fn = jax.jit(export.inference_function(config, variables,
+                                         implementation='auto'))
   names = class_names(config)
   for path in paths:
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from mnv2_jax import box_ops
+from mnv2_jax import initializers
 from mnv2_jax import layers
 from mnv2_jax import model as model_lib
 
@@ -50,7 +51,7 @@ class SSDLite(nn.Module):
   batch_norm_epsilon: float = 1e-3
   padding: str = 'same'
   dtype: str = 'float32'
-  depthwise_implementation: str = 'auto'
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False
@@ -61,13 +62,13 @@ class SSDLite(nn.Module):
         num_classes=0, width_multiplier=self.width_multiplier,
         batch_norm_momentum=self.batch_norm_momentum,
         batch_norm_epsilon=self.batch_norm_epsilon, padding=self.padding,
-        dtype=self.dtype, depthwise_implementation=self.depthwise_implementation,
+        dtype=self.dtype, implementation=self.implementation,
         name='backbone')
     _, endpoints = backbone(images, train=train)
     norm, conv, depthwise = layers.module_factories(
         train=train, momentum=self.batch_norm_momentum,
         epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        depthwise_implementation=self.depthwise_implementation)
+        implementation=self.implementation)
 
     features = [endpoints[FIRST_FEATURE], endpoints[SECOND_FEATURE]]
     x = features[-1]
@@ -93,6 +94,8 @@ class SSDLite(nn.Module):
         y = layers.ConvBN(depthwise, norm, nn.relu6,
                           name=f'head_{i}_{kind}_depthwise')(feature)
         y = nn.Conv(boxes * width, (1, 1), dtype=jnp.float32,
+                    kernel_init=initializers.LECUN_NORMAL,
+                    bias_init=initializers.ZEROS,
                     name=f'head_{i}_{kind}_predictor')(y.astype(jnp.float32))
         outputs.append(y.reshape(y.shape[0], -1, width))
     return (jnp.concatenate(box_encodings, 1),

@@ -100,6 +100,44 @@ def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
   return total
 
 
+def count_conv_outputs(jaxpr) -> int:
+  """Output elements of every convolution in a jaxpr: the tensors that the
+  BatchNorm after each one (paper §6.1) must see whole in training."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      total += math.prod(eqn.outvars[0].aval.shape)
+    for sub in _sub_jaxprs(eqn.params):
+      total += count_conv_outputs(sub)
+  return total
+
+
+# Memory accesses per convolution output element in a training step, at the
+# least: written once (a BatchNorm in training mode needs the whole batch's
+# statistics before it can normalise, so the output must reach memory), read
+# once by the next layer (normalisation and ReLU6 fused into its input),
+# read once more in the backward pass; its gradient written once and read
+# once. Inference folds BatchNorm into the convolution: written once, read
+# once.
+TRAINING_ACCESSES = 5
+INFERENCE_ACCESSES = 2
+
+
+def activation_traffic(model, image_size: int, bytes_per_element: int
+                       ) -> dict[str, int]:
+  """The least memory traffic of one image's activations (bytes) in a
+  training step and in inference, by the access counts above. Weights and
+  their gradients are left out (per image they shrink with the batch)."""
+  model = model.clone(implementation='xla')
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  jaxpr = jax.make_jaxpr(model.apply)(variables, images).jaxpr
+  elements = count_conv_outputs(jaxpr)
+  return {'conv_output_elements': elements,
+          'training_bytes': TRAINING_ACCESSES * elements * bytes_per_element,
+          'inference_bytes': INFERENCE_ACCESSES * elements * bytes_per_element}
+
+
 def _tree_size(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
@@ -132,9 +170,9 @@ def multi_scale_multiply_adds(model, image_size: int, scales, flip: bool
 
 def model_statistics(model, image_size: int) -> dict[str, Any]:
   """Counts of one model at one square resolution (batch of one image)."""
-  # Count with the grouped depthwise convolution: the shifted formulation is
-  # the same arithmetic spread over elementwise ops the counter does not see.
-  model = model.clone(depthwise_implementation='grouped')
+  # Count with XLA's convolution ops: the CPU formulations are the same
+  # arithmetic spread over slices and elementwise ops the counter does not see.
+  model = model.clone(implementation='xla')
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   closed, outputs = jax.make_jaxpr(model.apply, return_shape=True)(

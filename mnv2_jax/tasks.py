@@ -104,7 +104,7 @@ class Detection:
         batch_norm_momentum=config.model.batch_norm_momentum,
         batch_norm_epsilon=config.model.batch_norm_epsilon,
         padding=config.model.padding, dtype=config.model.dtype,
-        depthwise_implementation=config.model.depthwise_implementation)
+        implementation=config.model.implementation)
     detection = config.detection
     self.anchor_config = box_ops.AnchorConfig(
         min_scale=detection.min_scale, max_scale=detection.max_scale)

@@ -29,7 +29,9 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnv2_jax import checkpointing
+from mnv2_jax import compilation_cache
 from mnv2_jax import configuration
+from mnv2_jax import initializers
 from mnv2_jax import input_pipeline
 from mnv2_jax import metric_writers
 from mnv2_jax import model as model_lib
@@ -215,12 +217,12 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding
           for k, v in batch.items()}
 
 
-def create_train_state(config, model: nn.Module,
-                       optimizer: optax.GradientTransformation,
-                       rng: jax.Array) -> TrainState:
-  shape = (1, config.image_size, config.image_size, 3)
-  variables = model.init({'params': rng}, jnp.zeros(shape, jnp.float32),
-                         train=False)
+def create_train_state(config, variables: PyTree,
+                       optimizer: optax.GradientTransformation) -> TrainState:
+  """A step-0 state holding `variables` ({'params', 'batch_stats'}), fresh
+  optimizer slots and, with `config.ema_decay`, the moving average's copy.
+  Pure; used for new runs (`Trainer.init_state`) and imported weights
+  (convert.save)."""
   params, batch_stats = variables['params'], variables['batch_stats']
   ema = config.ema_decay > 0
   return TrainState(
@@ -230,19 +232,34 @@ def create_train_state(config, model: nn.Module,
       ema_batch_stats=batch_stats if ema else None)
 
 
-def state_from_variables(config, variables: PyTree) -> TrainState:
-  """A step-0 train state holding `variables` (fresh optimizer slots) in the
-  structure `Trainer` restores (the optimizer's state does not depend on the
-  learning-rate values); used to save imported weights."""
-  optimizer = create_optimizer(config, lambda count: 0.0)
-  params = jax.tree.map(jnp.asarray, variables['params'])
-  batch_stats = jax.tree.map(jnp.asarray, variables['batch_stats'])
-  ema = config.ema_decay > 0
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      opt_state=optimizer.init(params),
-      ema_params=params if ema else None,
-      ema_batch_stats=batch_stats if ema else None)
+def model_input_shape(config) -> tuple[int, int, int, int]:
+  """The image batch shape a model is initialised with (one image)."""
+  return (1, config.image_size, config.image_size, 3)
+
+
+def abstract_variables(config, model: nn.Module) -> PyTree:
+  """Shapes and dtypes of `model`'s variables (traced, nothing computed)."""
+  return jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0),
+      jax.ShapeDtypeStruct(model_input_shape(config), jnp.float32))
+
+
+def host_cpu_device() -> Optional[jax.Device]:
+  """This host's first CPU device, or None where JAX runs without one."""
+  try:
+    return jax.local_devices(backend='cpu')[0]
+  except RuntimeError:
+    return None
+
+
+def replicate(tree: PyTree, sharding: NamedSharding) -> PyTree:
+  """Host arrays (the same on every host) as global arrays with `sharding`
+  (replicated): every host fills its own devices."""
+  def put(value):
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding,
+                                        lambda index: value[index])
+  return jax.tree.map(put, tree)
 
 
 BACKBONE_PREFIX = "['backbone']"  # ssd.SSDLite's MobileNetV2
@@ -323,19 +340,23 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
-    init = functools.partial(create_train_state, config, self.model,
-                             self.optimizer)
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
+    # The initial state is made on the host: NumPy draws the variables
+    # (initializers.host_variables) and XLA:CPU makes the optimizer's slots,
+    # so a new run compiles nothing for its accelerator but its steps.
+    self._create_state = jax.jit(functools.partial(
+        create_train_state, config, optimizer=self.optimizer))
+    abstract = jax.eval_shape(self._create_state,
+                              abstract_variables(config, self.model))
+    self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                        sharding=self.replicated), abstract)
-    self._init = jax.jit(init, out_shardings=state_sharding)
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model,
                           optimizer=self.optimizer, config=config,
                           learning_rate=self.learning_rate, task=self.task),
-        out_shardings=(state_sharding, self.replicated), donate_argnums=0)
+        out_shardings=(self.state_sharding, self.replicated),
+        donate_argnums=0)
     self.eval_step = jax.jit(
         functools.partial(self.task.eval_step,
                           microbatch=model_lib.resolve_inference_microbatch(
@@ -343,8 +364,14 @@ class Trainer:
         out_shardings=self.replicated)
 
   def init_state(self) -> TrainState:
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), 0)
-    return self._init(rng)
+    """A new run's state, replicated over the mesh."""
+    variables = initializers.host_variables(
+        self.model, model_input_shape(self.config), self.config.seed,
+        train=False)
+    host = host_cpu_device()
+    with jax.default_device(host) if host else contextlib.nullcontext():
+      state = jax.device_get(self._create_state(variables))
+    return replicate(state, self.replicated)
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """The task's metrics over the whole eval split (top1/top5/loss for
@@ -441,11 +468,15 @@ class _Prefetcher:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices=None) -> dict[str, float]:
+                       devices=None, *, started_at: Optional[float] = None
+                       ) -> dict[str, float]:
   """Trains (resuming from the latest checkpoint) and evaluates at the end.
 
-  Returns the final evaluation metrics, also written to metrics.jsonl.
+  `started_at` (a `time.time()`; default: now) is when the command started,
+  for the log's start-up time. Returns the final evaluation metrics, also
+  written to metrics.jsonl.
   """
+  started_at = time.time() if started_at is None else started_at
   trainer = Trainer(config, devices)
   if config.mode == 'eval':
     claim = contextlib.nullcontext()
@@ -468,7 +499,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state = checkpointing.restore(manager, trainer.abstract_state)
         return _final_evaluation(trainer, state, writer)
       _record_config(config, workdir, writer)
-      return _train(trainer, workdir, writer, manager)
+      return _train(trainer, workdir, writer, manager, started_at)
     finally:
       manager.wait_until_finished()
       manager.close()
@@ -504,7 +535,8 @@ def _check_finite(metrics: dict[str, Any], step: int, manager) -> None:
 
 
 def _train(trainer: Trainer, workdir: str,
-           writer: metric_writers.MetricWriter, manager) -> dict[str, float]:
+           writer: metric_writers.MetricWriter, manager,
+           started_at: float) -> dict[str, float]:
   config, schedule = trainer.config, trainer.schedule
   state = trainer.init_state()
   restored = checkpointing.restore_latest_usable(manager, state, writer.log)
@@ -540,6 +572,12 @@ def _train(trainer: Trainer, workdir: str,
     for step in range(start_step + 1, schedule.total_steps + 1):
       batch = next(batches)
       state, metrics = trainer.train_step(state, batch, rng)
+      if step == start_step + 1:
+        jax.block_until_ready(metrics)
+        cache = compilation_cache.counts()
+        writer.log(f'First step done {time.time() - started_at:.1f} s after '
+                   f'start (compilation cache: {cache["hits"]} programs '
+                   f'loaded, {cache["misses"]} compiled).')
       pending.append(metrics)
       unchecked += 1
       is_last = step == schedule.total_steps

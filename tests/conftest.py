@@ -24,6 +24,9 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 _CACHE_DIR = os.path.join(REPO_ROOT, '.pytest_cache', 'jax_compilation_cache')
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+# Commands the tests start (`python -m mnv2_jax.main`, the sweeps) use it too,
+# instead of the user's own cache (mnv2_jax/compilation_cache.py).
+os.environ.setdefault('MNV2_JAX_COMPILATION_CACHE', _CACHE_DIR)
 
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -50,8 +53,9 @@ def small_scenes(monkeypatch):
 # tests/test_train.py's tiny_digits_config) in the compilation cache.
 _SLOWEST_FILES_FIRST = ('test_reliability', 'test_ssd', 'test_kill_resume',
                         'test_train', 'test_model', 'test_convert',
-                        'test_deeplab', 'test_stats', 'test_layers',
-                        'test_imagenet', 'test_config_fuzz')
+                        'test_deeplab', 'test_compilation_cache',
+                        'test_stats', 'test_layers', 'test_imagenet',
+                        'test_config_fuzz')
 
 
 def pytest_collection_modifyitems(items):

@@ -52,9 +52,12 @@ def one_core() -> None:
 
 def environment(cache_dir: str | None) -> dict[str, str]:
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
-  if cache_dir:  # restarts skip recompilation, as a real cluster's would not
+  env.pop('MNV2_JAX_COMPILATION_CACHE', None)
+  if cache_dir:  # restarts skip recompilation
     env.update(JAX_COMPILATION_CACHE_DIR=cache_dir,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  else:  # every restart compiles, as on a machine without the cache
+    env['MNV2_JAX_COMPILATION_CACHE'] = 'off'
   return env
 
 

@@ -50,7 +50,7 @@ FIELD_VALUES = {
     'model.batch_norm_epsilon': [1e-3],
     'model.padding': ['same', 'symmetric'],
     'model.dtype': ['float32', 'bfloat16'],
-    'model.depthwise_implementation': ['auto', 'grouped', 'shifted'],
+    'model.implementation': ['auto', 'cpu', 'xla'],
     'model.inference_splits': [1, 4],
     'num_epochs': [1.0, 10.0],
     'num_train_steps': [-1, 5],

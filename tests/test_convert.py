@@ -311,9 +311,9 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   other.image_size = 32
   other_model = model_lib.from_config(other.model, 1000)
   fresh = _random_like(jax.eval_shape(
-      lambda k: train.create_train_state(
-          other, other_model, train.create_optimizer(other, lambda c: 0.1), k),
-      jax.random.key(1)), seed=1)
+      lambda: train.create_train_state(
+          other, train.abstract_variables(other, other_model),
+          train.create_optimizer(other, lambda c: 0.1))), seed=1)
   initialised, report = train.initialize_from(fresh, workdir)
   assert 'classifier' in report and "'kernel']" in report
   np.testing.assert_array_equal(

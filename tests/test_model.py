@@ -181,10 +181,9 @@ def test_bfloat16_compute_float32_parameters(small_variables):
 def test_fast_depthwise_network_equals_grouped_network(small_variables):
   x = _images()
   for output_stride in (32, 8):
-    fast = _run(SMALL(output_stride=output_stride,
-                      depthwise_implementation='shifted'), small_variables, x)
-    grouped = _run(SMALL(output_stride=output_stride,
-                         depthwise_implementation='grouped'),
+    fast = _run(SMALL(output_stride=output_stride, implementation='cpu'),
+                small_variables, x)
+    grouped = _run(SMALL(output_stride=output_stride, implementation='xla'),
                    small_variables, x)
     np.testing.assert_allclose(fast[0], grouped[0], rtol=1e-4, atol=1e-4)
 

@@ -351,10 +351,10 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
       dict(abstract))
   convert.save(str(tmp_path / 'classifier'), classifier_config, variables)
   detector = tasks.Detection(_tiny_detection_config(), 10).model
-  state = jax.eval_shape(lambda k: train.create_train_state(
-      _tiny_detection_config(), detector,
-      train.create_optimizer(_tiny_detection_config(), lambda c: 0.1), k),
-                         jax.random.key(0))
+  config = _tiny_detection_config()
+  state = jax.eval_shape(lambda: train.create_train_state(
+      config, train.abstract_variables(config, detector),
+      train.create_optimizer(config, lambda c: 0.1)))
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
   state, report = train.initialize_from(state, str(tmp_path / 'classifier'))
   np.testing.assert_array_equal(
