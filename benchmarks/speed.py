@@ -1,49 +1,57 @@
-"""MobileNetV2 speed on this machine: mnv2_jax next to Keras and PyTorch.
+r"""MobileNetV2 speed: mnv2_jax next to plain Flax, Keras and PyTorch, each
+framework in a fresh process of its own.
 
-What is measured (one process, same random inputs for every framework,
-MobileNetV2 1.0, 224x224, 1000 classes, float32 by default):
+  python benchmarks/speed.py               # this machine's CPU (batch 1 and 32, float32)
+  python benchmarks/speed.py --mode gpu    # a GPU (batch 1 and 256, float32 and bfloat16)
 
-  * inference at batch 1 (latency) and at batch 32 (throughput);
-  * one full training step at batch 32: forward, backward, optimizer update and
-    BatchNorm statistics.
+writes benchmarks/results/speed_<device>.{json,md}: <device> is 'cpu' or the
+card's name ('nvidia_h200'). Frameworks sharing a process slow each other down
+(thread pools, allocators), so every (framework, dtype) runs in a new Python
+process (`--worker`), one after the other, on the same random inputs.
 
-Rows:
+Model: MobileNetV2 1.0-224, 1000 classes. Rows:
 
-  * ``mnv2_jax``: ``jax.jit`` of ``MobileNetV2.apply(train=False)`` for
-    inference, on the whole batch and, on CPU, in micro-batches of
-    ``model.CPU_INFERENCE_MICROBATCH`` images as evaluation runs it; for training the package's own ``train.train_step`` with the
-    paper's recipe (RMSProp decay 0.9 / momentum 0.9 / eps 1.0, weight decay,
-    label smoothing, EMA of the weights), state buffers donated.
-  * ``keras``: ``keras.applications.MobileNetV2(weights=None,
-    classifier_activation=None)`` on TensorFlow: ``model(x, training=False)``
-    in a ``tf.function`` for inference; a ``tf.function`` GradientTape step
-    with ``keras.optimizers.RMSprop(rho=0.9, momentum=0.9, epsilon=1.0)`` and
-    sparse softmax cross-entropy for training. ``--keras_xla`` adds the
-    ``jit_compile=True`` variants (XLA's grouped convolution: very slow on
-    CPU, so off by default).
-  * ``torch``: torchvision's ``mobilenet_v2()`` if torchvision imports, else
-    the same architecture defined below in plain ``torch.nn`` (the reason is
-    printed). ``eval()`` + ``inference_mode`` for inference; ``train()`` with
-    ``torch.optim.RMSprop(alpha=0.9, momentum=0.9, eps=1.0)`` for training;
-    each in NCHW and in ``channels_last`` memory format.
+* ``mnv2_jax``: `jax.jit` of `MobileNetV2.apply(train=False)` for inference
+  (on CPU also in micro-batches of `model.CPU_INFERENCE_MICROBATCH`, as
+  evaluation runs it); the package's own `train.train_step` for training,
+  with the paper's RMSProp (decay 0.9, momentum 0.9, epsilon 1.0) and weight
+  decay 4e-5; `base_config()` turns off label smoothing and the weight average.
+  The state is donated. `--dtype bfloat16` rows compute activations in
+  bfloat16 with float32 parameters, BatchNorm statistics, loss and optimizer.
+* ``flax``: the same network written the plain Flax way (tests/flax_reference.py:
+  nn.Conv with `feature_group_count`, nn.BatchNorm, autodiff), trained by the
+  same `train.train_step`: what a Flax user would write.
+* ``keras`` (CPU): `keras.applications.MobileNetV2(weights=None)` in a
+  `tf.function`; training with `keras.optimizers.RMSprop(rho=0.9,
+  momentum=0.9, epsilon=1.0)` under a GradientTape.
+* ``torch``: torchvision's `mobilenet_v2()` if torchvision imports, else the
+  same architecture in plain torch.nn (tests/torch_reference.py; the reason is
+  printed); `torch.optim.RMSprop(alpha=0.9, momentum=0.9, eps=1.0)`. On CPU in
+  NCHW and channels_last; on GPU channels_last, float32 (cuDNN's default TF32
+  convolutions) and autocast bfloat16 (AMP).
+* ``torch.compile`` (GPU; `--torch_compile` on CPU): the channels_last model
+  under `torch.compile`, AMP bfloat16.
 
-  The peers do not compute the EMA or the weight decay; mnv2_jax's step does.
+Timing: the first call (tracing, compilation, one run) is reported on its own,
+then `--warmup` untimed calls, then `--repeats` timed calls, each synchronised
+(JAX `block_until_ready`, `.numpy()`, `torch.cuda.synchronize()`); rows give
+the median. "vs best peer" divides images/s by the fastest Keras / PyTorch row
+of the same kind, batch and dtype. Peak device memory is each process's peak
+(its training step is the largest program it runs).
 
-Timing: the first call (tracing + compilation + one run) is reported on its
-own, then ``--warmup`` untimed calls, then ``--repeats`` timed calls; the table
-gives the median (and min) per call. Every call is synchronised (JAX
-``block_until_ready``, TF ``.numpy()``, PyTorch is synchronous on CPU).
-"vs best peer" divides images/s by the fastest peer row of the same kind
-(inference or training) and batch.
+The physical limit: a `limits` process measures this device's memory
+bandwidth (a large array copy) and matrix-product FLOP/s. MobileNetV2's
+training step is memory-bound: the report divides its least activation
+traffic per image (`stats.activation_traffic`: 5 accesses per convolution
+output element) by the bandwidth and gives each training row as a percentage
+of that roofline.
 
-Memory allocator: by default this script restarts itself once with the glibc
-malloc settings of ``mnv2_jax/allocator.py`` (what ``python -m mnv2_jax.main``
-uses), so that every framework in the process runs with them;
-``--malloc default`` keeps glibc's defaults for everyone.
+Memory allocator (CPU): the driver restarts itself once with the glibc malloc
+settings of mnv2_jax/allocator.py, which every worker inherits;
+`--malloc default` keeps glibc's defaults for everyone.
 
-  pip install -e ".[test]"          # plus, for the peers (optional):
-  pip install torch==2.13.0         # CPU build; torchvision optional
-  python benchmarks/speed.py        # writes benchmarks/results/speed.{json,md}
+  pip install -e ".[test]"           # the peers are optional:
+  pip install torch==2.13.0          # CPU build of PyTorch (torchvision optional)
 """
 
 from __future__ import annotations
@@ -51,68 +59,101 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import importlib.metadata
 import json
 import os
 import pathlib
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+
+import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
-
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+MODES = ('auto', 'cpu', 'gpu')
+PEERS = ('keras', 'torch', 'torch.compile')
+# Published memory bandwidth of the cards we expect, bytes/s (NVIDIA's data
+# sheets), for the roofline next to the measured copy bandwidth.
+SPEC_BANDWIDTH = {'H200': 4.8e12, 'H100 80GB HBM3': 3.35e12,
+                  'H100 PCIe': 2.0e12, 'H100 NVL': 3.9e12,
+                  'A100-SXM4-80GB': 2.039e12, 'A100-SXM4-40GB': 1.555e12,
+                  'A100 80GB PCIe': 1.935e12, 'L4': 0.3e12}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--mode', choices=MODES, default='auto',
+                      help="'auto': gpu if nvidia-smi lists a GPU, else cpu")
   parser.add_argument('--latency_batch', type=int, default=1)
-  parser.add_argument('--batch', type=int, default=32,
-                      help='throughput batch (inference and training)')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='throughput batch (default 32 on CPU, 256 on GPU)')
   parser.add_argument('--resolution', type=int, default=224)
   parser.add_argument('--width_multiplier', type=float, default=1.0)
   parser.add_argument('--num_classes', type=int, default=1000)
-  parser.add_argument('--dtype', default='float32',
-                      choices=('float32', 'bfloat16'),
-                      help="mnv2_jax's compute dtype (peers stay float32)")
   parser.add_argument('--repeats', type=int, default=None,
-                      help='timed calls per row (default 30 at the latency '
-                           'batch, 10 for inference, 6 for training)')
-  parser.add_argument('--warmup', type=int, default=2)
+                      help='timed calls per row (CPU: 30 at batch 1, 10 '
+                           'inference, 6 training; GPU: 20)')
+  parser.add_argument('--warmup', type=int, default=None,
+                      help='untimed calls after the first (CPU 2, GPU 3)')
+  parser.add_argument('--frameworks', default=None,
+                      help='comma-separated subset of mnv2_jax,flax,keras,'
+                           'torch,torch.compile')
+  parser.add_argument('--dtypes', default=None,
+                      help='comma-separated subset of float32,bfloat16')
+  parser.add_argument('--torch_compile', action='store_true',
+                      help='also torch.compile on CPU (minutes of compiling)')
+  parser.add_argument('--skip_training', action='store_true')
   parser.add_argument('--malloc', choices=('tuned', 'default'),
                       default='tuned')
-  parser.add_argument('--skip_keras', action='store_true')
-  parser.add_argument('--skip_torch', action='store_true')
-  parser.add_argument('--skip_training', action='store_true')
-  parser.add_argument('--keras_xla', action='store_true',
-                      help='also time Keras with jit_compile=True')
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--json_out', default=str(
-      REPO_ROOT / 'benchmarks' / 'results' / 'speed.json'),
-                      help='JSON results; the Markdown table goes next to it')
-  return parser.parse_args(argv)
+  parser.add_argument('--worker_timeout', type=float, default=1800)
+  parser.add_argument('--out_dir', default=str(
+      REPO_ROOT / 'benchmarks' / 'results'))
+  # Internal: run one worker and write its rows to --worker_out.
+  parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+  parser.add_argument('--dtype', default='float32', help=argparse.SUPPRESS)
+  parser.add_argument('--worker_out', default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.mode == 'auto':
+    args.mode = 'gpu' if gpu_names() else 'cpu'
+  gpu = args.mode == 'gpu'
+  if args.batch is None:
+    args.batch = 256 if gpu else 32
+  if args.warmup is None:
+    args.warmup = 3 if gpu else 2
+  return args
 
 
-def cpu_model() -> str:
+def gpu_names() -> list[str]:
+  """The GPUs nvidia-smi lists (none without a driver)."""
+  if not shutil.which('nvidia-smi'):
+    return []
   try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
+    out = subprocess.run(['nvidia-smi', '--query-gpu=name', '--format=csv,'
+                          'noheader'], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def usable_cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
+def repeats_for(args, kind: str, batch: int) -> int:
+  if args.repeats is not None:
+    return args.repeats
+  if args.mode == 'gpu':
+    return 20
+  if kind == 'training':
+    return 6
+  return 30 if batch < 8 else 10
 
 
 def time_calls(call, warmup: int, repeats: int) -> dict:
@@ -132,85 +173,118 @@ def time_calls(call, warmup: int, repeats: int) -> dict:
 
 
 class Recorder:
-  """Collects rows and prints each as it is measured."""
+  """Collects one worker's rows and prints each as it is measured."""
 
-  def __init__(self):
+  def __init__(self, framework: str, dtype: str, args):
+    self.framework, self.dtype, self.args = framework, dtype, args
     self.rows = []
 
-  def time(self, framework, variant, kind, batch, call, warmup, repeats):
+  def time(self, variant: str, kind: str, batch: int, call, **extra):
     try:
-      timing = time_calls(call, warmup, repeats)
+      timing = time_calls(call, self.args.warmup,
+                          repeats_for(self.args, kind, batch))
     except Exception as e:  # pylint: disable=broad-except
-      print(f'  {framework} {variant} {kind} batch {batch}: FAILED '
+      print(f'  {self.framework} {variant} {kind} batch {batch}: FAILED '
             f'({type(e).__name__}: {str(e).splitlines()[0][:200]})',
             flush=True)
-      return
-    row = {'framework': framework, 'variant': variant, 'kind': kind,
-           'batch': batch, 'repeats': repeats, **timing,
-           'images_per_s': batch / timing['median_s']}
+      return None
+    row = {'framework': self.framework, 'variant': variant,
+           'dtype': self.dtype, 'kind': kind, 'batch': batch, **timing,
+           'images_per_s': batch / timing['median_s'], **extra}
     self.rows.append(row)
-    print(f'  {framework:<9} {variant:<28} {kind:<9} batch {batch:>3}: '
-          f'first {timing["first_call_s"]:6.2f} s, median '
-          f'{timing["median_s"] * 1e3:8.1f} ms, min '
-          f'{timing["min_s"] * 1e3:8.1f} ms, {row["images_per_s"]:7.1f} img/s',
-          flush=True)
+    print(f'  {self.framework:<13} {self.dtype:<8} {variant:<30} {kind:<9} '
+          f'batch {batch:>3}: first {timing["first_call_s"]:6.2f} s, median '
+          f'{timing["median_s"] * 1e3:8.2f} ms, {row["images_per_s"]:8.1f} '
+          'img/s', flush=True)
+    return row
 
 
-# ------------------------------------------------------------------ mnv2_jax
+def random_inputs(args):
+  rng = np.random.default_rng(args.seed)
+  size = args.resolution
+  images = {b: rng.uniform(-1.0, 1.0, (b, size, size, 3)).astype(np.float32)
+            for b in {args.latency_batch, args.batch}}
+  labels = rng.integers(0, args.num_classes, (args.batch,)).astype(np.int32)
+  return images, labels
 
 
-def bench_ours(args, images, labels, recorder, repeats_for):
+# ------------------------------------------------------------- JAX workers
+
+
+def jax_peak_memory(jax) -> int | None:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
+
+
+def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
+  """mnv2_jax (`flavour` 'mnv2_jax') or the plain Flax network ('flax')."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import initializers  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import layers  # pylint: disable=g-import-not-at-top
   from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from mnv2_jax import train  # pylint: disable=g-import-not-at-top
 
+  images, labels = random_inputs(args)
   config = configuration.base_config()
   config.num_classes = args.num_classes
   config.image_size = args.resolution
   config.model.width_multiplier = args.width_multiplier
   config.model.dtype = args.dtype
   model = model_lib.from_config(config.model, args.num_classes)
+  init_model = model
+  if flavour == 'flax':
+    sys.path.insert(0, str(REPO_ROOT / 'tests'))
+    import flax_reference  # pylint: disable=g-import-not-at-top
+    sys.path.pop(0)
+    model = flax_reference.MobileNetV2(
+        num_classes=args.num_classes, width_multiplier=args.width_multiplier,
+        dtype=model_lib.DTYPES[args.dtype])
   schedule = train.make_schedule(config, num_train_examples=1_281_167)
   learning_rate = train.learning_rate_fn(config, schedule)
   optimizer = train.create_optimizer(config, learning_rate)
 
+  # The same variables for both: they share names and shapes.
   start = time.perf_counter()
-  state = jax.jit(functools.partial(train.create_train_state, config, model,
-                                    optimizer))(jax.random.key(args.seed))
-  state = jax.block_until_ready(state)
+  variables = initializers.host_variables(
+      init_model, train.model_input_shape(config), args.seed, train=False)
+  state = jax.block_until_ready(jax.device_put(train.create_train_state(
+      config, variables, optimizer)))
   init_s = time.perf_counter() - start
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  print(f'mnv2_jax: jit(init) {init_s:.1f} s, {num_params:,} parameters, '
-        f'dtype {args.dtype}', flush=True)
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  info = {'init_s': init_s,
+          'num_params': int(sum(x.size for x in jax.tree.leaves(
+              state.params))),
+          'implementation': (layers.resolve_implementation(
+              config.model.implementation) if flavour == 'mnv2_jax'
+                             else 'plain flax'),
+          'default_matmul_precision': str(
+              jax.config.jax_default_matmul_precision)}
+  print(f'{flavour} {args.dtype}: state created in {init_s:.2f} s, '
+        f'{info["num_params"]:,} parameters, layers: '
+        f'{info["implementation"]}', flush=True)
+  weights = {'params': state.params, 'batch_stats': state.batch_stats}
 
-  # What evaluation runs (tasks.Classification.eval_step): on CPU, micro-batches of
-  # model.CPU_INFERENCE_MICROBATCH images; the whole batch as a reference row.
-  microbatch = model_lib.resolve_inference_microbatch(-1)
   variants = [('jit', 0)]
-  if microbatch:
+  microbatch = model_lib.resolve_inference_microbatch(-1)
+  if flavour == 'mnv2_jax' and microbatch:
     variants.append((f'jit, micro-batches of {microbatch}', microbatch))
   for variant, size in variants:
     predict = jax.jit(functools.partial(
-        lambda v, x, size: model_lib.apply_in_microbatches(
-            lambda images: model.apply(v, images, train=False)[0], x, size),
+        lambda w, x, size: model_lib.apply_in_microbatches(
+            lambda batch: model.apply(w, batch, train=False)[0], x, size),
         size=size))
     for batch in (args.latency_batch, args.batch):
       if size and batch <= size:
         continue  # the same computation as the whole-batch row
       x = jax.device_put(images[batch])
-      recorder.time('mnv2_jax', variant, 'inference', batch,
-                    lambda x=x, p=predict: p(variables, x).block_until_ready(),
-                    args.warmup, repeats_for('inference', batch))
+      recorder.time(variant, 'inference', batch,
+                    lambda x=x, p=predict: p(weights, x).block_until_ready())
   if args.skip_training:
-    return {'init_s': init_s, 'num_params': int(num_params)}
+    return info
 
-  step = jax.jit(functools.partial(train.train_step, model=model,
-                                   optimizer=optimizer, config=config,
-                                   learning_rate=learning_rate),
-                 donate_argnums=0)
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, optimizer=optimizer, config=config,
+      learning_rate=learning_rate), donate_argnums=0)
   batch = {'image': jax.device_put(images[args.batch]),
            'label': jax.device_put(labels)}
   holder = {'state': state}
@@ -220,44 +294,64 @@ def bench_ours(args, images, labels, recorder, repeats_for):
     holder['state'], metrics = step(holder['state'], batch, rng)
     jax.block_until_ready(metrics)
 
-  recorder.time('mnv2_jax', 'jit, donated state', 'training', args.batch,
-                train_call, args.warmup, repeats_for('training', args.batch))
-  return {'init_s': init_s, 'num_params': int(num_params)}
+  recorder.time('jit, donated state', 'training', args.batch, train_call)
+  if recorder.rows and recorder.rows[-1]['kind'] == 'training':
+    recorder.rows[-1]['peak_memory_bytes'] = jax_peak_memory(jax)
+  return info
 
 
-# --------------------------------------------------------------------- Keras
+def bench_limits(args, recorder: Recorder) -> dict:
+  """This device's memory bandwidth (copy) and float32/bfloat16 GEMM rate."""
+  del recorder
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # Sizes by the backend JAX runs on (the GPU mode also runs on a CPU).
+  gpu = jax.default_backend() != 'cpu'
+  elements = (1 << 28) if gpu else (1 << 25)  # 1 GiB / 128 MiB of float32
+  x = jnp.ones((elements,), jnp.float32)
+  copy = jax.jit(lambda v: v * 1.0001)
+  timing = time_calls(lambda: copy(x).block_until_ready(), 2, 10)
+  bandwidth = 2 * 4 * elements / timing['median_s']  # read + write
+  limits = {'copy_bandwidth_bytes_per_s': bandwidth}
+  for dtype in ('float32', 'bfloat16'):
+    n = 8192 if gpu else 1024
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda u, v: u @ v)
+    timing = time_calls(lambda a=a: matmul(a, a).block_until_ready(), 2, 10)
+    limits[f'matmul_{dtype}_flops_per_s'] = 2 * n**3 / timing['median_s']
+  print(f'limits: copy {bandwidth / 1e9:.1f} GB/s, matmul float32 '
+        f'{limits["matmul_float32_flops_per_s"] / 1e12:.2f} TFLOP/s, '
+        f'bfloat16 {limits["matmul_bfloat16_flops_per_s"] / 1e12:.2f} '
+        'TFLOP/s', flush=True)
+  return limits
 
 
-def bench_keras(args, images, labels, recorder, repeats_for):
+# ----------------------------------------------------------------- Keras
+
+
+def bench_keras(args, recorder: Recorder) -> dict | None:
   try:
     import keras  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     print(f'keras: skipped, import failed ({e})', flush=True)
     return None
+  images, labels = random_inputs(args)
   model = keras.applications.MobileNetV2(
       input_shape=(args.resolution, args.resolution, 3),
       alpha=args.width_multiplier, weights=None, classes=args.num_classes,
       classifier_activation=None)
-  num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-  print(f'keras {keras.__version__} / tensorflow {tf.__version__}: '
-        f'{num_params:,} trainable parameters', flush=True)
-  for jit_compile in ([False, True] if args.keras_xla else [False]):
-    variant = 'tf.function' + (' jit_compile' if jit_compile else '')
-    forward = tf.function(lambda x: model(x, training=False),
-                          jit_compile=jit_compile)
-    for batch in (args.latency_batch, args.batch):
-      x = tf.constant(images[batch])
-      recorder.time('keras', variant, 'inference', batch,
-                    lambda x=x, f=forward: f(x).numpy(), args.warmup,
-                    repeats_for('inference', batch))
-    if args.skip_training:
-      continue
+  forward = tf.function(lambda x: model(x, training=False))
+  for batch in (args.latency_batch, args.batch):
+    x = tf.constant(images[batch])
+    recorder.time('tf.function', 'inference', batch,
+                  lambda x=x: forward(x).numpy())
+  if not args.skip_training:
     optimizer = keras.optimizers.RMSprop(learning_rate=0.01, rho=0.9,
                                          momentum=0.9, epsilon=1.0)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function
     def train_step(x, y):
       with tf.GradientTape() as tape:
         loss = loss_fn(y, model(x, training=True))
@@ -266,184 +360,436 @@ def bench_keras(args, images, labels, recorder, repeats_for):
       return loss
 
     x, y = tf.constant(images[args.batch]), tf.constant(labels)
-    recorder.time('keras', variant + ' GradientTape', 'training', args.batch,
-                  lambda: train_step(x, y).numpy(), args.warmup,
-                  repeats_for('training', args.batch))
-  return {'keras': keras.__version__, 'tensorflow': tf.__version__,
-          'num_params': num_params}
+    recorder.time('tf.function GradientTape', 'training', args.batch,
+                  lambda: train_step(x, y).numpy())
+  return {'keras': keras.__version__, 'tensorflow': tf.__version__}
 
 
-# ------------------------------------------------------------------- PyTorch
+# --------------------------------------------------------------- PyTorch
 
 
-def torch_mobilenet_v2(torch, num_classes, width_multiplier):
-  """MobileNetV2 (Sandler et al. Table 2) in plain torch.nn with torchvision's
-  layout: the model the PyTorch parity tests use (tests/torch_reference.py)."""
-  sys.path.insert(0, str(REPO_ROOT / 'tests'))
+def torch_model(torch, args):
+  """torchvision's mobilenet_v2, or tests/torch_reference.py's (the reason
+  printed)."""
   try:
-    import torch_reference  # pylint: disable=g-import-not-at-top
-  finally:
-    sys.path.pop(0)
-  return torch_reference.mobilenet_v2(torch, num_classes, width_multiplier)
+    import torchvision  # pylint: disable=g-import-not-at-top
+    return (torchvision.models.mobilenet_v2(
+        num_classes=args.num_classes, width_mult=args.width_multiplier),
+            f'torchvision {torchvision.__version__} mobilenet_v2')
+  except Exception as e:  # pylint: disable=broad-except
+    reason = str(e).splitlines()[0][:160] if str(e) else ''
+    print(f'torch: torchvision unavailable ({type(e).__name__}: {reason}); '
+          'using tests/torch_reference.py', flush=True)
+  sys.path.insert(0, str(REPO_ROOT / 'tests'))
+  import torch_reference  # pylint: disable=g-import-not-at-top
+  sys.path.pop(0)
+  return (torch_reference.mobilenet_v2(torch, args.num_classes,
+                                       args.width_multiplier),
+          'torch.nn MobileNetV2 of tests/torch_reference.py')
 
 
-def bench_torch(args, images, labels, recorder, repeats_for):
+def bench_torch(args, recorder: Recorder, compiled: bool) -> dict | None:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     print(f'torch: skipped, import failed ({e}); `pip install torch==2.13.0` '
           'gives a CPU build', flush=True)
     return None
-  try:
-    import torchvision  # pylint: disable=g-import-not-at-top
-    model = torchvision.models.mobilenet_v2(
-        num_classes=args.num_classes, width_mult=args.width_multiplier)
-    source = f'torchvision {torchvision.__version__} mobilenet_v2'
-  except Exception as e:  # pylint: disable=broad-except
-    reason = str(e).splitlines()[0][:160] if str(e) else ''
-    print(f'torch: torchvision unavailable ({type(e).__name__}: {reason}); '
-          'using the torch.nn MobileNetV2 defined in this script', flush=True)
-    model = torch_mobilenet_v2(torch, args.num_classes, args.width_multiplier)
-    source = 'torch.nn MobileNetV2 defined in benchmarks/speed.py'
-  num_params = int(sum(p.numel() for p in model.parameters()))
-  print(f'torch {torch.__version__} ({torch.get_num_threads()} threads): '
-        f'{source}, {num_params:,} parameters', flush=True)
+  gpu = args.mode == 'gpu'
+  device = torch.device('cuda' if gpu else 'cpu')
+  if gpu and not torch.cuda.is_available():
+    print('torch: skipped, no CUDA device', flush=True)
+    return None
+  images, labels = random_inputs(args)
+  model, source = torch_model(torch, args)
+  model = model.to(device)
+  bf16 = args.dtype == 'bfloat16'
 
-  def to_nchw(array, channels_last):
-    x = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-    return x.to(memory_format=torch.channels_last) if channels_last else x
+  def sync():
+    if gpu:
+      torch.cuda.synchronize()
 
-  for channels_last in (False, True):
-    variant = 'channels_last' if channels_last else 'NCHW'
-    model = model.to(memory_format=(torch.channels_last if channels_last
-                                    else torch.contiguous_format))
+  def autocast():
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+  formats = [True] if gpu or compiled else [False, True]
+  for channels_last in formats:
+    variant = ('channels_last' if channels_last else 'NCHW') + (
+        ', AMP' if bf16 else '')
+    memory_format = (torch.channels_last if channels_last
+                     else torch.contiguous_format)
+    model = model.to(memory_format=memory_format)
+    run = torch.compile(model) if compiled else model
+
+    def to_device(array):
+      x = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+      return x.to(device).to(memory_format=memory_format)
+
     model.eval()
     for batch in (args.latency_batch, args.batch):
-      x = to_nchw(images[batch], channels_last)
+      x = to_device(images[batch])
 
       def infer(x=x):
-        with torch.inference_mode():
-          model(x)
+        with torch.inference_mode(), autocast():
+          run(x)
+        sync()
 
-      recorder.time('torch', variant, 'inference', batch, infer, args.warmup,
-                    repeats_for('inference', batch))
+      recorder.time(variant, 'inference', batch, infer)
     if args.skip_training:
       continue
     model.train()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01, alpha=0.9,
                                     momentum=0.9, eps=1.0)
-    x = to_nchw(images[args.batch], channels_last)
-    y = torch.from_numpy(labels.astype(np.int64))
+    x = to_device(images[args.batch])
+    y = torch.from_numpy(labels.astype(np.int64)).to(device)
 
     def train_step(x=x):
       optimizer.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(model(x), y)
+      with autocast():
+        loss = torch.nn.functional.cross_entropy(run(x), y)
       loss.backward()
       optimizer.step()
+      sync()
 
-    recorder.time('torch', variant, 'training', args.batch, train_step,
-                  args.warmup, repeats_for('training', args.batch))
-  return {'torch': torch.__version__, 'model': source,
-          'threads': torch.get_num_threads(), 'num_params': num_params}
+    if gpu:
+      torch.cuda.reset_peak_memory_stats()
+    row = recorder.time(variant, 'training', args.batch, train_step)
+    if row and gpu:
+      row['peak_memory_bytes'] = int(torch.cuda.max_memory_allocated())
+  info = {'torch': torch.__version__, 'model': source,
+          'threads': torch.get_num_threads()}
+  if gpu:
+    info.update(cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                cuda=torch.version.cuda)
+  return info
 
 
-# --------------------------------------------------------------------- main
+def run_worker(args) -> int:
+  """One (framework, dtype) in this process; rows to --worker_out."""
+  recorder = Recorder(args.worker, args.dtype, args)
+  if args.worker in ('mnv2_jax', 'flax'):
+    info = bench_jax(args, recorder, args.worker)
+  elif args.worker == 'limits':
+    info = bench_limits(args, recorder)
+  elif args.worker == 'keras':
+    info = bench_keras(args, recorder)
+  elif args.worker in ('torch', 'torch.compile'):
+    info = bench_torch(args, recorder, compiled=args.worker == 'torch.compile')
+  else:
+    raise ValueError(f'unknown worker {args.worker!r}')
+  pathlib.Path(args.worker_out).write_text(json.dumps(
+      {'rows': recorder.rows, 'info': info}))
+  return 0
 
 
-def markdown_table(rows) -> str:
-  best_peer = {}
+# ---------------------------------------------------------------- driver
+
+
+def plan(args) -> list[tuple[str, str]]:
+  """(framework, dtype) of every worker process, in order."""
+  if args.mode == 'gpu':
+    workers = [('limits', 'float32')]
+    for framework in ('mnv2_jax', 'flax', 'torch'):
+      workers += [(framework, 'float32'), (framework, 'bfloat16')]
+    workers.append(('torch.compile', 'bfloat16'))
+  else:
+    workers = [('limits', 'float32'), ('mnv2_jax', 'float32'),
+               ('flax', 'float32'), ('keras', 'float32'),
+               ('torch', 'float32')]
+    if args.torch_compile:
+      workers.append(('torch.compile', 'float32'))
+  if args.frameworks:
+    wanted = set(args.frameworks.split(',')) | {'limits'}
+    workers = [w for w in workers if w[0] in wanted]
+  if args.dtypes:
+    wanted = set(args.dtypes.split(','))
+    workers = [w for w in workers if w[0] == 'limits' or w[1] in wanted]
+  return workers
+
+
+def _version(package: str) -> str | None:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def machine_info(args) -> dict:
+  info = {'platform': platform.platform(),
+          'python': platform.python_version(),
+          'cpu_model': cpu_model(), 'usable_cores': len(
+              os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+          else os.cpu_count(),
+          'malloc': os.environ.get('GLIBC_TUNABLES', 'glibc defaults'),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  for package in ('jax', 'jaxlib', 'jax-cuda12-plugin', 'jax-cuda13-plugin',
+                  'flax', 'optax', 'torch', 'torchvision', 'tensorflow',
+                  'tensorflow-cpu', 'keras'):
+    if _version(package):
+      info[package] = _version(package)
+  if args.mode == 'gpu':
+    try:
+      out = subprocess.run(
+          ['nvidia-smi', '--query-gpu=name,driver_version,memory.total',
+           '--format=csv,noheader'], capture_output=True, text=True,
+          timeout=60, check=True).stdout.splitlines()[0]
+      name, driver, memory = [part.strip() for part in out.split(',')]
+      info.update(gpu=name, driver=driver, gpu_memory=memory)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+      info['gpu'] = 'unknown'
+  return info
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def device_slug(args, machine: dict) -> str:
+  if args.mode == 'cpu' or machine.get('gpu', 'unknown') == 'unknown':
+    return 'cpu'
+  return re.sub(r'[^a-z0-9]+', '_', machine.get('gpu', 'gpu').lower()).strip(
+      '_')
+
+
+def spec_bandwidth(gpu_name: str) -> float | None:
+  for name, bandwidth in SPEC_BANDWIDTH.items():
+    if name.lower() in gpu_name.lower():
+      return bandwidth
+  return None
+
+
+def compare(rows: list[dict]) -> None:
+  """Adds 'vs_best_peer': images/s over the fastest peer row of the same
+  kind, batch and dtype."""
+  best = {}
   for row in rows:
-    if row['framework'] != 'mnv2_jax':
-      key = (row['kind'], row['batch'])
-      best_peer[key] = max(best_peer.get(key, 0.0), row['images_per_s'])
-  lines = ['| framework | variant | kind | batch | median ms | min ms '
-           '| images/s | vs best peer | first call s |',
-           '|---|---|---|---:|---:|---:|---:|---:|---:|']
+    if row['framework'] in PEERS:
+      key = (row['kind'], row['batch'], row['dtype'])
+      best[key] = max(best.get(key, 0.0), row['images_per_s'])
+  for row in rows:
+    peer = best.get((row['kind'], row['batch'], row['dtype']))
+    row['vs_best_peer'] = row['images_per_s'] / peer if peer else None
+
+
+def roofline(args, rows: list[dict], limits: dict, machine: dict) -> dict:
+  """Training rows as a percentage of the memory-bandwidth roofline."""
+  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import stats  # pylint: disable=g-import-not-at-top
+  model = model_lib.MobileNetV2(num_classes=args.num_classes,
+                                width_multiplier=args.width_multiplier)
+  result = {'bandwidth_measured': limits.get('copy_bandwidth_bytes_per_s'),
+            'bandwidth_spec': spec_bandwidth(machine.get('gpu', ''))}
+  bandwidth = result['bandwidth_spec'] or result['bandwidth_measured']
+  result['bandwidth_used'] = bandwidth
+  for dtype, size in (('float32', 4), ('bfloat16', 2)):
+    traffic = stats.activation_traffic(model, args.resolution, size)
+    result[dtype] = {**traffic}
+    if bandwidth:
+      result[dtype]['training_images_per_s'] = (
+          bandwidth / traffic['training_bytes'])
+      result[dtype]['inference_images_per_s'] = (
+          bandwidth / traffic['inference_bytes'])
+  for row in rows:
+    limit = result.get(row['dtype'], {}).get(f'{row["kind"]}_images_per_s')
+    row['percent_of_roofline'] = (100 * row['images_per_s'] / limit
+                                  if limit else None)
+  return result
+
+
+def targets(args, rows: list[dict]) -> list[tuple[str, str, str]]:
+  """(target, measured, met?) lines of the issue's speed targets."""
+  def rate(framework, kind, dtype, batch):
+    found = [r['images_per_s'] for r in rows if r['framework'] == framework
+             and r['kind'] == kind and r['dtype'] == dtype
+             and r['batch'] == batch]
+    return max(found) if found else None
+
+  def line(name, ours, theirs, bar, higher=True):
+    if not ours or not theirs:
+      return (name, 'not measured', '-')
+    ratio = ours / theirs
+    met = ratio >= bar if higher else ratio <= bar
+    return (name, f'{ratio:.2f}x', 'met' if met else 'NOT met')
+
+  b, lb = args.batch, args.latency_batch
+  if args.mode == 'cpu':
+    peers = lambda kind: max(
+        [r['images_per_s'] for r in rows if r['framework'] in PEERS
+         and r['kind'] == kind and r['batch'] == b] or [0.0])
+    return [
+        line(f'inference, batch {b}: >= 1.4x the best peer',
+             rate('mnv2_jax', 'inference', 'float32', b), peers('inference'),
+             1.4),
+        line(f'training, batch {b}: >= 1.2x the best peer',
+             rate('mnv2_jax', 'training', 'float32', b), peers('training'),
+             1.2)]
+  torch_latency = max([r['images_per_s'] for r in rows
+                       if r['framework'] in ('torch', 'torch.compile')
+                       and r['kind'] == 'inference' and r['batch'] == lb]
+                      or [0.0])
+  ours_latency = [rate('mnv2_jax', 'inference', d, lb)
+                  for d in ('float32', 'bfloat16')]
+  lines = [
+      line(f'bfloat16 training, batch {b}: >= 1.6x torch.compile (AMP)',
+           rate('mnv2_jax', 'training', 'bfloat16', b),
+           rate('torch.compile', 'training', 'bfloat16', b), 1.6),
+      line(f'float32 training, batch {b}: >= 1.2x PyTorch eager '
+           'channels_last', rate('mnv2_jax', 'training', 'float32', b),
+           rate('torch', 'training', 'float32', b), 1.2),
+      line(f'bfloat16 inference, batch {b}: >= 1.3x torch.compile',
+           rate('mnv2_jax', 'inference', 'bfloat16', b),
+           rate('torch.compile', 'inference', 'bfloat16', b), 1.3),
+      # Latency: our time over PyTorch's best time = their rate over ours.
+      line(f'latency, batch {lb}: <= 0.5x PyTorch\'s best',
+           torch_latency, max(ours_latency) if all(ours_latency) else None,
+           0.5, higher=False)]
+  if all(ours_latency):
+    lines.append(('latency: bfloat16 no slower than float32',
+                  f'{ours_latency[1] / ours_latency[0]:.2f}x the float32 rate',
+                  'met' if ours_latency[1] >= ours_latency[0] else 'NOT met'))
+  return lines
+
+
+def markdown(args, machine, rows, infos, roof, command, date, total_s) -> str:
+  device = machine.get('gpu') or machine['cpu_model']
+  versions = ', '.join(f'{k} {machine[k]}' for k in (
+      'jax', 'jaxlib', 'jax-cuda12-plugin', 'jax-cuda13-plugin', 'flax',
+      'optax', 'torch', 'torchvision', 'tensorflow', 'tensorflow-cpu',
+      'keras') if k in machine)
+  lines = [
+      f'# MobileNetV2 {args.width_multiplier}-{args.resolution} speed, '
+      f'{args.mode.upper()}', '',
+      f'{date}; {device}' + (f', driver {machine["driver"]}'
+                             if 'driver' in machine else '')
+      + f'; {machine["usable_cores"]} usable CPU cores ({machine["cpu_model"]});'
+      f' Python {machine["python"]}; {versions}; malloc: {machine["malloc"]}.',
+      f'Command: `{command}` ({total_s:.0f} s). Each framework and dtype ran '
+      'in a fresh process of its own, on the same random inputs; median of '
+      'the timed calls after the first (tracing + compilation) and the '
+      'warm-up calls.', '',
+      '| framework | dtype | variant | kind | batch | median ms | images/s '
+      '| vs best peer | % of roofline | first call s | peak memory GiB |',
+      '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   order = {'inference': 0, 'training': 1}
   for row in sorted(rows, key=lambda r: (order[r['kind']], r['batch'],
-                                         -r['images_per_s'])):
-    best = best_peer.get((row['kind'], row['batch']))
-    row['vs_best_peer'] = row['images_per_s'] / best if best else None
-    ratio = f'{row["vs_best_peer"]:.2f}x' if best else 'n/a'
+                                         r['dtype'], -r['images_per_s'])):
     name = (f'**{row["framework"]}**' if row['framework'] == 'mnv2_jax'
             else row['framework'])
+    ratio = (f'{row["vs_best_peer"]:.2f}x' if row.get('vs_best_peer')
+             else '')
+    roof_pct = (f'{row["percent_of_roofline"]:.1f}%'
+                if row.get('percent_of_roofline') else '')
+    memory = (f'{row["peak_memory_bytes"] / 2**30:.2f}'
+              if row.get('peak_memory_bytes') else '')
     lines.append(
-        f'| {name} | {row["variant"]} | {row["kind"]} | {row["batch"]} '
-        f'| {row["median_s"] * 1e3:.1f} | {row["min_s"] * 1e3:.1f} '
-        f'| {row["images_per_s"]:.1f} | {ratio} '
-        f'| {row["first_call_s"]:.1f} |')
-  return '\n'.join(lines)
+        f'| {name} | {row["dtype"]} | {row["variant"]} | {row["kind"]} '
+        f'| {row["batch"]} | {row["median_s"] * 1e3:.2f} '
+        f'| {row["images_per_s"]:.1f} | {ratio} | {roof_pct} '
+        f'| {row["first_call_s"]:.1f} | {memory} |')
+  lines += ['', '## Targets', '', '| target | measured | |', '|---|---|---|']
+  lines += [f'| {name} | {value} | {met} |'
+            for name, value, met in targets(args, rows)]
+  lines += ['', '## The physical limit', '']
+  measured = roof.get('bandwidth_measured')
+  if measured:
+    lines.append(f'- Memory bandwidth: {measured / 1e9:.0f} GB/s measured '
+                 '(an array copy, read + write)' + (
+                     f'; {roof["bandwidth_spec"] / 1e12:.2f} TB/s published '
+                     '(used for the roofline)' if roof.get('bandwidth_spec')
+                     else ' (used for the roofline)') + '.')
+  limits = infos.get(('limits', 'float32')) or {}
+  for dtype in ('float32', 'bfloat16'):
+    if f'matmul_{dtype}_flops_per_s' in limits:
+      lines.append(f'- Matrix products ({dtype}): '
+                   f'{limits[f"matmul_{dtype}_flops_per_s"] / 1e12:.2f} '
+                   'TFLOP/s measured.')
+  for dtype in ('float32', 'bfloat16'):
+    traffic = roof.get(dtype, {})
+    if 'training_images_per_s' in traffic:
+      lines.append(
+          f'- {dtype} activations: {traffic["conv_output_elements"]:,} '
+          'convolution outputs per image; at least '
+          f'{traffic["training_bytes"] / 1e6:.1f} MB of memory traffic per '
+          f'image in a training step (5 accesses each) and '
+          f'{traffic["inference_bytes"] / 1e6:.1f} MB in inference (2): a '
+          f'roofline of {traffic["training_images_per_s"]:,.0f} training '
+          f'and {traffic["inference_images_per_s"]:,.0f} inference '
+          'images/s.')
+  lines += ['', '## Versions and settings', '']
+  for (framework, dtype), info in infos.items():
+    if info and framework != 'limits':
+      lines.append(f'- {framework} ({dtype}): ' + ', '.join(
+          f'{k} {v}' for k, v in info.items()))
+  return '\n'.join(lines) + '\n'
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.worker:
+    return run_worker(args)
   from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
-  if args.malloc == 'tuned':
+  if args.malloc == 'tuned' and args.mode == 'cpu':
     allocator.reexec_with_tuned_malloc()
-  else:
+  elif args.malloc == 'default':
     os.environ.setdefault(allocator.SWITCH, 'default')
-  wall_start = time.perf_counter()
-
-  import jax  # pylint: disable=g-import-not-at-top
-  machine = {
-      'cpu_model': cpu_model(), 'logical_cpus': os.cpu_count(),
-      'usable_cores': usable_cores(), 'platform': platform.platform(),
-      'python': platform.python_version(), 'jax': jax.__version__,
-      'jax_backend': jax.default_backend(),
-      'jax_devices': [str(d) for d in jax.devices()],
-      'malloc': allocator.status(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''),
-  }
-  print('# MobileNetV2 speed benchmark')
-  print(f'date: {datetime.datetime.now().isoformat(timespec="seconds")}')
-  for key, value in machine.items():
-    print(f'{key}: {value}')
-  print(flush=True)
-
-  rng = np.random.default_rng(args.seed)
-  res = args.resolution
-  images = {b: rng.uniform(-1.0, 1.0, (b, res, res, 3)).astype(np.float32)
-            for b in {args.latency_batch, args.batch}}
-  labels = rng.integers(0, args.num_classes, (args.batch,)).astype(np.int32)
-
-  def repeats_for(kind, batch):
-    if args.repeats is not None:
-      return args.repeats
-    if kind == 'training':
-      return 6
-    return 30 if batch < 8 else 10
-
-  recorder = Recorder()
-  info = {'mnv2_jax': bench_ours(args, images, labels, recorder, repeats_for)}
-  if not args.skip_keras:
-    info['keras'] = bench_keras(args, images, labels, recorder, repeats_for)
-  if not args.skip_torch:
-    info['torch'] = bench_torch(args, images, labels, recorder, repeats_for)
-
-  table = markdown_table(recorder.rows)
-  total_s = time.perf_counter() - wall_start
+  start = time.perf_counter()
   date = datetime.datetime.now().isoformat(timespec='seconds')
-  header = (
-      f'MobileNetV2 {args.width_multiplier}-{res}, {args.num_classes} '
-      f'classes, mnv2_jax in {args.dtype}, peers in float32; one process, '
-      f'same random inputs. {date}. Machine: {machine["cpu_model"]}, '
-      f'{machine["usable_cores"]} usable cores, no accelerator; malloc: '
-      f'{machine["malloc"]}. Median (and min) per call after {args.warmup} '
-      'warm-up calls; "first call" = tracing + compilation + one run. '
-      f'Total run time {total_s:.0f} s. Command: `python benchmarks/speed.py'
-      + ''.join(f' {a}' for a in (sys.argv[1:] if argv is None else argv))
-      + '`.')
-  print()
-  print(table)
-  print(f'\ntotal run time: {total_s:.1f} s')
-
-  json_path = pathlib.Path(args.json_out)
-  json_path.parent.mkdir(parents=True, exist_ok=True)
-  result = {'date': date, 'machine': machine, 'config': vars(args),
-            'frameworks': info, 'rows': recorder.rows, 'total_run_s': total_s}
-  json_path.write_text(json.dumps(result, indent=2) + '\n')
-  json_path.with_suffix('.md').write_text(header + '\n\n' + table + '\n')
-  print(f'wrote {json_path} and {json_path.with_suffix(".md")}')
+  machine = machine_info(args)
+  command = 'python benchmarks/speed.py' + ''.join(
+      f' {a}' for a in (sys.argv[1:] if argv is None else argv))
+  print(f'# MobileNetV2 speed, {args.mode}: {date}', flush=True)
+  rows, infos = [], {}
+  forwarded = [f'--mode={args.mode}', f'--batch={args.batch}',
+               f'--latency_batch={args.latency_batch}',
+               f'--resolution={args.resolution}',
+               f'--width_multiplier={args.width_multiplier}',
+               f'--num_classes={args.num_classes}',
+               f'--warmup={args.warmup}', f'--seed={args.seed}']
+  if args.repeats is not None:
+    forwarded.append(f'--repeats={args.repeats}')
+  if args.skip_training:
+    forwarded.append('--skip_training')
+  with tempfile.TemporaryDirectory() as scratch:
+    for framework, dtype in plan(args):
+      out = os.path.join(scratch, f'{framework}_{dtype}.json')
+      print(f'\n[{framework}, {dtype}] in a new process', flush=True)
+      try:
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *forwarded,
+             f'--worker={framework}', f'--dtype={dtype}',
+             f'--worker_out={out}'], check=True, timeout=args.worker_timeout)
+      except (subprocess.CalledProcessError,
+              subprocess.TimeoutExpired) as error:
+        print(f'[{framework}, {dtype}] FAILED: {error}', flush=True)
+        continue
+      result = json.loads(pathlib.Path(out).read_text())
+      rows += result['rows']
+      infos[(framework, dtype)] = result['info']
+  compare(rows)
+  roof = roofline(args, rows, infos.get(('limits', 'float32')) or {}, machine)
+  total_s = time.perf_counter() - start
+  text = markdown(args, machine, rows, infos, roof, command, date, total_s)
+  print('\n' + text)
+  out_dir = pathlib.Path(args.out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  stem = out_dir / f'speed_{device_slug(args, machine)}'
+  stem.with_suffix('.json').write_text(json.dumps(
+      {'date': date, 'command': command, 'machine': machine,
+       'config': {k: v for k, v in vars(args).items()
+                  if not k.startswith('worker')},
+       'rows': rows, 'roofline': roof, 'total_run_s': total_s,
+       'frameworks': {f'{f} {d}': i for (f, d), i in infos.items()}},
+      indent=2) + '\n')
+  stem.with_suffix('.md').write_text(text)
+  print(f'wrote {stem}.json and {stem}.md')
   return 0
 
 

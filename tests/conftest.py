@@ -54,6 +54,7 @@ def small_scenes(monkeypatch):
 _SLOWEST_FILES_FIRST = ('test_reliability', 'test_ssd', 'test_kill_resume',
                         'test_train', 'test_model', 'test_convert',
                         'test_deeplab', 'test_compilation_cache',
+                        'test_benchmarks',
                         'test_stats', 'test_layers', 'test_imagenet',
                         'test_config_fuzz')
 

@@ -67,7 +67,9 @@ class MobileNetV2(nn.Module):
     x = conv_bn(model_lib.last_conv_channels(self.width_multiplier),
                 name=f'layer_{len(blocks) + 2}')(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    return nn.Dense(self.num_classes, name='classifier')(x)
+    # (logits, endpoints) as mnv2_jax's model returns, so that the same
+    # training step (train.train_step) runs either.
+    return nn.Dense(self.num_classes, name='classifier')(x), {}
 
 
 class InvertedResidual(nn.Module):
