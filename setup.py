@@ -14,8 +14,9 @@ setuptools.setup(
     # Bounded to the versions this release was tested with (see README).
     install_requires=[
         'absl-py>=2.1,<3',
-        'jax>=0.10.2,<0.11',
-        'jaxlib>=0.10.2,<0.11',
+        # jax 0.10.2 on Python 3.11; 0.11 and 0.12 need Python >= 3.12.
+        'jax>=0.10.2,<0.13',
+        'jaxlib>=0.10.2,<0.13',
         'flax>=0.12.8,<0.13',
         'optax>=0.2.8,<0.3',
         'orbax-checkpoint>=0.12.8,<0.13',
@@ -37,8 +38,10 @@ setuptools.setup(
     extras_require={
         'test': ['pytest>=9.0,<10', 'pytest-xdist>=3.8,<4',
                  'hypothesis>=6.155,<7'],  # tests/test_config_fuzz.py
-        # Accelerators: JAX's plugins for this exact JAX version.
-        'cuda12': ['jax[cuda12]==0.10.2'],
-        'tpu': ['jax[tpu]==0.10.2'],
+        # Accelerators: JAX's plugins (jax's own extras pin the plugin to the
+        # installed jax version).
+        'cuda12': ['jax[cuda12]>=0.10.2,<0.13'],
+        'cuda13': ['jax[cuda13]>=0.10.2,<0.13'],
+        'tpu': ['jax[tpu]>=0.10.2,<0.13'],
     },
 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Callable, Iterator, Optional
 
@@ -37,6 +38,10 @@ from mnv2_jax import configuration
 from mnv2_jax import model as model_lib
 
 FORMATS = ('savedmodel', 'tflite')
+
+
+class ExportError(RuntimeError):
+  """The exported model cannot be run by the installed TensorFlow."""
 
 
 def quiet_logs() -> None:
@@ -204,7 +209,22 @@ def export(workdir: str, fmt: str, quantize: Optional[str] = None,
                                                 implementation='auto'))
   images = held_images(config, num_check_images)
   reference = np.asarray(reference_fn(images))
-  exported = run_exported(output, images)
+  try:
+    exported = run_exported(output, images)
+  except Exception as error:  # pylint: disable=broad-except
+    if 'failed to deserialize portable artifact' not in str(error):
+      raise
+    # jax2tf embeds the model as StableHLO of the installed JAX's version,
+    # which a TensorFlow older than that JAX cannot read (jax >= 0.11 with
+    # TensorFlow 2.21). The file would fail wherever it is loaded.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(output, ignore_errors=True)
+    raise ExportError(
+        f'TensorFlow {tf.__version__} cannot run the {fmt} that jax '
+        f'{jax.__version__} wrote: its StableHLO is newer than this '
+        'TensorFlow reads. Export with jax 0.10 (Python 3.11: pip install '
+        f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
+        f'this jax. {output} was removed.') from None
   scale = float(np.max(np.abs(reference)))
   noise = np.random.default_rng(0).uniform(
       -1, 1, (8, config.image_size, config.image_size, 3)).astype(np.float32)

@@ -1,5 +1,6 @@
 """Test setup: CPU only, quiet TensorFlow, the repository importable."""
 
+import importlib.metadata
 import os
 import sys
 
@@ -10,8 +11,11 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # fusion emitters take another third off (the tiny classifier's train step:
 # 21 s -> 14 s, the same loss to the last bit). Set before jax is imported;
 # the subprocesses of the tests (tests/kill_resume.py) inherit it.
-os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0 '
-                      '--xla_cpu_use_fusion_emitters=false')
+# (XLA 0.11 and later no longer have the old emitters, nor the flag.)
+_OLD_EMITTERS = (tuple(int(part) for part in importlib.metadata.version(
+    'jaxlib').split('.')[:2]) < (0, 11))
+os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0' + (
+    ' --xla_cpu_use_fusion_emitters=false' if _OLD_EMITTERS else ''))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:

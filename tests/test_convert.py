@@ -23,6 +23,7 @@ from mnv2_jax import train
 keras = pytest.importorskip('keras')
 tf = pytest.importorskip('tensorflow')
 
+_JAX_VERSION = tuple(int(part) for part in jax.__version__.split('.')[:2])
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
 import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -352,8 +353,13 @@ def test_export_tflite_savedmodel_and_predict(tmp_path):
   assert result['bytes'] > 100_000 and result['num_images'] == 60
   # Acceptance: the float TFLite model agrees with JAX within 1e-4.
   assert result['max_rel_diff'] < 1e-4 and result['random_max_rel_diff'] < 1e-4
-  saved = export.export(workdir, 'savedmodel', **check)
-  assert saved['max_rel_diff'] < 1e-4 and saved['random_max_rel_diff'] < 1e-4
+  if _JAX_VERSION < (0, 11):
+    saved = export.export(workdir, 'savedmodel', **check)
+    assert saved['max_rel_diff'] < 1e-4 and saved['random_max_rel_diff'] < 1e-4
+  else:  # TensorFlow 2.21 cannot read jax 0.11's StableHLO: said, not written
+    with pytest.raises(export.ExportError, match='cannot run the savedmodel'):
+      export.export(workdir, 'savedmodel', **check)
+    assert not os.path.exists(os.path.join(workdir, 'export', 'model'))
   quantized = export.export(workdir, 'tflite', quantize='int8', **check)
   assert quantized['bytes'] < 0.5 * result['bytes']
   interpreter = tf.lite.Interpreter(model_path=quantized['path'])
