@@ -400,6 +400,10 @@ def bench_torch(args, recorder: Recorder, compiled: bool) -> dict | None:
   if gpu and not torch.cuda.is_available():
     print('torch: skipped, no CUDA device', flush=True)
     return None
+  if gpu:
+    # cuDNN's autotuner, as XLA autotunes its convolutions: without it eager
+    # PyTorch takes heuristic algorithms, often slow for depthwise ones.
+    torch.backends.cudnn.benchmark = True
   images, labels = random_inputs(args)
   model, source = torch_model(torch, args)
   model = model.to(device)
@@ -459,7 +463,8 @@ def bench_torch(args, recorder: Recorder, compiled: bool) -> dict | None:
   info = {'torch': torch.__version__, 'model': source,
           'threads': torch.get_num_threads()}
   if gpu:
-    info.update(cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+    info.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
+                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                 matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
                 cuda=torch.version.cuda)
   return info
@@ -579,24 +584,52 @@ def compare(rows: list[dict]) -> None:
     row['vs_best_peer'] = row['images_per_s'] / peer if peer else None
 
 
-def roofline(args, rows: list[dict], limits: dict, machine: dict) -> dict:
-  """Training rows as a percentage of the memory-bandwidth roofline."""
+@functools.lru_cache(maxsize=None)
+def _model_counts(width_multiplier: float, resolution: int, num_classes: int):
   from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from mnv2_jax import stats  # pylint: disable=g-import-not-at-top
-  model = model_lib.MobileNetV2(num_classes=args.num_classes,
-                                width_multiplier=args.width_multiplier)
+  model = model_lib.MobileNetV2(num_classes=num_classes,
+                                width_multiplier=width_multiplier)
+  multiply_adds = stats.model_statistics(model, resolution)['multiply_adds']
+  traffic = {dtype: stats.activation_traffic(model, resolution, size)
+             for dtype, size in (('float32', 4), ('bfloat16', 2))}
+  return multiply_adds, traffic
+
+
+def model_counts(args) -> tuple[int, dict]:
+  """Forward multiply-adds and least activation traffic of the benchmark's
+  model (mnv2_jax.stats)."""
+  return _model_counts(args.width_multiplier, args.resolution,
+                       args.num_classes)
+
+
+def roofline(args, rows: list[dict], limits: dict, machine: dict) -> dict:
+  """Each row as a percentage of its roofline: the lower of the memory limit
+  (least activation traffic / bandwidth) and the compute limit (multiply-adds
+  / the measured matrix-product rate; a training step does three times the
+  forward pass's: forward, input gradients, weight gradients)."""
+  multiply_adds, traffic_of = model_counts(args)
   result = {'bandwidth_measured': limits.get('copy_bandwidth_bytes_per_s'),
-            'bandwidth_spec': spec_bandwidth(machine.get('gpu', ''))}
+            'bandwidth_spec': spec_bandwidth(machine.get('gpu', '')),
+            'multiply_adds_per_image': multiply_adds}
   bandwidth = result['bandwidth_spec'] or result['bandwidth_measured']
   result['bandwidth_used'] = bandwidth
-  for dtype, size in (('float32', 4), ('bfloat16', 2)):
-    traffic = stats.activation_traffic(model, args.resolution, size)
-    result[dtype] = {**traffic}
-    if bandwidth:
-      result[dtype]['training_images_per_s'] = (
-          bandwidth / traffic['training_bytes'])
-      result[dtype]['inference_images_per_s'] = (
-          bandwidth / traffic['inference_bytes'])
+  for dtype in ('float32', 'bfloat16'):
+    traffic = traffic_of[dtype]
+    entry = result[dtype] = {**traffic}
+    flops = limits.get(f'matmul_{dtype}_flops_per_s')
+    for kind, passes in (('training', 3), ('inference', 1)):
+      limit = {}
+      if bandwidth:
+        limit['memory'] = bandwidth / traffic[f'{kind}_bytes']
+      if flops:
+        limit['compute'] = flops / (2 * passes * multiply_adds)
+      for bound, value in limit.items():
+        entry[f'{kind}_{bound}_images_per_s'] = value
+      if limit:
+        bound = min(limit, key=limit.get)
+        entry[f'{kind}_images_per_s'] = limit[bound]
+        entry[f'{kind}_bound'] = bound
   for row in rows:
     limit = result.get(row['dtype'], {}).get(f'{row["kind"]}_images_per_s')
     row['percent_of_roofline'] = (100 * row['images_per_s'] / limit
@@ -706,23 +739,32 @@ def markdown(args, machine, rows, infos, roof, command, date, total_s) -> str:
                      '(used for the roofline)' if roof.get('bandwidth_spec')
                      else ' (used for the roofline)') + '.')
   limits = infos.get(('limits', 'float32')) or {}
+  if roof.get('multiply_adds_per_image'):
+    lines.append(f'- {roof["multiply_adds_per_image"] / 1e6:.0f}M multiply-'
+                 'adds per image in the forward pass.')
   for dtype in ('float32', 'bfloat16'):
     if f'matmul_{dtype}_flops_per_s' in limits:
-      lines.append(f'- Matrix products ({dtype}): '
+      lines.append(f'- Matrix products ({dtype} inputs, JAX default '
+                   'precision: TF32 on NVIDIA GPUs): '
                    f'{limits[f"matmul_{dtype}_flops_per_s"] / 1e12:.2f} '
                    'TFLOP/s measured.')
   for dtype in ('float32', 'bfloat16'):
     traffic = roof.get(dtype, {})
-    if 'training_images_per_s' in traffic:
-      lines.append(
-          f'- {dtype} activations: {traffic["conv_output_elements"]:,} '
-          'convolution outputs per image; at least '
-          f'{traffic["training_bytes"] / 1e6:.1f} MB of memory traffic per '
-          f'image in a training step (5 accesses each) and '
-          f'{traffic["inference_bytes"] / 1e6:.1f} MB in inference (2): a '
-          f'roofline of {traffic["training_images_per_s"]:,.0f} training '
-          f'and {traffic["inference_images_per_s"]:,.0f} inference '
-          'images/s.')
+    if 'training_images_per_s' not in traffic:
+      continue
+    lines.append(
+        f'- {dtype} activations: {traffic["conv_output_elements"]:,} '
+        'convolution outputs per image; at least '
+        f'{traffic["training_bytes"] / 1e6:.1f} MB of memory traffic per '
+        'image in a training step (5 accesses each) and '
+        f'{traffic["inference_bytes"] / 1e6:.1f} MB in inference (2).')
+    for kind in ('training', 'inference'):
+      bounds = ', '.join(
+          f'{bound} {traffic[f"{kind}_{bound}_images_per_s"]:,.0f}'
+          for bound in ('memory', 'compute')
+          if f'{kind}_{bound}_images_per_s' in traffic)
+      lines.append(f'  - {kind} roofline: {bounds} images/s; the row '
+                   f'percentages use the {traffic[f"{kind}_bound"]} bound.')
   lines += ['', '## Versions and settings', '']
   for (framework, dtype), info in infos.items():
     if info and framework != 'limits':
@@ -757,6 +799,27 @@ def main(argv=None) -> int:
     forwarded.append(f'--repeats={args.repeats}')
   if args.skip_training:
     forwarded.append('--skip_training')
+  out_dir = pathlib.Path(args.out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  stem = out_dir / f'speed_{device_slug(args, machine)}'
+
+  def write_results() -> str:
+    """The table so far: a run cut short keeps the rows it measured."""
+    compare(rows)
+    roof = roofline(args, rows, infos.get(('limits', 'float32')) or {},
+                    machine)
+    total_s = time.perf_counter() - start
+    text = markdown(args, machine, rows, infos, roof, command, date, total_s)
+    stem.with_suffix('.json').write_text(json.dumps(
+        {'date': date, 'command': command, 'machine': machine,
+         'config': {k: v for k, v in vars(args).items()
+                    if not k.startswith('worker')},
+         'rows': rows, 'roofline': roof, 'total_run_s': total_s,
+         'frameworks': {f'{f} {d}': i for (f, d), i in infos.items()}},
+        indent=2) + '\n')
+    stem.with_suffix('.md').write_text(text)
+    return text
+
   with tempfile.TemporaryDirectory() as scratch:
     for framework, dtype in plan(args):
       out = os.path.join(scratch, f'{framework}_{dtype}.json')
@@ -773,22 +836,8 @@ def main(argv=None) -> int:
       result = json.loads(pathlib.Path(out).read_text())
       rows += result['rows']
       infos[(framework, dtype)] = result['info']
-  compare(rows)
-  roof = roofline(args, rows, infos.get(('limits', 'float32')) or {}, machine)
-  total_s = time.perf_counter() - start
-  text = markdown(args, machine, rows, infos, roof, command, date, total_s)
-  print('\n' + text)
-  out_dir = pathlib.Path(args.out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  stem = out_dir / f'speed_{device_slug(args, machine)}'
-  stem.with_suffix('.json').write_text(json.dumps(
-      {'date': date, 'command': command, 'machine': machine,
-       'config': {k: v for k, v in vars(args).items()
-                  if not k.startswith('worker')},
-       'rows': rows, 'roofline': roof, 'total_run_s': total_s,
-       'frameworks': {f'{f} {d}': i for (f, d), i in infos.items()}},
-      indent=2) + '\n')
-  stem.with_suffix('.md').write_text(text)
+      write_results()
+  print('\n' + write_results())
   print(f'wrote {stem}.json and {stem}.md')
   return 0
 

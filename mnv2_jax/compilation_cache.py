@@ -16,11 +16,16 @@ Where (`config.compilation_cache_dir`):
 * '' or 'off' (also as the variable's value): no cache.
 
 The cache only saves time: an entry that cannot be read or written is
-compiled again (JAX warns), and deleting the directory is always safe.
+compiled again (JAX warns), and deleting the directory is always safe. The
+default directory is capped at `MAX_BYTES` (least recently used entries go
+first; needs the `filelock` package). On several hosts, only process 0
+writes entries: give every host the same shared directory (a path on a
+shared file system or a bucket) for the others to read them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from typing import Mapping, Optional
@@ -30,8 +35,10 @@ import jax
 ENVIRONMENT_VARIABLE = 'MNV2_JAX_COMPILATION_CACHE'
 OFF = ('', 'off', 'none', 'false', '0')
 # Programs that compile faster than this are not written (the many tiny ones
-# of eager operations); the steps, evaluation and state creation all are.
+# of eager operations); the steps and the evaluation are. JAX's own
+# JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, if set, wins.
 MIN_COMPILE_SECONDS = 0.2
+MAX_BYTES = 4 << 30  # of the default directory
 
 
 def default_directory(environ: Mapping[str, str] = os.environ) -> str:
@@ -54,20 +61,21 @@ def directory_for(setting: str, environ: Mapping[str, str] = os.environ
 
 
 class _Counts:
-  """Cache hits and misses of this process, from JAX's monitoring events."""
+  """Programs this process loaded from the cache or compiled while it was
+  on, from JAX's monitoring events."""
 
   def __init__(self):
+    self.requests = 0
     self.hits = 0
-    self.misses = 0
     self._lock = threading.Lock()
 
   def __call__(self, event: str, **kwargs) -> None:
     del kwargs
     with self._lock:
-      if event == '/jax/compilation_cache/cache_hits':
+      if event == '/jax/compilation_cache/compile_requests_use_cache':
+        self.requests += 1
+      elif event == '/jax/compilation_cache/cache_hits':
         self.hits += 1
-      elif event == '/jax/compilation_cache/cache_misses':
-        self.misses += 1
 
 
 _COUNTS = _Counts()
@@ -85,11 +93,14 @@ def enable(setting: str = 'auto') -> Optional[str]:
   if directory is None:
     jax.config.update('jax_enable_compilation_cache', False)
     return None
-  if '://' not in directory:
+  remote = '://' in directory
+  if not remote:
     try:
       os.makedirs(directory, exist_ok=True)
+      if not os.access(directory, os.W_OK):
+        raise PermissionError(13, 'not writable')
     except OSError as error:
-      print(f'WARNING: no compilation cache: cannot create {directory} '
+      print(f'WARNING: no compilation cache: cannot write to {directory} '
             f'({error.strerror}); set {ENVIRONMENT_VARIABLE} or '
             '--config.compilation_cache_dir to a writable directory.',
             flush=True)
@@ -97,12 +108,24 @@ def enable(setting: str = 'auto') -> Optional[str]:
       return None
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', directory)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs',
-                    MIN_COMPILE_SECONDS)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                      MIN_COMPILE_SECONDS)
+  if remote:
+    # XLA's GPU autotuning cache takes local paths only.
+    jax.config.update('jax_persistent_cache_enable_xla_caches', 'none')
+  if (directory == default_directory()
+      and importlib.util.find_spec('filelock') is not None):
+    jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
   return directory
 
 
 def counts() -> dict[str, int]:
-  """{'hits': programs loaded from the cache, 'misses': compiled} so far in
-  this process."""
-  return {'hits': _COUNTS.hits, 'misses': _COUNTS.misses}
+  """{'hits': programs loaded from the cache, 'misses': compiled while the
+  cache was on} so far in this process."""
+  return {'hits': _COUNTS.hits, 'misses': _COUNTS.requests - _COUNTS.hits}
+
+
+def is_enabled() -> bool:
+  return bool(jax.config.jax_enable_compilation_cache
+              and jax.config.jax_compilation_cache_dir)

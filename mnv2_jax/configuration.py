@@ -511,8 +511,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('model.inference_splits', config.model.inference_splits,
           'it must be a positive integer (1: no splitting; paper §5.1)', '1')
   for field in ('seed', 'dataset.seed'):
-    if not _is_int(_get(config, field)):
-      _fail(field, _get(config, field), 'it must be an integer', '0')
+    value = _get(config, field)
+    if not _is_int(value) or not 0 <= value < 2**32:
+      _fail(field, value, 'it must be an integer in [0, 2**32)', '0')
   if not _is_int(config.inference_microbatch) or (
       config.inference_microbatch < -1):
     _fail('inference_microbatch', config.inference_microbatch,

@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import math
-import zlib
 from typing import Any, Iterator, Optional
 
 import jax
@@ -118,8 +118,15 @@ def _recording() -> Iterator[list]:
 
 
 def variable_seed(seed: int, path: str) -> np.random.Generator:
-  """The generator of one variable: the run's seed and the variable's path."""
-  return np.random.default_rng([seed, zlib.crc32(path.encode())])
+  """The generator of one variable: the run's seed and the variable's path
+  ('params/layer_3/expand/conv/kernel'), all of the path's SHA-256."""
+  digest = hashlib.sha256(path.encode()).digest()
+  return np.random.default_rng(
+      [seed, *np.frombuffer(digest, np.uint32).tolist()])
+
+
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(entry, 'key', entry)) for entry in path)
 
 
 def host_variables(model, input_shape: tuple[int, ...], seed: int,
@@ -148,7 +155,7 @@ def host_variables(model, input_shape: tuple[int, ...], seed: int,
                              **init_kwargs)
     by_identity = {id(value): initializer for value, initializer in records}
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
-      initializer_of[jax.tree_util.keystr(path)] = by_identity.get(id(leaf))
+      initializer_of[_path_name(path)] = by_identity.get(id(leaf))
     return variables
 
   abstract = jax.eval_shape(init_and_record)
@@ -161,7 +168,7 @@ def host_variables(model, input_shape: tuple[int, ...], seed: int,
         '(kernel_init=initializers.LECUN_NORMAL, bias_init=initializers.ZEROS).')
 
   def draw(path, leaf):
-    name = jax.tree_util.keystr(path)
+    name = _path_name(path)
     return initializer_of[name].sample(variable_seed(seed, name), leaf.shape,
                                        leaf.dtype)
   return jax.tree_util.tree_map_with_path(draw, abstract)

@@ -136,12 +136,14 @@ def _shifted_image_grads(image: Array, output_grad: Array, taps: Array,
       taps[::-1, ::-1], 1, dilation)
   padded = _pad_spatial(image, padding)
   # One variadic reduction: a single pass over the image and the gradient
-  # accumulates all k·k taps.
+  # accumulates all k·k taps, in float32 also for bfloat16 activations (a
+  # sum over a whole image in bfloat16 loses several percent).
+  accumulation = jnp.promote_types(output_grad.dtype, jnp.float32)
   products = tuple(
-      _window(padded, p * dilation, q * dilation, out_h, out_w, stride)
-      * output_grad
+      _window(padded, p * dilation, q * dilation, out_h, out_w,
+              stride).astype(accumulation) * output_grad.astype(accumulation)
       for p in range(kernel_h) for q in range(kernel_w))
-  zero = jnp.zeros((), output_grad.dtype)
+  zero = jnp.zeros((), accumulation)
   tap_grads = jnp.stack(lax.reduce(
       products, (zero,) * len(products),
       lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)), (0, 1, 2)))
@@ -189,9 +191,11 @@ def _shifted_backward(stride, dilation, padding, residuals, output_grad):
         image[None], grad[None], taps, stride, dilation, padding)
     return taps_grad + image_taps_grad, image_grad[0]
 
-  taps_grad, input_grad = lax.scan(accumulate, jnp.zeros_like(taps),
+  accumulation = jnp.promote_types(kernel.dtype, jnp.float32)
+  taps_grad, input_grad = lax.scan(accumulate,
+                                   jnp.zeros(taps.shape, accumulation),
                                    (inputs, output_grad))
-  return input_grad, taps_grad.reshape(kernel.shape)
+  return input_grad, taps_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv_shifted.defvjp(_shifted_forward, _shifted_backward)

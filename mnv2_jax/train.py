@@ -576,8 +576,10 @@ def _train(trainer: Trainer, workdir: str,
         jax.block_until_ready(metrics)
         cache = compilation_cache.counts()
         writer.log(f'First step done {time.time() - started_at:.1f} s after '
-                   f'start (compilation cache: {cache["hits"]} programs '
-                   f'loaded, {cache["misses"]} compiled).')
+                   'start (compilation cache: ' + (
+                       f'{cache["hits"]} programs loaded, {cache["misses"]} '
+                       'compiled).' if compilation_cache.is_enabled()
+                       else 'off).'))
       pending.append(metrics)
       unchecked += 1
       is_last = step == schedule.total_steps
