@@ -3,7 +3,7 @@
 `config.model.dtype = 'bfloat16'` computes activations and convolutions in
 bfloat16; parameters, BatchNorm statistics, the classifier, the loss and the
 optimizer stay float32. From the same initial state and batch, this runs one
-`train.train_step` in each dtype and reports relative errors of the loss, of
+`trainer.train_step` in each dtype and reports relative errors of the loss, of
 the parameter update (new params - old params, all leaves concatenated) and of
 the updated BatchNorm running statistics.
 
@@ -36,10 +36,13 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import initializers  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration
+  from mnv2_jax.models import build_model
+  from mnv2_jax.models import initializers
+  from mnv2_jax.tasks import classification
+  from mnv2_jax.training import optimization
+  from mnv2_jax.training import state as training_state
+  from mnv2_jax.training import trainer
 
   rng = np.random.default_rng(seed)
   images = rng.uniform(-1, 1, (batch, resolution, resolution, 3))
@@ -54,15 +57,16 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
     config.model.width_multiplier = width_multiplier
     config.model.dtype = dtype
     config.model.dropout_rate = 0.0  # the same network in both runs
-    model = model_lib.from_config(config.model, num_classes)
-    schedule = train.make_schedule(config, num_train_examples=1_281_167)
-    learning_rate = train.learning_rate_fn(config, schedule)
-    optimizer = train.create_optimizer(config, learning_rate)
+    model = build_model(config, num_classes)
+    schedule = optimization.make_schedule(config, num_train_examples=1_281_167)
+    learning_rate = optimization.learning_rate_fn(config, schedule)
+    optimizer = optimization.create_optimizer(config, learning_rate)
     variables = initializers.host_variables(
-        model, train.model_input_shape(config), seed, train=False)
-    state = jax.jit(functools.partial(train.create_train_state, config,
+        model, training_state.model_input_shape(config), seed, train=False)
+    state = jax.jit(functools.partial(training_state.create_train_state, config,
                                       optimizer=optimizer))(variables)
-    step = jax.jit(functools.partial(train.train_step, model=model,
+    step = jax.jit(functools.partial(trainer.train_step, model=model,
+                                     task=classification.Classification(config),
                                      optimizer=optimizer, config=config,
                                      learning_rate=learning_rate))
     new_state, metrics = step(state, data, jax.random.key(seed + 1))

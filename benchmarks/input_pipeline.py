@@ -60,7 +60,7 @@ def _config(args, data_dir=None) -> ml_collections.ConfigDict:
 
 
 def _time(args, config) -> dict:
-  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import imagenet  # pylint: disable=g-import-not-at-top
   batches = imagenet.train_batches(config, start_step=0,
                                    per_host_batch_size=args.batch)
   for _ in range(args.warmup_batches):

@@ -50,11 +50,11 @@ def measure_one(splits: int, image_size: int, width: float, repeats: int
   """Runs in a subprocess of its own: compile, measure, return one row."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.models import mobilenet_v2  # pylint: disable=g-import-not-at-top
 
   images = np.random.default_rng(0).uniform(
       -1, 1, (1, image_size, image_size, 3)).astype(np.float32)
-  reference = model_lib.MobileNetV2(num_classes=1000,
+  reference = mobilenet_v2.MobileNetV2(num_classes=1000,
                                     width_multiplier=width)
   variables = reference.init(jax.random.key(0), images)
   # Non-trivial BatchNorm statistics, so the check below means something.
@@ -62,7 +62,7 @@ def measure_one(splits: int, image_size: int, width: float, repeats: int
       lambda v: v + 0.1 * np.random.default_rng(1).uniform(size=v.shape
                                                            ).astype(v.dtype),
       variables)
-  model = model_lib.MobileNetV2(num_classes=1000, width_multiplier=width,
+  model = mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=width,
                                 inference_splits=splits)
 
   def features(variables, images):
@@ -108,9 +108,9 @@ def measure_one(splits: int, image_size: int, width: float, repeats: int
 
 
 def largest_expanded_tensor_bytes(image_size: int, width: float) -> int:
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.models import mobilenet_v2  # pylint: disable=g-import-not-at-top
   size, largest = image_size // 2, 0
-  for block in model_lib.block_configs(width):
+  for block in mobilenet_v2.block_configs(width):
     if block.has_expansion:
       largest = max(largest, size * size * block.expanded_channels * 4)
     size = -(-size // block.stride)

@@ -13,14 +13,14 @@ Model: MobileNetV2 1.0-224, 1000 classes. Rows:
 
 * ``mnv2_jax``: `jax.jit` of `MobileNetV2.apply(train=False)` for inference
   (on CPU also in micro-batches of `model.CPU_INFERENCE_MICROBATCH`, as
-  evaluation runs it); the package's own `train.train_step` for training,
+  evaluation runs it); the package's own `trainer.train_step` for training,
   with the paper's RMSProp (decay 0.9, momentum 0.9, epsilon 1.0) and weight
   decay 4e-5; `base_config()` turns off label smoothing and the weight average.
   The state is donated. `--dtype bfloat16` rows compute activations in
   bfloat16 with float32 parameters, BatchNorm statistics, loss and optimizer.
 * ``flax``: the same network written the plain Flax way (tests/flax_reference.py:
   nn.Conv with `feature_group_count`, nn.BatchNorm, autodiff), trained by the
-  same `train.train_step`: what a Flax user would write.
+  same `trainer.train_step`: what a Flax user would write.
 * ``keras`` (CPU): `keras.applications.MobileNetV2(weights=None)` in a
   `tf.function`; training with `keras.optimizers.RMSprop(rho=0.9,
   momentum=0.9, epsilon=1.0)` under a GradientTape.
@@ -42,7 +42,7 @@ of the same kind, batch and dtype. Peak device memory is each process's peak
 The physical limit: a `limits` process measures this device's memory
 bandwidth (a large array copy) and matrix-product FLOP/s. MobileNetV2's
 training step is memory-bound: the report divides its least activation
-traffic per image (`stats.activation_traffic`: 5 accesses per convolution
+traffic per image (`models.statistics.activation_traffic`: 5 accesses per convolution
 output element) by the bandwidth and gives each training row as a percentage
 of that roofline.
 
@@ -219,11 +219,16 @@ def jax_peak_memory(jax) -> int | None:
 def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
   """mnv2_jax (`flavour` 'mnv2_jax') or the plain Flax network ('flax')."""
   import jax  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import initializers  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import layers  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import configuration
+  from mnv2_jax.models import build_model
+  from mnv2_jax.models import initializers
+  from mnv2_jax.models import layers
+  from mnv2_jax.models import mobilenet_v2
+  from mnv2_jax.tasks import classification
+  from mnv2_jax.tasks import inference
+  from mnv2_jax.training import optimization
+  from mnv2_jax.training import state as training_state
+  from mnv2_jax.training import trainer
 
   images, labels = random_inputs(args)
   config = configuration.base_config()
@@ -231,7 +236,7 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
   config.image_size = args.resolution
   config.model.width_multiplier = args.width_multiplier
   config.model.dtype = args.dtype
-  model = model_lib.from_config(config.model, args.num_classes)
+  model = build_model(config, args.num_classes)
   init_model = model
   if flavour == 'flax':
     sys.path.insert(0, str(REPO_ROOT / 'tests'))
@@ -239,16 +244,16 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
     sys.path.pop(0)
     model = flax_reference.MobileNetV2(
         num_classes=args.num_classes, width_multiplier=args.width_multiplier,
-        dtype=model_lib.DTYPES[args.dtype])
-  schedule = train.make_schedule(config, num_train_examples=1_281_167)
-  learning_rate = train.learning_rate_fn(config, schedule)
-  optimizer = train.create_optimizer(config, learning_rate)
+        dtype=mobilenet_v2.DTYPES[args.dtype])
+  schedule = optimization.make_schedule(config, num_train_examples=1_281_167)
+  learning_rate = optimization.learning_rate_fn(config, schedule)
+  optimizer = optimization.create_optimizer(config, learning_rate)
 
   # The same variables for both: they share names and shapes.
   start = time.perf_counter()
   variables = initializers.host_variables(
-      init_model, train.model_input_shape(config), args.seed, train=False)
-  state = jax.block_until_ready(jax.device_put(train.create_train_state(
+      init_model, training_state.model_input_shape(config), args.seed, train=False)
+  state = jax.block_until_ready(jax.device_put(training_state.create_train_state(
       config, variables, optimizer)))
   init_s = time.perf_counter() - start
   info = {'init_s': init_s,
@@ -265,12 +270,12 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
   weights = {'params': state.params, 'batch_stats': state.batch_stats}
 
   variants = [('jit', 0)]
-  microbatch = model_lib.resolve_inference_microbatch(-1)
+  microbatch = inference.resolve_inference_microbatch(-1)
   if flavour == 'mnv2_jax' and microbatch:
     variants.append((f'jit, micro-batches of {microbatch}', microbatch))
   for variant, size in variants:
     predict = jax.jit(functools.partial(
-        lambda w, x, size: model_lib.apply_in_microbatches(
+        lambda w, x, size: inference.apply_in_microbatches(
             lambda batch: model.apply(w, batch, train=False)[0], x, size),
         size=size))
     for batch in (args.latency_batch, args.batch):
@@ -283,8 +288,9 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
     return info
 
   step = jax.jit(functools.partial(
-      train.train_step, model=model, optimizer=optimizer, config=config,
-      learning_rate=learning_rate), donate_argnums=0)
+      trainer.train_step, model=model,
+      task=classification.Classification(config), optimizer=optimizer,
+      config=config, learning_rate=learning_rate), donate_argnums=0)
   batch = {'image': jax.device_put(images[args.batch]),
            'label': jax.device_put(labels)}
   holder = {'state': state}
@@ -587,12 +593,13 @@ def compare(rows: list[dict]) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _model_counts(width_multiplier: float, resolution: int, num_classes: int):
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import stats  # pylint: disable=g-import-not-at-top
-  model = model_lib.MobileNetV2(num_classes=num_classes,
+  from mnv2_jax.models import mobilenet_v2
+  from mnv2_jax.models import statistics
+  model = mobilenet_v2.MobileNetV2(num_classes=num_classes,
                                 width_multiplier=width_multiplier)
-  multiply_adds = stats.model_statistics(model, resolution)['multiply_adds']
-  traffic = {dtype: stats.activation_traffic(model, resolution, size)
+  multiply_adds = statistics.model_statistics(model, resolution)[
+      'multiply_adds']
+  traffic = {dtype: statistics.activation_traffic(model, resolution, size)
              for dtype, size in (('float32', 4), ('bfloat16', 2))}
   return multiply_adds, traffic
 
@@ -779,7 +786,7 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   if args.worker:
     return run_worker(args)
-  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import allocator
   if args.malloc == 'tuned' and args.mode == 'cpu':
     allocator.reexec_with_tuned_malloc()
   elif args.malloc == 'default':

@@ -8,35 +8,21 @@ into a run.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import ml_collections
 
-from mnv2_jax import layers
-from mnv2_jax import model as model_lib
+from mnv2_jax.data import common
+from mnv2_jax.data import datasets
+from mnv2_jax.models import layers
+from mnv2_jax.models import mobilenet_v2
 
-# name -> number of classes (detection: foreground classes; segmentation:
-# with the background, `SEGMENTATION_CLASSES`)
-DATASETS = {'digits': 10, 'cluttered_digits': 10, 'imagenet2012': 1000,
-            'cifar10': 10, 'imagenette/160px-v2': 10,
-            'imagenette/320px-v2': 10,
-            'scenes': 10, 'coco/2017': 80, 'voc2012': 20}
-DATASET_TASKS = {'digits': ('classification',),
-                 'cluttered_digits': ('classification',),
-                 'imagenet2012': ('classification',),
-                 'cifar10': ('classification',),
-                 'imagenette/160px-v2': ('classification',),
-                 'imagenette/320px-v2': ('classification',),
-                 'scenes': ('detection', 'segmentation'),
-                 'coco/2017': ('detection',),
-                 'voc2012': ('segmentation',)}
-SEGMENTATION_CLASSES = {'scenes': 11, 'voc2012': 21}
 TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
 LR_SCHEDULES = ('exponential', 'cosine', 'poly')
 MODES = ('train', 'eval')
-PREPROCESSING = ('inception', 'torchvision', 'cifar')  # as imagenet.PREPROCESSING
 # config.model.depthwise_implementation (before 0.2) -> model.implementation.
 RENAMED_IMPLEMENTATIONS = {'auto': 'auto', 'shifted': 'cpu', 'grouped': 'xla'}
 MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
@@ -266,7 +252,6 @@ def experiment_base(scale) -> ml_collections.ConfigDict:
 def from_json(path: str) -> ml_collections.ConfigDict:
   """The config recorded in a workdir's config.json (base config + its
   values), e.g. for evaluating, exporting or predicting with that run."""
-  import json  # pylint: disable=g-import-not-at-top
   with open(path) as f:
     values = json.load(f)
   config = base_config()
@@ -285,6 +270,17 @@ def from_json(path: str) -> ml_collections.ConfigDict:
         node[key] = tuple(value) if isinstance(value, list) else value
   update(config, values, '')
   return config
+
+
+def flatten(values: dict, prefix: str = '') -> dict[str, Any]:
+  """A nested dict (a config's JSON) as {'model.width_multiplier': ...}."""
+  flat = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
 def _fail(field: str, value: Any, allowed: str, example: str) -> None:
@@ -376,16 +372,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)
-  _check_choice(config, 'dataset.name', tuple(DATASETS))
+  _check_choice(config, 'dataset.name', tuple(datasets.DATASETS))
   _check_choice(config, 'model.bottleneck_activation',
-                model_lib.BOTTLENECK_ACTIVATIONS)
-  _check_choice(config, 'model.residual', model_lib.RESIDUAL_PLACEMENTS)
-  _check_choice(config, 'model.output_stride', model_lib.OUTPUT_STRIDES)
+                mobilenet_v2.BOTTLENECK_ACTIVATIONS)
+  _check_choice(config, 'model.residual', mobilenet_v2.RESIDUAL_PLACEMENTS)
+  _check_choice(config, 'model.output_stride', mobilenet_v2.OUTPUT_STRIDES)
   _check_choice(config, 'model.padding', layers.PADDING_MODES)
-  _check_choice(config, 'model.dtype', tuple(model_lib.DTYPES))
+  _check_choice(config, 'model.dtype', tuple(mobilenet_v2.DTYPES))
   _check_choice(config, 'model.implementation', layers.IMPLEMENTATIONS)
   _check_choice(config, 'optimizer', OPTIMIZERS)
-  _check_choice(config, 'preprocessing', PREPROCESSING)
+  _check_choice(config, 'preprocessing', common.PREPROCESSING)
   _check_choice(config, 'background_class', (False, True))
   _check_choice(config, 'lr_schedule', LR_SCHEDULES)
 
@@ -399,11 +395,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
           'it must be a number >= 1 (the paper uses 6)', '6')
   per_block = model.expansion_ratio_per_block
   if not isinstance(per_block, (tuple, list)) or per_block and (
-      len(per_block) != model_lib.NUM_BLOCKS or not all(
+      len(per_block) != mobilenet_v2.NUM_BLOCKS or not all(
       _is_number(t) and t >= 1 for t in per_block)):
     _fail('model.expansion_ratio_per_block', per_block,
-          f'it must be empty or {model_lib.NUM_BLOCKS} numbers >= 1',
-          '"(1,' + ','.join(['6'] * (model_lib.NUM_BLOCKS - 1)) + ')"')
+          f'it must be empty or {mobilenet_v2.NUM_BLOCKS} numbers >= 1',
+          '"(1,' + ','.join(['6'] * (mobilenet_v2.NUM_BLOCKS - 1)) + ')"')
   inf = float('inf')
   for field, low, high, low_in, high_in in [
       ('model.dropout_rate', 0.0, 1.0, True, False),
@@ -431,15 +427,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('image_size', config.image_size,
           f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
           'paper uses 96-224)', '224')
-  expected_tasks = DATASET_TASKS[config.dataset.name]
+  dataset = datasets.DATASETS[config.dataset.name]
+  expected_tasks = dataset.tasks
   if config.task not in expected_tasks:
     _fail('task', config.task,
           f'dataset {config.dataset.name!r} is for {" or ".join(expected_tasks)}',
           expected_tasks[0])
   if config.task == 'segmentation':
-    expected_classes = SEGMENTATION_CLASSES[config.dataset.name]
+    expected_classes = dataset.segmentation_classes
   else:
-    expected_classes = DATASETS[config.dataset.name] + int(
+    expected_classes = dataset.num_classes + int(
         config.background_class)
   if config.num_classes != expected_classes:
     _fail('num_classes', config.num_classes,

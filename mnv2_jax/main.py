@@ -5,16 +5,35 @@ r"""Trains or evaluates a MobileNetV2 model described by an ml_collections confi
       --config.dataset.data_dir=/data/tfds --workdir gs://bucket/mnv2
 
 This file is intentionally kept short: everything else is importable from
-`mnv2_jax.train` and testable from a notebook.
+`mnv2_jax.training.trainer` and testable from a notebook.
 """
 
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from mnv2_jax.training import allocator
+
+# When the command started, carried over the malloc restart below, for the
+# log's "first step ... after start".
+_STARTED_ENV = 'MNV2_JAX_STARTED_AT'
+if __name__ == '__main__':
+  # Before the heavy imports: restart once with glibc malloc settings that
+  # keep XLA:CPU from page-faulting its buffers every step (allocator.py).
+  os.environ.setdefault(_STARTED_ENV, str(time.time()))
+  allocator.reexec_with_tuned_malloc()
+_STARTED_AT = float(os.environ.pop(_STARTED_ENV, time.time()))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mnv2_jax import configuration  # noqa: E402
+from mnv2_jax.training import compilation_cache  # noqa: E402
+from mnv2_jax.training import trainer  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
@@ -30,38 +49,19 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's C++ start-up chatter
   if not FLAGS['verbosity'].present:
     # Progress goes to stdout; library INFO logs (Orbax writes several lines
     # per save) only with --verbosity=0.
     logging.set_verbosity(logging.WARNING)
-  import jax  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import compilation_cache  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
   configuration.validate(FLAGS.config)
   print(f'malloc: {allocator.status()}', flush=True)
   cache = compilation_cache.enable(FLAGS.config.compilation_cache_dir)
   print(f'compilation cache: {cache or "off"}', flush=True)
   if FLAGS.multihost:
     jax.distributed.initialize()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                           started_at=_STARTED_AT)
-
-
-# When the command started (carried over the malloc restart), for the log's
-# "first step ... after start".
-_STARTED_ENV = 'MNV2_JAX_STARTED_AT'
-_STARTED_AT = time.time()
+  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             started_at=_STARTED_AT)
 
 
 if __name__ == '__main__':
-  # Before anything else: restart once with glibc malloc settings that keep
-  # XLA:CPU from page-faulting its buffers every step (see allocator.py).
-  _STARTED_AT = float(os.environ.pop(_STARTED_ENV, _STARTED_AT))
-  os.environ[_STARTED_ENV] = str(_STARTED_AT)
-  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
-  allocator.reexec_with_tuned_malloc()
-  del os.environ[_STARTED_ENV]  # not inherited by what this process starts
   app.run(main)

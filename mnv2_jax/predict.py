@@ -23,93 +23,28 @@ reported by name and skipped; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import sys
 from typing import Sequence
 
 import jax
 import numpy as np
+from absl import logging
+from PIL import Image
+from PIL import ImageDraw
 
-from mnv2_jax import export
-
-
-def class_names(config) -> list[str]:
-  """Names of the model's logits (detection: of its foreground classes)."""
-  if config.dataset.name in ('digits', 'cluttered_digits', 'scenes'):
-    return [f'digit {d}' for d in range(config.num_classes)]
-  # The 1000 ImageNet names in TFDS label order, shipped with TFDS.
-  from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
-  names = list(labels.IMAGENET_LABELS_LIST)
-  if config.background_class:
-    names = ['background'] + names
-  if len(names) != config.num_classes:
-    return [f'class {i}' for i in range(config.num_classes)]
-  return names
-
-
-def _unreadable(path: str, error: Exception) -> ValueError:
-  """A one-line error naming the file and TF's reason."""
-  message = getattr(error, 'message', str(error)).strip().split('\n')[0]
-  # TF prefixes the op's device and appends its name: keep the reason.
-  message = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:.*$', '', message)
-  return ValueError(f'{path}: not a readable image ({message})')
-
-
-def load_image(path: str, config) -> np.ndarray:
-  """One preprocessed image [S, S, 3]; raises ValueError naming the file."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
-  try:
-    data = tf.io.read_file(path)
-    if config.dataset.name == 'digits':
-      image = tf.io.decode_image(data, channels=1, expand_animations=False)
-      image = tf.image.resize(tf.cast(image, tf.float32),
-                              [config.image_size] * 2, method='bilinear')
-      image = image / 127.5 - 1.0
-      return np.repeat(image.numpy(), 3, axis=-1)
-    if config.dataset.name == 'cluttered_digits':  # whole image, no crop
-      image = tf.io.decode_image(data, channels=3, expand_animations=False)
-      image = tf.image.resize(tf.cast(image, tf.float32),
-                              [config.image_size] * 2, method='bilinear')
-      return (image / 127.5 - 1.0).numpy()
-    return imagenet.preprocess_for_eval(
-        data, config.image_size, config.eval_crop_fraction,
-        config.preprocessing).numpy()
-  except (tf.errors.OpError, ValueError) as error:
-    raise _unreadable(path, error) from error
-
-
-def _detection_names(config) -> list[str]:
-  if config.dataset.name == 'coco/2017':
-    from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
-    del coco
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    try:
-      return list(tfds.builder('coco/2017').info.features['objects'][
-          'label'].names)
-    except Exception:  # pylint: disable=broad-except
-      pass
-  return class_names(config)
-
-
-def load_detection_image(path: str, config) -> tuple[np.ndarray, np.ndarray]:
-  """(the original RGB uint8 image, the network input [S, S, 3])."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
-  try:
-    original = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                                  expand_animations=False)
-  except (tf.errors.OpError, ValueError) as error:
-    raise _unreadable(path, error) from error
-  resized = tf.image.resize(original, [config.image_size] * 2,
-                            method='bilinear')
-  return original.numpy(), imagenet.normalize(resized, 'inception').numpy()
+from mnv2_jax import configuration
+from mnv2_jax.data import image_files
+from mnv2_jax.models import deeplab
+from mnv2_jax.tasks import detection
+from mnv2_jax.tasks import inference
+from mnv2_jax.tasks import segmentation
+from mnv2_jax.training import workdir as workdir_lib
 
 
 def draw_detections(image: np.ndarray, detections: list[dict], path: str
                     ) -> None:
   """Saves `image` with each detection's box, name and score as a PNG."""
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   canvas = Image.fromarray(image)
   draw = ImageDraw.Draw(canvas)
   for d in detections:
@@ -124,22 +59,19 @@ def detect(workdir: str, paths: Sequence[str], output_dir: str,
            min_score: float = 0.3):
   """Yields (path, detections above `min_score` or an error message); saves
   `<output_dir>/<image name>.detections.png` for each image."""
-  import os  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import ssd  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
-  config, variables, _ = export.load_workdir(workdir)
-  task = tasks.Detection(config, config.num_classes)
-  names = _detection_names(config)
+  config, variables, _ = workdir_lib.load(workdir)
+  task = detection.Detection(config)
+  names = image_files.detection_names(config)
 
   @jax.jit
   def run(images):
     box_encodings, class_logits, _ = task.model.apply(variables, images)
-    return ssd.postprocess(box_encodings, class_logits, task.anchors,
-                           score_threshold=min_score)
+    return detection.postprocess(box_encodings, class_logits, task.anchors,
+                                 score_threshold=min_score)
   os.makedirs(output_dir, exist_ok=True)
   for path in paths:
     try:
-      original, image = load_detection_image(path, config)
+      original, image = image_files.load_original_and_input(path, config)
     except ValueError as error:
       yield path, str(error)
       continue
@@ -176,17 +108,9 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
   """Yields (path, {class name: fraction of pixels} or an error message);
   saves `<output_dir>/<image name>.segmentation.png`: the image with the
   predicted classes in VOC's palette blended over it."""
-  import os  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import deeplab  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import tasks  # pylint: disable=g-import-not-at-top
-  config, variables, _ = export.load_workdir(workdir)
-  task = tasks.Segmentation(config, config.num_classes)
-  if config.dataset.name == 'voc2012':
-    from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
-    names = list(voc.CLASS_NAMES)
-  else:
-    names = ['background'] + class_names(config)[:config.num_classes - 1]
+  config, variables, _ = workdir_lib.load(workdir)
+  task = segmentation.Segmentation(config)
+  names = image_files.segmentation_names(config)
   palette = voc_palette()
 
   @jax.jit
@@ -196,7 +120,7 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
   os.makedirs(output_dir, exist_ok=True)
   for path in paths:
     try:
-      original, image = load_detection_image(path, config)
+      original, image = image_files.load_original_and_input(path, config)
     except ValueError as error:
       yield path, str(error)
       continue
@@ -215,13 +139,12 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
 
 def predict(workdir: str, paths: Sequence[str], top: int = 5):
   """Yields (path, [(name, probability), ...] or an error message)."""
-  config, variables, _ = export.load_workdir(workdir)
-  fn = jax.jit(export.inference_function(config, variables,
-                                         implementation='auto'))
-  names = class_names(config)
+  config, variables, _ = workdir_lib.load(workdir)
+  fn = jax.jit(inference.logits_function(config, variables))
+  names = image_files.class_names(config)
   for path in paths:
     try:
-      image = load_image(path, config)
+      image = image_files.load_image(path, config)
     except ValueError as error:
       yield path, str(error)
       continue
@@ -232,7 +155,7 @@ def predict(workdir: str, paths: Sequence[str], top: int = 5):
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m mnv2_jax.predict',
-                                   description=__doc__.split('\n\n')[0])
+                                   description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--top', type=int, default=5)
   parser.add_argument('--output_dir', default=None,
@@ -243,10 +166,8 @@ def main(argv=None) -> int:
                       help='detection: smallest score drawn and printed')
   parser.add_argument('images', nargs='+')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  export.quiet_logs()
+  logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   status = 0
-  import os  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(args.workdir, 'config.json')
   task = (configuration.from_json(config_path).task
           if os.path.exists(config_path) else 'classification')

@@ -41,7 +41,7 @@ def small_scenes(monkeypatch):
   """The built-in scenes with 48 train and 16 test scenes instead of 2,000 and
   200 (generating the full train split takes ~10 s): enough for the batching
   tests, which need several batches, not the whole set."""
-  from mnv2_jax import scenes  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scenes  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(scenes, 'SPLIT_SIZES', {'train': 48, 'test': 16})
   scenes.load_split.cache_clear()
   yield
@@ -58,7 +58,7 @@ def small_scenes(monkeypatch):
 _SLOWEST_FILES_FIRST = ('test_reliability', 'test_ssd', 'test_kill_resume',
                         'test_train', 'test_model', 'test_convert',
                         'test_deeplab', 'test_compilation_cache',
-                        'test_benchmarks',
+                        'test_benchmarks', 'test_pipeline_pins',
                         'test_stats', 'test_layers', 'test_imagenet',
                         'test_config_fuzz')
 

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax import model as model_lib
+from mnv2_jax.models import mobilenet_v2
 
 
 class ConvBN(nn.Module):
@@ -59,12 +59,12 @@ class MobileNetV2(nn.Module):
                                 momentum=self.batch_norm_momentum,
                                 epsilon=self.batch_norm_epsilon)
     x = images.astype(self.dtype)
-    blocks = model_lib.block_configs(self.width_multiplier)
+    blocks = mobilenet_v2.block_configs(self.width_multiplier)
     x = conv_bn(blocks[0].in_channels, kernel_size=3, strides=2,
                 name='layer_1')(x)
     for block in blocks:
       x = InvertedResidual(block, conv_bn, name=f'layer_{block.layer}')(x)
-    x = conv_bn(model_lib.last_conv_channels(self.width_multiplier),
+    x = conv_bn(mobilenet_v2.last_conv_channels(self.width_multiplier),
                 name=f'layer_{len(blocks) + 2}')(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     # (logits, endpoints) as mnv2_jax's model returns, so that the same
@@ -73,7 +73,7 @@ class MobileNetV2(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-  block: model_lib.BlockConfig
+  block: mobilenet_v2.BlockConfig
   conv_bn: Any
 
   @nn.compact
@@ -86,6 +86,6 @@ class InvertedResidual(nn.Module):
                      strides=block.stride, dilation=block.dilation,
                      groups=block.expanded_channels, name='depthwise')(x)
     x = self.conv_bn(block.out_channels, relu6=False, name='project')(x)
-    if model_lib.has_identity_shortcut(block):
+    if mobilenet_v2.has_identity_shortcut(block):
       x = x + inputs
     return x

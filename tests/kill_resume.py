@@ -175,8 +175,8 @@ def compare(reference: str, resumed: str) -> dict[str, object]:
   """Final metrics, parameters and the train-loss sequence of two workdirs."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import metric_writers  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import metric_writers  # pylint: disable=g-import-not-at-top
 
   def summary(workdir):
     lines = metric_writers.read_jsonl(workdir)

@@ -5,8 +5,8 @@ import os
 import re
 import subprocess
 
-from mnv2_jax import compilation_cache
-from mnv2_jax import metric_writers
+from mnv2_jax.training import compilation_cache
+from mnv2_jax.training import metric_writers
 
 import kill_resume  # tests/kill_resume.py: the tiny digits run's command
 

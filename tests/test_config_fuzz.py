@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax import train
+from mnv2_jax.training import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,14 +150,14 @@ def test_every_valid_config_builds_a_trainer(case):
   config, _ = case
   hypothesis.assume(check(config))
   try:
-    trainer = train.Trainer(config)
+    run = trainer.Trainer(config)
   except ValueError as error:  # the run length, known with the dataset
     assert ERROR.match(str(error)), error
     return
-  schedule = trainer.schedule
+  schedule = run.schedule
   for step in (0, schedule.total_steps // 2, schedule.total_steps):
-    assert math.isfinite(float(trainer.learning_rate(step)))
-  assert trainer.abstract_state.params
+    assert math.isfinite(float(run.learning_rate(step)))
+  assert run.abstract_state.params
 
 
 @pytest.mark.parametrize('field,value', [
@@ -179,4 +179,4 @@ def test_a_run_longer_than_the_step_counter_is_refused():
   config.num_epochs = 97612894.0
   check(config)
   with pytest.raises(ValueError, match=ERROR.pattern):
-    train.Trainer(config)
+    trainer.Trainer(config)

@@ -13,12 +13,16 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax import convert
-from mnv2_jax import export
-from mnv2_jax import input_pipeline
-from mnv2_jax import model as model_lib
+from mnv2_jax.weights import convert
+from mnv2_jax.weights import export
+from mnv2_jax.data import datasets
+from mnv2_jax.models import mobilenet_v2
 from mnv2_jax import predict
-from mnv2_jax import train
+from mnv2_jax.training import trainer
+from mnv2_jax.training import optimization
+from mnv2_jax.training import state as training_state
+from mnv2_jax.data import image_files
+from mnv2_jax.models import build_model
 
 keras = pytest.importorskip('keras')
 tf = pytest.importorskip('tensorflow')
@@ -57,7 +61,7 @@ def _images(size, batch=2, seed=1):
 
 
 def _apply(config, variables, images):
-  model = model_lib.from_config(config.model, config.num_classes)
+  model = build_model(config)
   return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
 
 
@@ -191,11 +195,11 @@ def test_background_class_shifts_labels():
   config = configuration.base_config()
   config.dataset.name = 'digits'
   config.image_size = 32
-  plain = next(input_pipeline.eval_batches(config, per_host_batch_size=8))
+  plain = next(datasets.eval_batches(config, per_host_batch_size=8))
   config.background_class = True
   config.num_classes = 11
   configuration.validate(config)
-  shifted = next(input_pipeline.eval_batches(config, per_host_batch_size=8))
+  shifted = next(datasets.eval_batches(config, per_host_batch_size=8))
   np.testing.assert_array_equal(shifted['label'], plain['label'] + 1)
 
 
@@ -276,7 +280,7 @@ def _tiny_digits_workdir(path):
   config.num_classes = 10
   config.image_size = 32
   config.model.width_multiplier = 0.35
-  model = model_lib.from_config(config.model, 10)
+  model = build_model(config, 10)
   abstract = jax.eval_shape(model.init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
   variables = _random_like(dict(abstract))
@@ -299,10 +303,10 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   loaded = workdir_config.get_config()
   assert loaded.model.width_multiplier == 0.35 and loaded.num_classes == 10
   loaded.mode = 'eval'
-  results = train.train_and_evaluate(loaded, workdir)
+  results = trainer.train_and_evaluate(loaded, workdir)
   assert results['num_examples'] == 360
   # The restored weights are the saved ones: the same top-1 as applying them.
-  images, labels = input_pipeline.digits.load_split('test', 32)
+  images, labels = datasets.digits.load_split('test', 32)
   logits = np.asarray(_apply(loaded, variables, images)[0])
   assert round(results['top1'] * 360) == int(np.sum(logits.argmax(-1) == labels))
   # init_from into a model with another number of classes: all but the
@@ -310,12 +314,12 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   other = configuration.base_config()
   other.model.width_multiplier = 0.35
   other.image_size = 32
-  other_model = model_lib.from_config(other.model, 1000)
+  other_model = build_model(other, 1000)
   fresh = _random_like(jax.eval_shape(
-      lambda: train.create_train_state(
-          other, train.abstract_variables(other, other_model),
-          train.create_optimizer(other, lambda c: 0.1))), seed=1)
-  initialised, report = train.initialize_from(fresh, workdir)
+      lambda: training_state.create_train_state(
+          other, training_state.abstract_variables(other, other_model),
+          optimization.create_optimizer(other, lambda c: 0.1))), seed=1)
+  initialised, report = training_state.initialize_from(fresh, workdir)
   assert 'classifier' in report and "'kernel']" in report
   np.testing.assert_array_equal(
       initialised.params['layer_5']['expand']['conv']['kernel'],
@@ -325,17 +329,17 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
 
 def test_class_names_for_imagenet_and_digits():
   config = configuration.base_config()
-  names = predict.class_names(config)
+  names = image_files.class_names(config)
   assert len(names) == 1000 and names[1].startswith('goldfish')
   config.background_class, config.num_classes = True, 1001
-  names = predict.class_names(config)
+  names = image_files.class_names(config)
   assert names[0] == 'background' and names[2].startswith('goldfish')
   config.dataset.name, config.num_classes = 'digits', 10
-  assert predict.class_names(config)[7] == 'digit 7'
+  assert image_files.class_names(config)[7] == 'digit 7'
 
 
 def test_torchvision_eval_preprocessing_geometry_and_normalisation():
-  from mnv2_jax import imagenet  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import imagenet  # pylint: disable=g-import-not-at-top
   image = np.full((300, 400, 3), (200, 100, 50), np.uint8)
   encoded = tf.io.encode_png(image)
   out = imagenet.preprocess_for_eval(encoded, 224, 0.875, 'torchvision').numpy()

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax import deeplab
-from mnv2_jax import stats
+from mnv2_jax.models import deeplab
+from mnv2_jax.models import statistics
+from mnv2_jax.tasks import segmentation
+from mnv2_jax.data import voc_builder
 
 
 def _model(**kwargs):
@@ -33,16 +35,16 @@ def test_output_sizes_at_output_stride_8_and_16(output_stride):
 def test_table_7_sizes():
   """Parameters (with BatchNorm) and multiply-adds of the MNetV2* rows at
   513x513, 21 classes, against PAPER.md §7."""
-  plain = stats.model_statistics(_model(output_stride=16), 513)
+  plain = statistics.model_statistics(_model(output_stride=16), 513)
   assert abs(plain['trainable_parameters'] / 2.11e6 - 1) < 0.02
   assert abs(plain['multiply_adds'] / 2.75e9 - 1) < 0.05
-  with_aspp = stats.model_statistics(_model(output_stride=16, aspp=True), 513)
+  with_aspp = statistics.model_statistics(_model(output_stride=16, aspp=True), 513)
   assert abs(with_aspp['trainable_parameters'] / 4.52e6 - 1) < 0.02
   # ASPP's atrous convs as TensorFlow computes them (SpaceToBatchND pads to a
   # multiple of the rate) give the paper's 5.8B; the plain count is 7.5% lower.
   assert abs(with_aspp['multiply_adds_space_to_batch'] / 5.8e9 - 1) < 0.01
   assert with_aspp['multiply_adds'] < 0.95 * 5.8e9
-  multi_scale = stats.multi_scale_multiply_adds(
+  multi_scale = statistics.multi_scale_multiply_adds(
       _model(output_stride=8), 513, deeplab.EVAL_SCALES, flip=True)
   assert abs(multi_scale['multiply_adds'] / 152.6e9 - 1) < 0.05
 
@@ -61,7 +63,7 @@ def test_miou_on_hand_made_confusion_cases():
   confusion = np.array([[8, 2, 0],
                         [1, 3, 0],
                         [0, 0, 0]])
-  mean, per_class = deeplab.iou_from_confusion(confusion)
+  mean, per_class = segmentation.iou_from_confusion(confusion)
   np.testing.assert_allclose(per_class[:2], [8 / 11, 3 / 6])
   assert np.isnan(per_class[2])  # never seen nor predicted: left out
   assert mean == pytest.approx((8 / 11 + 3 / 6) / 2)
@@ -69,11 +71,11 @@ def test_miou_on_hand_made_confusion_cases():
   labels = jnp.array([[0, 0, 1, 255], [2, 2, 255, 1]])
   predictions = jnp.array([[0, 1, 1, 2], [2, 0, 0, 1]])
   np.testing.assert_array_equal(
-      deeplab.confusion_matrix(predictions, labels, 3),
+      segmentation.confusion_matrix(predictions, labels, 3),
       [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
   # Accumulating per-batch matrices is exact; averaging per-batch mIoUs is not.
   a, b = np.array([[9, 0], [0, 1]]), np.array([[1, 0], [9, 0]])
-  assert deeplab.iou_from_confusion(a + b)[0] == pytest.approx((10 / 19 + 1 / 10) / 2)
+  assert segmentation.iou_from_confusion(a + b)[0] == pytest.approx((10 / 19 + 1 / 10) / 2)
 
 
 def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
@@ -95,7 +97,7 @@ def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
       draw, jax.eval_shape(model.init, jax.random.key(0), images))
   apply = lambda x: model.apply(variables, x)[0]
   single = jax.jit(lambda x: jax.nn.softmax(apply(x), axis=-1))(images)
-  multi_scale = jax.jit(deeplab.multi_scale_probabilities,
+  multi_scale = jax.jit(segmentation.multi_scale_probabilities,
                         static_argnums=(0, 2, 3))
   np.testing.assert_allclose(multi_scale(apply, images, (1.0,), False),
                              single, rtol=1e-6, atol=1e-7)
@@ -115,7 +117,7 @@ def test_multi_scale_undoes_the_flip_and_the_scaling():
                      np.zeros((33, 33), np.float32)], -1)[None]
   expected = jax.nn.softmax(images, axis=-1)
   for scales in [(1.0,), (0.5, 1.0, 1.5)]:
-    merged = deeplab.multi_scale_probabilities(lambda x: x, jnp.asarray(images),
+    merged = segmentation.multi_scale_probabilities(lambda x: x, jnp.asarray(images),
                                                scales, flip=True)
     np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-6)
 
@@ -135,18 +137,18 @@ def test_segmentation_config_errors_name_the_field():
 
 
 def test_scene_segmentation_batches(small_scenes):
-  from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scene_batches  # pylint: disable=g-import-not-at-top
   config = _tiny_scene_config()
-  first = next(scene_data.train_batches(config, start_step=3,
+  first = next(scene_batches.train_batches(config, start_step=3,
                                         per_host_batch_size=4))
-  again = next(scene_data.train_batches(config, start_step=3,
+  again = next(scene_batches.train_batches(config, start_step=3,
                                         per_host_batch_size=4))
   np.testing.assert_array_equal(first['label'], again['label'])
   assert first['image'].shape == (4, 64, 64, 3)
   assert first['label'].shape == (4, 64, 64) and first['label'].dtype == np.int32
   assert set(np.unique(first['label'])) <= set(range(11)) | {255}
   assert (first['label'] > 0).any() and (first['label'] == 255).any()
-  evaluation = next(scene_data.eval_batches(config, per_host_batch_size=8))
+  evaluation = next(scene_batches.eval_batches(config, per_host_batch_size=8))
   assert evaluation['mask'].all() and evaluation['label'].shape == (8, 64, 64)
 
 
@@ -223,7 +225,7 @@ def _write_voc(root, train_ids, val_ids, sbd_ids=()):
 
 def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import voc  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import voc  # pylint: disable=g-import-not-at-top
   train_ids, val_ids, sbd_ids = ['a1', 'a2', 'a3'], ['b1', 'b2'], ['s1']
   masks = _write_voc(str(tmp_path / 'manual'), train_ids + ['d1', 'd2'],
                      val_ids, sbd_ids)
@@ -233,7 +235,7 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   jpeg.write_bytes(jpeg.read_bytes()[:len(jpeg.read_bytes()) // 2])
   png = tree / 'SegmentationClass' / 'd2.png'
   png.write_bytes(png.read_bytes()[:20] + b'garbage' * 10)
-  builder = voc.Voc2012Segmentation(data_dir=str(tmp_path / 'data'))
+  builder = voc_builder.Voc2012Segmentation(data_dir=str(tmp_path / 'data'))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(tmp_path / 'manual')))
   splits = builder.info.splits
@@ -254,19 +256,21 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   bad = tmp_path / 'bad.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(bad)
-  with pytest.raises(voc.CorruptExampleError, match='palette'):
-    voc.read_mask(str(bad))
+  with pytest.raises(voc_builder.CorruptExampleError, match='palette'):
+    voc_builder.read_mask(str(bad))
   _palette_png(str(bad), np.full((4, 4), 30))
-  with pytest.raises(voc.CorruptExampleError, match=r'\[30\]'):
-    voc.read_mask(str(bad))
+  with pytest.raises(voc_builder.CorruptExampleError, match=r'\[30\]'):
+    voc_builder.read_mask(str(bad))
 
 
 def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import train, voc  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from mnv2_jax import voc as voc_cli  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import voc  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import trainer  # pylint: disable=g-import-not-at-top
   masks = _write_voc(str(tmp_path / 'manual'), ['a1', 'a2', 'a3', 'a4'],
                      ['b1', 'b2', 'b3'])
-  voc.main(['--manual_dir', str(tmp_path / 'manual'),
+  voc_cli.main(['--manual_dir', str(tmp_path / 'manual'),
             '--data_dir', str(tmp_path / 'data')])
   config = _tiny_scene_config(num_train_steps=1, batch_size=2, eval_batch_size=2)
   config.dataset.name = 'voc2012'
@@ -282,7 +286,7 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
   assert batch['image'].shape == (2, 97, 97, 3)
   assert set(np.unique(batch['label'])) <= set(range(21)) | {255}
   assert (batch['label'] == 255).any()  # the mask's rim and the crop padding
-  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  results = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 0.0 <= results['mIoU'] <= 1.0
   # Every labelled pixel of the three validation images is scored once.
   evaluation = list(voc.eval_batches(config, per_host_batch_size=2))
@@ -294,8 +298,8 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
 
 
 def test_missing_voc_dataset_gives_a_clear_error(tmp_path):
-  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import datasets  # pylint: disable=g-import-not-at-top
   config = configuration.deeplab_voc_config(output_stride=16, aspp=False)
   config.dataset.data_dir = str(tmp_path)
   with pytest.raises(ValueError, match='python -m mnv2_jax.voc'):
-    input_pipeline.check_available(config)
+    datasets.check_available(config)

@@ -23,8 +23,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax import imagenet
-from mnv2_jax import input_pipeline
+from mnv2_jax.data import imagenet
+from mnv2_jax.data import datasets
 
 IMAGE_SIZE = 32
 
@@ -446,7 +446,7 @@ def test_cifar10_and_imagenette_pipelines_under_mock_data(
   config.image_size, config.preprocessing = size, preprocessing
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    input_pipeline.check_available(config)  # the mock counts as prepared
+    datasets.check_available(config)  # the mock counts as prepared
     assert imagenet.num_examples(config, 'train') == MOCK_EXAMPLES
     batches = _take(config, 4)  # crosses the epoch boundary after 3
     for b in batches:
@@ -462,6 +462,6 @@ def test_missing_cifar10_says_how_to_build_it(tmp_path):
   config = _config(os.fspath(tmp_path / 'no_cifar_here'))
   config.dataset.name, config.dataset.eval_split = 'cifar10', 'test'
   with pytest.raises(ValueError, match='no_cifar_here') as e:
-    input_pipeline.check_available(config)
+    datasets.check_available(config)
   assert 'tfds build cifar10' in str(e.value)
   assert 'ILSVRC' not in str(e.value)

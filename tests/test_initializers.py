@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax import initializers
-from mnv2_jax import model as model_lib
-from mnv2_jax import tasks
+from mnv2_jax.models import initializers
+from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import build_model
 
 
 def _networks():
@@ -27,11 +27,11 @@ def _networks():
   segmentation.model.output_stride = 16
   segmentation.segmentation.aspp = True
   return {
-      'MobileNetV2': (model_lib.MobileNetV2(num_classes=10,
+      'MobileNetV2': (mobilenet_v2.MobileNetV2(num_classes=10,
                                             width_multiplier=0.35), 32),
-      'SSDLite': (tasks.Detection(detection, 10).model, 64),
+      'SSDLite': (build_model(detection), 64),
       'Mobile DeepLabv3 + ASPP': (
-          tasks.Segmentation(segmentation, 11).model, 33),
+          build_model(segmentation), 33),
   }
 
 
@@ -50,7 +50,7 @@ def test_host_variables_have_model_inits_structure(name):
 
 
 def test_each_variable_has_its_declared_distribution():
-  model = model_lib.MobileNetV2(num_classes=1000, width_multiplier=1.0)
+  model = mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=1.0)
   variables = initializers.host_variables(model, (1, 32, 32, 3), seed=0,
                                           train=False)
   params, stats = variables['params'], variables['batch_stats']
@@ -88,8 +88,8 @@ def test_flax_and_host_draw_the_same_distribution():
 
 
 def test_values_depend_only_on_seed_and_path():
-  small = model_lib.MobileNetV2(num_classes=10, width_multiplier=0.35)
-  other_head = model_lib.MobileNetV2(num_classes=7, width_multiplier=0.35)
+  small = mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=0.35)
+  other_head = mobilenet_v2.MobileNetV2(num_classes=7, width_multiplier=0.35)
   first = initializers.host_variables(small, (1, 32, 32, 3), 0, train=False)
   again = initializers.host_variables(small, (1, 32, 32, 3), 0, train=False)
   jax.tree.map(np.testing.assert_array_equal, first, again)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax import initializers
-from mnv2_jax import layers
-from mnv2_jax import model as model_lib
+from mnv2_jax.models import initializers
+from mnv2_jax.models import layers
+from mnv2_jax.models import mobilenet_v2
 import flax_reference  # tests/flax_reference.py
 
 
@@ -283,13 +283,13 @@ def test_network_formulations_match_plain_flax(monkeypatch):
   # in another order, ~1e-7 per layer, reach 6e-5 to 0.16 relative at the
   # first layers' gradients depending on batch, size and XLA version), which
   # would hide a real difference; float64's rounding stays far below 1e-6.
-  monkeypatch.setitem(model_lib.DTYPES, 'float64', jnp.float64)
+  monkeypatch.setitem(mobilenet_v2.DTYPES, 'float64', jnp.float64)
   config = dict(num_classes=10, width_multiplier=0.35)
   with jax.enable_x64(True):
     reference = flax_reference.MobileNetV2(**config, dtype=jnp.float64)
     images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3), jnp.float64)
     variables = initializers.host_variables(
-        model_lib.MobileNetV2(**config), images.shape, seed=0, train=False)
+        mobilenet_v2.MobileNetV2(**config), images.shape, seed=0, train=False)
     weights = jnp.arange(1.0, 11.0)
 
     def gradients(apply):
@@ -303,7 +303,7 @@ def test_network_formulations_match_plain_flax(monkeypatch):
     expected = gradients(reference.apply)
     scale = max(float(jnp.linalg.norm(g)) for g in jax.tree.leaves(expected))
     for implementation in ('xla', 'cpu'):
-      grads = gradients(model_lib.MobileNetV2(
+      grads = gradients(mobilenet_v2.MobileNetV2(
           **config, dtype='float64', implementation=implementation).apply)
       for (path, g), g_ref in zip(
           jax.tree_util.tree_flatten_with_path(grads)[0],
@@ -318,7 +318,7 @@ def test_network_formulations_match_plain_flax(monkeypatch):
 
 
 def test_malloc_restart_only_when_wanted():
-  from mnv2_jax import allocator  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import allocator  # pylint: disable=g-import-not-at-top
   tuned = allocator.tuned_environment({'PATH': '/bin'})
   if tuned is not None:  # Linux with glibc
     assert tuned['GLIBC_TUNABLES'] == allocator.TUNABLES

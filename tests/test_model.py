@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax import model as model_lib
+from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.tasks import inference
 
 
 def _shapes(model, size, batch=1):
@@ -30,7 +31,7 @@ def _count(tree):
 ])
 def test_parameter_counts_match_peers(alpha, trainable, with_statistics):
   variables, _ = _shapes(
-      model_lib.MobileNetV2(num_classes=1000, width_multiplier=alpha), 224)
+      mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=alpha), 224)
   assert _count(variables['params']) == trainable
   assert _count(variables) == with_statistics
 
@@ -38,7 +39,7 @@ def test_parameter_counts_match_peers(alpha, trainable, with_statistics):
 @pytest.mark.parametrize('size,final', [
     (224, 7), (192, 6), (160, 5), (128, 4), (96, 3)])  # Table 2 / PAPER §2
 def test_final_feature_map_size(size, final):
-  _, (logits, endpoints) = _shapes(model_lib.MobileNetV2(num_classes=10), size)
+  _, (logits, endpoints) = _shapes(mobilenet_v2.MobileNetV2(num_classes=10), size)
   assert logits.shape == (1, 10)
   assert endpoints['layer_19'].shape == (1, final, final, 1280)
   assert endpoints['layer_18/output'].shape == (1, final, final, 320)
@@ -46,14 +47,14 @@ def test_final_feature_map_size(size, final):
 
 @pytest.mark.parametrize('output_stride', [32, 16, 8])
 def test_output_stride(output_stride):
-  model = model_lib.MobileNetV2(num_classes=0, output_stride=output_stride)
+  model = mobilenet_v2.MobileNetV2(num_classes=0, output_stride=output_stride)
   _, (features, endpoints) = _shapes(model, 224)
   side = 224 // output_stride
   assert endpoints['layer_18/output'].shape == (1, side, side, 320)
   assert features.shape == (1, 1280)
   # Atrous rates replace the removed strides (DeepLab convention): the layer
   # whose stride is removed keeps the previous rate.
-  blocks = model_lib.block_configs(output_stride=output_stride)
+  blocks = mobilenet_v2.block_configs(output_stride=output_stride)
   dilations = {b.layer: b.dilation for b in blocks}
   if output_stride == 16:
     assert dilations[15] == 1 and dilations[16] == 2 and dilations[18] == 2
@@ -63,7 +64,7 @@ def test_output_stride(output_stride):
 
 
 def test_release_endpoints_at_ssdlite_resolution():
-  _, (_, endpoints) = _shapes(model_lib.MobileNetV2(num_classes=91), 320)
+  _, (_, endpoints) = _shapes(mobilenet_v2.MobileNetV2(num_classes=91), 320)
   # SSDLite's first feature map: expansion of layer 15, stride 16, 576 ch
   # (PAPER.md §6).
   assert endpoints['layer_15/expansion_output'].shape == (1, 20, 20, 576)
@@ -84,7 +85,7 @@ def test_release_endpoints_at_ssdlite_resolution():
 ])
 def test_channels_per_width_multiplier(alpha, channels):
   variables, _ = _shapes(
-      model_lib.MobileNetV2(num_classes=10, width_multiplier=alpha), 96)
+      mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=alpha), 96)
   params = variables['params']
   first_of_row = [2, 3, 5, 8, 12, 15, 18]
   got = [params['layer_1']['conv']['kernel'].shape[-1]]
@@ -95,22 +96,22 @@ def test_channels_per_width_multiplier(alpha, channels):
 
 
 def test_make_divisible():
-  assert model_lib.make_divisible(32 * 0.35) == 16  # 8 would be >10% below
-  assert model_lib.make_divisible(16 * 0.35) == 8
-  assert model_lib.make_divisible(1) == 8  # minimum 8
-  assert model_lib.make_divisible(1280 * 1.4) == 1792
+  assert mobilenet_v2.make_divisible(32 * 0.35) == 16  # 8 would be >10% below
+  assert mobilenet_v2.make_divisible(16 * 0.35) == 8
+  assert mobilenet_v2.make_divisible(1) == 8  # minimum 8
+  assert mobilenet_v2.make_divisible(1280 * 1.4) == 1792
 
 
 def test_expansion_ratio_constant_and_per_block():
-  blocks = model_lib.block_configs(expansion_ratio=4)
+  blocks = mobilenet_v2.block_configs(expansion_ratio=4)
   assert blocks[0].expanded_channels == 32 and not blocks[0].has_expansion
   assert blocks[1].expanded_channels == 16 * 4
   per_block = (1,) + (6,) * 8 + (3,) * 8
-  blocks = model_lib.block_configs(expansion_ratio=per_block)
+  blocks = mobilenet_v2.block_configs(expansion_ratio=per_block)
   assert [b.expanded_channels // b.in_channels for b in blocks[1:]] == [
       6] * 8 + [3] * 8
   with pytest.raises(ValueError, match='17 values'):
-    model_lib.block_configs(expansion_ratio=(6, 6))
+    mobilenet_v2.block_configs(expansion_ratio=(6, 6))
 
 
 def _init(model, x, seed=0):
@@ -125,7 +126,7 @@ def _run(model, variables, x, **kwargs):
 # One small model's variables serve every variant below: activation, residual
 # placement, padding, dtype, output stride and dropout change the function,
 # not the parameters.
-SMALL = functools.partial(model_lib.MobileNetV2, num_classes=10,
+SMALL = functools.partial(mobilenet_v2.MobileNetV2, num_classes=10,
                           width_multiplier=0.35)
 
 
@@ -197,24 +198,24 @@ def test_microbatched_inference_keeps_order_and_values(small_variables):
 
   whole = jax.jit(logits)(x)
   for microbatch in (1, 2, 4):
-    split = jax.jit(lambda images, m=microbatch: model_lib.apply_in_microbatches(
+    split = jax.jit(lambda images, m=microbatch: inference.apply_in_microbatches(
         logits, images, m))(x)
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
   # Example i comes back at position i, also for pytree outputs.
   index = jnp.arange(12.0)
-  out = model_lib.apply_in_microbatches(
+  out = inference.apply_in_microbatches(
       lambda v: {'same': v, 'twice': 2 * v}, index, 3)
   np.testing.assert_array_equal(out['same'], index)
   np.testing.assert_array_equal(out['twice'], 2 * index)
   # A micro-batch size that does not divide the batch: the whole batch at once.
-  assert model_lib.apply_in_microbatches(lambda v: v[:1], index, 5).shape == (1,)
+  assert inference.apply_in_microbatches(lambda v: v[:1], index, 5).shape == (1,)
 
 
 def test_inference_microbatch_per_backend():
   expected = 4 if jax.default_backend() == 'cpu' else 0
-  assert model_lib.resolve_inference_microbatch(-1) == expected
-  assert model_lib.resolve_inference_microbatch(0) == 0
-  assert model_lib.resolve_inference_microbatch(8) == 8
+  assert inference.resolve_inference_microbatch(-1) == expected
+  assert inference.resolve_inference_microbatch(0) == 0
+  assert inference.resolve_inference_microbatch(8) == 8
 
 
 def test_dropout_only_in_training(small_variables):
@@ -233,20 +234,20 @@ def test_parameters_are_float32(small_variables):
 
 
 def test_shortcut_placement():
-  blocks = model_lib.block_configs()
-  bottleneck = [b.layer for b in blocks if model_lib.has_identity_shortcut(b)]
+  blocks = mobilenet_v2.block_configs()
+  bottleneck = [b.layer for b in blocks if mobilenet_v2.has_identity_shortcut(b)]
   # Table 2: every repeat after the first of a row (stride 1, k = k').
   assert bottleneck == [4, 6, 7, 9, 10, 11, 13, 14, 16, 17]
   # Figure 6b variant: the same joints, moved onto the wide tensors around
   # each joined bottleneck, i.e. into the following block's expansion.
-  assert model_lib.expansion_shortcut_layers(blocks) == (
+  assert mobilenet_v2.expansion_shortcut_layers(blocks) == (
       5, 7, 8, 10, 11, 12, 14, 15, 17, 18)
   # Per-block t with mismatched widths: no shortcut where widths differ.
-  mixed = model_lib.block_configs(expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
+  mixed = mobilenet_v2.block_configs(expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
   # Layer 10 (t = 6) follows a t = 6 block; layer 11 (t = 3) does not match.
-  assert 10 in model_lib.expansion_shortcut_layers(mixed)
-  assert 11 not in model_lib.expansion_shortcut_layers(mixed)
-  model = model_lib.MobileNetV2(num_classes=10, residual='expansion',
+  assert 10 in mobilenet_v2.expansion_shortcut_layers(mixed)
+  assert 11 not in mobilenet_v2.expansion_shortcut_layers(mixed)
+  model = mobilenet_v2.MobileNetV2(num_classes=10, residual='expansion',
                                 expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
   _shapes(model, 64)  # builds without a shape error
 

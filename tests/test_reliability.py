@@ -12,10 +12,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mnv2_jax import checkpointing
-from mnv2_jax import metric_writers
-from mnv2_jax import train
-from mnv2_jax import workdir as workdir_lib
+from mnv2_jax.training import checkpointing
+from mnv2_jax.training import metric_writers
+from mnv2_jax.training import trainer
+from mnv2_jax.training import optimization
+from mnv2_jax.training import workdir as workdir_lib
 from test_train import final_line, tiny_digits_config  # pylint: disable=g-bad-import-order
 
 
@@ -23,7 +24,7 @@ from test_train import final_line, tiny_digits_config  # pylint: disable=g-bad-i
 def four_step_run(tmp_path_factory):
   """A finished 4-step run (checkpoints at steps 2 and 4) and its results."""
   workdir = str(tmp_path_factory.mktemp('four_steps'))
-  results = train.train_and_evaluate(tiny_digits_config(), workdir)
+  results = trainer.train_and_evaluate(tiny_digits_config(), workdir)
   return workdir, results
 
 
@@ -76,7 +77,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
   step_2 = listing(os.path.join(workdir, 'checkpoints', '2'))
   assert damage(os.path.join(workdir, 'checkpoints', '4'), how) > 0
 
-  resumed = train.train_and_evaluate(tiny_digits_config(), workdir)
+  resumed = trainer.train_and_evaluate(tiny_digits_config(), workdir)
 
   out = capsys.readouterr().out
   assert 'the checkpoint of step 4 is unusable' in out
@@ -100,7 +101,7 @@ def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(
   workdir = copy_of(four_step_run, tmp_path)
   for step in ('2', '4'):
     damage(os.path.join(workdir, 'checkpoints', step), 'garble')
-  train.train_and_evaluate(tiny_digits_config(), workdir)
+  trainer.train_and_evaluate(tiny_digits_config(), workdir)
   out = capsys.readouterr().out
   assert 'step 4 is unusable' in out and 'step 2 is unusable' in out
   assert 'Resumed' not in out
@@ -122,13 +123,13 @@ def test_checkpoint_of_another_model_names_the_arrays(
   config = tiny_digits_config(num_train_steps=6, **override)
   with pytest.raises(checkpointing.IncompatibleCheckpointError,
                      match=expected) as error:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert 'config.json' in str(error.value)
   assert 'Nothing was changed on disk' in str(error.value)
   assert listing(workdir) == before
   # The same in eval mode.
   with pytest.raises(checkpointing.IncompatibleCheckpointError):
-    train.train_and_evaluate(tiny_digits_config(mode='eval', **override),
+    trainer.train_and_evaluate(tiny_digits_config(mode='eval', **override),
                              workdir)
 
 
@@ -146,23 +147,23 @@ def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
     four_step_run, tmp_path, monkeypatch):
   workdir = copy_of(four_step_run, tmp_path)  # resumes from step 2:
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
-  real_penalty = train.l2_penalty
+  real_penalty = optimization.l2_penalty
 
   def penalty_with_nan_gradient(params, mask):
     # The loss stays finite; only the gradient of one kernel is NaN.
     kernel = params['layer_1']['conv']['kernel']
     return real_penalty(params, mask) + jax.numpy.sum(_nan_gradient(kernel))
 
-  monkeypatch.setattr(train, 'l2_penalty', penalty_with_nan_gradient)
-  with pytest.raises(train.TrainingDivergedError,
+  monkeypatch.setattr(optimization, 'l2_penalty', penalty_with_nan_gradient)
+  with pytest.raises(trainer.TrainingDivergedError,
                      match=r'gradient norm is nan \(the loss, [0-9.]+, is '
                      r'finite\) at step 3.*last good checkpoint \(step 2\)'):
-    train.train_and_evaluate(tiny_digits_config(), workdir)
+    trainer.train_and_evaluate(tiny_digits_config(), workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2  # the NaN step was never saved
 
-  monkeypatch.setattr(train, 'l2_penalty', real_penalty)
-  results = train.train_and_evaluate(
+  monkeypatch.setattr(optimization, 'l2_penalty', real_penalty)
+  results = trainer.train_and_evaluate(
       tiny_digits_config(base_learning_rate=0.003), workdir)
   assert final_line(workdir)['step'] == 4
   assert np.isfinite(results['loss'])
@@ -179,10 +180,10 @@ def test_second_run_on_a_live_workdir_fails_and_changes_nothing(
                        match=f'Another training run is using --workdir='
                        f'{workdir} \\(pid {os.getpid()} on .*another '
                        '--workdir'):
-      train.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
+      trainer.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
     assert listing(workdir) == before
   # Released with the live run: the next run proceeds.
-  train.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
+  trainer.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
   assert final_line(workdir)['step'] == 6
 
 
@@ -190,12 +191,12 @@ def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   started = []
-  monkeypatch.setattr(train, '_train',
+  monkeypatch.setattr(trainer, '_train',
                       lambda *args: started.append(1))  # must not be reached
   with pytest.raises(workdir_lib.WorkdirNotWritableError,
                      match='Cannot write to --workdir=.*a_file/run.*another '
                      '--workdir. Nothing was trained'):
-    train.train_and_evaluate(tiny_digits_config(),
+    trainer.train_and_evaluate(tiny_digits_config(),
                              str(blocker / 'run'))
   assert not started
 
@@ -222,22 +223,22 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(
   with pytest.raises(checkpointing.CheckpointSaveError,
                      match=r'Could not save the checkpoint of step 4 .*No '
                      r'space left on device.*step 2.* is intact'):
-    train.train_and_evaluate(tiny_digits_config(), workdir)
+    trainer.train_and_evaluate(tiny_digits_config(), workdir)
   assert calls[-2:] == [2, 4]
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2
-  trainer = train.Trainer(tiny_digits_config())
-  checkpointing.restore(manager, trainer.abstract_state)  # readable
+  run = trainer.Trainer(tiny_digits_config())
+  checkpointing.restore(manager, run.abstract_state)  # readable
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', real_save)
-  train.train_and_evaluate(tiny_digits_config(), workdir)  # space freed
+  trainer.train_and_evaluate(tiny_digits_config(), workdir)  # space freed
   assert checkpointing.create_manager(
       workdir, read_only=True).latest_step() == 4
 
 
 def test_same_seed_same_run_bitwise(four_step_run, tmp_path):
   workdir = str(tmp_path)
-  again = train.train_and_evaluate(tiny_digits_config(), workdir)
+  again = trainer.train_and_evaluate(tiny_digits_config(), workdir)
   assert again == four_step_run[1]
   first, second = final_params(four_step_run[0]), final_params(workdir)
   for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
@@ -248,7 +249,7 @@ def test_same_seed_same_run_bitwise(four_step_run, tmp_path):
 def test_evaluation_counts_every_example_once(four_step_run, tmp_path,
                                               eval_batch_size):
   workdir = copy_of(four_step_run, tmp_path)
-  results = train.train_and_evaluate(
+  results = trainer.train_and_evaluate(
       tiny_digits_config(mode='eval', eval_batch_size=eval_batch_size),
       workdir)
   assert results['num_examples'] == 360

@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax import box_ops
-from mnv2_jax import model as model_lib
-from mnv2_jax import ssd
-from mnv2_jax import stats
+from mnv2_jax.models import box_ops
+from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import ssdlite
+from mnv2_jax.models import statistics
+from mnv2_jax.models import build_model
+from mnv2_jax.tasks import detection
+from mnv2_jax.data import common
 
 
 def test_anchor_scales_and_counts_per_layer():
@@ -86,23 +89,23 @@ def test_loss_on_a_known_case():
   # Perfect box codes; logits 0 everywhere: every logit costs log(2).
   box_encodings = jnp.zeros((1, 5, 4))
   class_logits = jnp.zeros((1, 5, num_logits))
-  loss, parts = ssd.ssd_loss(box_encodings, class_logits, anchors, batch)
+  loss, parts = detection.ssd_loss(box_encodings, class_logits, anchors, batch)
   # 1 positive + min 3 hard negatives (of 4), each 4·log 2; normalised by 1.
   assert float(parts['classification_loss']) == pytest.approx(
       4 * 4 * math.log(2), rel=1e-5)
   assert float(parts['localization_loss']) == pytest.approx(0.0, abs=1e-6)
   # A box-code error of 0.5 on one coordinate of the positive: 0.5·0.5² ...
   box_encodings = box_encodings.at[0, 0, 1].set(0.5)
-  _, parts = ssd.ssd_loss(box_encodings, class_logits, anchors, batch)
+  _, parts = detection.ssd_loss(box_encodings, class_logits, anchors, batch)
   assert float(parts['localization_loss']) == pytest.approx(0.125, rel=1e-5)
   # ... and 2.0 is in the linear part of smooth L1: 2 - 0.5.
   box_encodings = box_encodings.at[0, 0, 1].set(2.0)
-  _, parts = ssd.ssd_loss(box_encodings, class_logits, anchors, batch)
+  _, parts = detection.ssd_loss(box_encodings, class_logits, anchors, batch)
   assert float(parts['localization_loss']) == pytest.approx(1.5, rel=1e-5)
   # Hard-negative mining keeps the negatives with the highest loss: making
   # negative 4 confident-background removes it from the 3 kept.
   confident = class_logits.at[0, 4].set(jnp.array([20.0, -20, -20, -20]))
-  _, parts = ssd.ssd_loss(jnp.zeros((1, 5, 4)), confident, anchors, batch)
+  _, parts = detection.ssd_loss(jnp.zeros((1, 5, 4)), confident, anchors, batch)
   assert float(parts['classification_loss']) == pytest.approx(
       4 * 4 * math.log(2), rel=1e-5)
 
@@ -143,7 +146,7 @@ def test_multiclass_postprocess_keeps_classes_apart():
   logits = jnp.full((1, 3, 3), -10.0)
   logits = logits.at[0, 0, 1].set(3.0).at[0, 1, 1].set(2.0)  # class 0 twice
   logits = logits.at[0, 1, 2].set(1.0)  # anchor 1 also class 1
-  out = ssd.postprocess(codes, logits, anchors, max_detections=5)
+  out = detection.postprocess(codes, logits, anchors, max_detections=5)
   kept = [(int(c), round(float(s), 4)) for c, s, v in zip(
       out['classes'][0], out['scores'][0], out['valid'][0]) if v]
   # Class 0: anchor 1 suppressed by anchor 0 (IoU 0.96); class 1 kept apart.
@@ -152,9 +155,9 @@ def test_multiclass_postprocess_keeps_classes_apart():
 
 
 def test_ssdlite_size_matches_table_5_and_6():
-  model = ssd.SSDLite(num_classes=80)
-  full = stats.model_statistics(model, 320)
-  backbone = stats.model_statistics(model_lib.MobileNetV2(num_classes=0), 320)
+  model = ssdlite.SSDLite(num_classes=80)
+  full = statistics.model_statistics(model, 320)
+  backbone = statistics.model_statistics(mobilenet_v2.MobileNetV2(num_classes=0), 320)
   # Paper Table 6: 4.3M parameters, 0.8B MAdds (within 3%); Table 5: the
   # SSDLite heads (with the extra layers) 2.1M.
   assert full['trainable_parameters'] == pytest.approx(4.3e6, rel=0.03)
@@ -162,11 +165,11 @@ def test_ssdlite_size_matches_table_5_and_6():
   heads = full['trainable_parameters'] - backbone['trainable_parameters']
   assert heads == pytest.approx(2.1e6, rel=0.03)
   # Feature maps 20², 10², 5², 3², 2², 1²: 20·20·3 + (100+25+9+4+1)·6 anchors.
-  assert ssd.anchors_for(model, 320).shape == (2034, 4)
+  assert ssdlite.anchors_for(model, 320).shape == (2034, 4)
 
 
 def test_coco_evaluator_on_a_hand_made_case():
-  from mnv2_jax import coco_eval  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.tasks import coco_eval  # pylint: disable=g-import-not-at-top
   # One 100x100 image, one ground-truth box 40x40 (a 'medium' object).
   truth = coco_eval.ground_truth_json(
       [{'id': 1, 'height': 100, 'width': 100,
@@ -198,7 +201,7 @@ def test_coco_evaluator_on_a_hand_made_case():
 
 
 def test_scenes_are_deterministic_with_exact_boxes_and_masks():
-  from mnv2_jax import scenes  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scenes  # pylint: disable=g-import-not-at-top
   first = scenes.make_scene('train', 7, 96)
   again = scenes.make_scene('train', 7, 96)
   for key in first:
@@ -211,12 +214,12 @@ def test_scenes_are_deterministic_with_exact_boxes_and_masks():
     window = first['mask'][ymin:ymax, xmin:xmax]
     # The box is tight around the digit's pixels (solid or rim) ...
     assert np.any(window == label + 1)
-    inked = (window == label + 1) | (window == scenes.IGNORE_LABEL)
+    inked = (window == label + 1) | (window == common.IGNORE_LABEL)
     assert inked[0].any() and inked[-1].any()
     assert inked[:, 0].any() and inked[:, -1].any()
   # ... and the mask holds only background, the scene's classes and ignore.
   assert set(np.unique(first['mask'])) <= (
-      {0, scenes.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']})
+      {0, common.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']})
 
 
 def _tiny_detection_config(**overrides):
@@ -274,8 +277,10 @@ def _mock_coco(self, *args, **kwargs):
 
 def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import train  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import coco  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import optimization  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import state as training_state  # pylint: disable=g-import-not-at-top
   config = _tiny_detection_config(num_train_steps=1, batch_size=4,
                                   eval_batch_size=4)
   config.dataset.name = 'coco/2017'
@@ -285,10 +290,10 @@ def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=6, as_dataset_fn=_mock_coco):
     batch = next(coco.train_batches(config, start_step=0,
                                     per_host_batch_size=4))
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = trainer.train_and_evaluate(config, str(tmp_path))
   assert batch['image'].shape == (4, 64, 64, 3)
   assert batch['boxes'].shape == (4, 8, 4) and batch['valid'].dtype == bool
-  # Per-example repair counts, which train.py takes out and adds up.
+  # Per-example repair counts, which trainer.py takes out and adds up.
   assert batch['clipped_boxes'].shape == batch['dropped_boxes'].shape == (4,)
   boxes = batch['boxes'][batch['valid']]
   assert np.all((boxes >= 0) & (boxes <= 1))
@@ -299,7 +304,7 @@ def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
 
 def test_coco_boxes_outside_the_image_are_clipped_and_empty_ones_dropped():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import coco  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import coco  # pylint: disable=g-import-not-at-top
   boxes = tf.constant([[-0.1, 0.2, 0.5, 0.6],   # clipped
                        [0.1, 0.1, 0.1, 0.5],    # zero area: dropped
                        [0.2, 0.2, 1.3, 0.9],    # clipped
@@ -315,11 +320,11 @@ def test_coco_boxes_outside_the_image_are_clipped_and_empty_ones_dropped():
 
 
 def test_scene_batches_are_padded_and_resumable(small_scenes):
-  from mnv2_jax import scene_data  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scene_batches  # pylint: disable=g-import-not-at-top
   config = _tiny_detection_config()
-  first = list(zip(range(3), scene_data.train_batches(
+  first = list(zip(range(3), scene_batches.train_batches(
       config, start_step=0, per_host_batch_size=8)))
-  resumed = next(scene_data.train_batches(config, start_step=2,
+  resumed = next(scene_batches.train_batches(config, start_step=2,
                                           per_host_batch_size=8))
   for key in resumed:
     np.testing.assert_array_equal(resumed[key], first[2][1][key])
@@ -331,18 +336,21 @@ def test_scene_batches_are_padded_and_resumable(small_scenes):
   assert np.all((counts >= 1) & (counts <= 4))
   boxes = batch['boxes'][batch['valid']]
   assert np.all((boxes >= 0) & (boxes <= 1))
-  eval_batch = next(scene_data.eval_batches(config, per_host_batch_size=20))
+  eval_batch = next(scene_batches.eval_batches(config, per_host_batch_size=20))
   # 16 test scenes (small_scenes) in a batch of 20: the last 4 are padding.
   assert eval_batch['image_id'][0] == 1
   np.testing.assert_array_equal(eval_batch['mask'], np.arange(20) < 16)
 
 
 def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
-  from mnv2_jax import configuration, convert, tasks, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import optimization  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.training import state as training_state  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.weights import convert  # pylint: disable=g-import-not-at-top
   classifier_config = configuration.base_config()
   classifier_config.model.width_multiplier = 0.35
   classifier_config.image_size = 64
-  classifier = model_lib.from_config(classifier_config.model, 1000)
+  classifier = build_model(classifier_config, 1000)
   abstract = jax.eval_shape(classifier.init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   rng = np.random.default_rng(0)
@@ -350,13 +358,13 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
       lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32),
       dict(abstract))
   convert.save(str(tmp_path / 'classifier'), classifier_config, variables)
-  detector = tasks.Detection(_tiny_detection_config(), 10).model
   config = _tiny_detection_config()
-  state = jax.eval_shape(lambda: train.create_train_state(
-      config, train.abstract_variables(config, detector),
-      train.create_optimizer(config, lambda c: 0.1)))
+  detector = build_model(config)
+  state = jax.eval_shape(lambda: training_state.create_train_state(
+      config, training_state.abstract_variables(config, detector),
+      optimization.create_optimizer(config, lambda c: 0.1)))
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
-  state, report = train.initialize_from(state, str(tmp_path / 'classifier'))
+  state, report = training_state.initialize_from(state, str(tmp_path / 'classifier'))
   np.testing.assert_array_equal(
       state.params['backbone']['layer_4']['expand']['conv']['kernel'],
       variables['params']['layer_4']['expand']['conv']['kernel'])

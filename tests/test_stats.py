@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mnv2_jax import model as model_lib
-from mnv2_jax import stats
+from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import statistics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_grid_reproduces_all_22_released_checkpoints():
-  rows = stats.grid_statistics()
+  rows = statistics.grid_statistics()
   assert len(rows) == 22
   mismatches = [r for r in rows if not r['matches']]
   assert not mismatches, mismatches
@@ -27,7 +27,7 @@ def test_grid_reproduces_all_22_released_checkpoints():
 
 
 def test_statistics_of_one_model():
-  result = stats.model_statistics(model_lib.MobileNetV2(num_classes=1000), 224)
+  result = statistics.model_statistics(mobilenet_v2.MobileNetV2(num_classes=1000), 224)
   assert result['trainable_parameters'] == 3_504_872  # Keras/timm/torchvision
   assert result['all_parameters'] == 3_538_984
   # 300,775,552 for the 1001-class release minus one class of 1280 MACs.
@@ -47,7 +47,7 @@ def test_multiply_adds_of_a_single_convolution():
   w = jnp.zeros((3, 3, 2, 4))  # 4 groups of 2 input channels
   jaxpr = jax.make_jaxpr(conv)(x, w).jaxpr
   # 4x4 outputs x 4 channels, each 3x3x2 multiply-adds.
-  assert stats.count_multiply_adds(jaxpr) == 4 * 4 * 4 * 3 * 3 * 2
+  assert statistics.count_multiply_adds(jaxpr) == 4 * 4 * 4 * 3 * 3 * 2
 
 
 def test_stats_cli_json():
@@ -77,7 +77,7 @@ def test_stats_cli_rejects_a_bad_width_multiplier():
 def test_memory_table_by_the_papers_rule():
   # Paper Table 3, MobileNetV2: 16 channels at 112² (400K at 16 bits) is the
   # network's peak; 320 at 7², the 1280 pooled features at 1².
-  rows = {row['resolution']: row for row in stats.memory_table()}
+  rows = {row['resolution']: row for row in statistics.memory_table()}
   assert sorted(rows) == [1, 7, 14, 28, 56, 112]
   assert rows[112]['channels'] == 16
   assert rows[112]['kilobytes'] == pytest.approx(16 * 112 * 112 * 2 / 1000)

@@ -16,9 +16,10 @@ import threading
 import numpy as np
 import pytest
 
-from mnv2_jax import cluttered_digits
-from mnv2_jax import digits
-from mnv2_jax import sweep
+from mnv2_jax.data import cluttered_digits
+from mnv2_jax.data import digits
+from mnv2_jax.experiments import sweeps
+from mnv2_jax import sweep as sweep_cli
 
 EXPERIMENT = textwrap.dedent('''
     from mnv2_jax import configuration
@@ -77,13 +78,13 @@ class FakeMain:
 
 
 def test_points_names_and_commands(tmp_path):
-  base, points = sweep.load_experiment(_experiment(tmp_path))
+  base, points = sweeps.load_experiment(_experiment(tmp_path))
   assert len(points) == 6 and base.model.width_multiplier == 0.35
-  names = [sweep.point_name(p) for p in points]
+  names = [sweeps.point_name(p) for p in points]
   assert names[0] == 'bottleneck_activation=linear_seed=0'
   assert len(set(names)) == 6
-  assert sweep.group_name(points[4]) == 'bottleneck_activation=relu6'
-  command = sweep.point_command('exp.py:builtin', '/w', points[4])
+  assert sweeps.group_name(points[4]) == 'bottleneck_activation=relu6'
+  command = sweeps.point_command('exp.py:builtin', '/w', points[4])
   assert command[1:] == ['-m', 'mnv2_jax.main', '--config=exp.py:builtin',
                          '--workdir=/w/bottleneck_activation=relu6_seed=1',
                          '--config.model.bottleneck_activation=relu6',
@@ -94,36 +95,36 @@ def test_unknown_field_or_invalid_value_is_named(tmp_path):
   bad_key = EXPERIMENT.replace("'model.bottleneck_activation'",
                                "'model.bottleneck_activaton'")
   with pytest.raises(ValueError, match='config.model.bottleneck_activaton'):
-    sweep.load_experiment(_experiment(tmp_path, body=bad_key))
+    sweeps.load_experiment(_experiment(tmp_path, body=bad_key))
   bad_value = EXPERIMENT.replace("('linear', 'relu6')", "('linear', 'gelu')")
   with pytest.raises(ValueError, match='bottleneck_activation'):
-    sweep.load_experiment(_experiment(tmp_path, body=bad_value))
+    sweeps.load_experiment(_experiment(tmp_path, body=bad_value))
 
 
 def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   config = _experiment(tmp_path, points=2)
   workdir = str(tmp_path / 'runs')
   fake = FakeMain(fail_first={'bottleneck_activation=linear_seed=1'})
-  monkeypatch.setattr(sweep.subprocess, 'run', fake)
+  monkeypatch.setattr(sweeps.subprocess, 'run', fake)
 
   # First pass: point 0 finishes, point 1 is killed midway.
-  assert sweep.main(['--config', config, '--workdir', workdir]) == 1
+  assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 1
   assert fake.calls == ['bottleneck_activation=linear_seed=0',
                         'bottleneck_activation=linear_seed=1']
-  assert sweep.is_finished(workdir, {'model.bottleneck_activation': 'linear',
+  assert sweeps.is_finished(workdir, {'model.bottleneck_activation': 'linear',
                                      'seed': 0})
   assert not os.path.exists(os.path.join(
       workdir, 'bottleneck_activation=linear_seed=1', 'result.json'))
 
   # --print_commands lists only the unfinished point.
   capsys.readouterr()
-  sweep.main(['--config', config, '--workdir', workdir, '--print_commands'])
+  sweep_cli.main(['--config', config, '--workdir', workdir, '--print_commands'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1 and 'linear_seed=1' in lines[0]
 
   # Second pass: only the unfinished point runs again (main resumes it).
   fake.calls.clear()
-  assert sweep.main(['--config', config, '--workdir', workdir]) == 0
+  assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert fake.calls == ['bottleneck_activation=linear_seed=1']
   with open(os.path.join(workdir, 'bottleneck_activation=linear_seed=1',
                          'result.json')) as f:
@@ -132,7 +133,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
 
   # Third pass: nothing to do.
   fake.calls.clear()
-  assert sweep.main(['--config', config, '--workdir', workdir]) == 0
+  assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert not fake.calls
 
 
@@ -148,26 +149,26 @@ def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
     both_started.wait()  # raises BrokenBarrierError if run one at a time
     return fake(command, **kwargs)
 
-  monkeypatch.setattr(sweep.subprocess, 'run', run_in_pairs)
-  assert sweep.main(['--config', config, '--workdir', workdir,
+  monkeypatch.setattr(sweeps.subprocess, 'run', run_in_pairs)
+  assert sweep_cli.main(['--config', config, '--workdir', workdir,
                      '--jobs', '2']) == 0
   assert sorted(fake.calls) == sorted(
-      sweep.point_name(p) for p in sweep.load_experiment(config)[1])
-  assert all(sweep.is_finished(workdir, p)
-             for p in sweep.load_experiment(config)[1])
+      sweeps.point_name(p) for p in sweeps.load_experiment(config)[1])
+  assert all(sweeps.is_finished(workdir, p)
+             for p in sweeps.load_experiment(config)[1])
   with pytest.raises(SystemExit):
-    sweep.main(['--config', config, '--workdir', workdir, '--jobs', '0'])
+    sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '0'])
 
 
 def test_report_from_known_runs(tmp_path, monkeypatch):
   config = _experiment(tmp_path)
   workdir = str(tmp_path / 'runs')
-  monkeypatch.setattr(sweep.subprocess, 'run', FakeMain())
+  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
   # Five of the six points finish; the report says so.
-  base, points = sweep.load_experiment(config)
+  base, points = sweeps.load_experiment(config)
   for overrides in points[:5]:
-    sweep.run_point(config, workdir, overrides)
-  written = sweep.report(base, points, workdir, 'Figure 6a')
+    sweeps.run_point(config, workdir, overrides)
+  written = sweeps.report(base, points, workdir, 'Figure 6a')
 
   markdown = open(os.path.join(workdir, 'results.md')).read()
   assert '5 of 6 runs finished, ' in markdown
@@ -222,6 +223,6 @@ def test_every_experiment_config_is_valid_at_every_scale(experiment):
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
                       f'{experiment}.py')
   for scale in configuration.EXPERIMENT_SCALES:
-    base, points = sweep.load_experiment(f'{path}:{scale}')
-    assert points and len({sweep.point_name(p) for p in points}) == len(points)
+    base, points = sweeps.load_experiment(f'{path}:{scale}')
+    assert points and len({sweeps.point_name(p) for p in points}) == len(points)
     assert base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name

@@ -11,11 +11,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mnv2_jax import checkpointing
+from mnv2_jax.training import checkpointing
 from mnv2_jax import configuration
-from mnv2_jax import input_pipeline
-from mnv2_jax import metric_writers
-from mnv2_jax import train
+from mnv2_jax.data import datasets
+from mnv2_jax.training import metric_writers
+from mnv2_jax.training import trainer
+from mnv2_jax.training import optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +53,7 @@ def final_line(workdir, split='test'):
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('trained'))
-  results = train.train_and_evaluate(tiny_digits_config(), workdir)
+  results = trainer.train_and_evaluate(tiny_digits_config(), workdir)
   return workdir, results
 
 
@@ -84,7 +85,7 @@ def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
 
 def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir):
   workdir, results = trained_workdir
-  evaluated = train.train_and_evaluate(tiny_digits_config(mode='eval'),
+  evaluated = trainer.train_and_evaluate(tiny_digits_config(mode='eval'),
                                        workdir)
   assert evaluated['top1'] == pytest.approx(results['top1'])
   assert evaluated['loss'] == pytest.approx(results['loss'], rel=1e-5)
@@ -94,9 +95,9 @@ def test_learning_rate_schedule_is_the_paper_recipe():
   config = tiny_digits_config()
   config.base_learning_rate, config.base_batch_size = 0.045, 96
   config.batch_size = 192  # linear scaling: peak 0.09
-  schedule = train.make_schedule(config, num_train_examples=192 * 10)
+  schedule = optimization.make_schedule(config, num_train_examples=192 * 10)
   assert schedule.steps_per_epoch == 10
-  lr = train.learning_rate_fn(config, schedule)
+  lr = optimization.learning_rate_fn(config, schedule)
   # x0.98 per epoch, staircase (paper §6.1).
   assert float(lr(0)) == pytest.approx(0.09)
   assert float(lr(9)) == pytest.approx(0.09)
@@ -104,27 +105,27 @@ def test_learning_rate_schedule_is_the_paper_recipe():
   assert float(lr(35)) == pytest.approx(0.09 * 0.98**3)
   config.warmup_epochs, config.lr_schedule = 1.0, 'cosine'
   config.num_train_steps = 100
-  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
   assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(0.09)
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-7)
   # DeepLab's 'poly': peak x (1 - step / total)^0.9, after the warm-up.
   config.lr_schedule = 'poly'
-  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
   assert float(lr(5)) == pytest.approx(0.045)
   assert float(lr(55)) == pytest.approx(0.09 * 0.5**0.9)
   config.warmup_epochs = 0.0
-  lr = train.learning_rate_fn(config, train.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
   assert float(lr(0)) == pytest.approx(0.09)
   assert float(lr(25)) == pytest.approx(0.09 * 0.75**0.9)
 
 
 def test_weight_decay_skips_depthwise_batch_norm_and_biases():
-  from mnv2_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.models import mobilenet_v2  # pylint: disable=g-import-not-at-top
   params = jax.eval_shape(
-      model_lib.MobileNetV2(num_classes=10, width_multiplier=0.35).init,
+      mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=0.35).init,
       jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
   )['params']
-  mask = train.weight_decay_mask(params)
+  mask = optimization.weight_decay_mask(params)
   assert mask['layer_3']['expand']['conv']['kernel']
   assert mask['layer_3']['project']['conv']['kernel']
   assert mask['classifier']['kernel']
@@ -133,21 +134,21 @@ def test_weight_decay_skips_depthwise_batch_norm_and_biases():
   assert not mask['classifier']['bias']
   # TF's l2_regularizer: weight_decay * sum(w^2) / 2.
   tree = {'a': {'kernel': np.full((2, 2), 3.0)}, 'b': {'bias': np.ones(2)}}
-  penalty = train.l2_penalty(tree, train.weight_decay_mask(tree))
+  penalty = optimization.l2_penalty(tree, optimization.weight_decay_mask(tree))
   assert float(penalty) == pytest.approx(0.5 * 4 * 9.0)
 
 
 def test_ema_decay_warms_up_like_tensorflow():
   # min(decay, (1 + n) / (10 + n)): 0.1 at step 0, the full decay later.
-  assert float(train.ema_decay_at(np.int32(0), 0.9999)) == pytest.approx(0.1)
-  assert float(train.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(
+  assert float(optimization.ema_decay_at(np.int32(0), 0.9999)) == pytest.approx(0.1)
+  assert float(optimization.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(
       0.9999)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch):
   workdir = str(tmp_path)
-  real_batches = input_pipeline.train_batches
+  real_batches = datasets.train_batches
 
   def poisoned_from_step_three(*args, **kwargs):
     for step, batch in enumerate(real_batches(*args, **kwargs), start=1):
@@ -155,15 +156,15 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
         batch = dict(batch, image=np.full_like(batch['image'], np.nan))
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'train_batches',
+  monkeypatch.setattr(datasets, 'train_batches',
                       poisoned_from_step_three)
   config = tiny_digits_config(checkpoint_every_steps=1, log_every_steps=100)
-  with pytest.raises(train.TrainingDivergedError, match='nan at step 3'):
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(trainer.TrainingDivergedError, match='nan at step 3'):
+    trainer.train_and_evaluate(config, workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2
-  trainer = train.Trainer(config)
-  state = checkpointing.restore(manager, trainer.abstract_state)
+  run = trainer.Trainer(config)
+  state = checkpointing.restore(manager, run.abstract_state)
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
 
 
@@ -180,7 +181,7 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
           f.write(b'garbage')
   with pytest.raises(ValueError, match='Could not restore the checkpoint of '
                      'step 4'):
-    train.train_and_evaluate(tiny_digits_config(mode='eval'), workdir)
+    trainer.train_and_evaluate(tiny_digits_config(mode='eval'), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
@@ -222,7 +223,7 @@ def test_missing_imagenet_directory_fails_before_training(tmp_path):
   config.num_classes = 1000
   config.dataset.data_dir = str(tmp_path / 'no_such_dir')
   with pytest.raises(ValueError, match='no_such_dir'):
-    train.Trainer(config)
+    trainer.Trainer(config)
   assert not os.path.exists(tmp_path / 'no_such_dir')
 
 
@@ -242,7 +243,7 @@ def test_one_imagenet_train_step_under_mock_data(tmp_path):
   config.ema_decay = 0.9999
   with tfds.testing.mock_data(num_examples=6,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = trainer.train_and_evaluate(config, str(tmp_path))
   final = final_line(str(tmp_path), 'validation')
   assert final['step'] == 1 and final['num_examples'] == 6
   assert np.isfinite(results['loss']) and np.isfinite(results['ema_loss'])
@@ -255,14 +256,15 @@ _ONE_VS_EIGHT = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 import jax, numpy as np
-from mnv2_jax import input_pipeline, train
+from mnv2_jax.data import datasets
+from mnv2_jax.training import trainer
 from test_train import tiny_digits_config
 assert jax.device_count() == 8
 config = tiny_digits_config()
 results = []
 initial = None
 for devices in (jax.devices()[:1], jax.devices()):
-  trainer = train.Trainer(config, devices=devices)
+  run = trainer.Trainer(config, devices=devices)
   # One random state, drawn on the host (compiling init was a third of this
   # test's time); the 8-device run starts from the same state, replicated.
   if initial is None:
@@ -272,12 +274,12 @@ for devices in (jax.devices()[:1], jax.devices()):
         if np.issubdtype(s.dtype, np.integer)
         else (rng.uniform(0.5, 1.5, s.shape)
               / np.sqrt(max(1, np.prod(s.shape[:-1])))).astype(s.dtype),
-        trainer.abstract_state)
-  state = jax.device_put(initial, trainer.replicated)
-  batch = next(input_pipeline.train_batches(config, start_step=0,
+        run.abstract_state)
+  state = jax.device_put(initial, run.replicated)
+  batch = next(datasets.train_batches(config, start_step=0,
                                             per_host_batch_size=16))
-  state, metrics = trainer.train_step(
-      state, train.global_batch(batch, trainer.data_sharding), jax.random.key(0))
+  state, metrics = run.train_step(
+      state, trainer.global_batch(batch, run.data_sharding), jax.random.key(0))
   results.append((float(metrics['loss']),
                   jax.device_get((state.params, state.batch_stats))))
 (loss_1, state_1), (loss_8, state_8) = results
@@ -316,7 +318,7 @@ def test_prefetcher_takes_out_and_adds_up_the_repair_counts():
       {'image': np.ones((2, 1)), 'skipped_examples': np.int64(1),
        'clipped_boxes': np.array([0, 3])}])
   seen = []
-  prefetcher = train._Prefetcher(batches, lambda b: seen.append(b) or b)  # pylint: disable=protected-access
+  prefetcher = trainer._Prefetcher(batches, lambda b: seen.append(b) or b)  # pylint: disable=protected-access
   next(prefetcher)
   next(prefetcher)
   prefetcher.close()

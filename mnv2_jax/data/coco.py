@@ -1,4 +1,5 @@
-"""TFDS `coco/2017` for SSDLite (paper §6.2; the reference pipeline, PAPER.md §6).
+"""TFDS `coco/2017` for SSDLite (paper §6.2; the TF Object Detection API's
+reference pipeline, docs/paper.md).
 
 Training: SSD random crop (a window covering at least a random fraction
 {0, 0.1, 0.3, 0.5, 0.7, 0.9} of some object, area 0.1-1, aspect 0.5-2; the
@@ -9,16 +10,16 @@ ground truth (as the reference does) and boxes of zero area after clipping
 are dropped. Ground truth is padded to `config.detection.max_boxes`.
 
 Bad input does not stop a run: an image that does not decode is skipped
-(imagenet.py's `_skip_undecodable`; the next image takes its place), a box
+(tfds_common.skip_undecodable; the next image takes its place), a box
 reaching outside the image is clipped to it and a box of zero area removed
-(`repair_boxes`); each is counted in the train metrics (REPAIR_COUNTS).
+(`repair_boxes`); each is counted in the train metrics (common.REPAIR_COUNTS).
 
 Evaluation: the whole image resized, every box kept with its `is_crowd` flag
 and the image's id and size, so that pycocotools scores it against the
 annotations as COCO does. TFDS labels are contiguous (0-79); `CATEGORY_IDS`
 maps them back to COCO's category ids (1-90 with gaps).
 
-Batches follow scene_data.py's keys: 'image', 'boxes', 'labels', 'valid',
+Batches follow data/scene_batches.py's keys: 'image', 'boxes', 'labels', 'valid',
 'crowd' (+ 'image_id', 'height', 'width', 'mask' for evaluation).
 """
 
@@ -30,7 +31,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from mnv2_jax import imagenet
+from mnv2_jax.data import common
+from mnv2_jax.data import tfds_common
 
 # COCO's category id of each contiguous TFDS label (the 80 used categories).
 CATEGORY_IDS = (
@@ -46,31 +48,22 @@ KEEP_WHOLE_IMAGE_PROBABILITY = 0.15
 _AUGMENT_TAG = 7
 
 
-def dataset_info(config):
-  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = imagenet._builder(config)  # pylint: disable=protected-access
+def dataset_info(config) -> common.DatasetInfo:
+  builder = tfds_common.builder(config)
   names = tuple(builder.info.features['objects']['label'].names)
-  return input_pipeline.DatasetInfo(
-      len(names), imagenet.num_examples(config, config.dataset.train_split),
-      imagenet.num_examples(config, config.dataset.eval_split),
+  return common.DatasetInfo(
+      len(names), tfds_common.num_examples(config, config.dataset.train_split),
+      tfds_common.num_examples(config, config.dataset.eval_split),
       config.dataset.eval_split, category_ids=CATEGORY_IDS[:len(names)],
       category_names=names)
 
 
 def check_data_available(config: ml_collections.ConfigDict) -> None:
   """Raises a clear error if the prepared coco/2017 cannot be read."""
-  builder = imagenet._builder(config)  # pylint: disable=protected-access
-  try:
-    for split in (config.dataset.train_split, config.dataset.eval_split):
-      imagenet._read(builder, split)  # pylint: disable=protected-access
-  except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
-    raise ValueError(
-        f'Prepared TFDS dataset {config.dataset.name!r} was not found in '
-        f'config.dataset.data_dir={config.dataset.data_dir!r} (looked in '
-        f'{builder.data_dir}). Prepare it on a machine with network access '
-        f'with `tfds build coco/2017 --data_dir <dir>` and point '
-        f'config.dataset.data_dir at <dir>. (Original error: '
-        f'{type(error).__name__}: {error})') from error
+  tfds_common.check_prepared(
+      config, tfds_common.builder(config),
+      'On a machine with network access prepare it with\n'
+      '  tfds build coco/2017 --data_dir <data_dir>\n')
 
 
 def _pad(tensor: tf.Tensor, count: int) -> tf.Tensor:
@@ -91,7 +84,7 @@ def _ground_truth(boxes, labels, crowd, max_boxes: int) -> dict:
 def _random_crop(image, boxes, labels, seed):
   """SSD's random crop; returns the window's image and its boxes/labels."""
   seeds = tf.random.experimental.stateless_split(seed, num=3,
-                                                 alg=imagenet._RNG_ALG)  # pylint: disable=protected-access
+                                                 alg=tfds_common.RNG_ALG)
   choice = tf.random.stateless_uniform([], seeds[0], 0, len(MIN_OBJECT_COVERED),
                                        dtype=tf.int32)
   covered = tf.gather(MIN_OBJECT_COVERED, choice)
@@ -129,7 +122,7 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
       tf.boolean_mask(objects['bbox'], keep),
       tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32))
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
-      seed, num=2, alg=imagenet._RNG_ALG))  # pylint: disable=protected-access
+      seed, num=2, alg=tfds_common.RNG_ALG))
   image, boxes, labels = _random_crop(image, boxes, labels, crop_seed)
   flip = tf.random.stateless_uniform([], flip_seed) < 0.5
   image = tf.cond(flip, lambda: tf.image.flip_left_right(image),
@@ -140,8 +133,8 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   boxes, labels = tf.boolean_mask(boxes, area > 0), tf.boolean_mask(
       labels, area > 0)
-  image = imagenet.normalize(tf.image.resize(
-      image, [image_size, image_size], method='bilinear'), 'inception')
+  image = common.scale_pixels(tf.image.resize(
+      image, [image_size, image_size], method='bilinear'))
   image.set_shape([image_size, image_size, 3])
   crowd = tf.zeros_like(labels, tf.bool)
   return {'image': image, **_ground_truth(boxes, labels, crowd, max_boxes),
@@ -152,7 +145,7 @@ def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
   """Bad annotation boxes as the reference pipeline treats them: a box
   reaching outside the image is clipped to it (TF OD API's clip to the
   window); a box of zero area (before or after clipping) is removed. Returns
-  the boxes, their labels, and the counts for input_pipeline.REPAIR_COUNTS."""
+  the boxes, their labels, and the counts for common.REPAIR_COUNTS."""
   clipped = tf.clip_by_value(boxes, 0.0, 1.0)
   outside = tf.reduce_any(tf.not_equal(clipped, boxes), axis=1)
   area = ((clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]))
@@ -166,8 +159,8 @@ def preprocess_for_eval(example, image_size: int, max_boxes: int):
   image = tf.io.decode_image(example['image'], channels=3,
                              expand_animations=False)
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  image = imagenet.normalize(tf.image.resize(
-      image, [image_size, image_size], method='bilinear'), 'inception')
+  image = common.scale_pixels(tf.image.resize(
+      image, [image_size, image_size], method='bilinear'))
   image.set_shape([image_size, image_size, 3])
   objects = example['objects']
   return {'image': image,
@@ -181,8 +174,8 @@ def train_batches(config, *, start_step: int,
                   per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
   image_size, max_boxes = config.image_size, config.detection.max_boxes
-  return imagenet.tfds_train_batches(
-      config, imagenet._builder(config), start_step=start_step,  # pylint: disable=protected-access
+  return tfds_common.train_batches(
+      config, tfds_common.builder(config), start_step=start_step,
       per_host_batch_size=per_host_batch_size, augment_tag=_AUGMENT_TAG,
       preprocess=lambda example, seed: preprocess_for_train(
           example, seed, image_size, max_boxes))
@@ -201,7 +194,7 @@ def eval_batches(config, *, per_host_batch_size: int
       'image_id': tf.constant(0), 'height': tf.constant(1),
       'width': tf.constant(1), 'mask': tf.constant(False),
   }
-  return imagenet.tfds_eval_batches(
-      config, imagenet._builder(config),  # pylint: disable=protected-access
+  return tfds_common.eval_batches(
+      config, tfds_common.builder(config),
       per_host_batch_size=per_host_batch_size, padding=padding,
       preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes))

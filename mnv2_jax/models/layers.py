@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mnv2_jax import initializers
+from mnv2_jax.models import initializers
 
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]

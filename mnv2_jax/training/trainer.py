@@ -1,15 +1,18 @@
-"""Training and evaluation of MobileNetV2 classifiers and SSDLite detectors.
+"""The trainer: one loop for classification, detection and segmentation.
 
-`train_step` and the task's `eval_step` (tasks.py) are pure functions compiled
-with `jax.jit`. The batch is sharded along the 'data' axis of a `jax.sharding.Mesh` over every
-device of every host; parameters and optimizer state are replicated. BatchNorm
-statistics in training are computed over the global batch (the reduction over
-the sharded batch axis becomes a cross-device all-reduce), so 1 device and 8
-devices compute the same step up to float rounding.
+`train_step` and the task's `eval_step` (tasks/) are pure functions compiled
+with `jax.jit`. The batch is sharded along the 'data' axis of a
+`jax.sharding.Mesh` over every device of every host; parameters and optimizer
+state are replicated. BatchNorm statistics in training are computed over the
+global batch (the reduction over the sharded batch axis becomes a
+cross-device all-reduce), so 1 device and 8 devices compute the same step up
+to float rounding. `train_and_evaluate` runs a whole experiment: resume,
+train, checkpoint, evaluate, write metrics.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -28,155 +31,46 @@ import optax
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mnv2_jax import checkpointing
-from mnv2_jax import compilation_cache
 from mnv2_jax import configuration
-from mnv2_jax import initializers
-from mnv2_jax import input_pipeline
-from mnv2_jax import metric_writers
-from mnv2_jax import model as model_lib
 from mnv2_jax import tasks
-from mnv2_jax import workdir as workdir_lib
+from mnv2_jax.data import common
+from mnv2_jax.data import datasets
+from mnv2_jax.models import initializers
+from mnv2_jax.tasks import inference
+from mnv2_jax.training import checkpointing
+from mnv2_jax.training import compilation_cache
+from mnv2_jax.training import metric_writers
+from mnv2_jax.training import optimization
+from mnv2_jax.training import state as state_lib
+from mnv2_jax.training import workdir as workdir_lib
 
 PyTree = Any
-
-
-class TrainState(flax.struct.PyTreeNode):
-  step: jax.Array
-  params: PyTree
-  batch_stats: PyTree
-  opt_state: PyTree
-  # Exponential moving average of params and BatchNorm statistics (the
-  # released recipe evaluates these); None when config.ema_decay == 0.
-  ema_params: Optional[PyTree]
-  ema_batch_stats: Optional[PyTree]
 
 
 class TrainingDivergedError(FloatingPointError):
   """The loss became NaN or infinite."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-  """Run length in steps: the one place epochs become steps."""
-  steps_per_epoch: int
-  total_steps: int
-  warmup_steps: int
-  decay_steps: int
-  eval_every_steps: int
-
-
-MAX_STEPS = 2**31  # TrainState.step is int32
-
-
-def make_schedule(config, num_train_examples: int) -> Schedule:
-  steps_per_epoch = max(1, num_train_examples // config.batch_size)
-  if config.num_train_steps > 0:
-    total, field = config.num_train_steps, 'num_train_steps'
-  else:
-    total = int(math.ceil(config.num_epochs * steps_per_epoch))
-    field = 'num_epochs'
-  if total >= MAX_STEPS:
-    raise ValueError(
-        f'config.{field}={config[field]!r} is invalid: it makes {total} steps '
-        f'of {config.batch_size} images, more than the int32 step counter '
-        f'holds ({MAX_STEPS - 1}). Fix it in the config file or with '
-        f'--config.{field}={1000 if field == "num_epochs" else 100_000}.')
-  return Schedule(
-      steps_per_epoch=steps_per_epoch,
-      total_steps=total,
-      warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-      decay_steps=max(1, int(config.lr_decay_epochs * steps_per_epoch)),
-      eval_every_steps=max(1, int(config.eval_every_epochs * steps_per_epoch)))
-
-
-POLY_POWER = 0.9  # DeepLab's learning_power
-
-
-def learning_rate_fn(config, schedule: Schedule) -> optax.Schedule:
-  """Peak lr = base_learning_rate x batch_size / base_batch_size (linear
-  scaling); optional linear warm-up; then x0.98 per epoch (paper §6.1,
-  staircase), cosine to zero, or DeepLab's 'poly': (1 - step / total)^0.9."""
-  peak = config.base_learning_rate * config.batch_size / config.base_batch_size
-  if config.lr_schedule == 'poly':
-    poly = optax.polynomial_schedule(
-        peak, 0.0, POLY_POWER,
-        max(schedule.total_steps - schedule.warmup_steps, 1))
-    if not schedule.warmup_steps:
-      return poly
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, schedule.warmup_steps), poly],
-        [schedule.warmup_steps])
-  if config.lr_schedule == 'exponential':
-    return optax.warmup_exponential_decay_schedule(
-        init_value=0.0 if schedule.warmup_steps else peak, peak_value=peak,
-        warmup_steps=schedule.warmup_steps,
-        transition_steps=schedule.decay_steps, decay_rate=config.lr_decay_rate,
-        staircase=True)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if schedule.warmup_steps else peak, peak_value=peak,
-      warmup_steps=schedule.warmup_steps,
-      decay_steps=max(schedule.total_steps, schedule.warmup_steps + 1))
-
-
-def create_optimizer(config, learning_rate: optax.Schedule
-                     ) -> optax.GradientTransformation:
-  if config.optimizer == 'rmsprop':
-    return optax.rmsprop(
-        learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_epsilon,
-        initial_scale=config.rmsprop_initial_scale, eps_in_sqrt=True,
-        momentum=config.momentum)
-  if config.optimizer == 'adam':
-    # Not a paper recipe: from-scratch runs of minutes (the CPU quickstarts).
-    return optax.adam(learning_rate, b1=config.momentum,
-                      b2=config.adam_b2, eps=config.adam_epsilon)
-  return optax.sgd(learning_rate, momentum=config.momentum, nesterov=True)
-
-
-def weight_decay_mask(params: PyTree) -> PyTree:
-  """True for conv and dense kernels, except depthwise kernels (TF-slim does
-  not regularise them); BatchNorm scales and biases are never decayed."""
-  def is_decayed(path, _):
-    names = [getattr(entry, 'key', '') for entry in path]
-    return names[-1] == 'kernel' and 'depthwise' not in names
-  return jax.tree_util.tree_map_with_path(is_decayed, params)
-
-
-def l2_penalty(params: PyTree, mask: PyTree) -> jax.Array:
-  """sum(w^2) / 2 over the masked kernels: TF's l2_regularizer."""
-  leaves = [jnp.sum(jnp.square(p)) for p, m in
-            zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
-  return 0.5 * sum(leaves)
-
-
-def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
-  """TF's ExponentialMovingAverage with num_updates: min(decay, (1+n)/(10+n))."""
-  step = step.astype(jnp.float32)
-  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
-               *, model: nn.Module, optimizer: optax.GradientTransformation,
+def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array],
+               rng: jax.Array, *, model: nn.Module, task,
+               optimizer: optax.GradientTransformation,
                config: ml_collections.ConfigDict,
-               learning_rate: optax.Schedule, task=None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               learning_rate: optax.Schedule
+               ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
   """One optimisation step on a global batch. Pure; `rng` is per step.
 
-  `task` (tasks.py) turns the model's training outputs into the data loss
-  and its metrics; the default is classification of `batch['label']`.
+  `model` computes the training outputs and `task` (tasks/) turns them into
+  the data loss and its metrics.
   """
-  if task is None:
-    task = tasks.Classification(config, model.num_classes)
-    task.model = model
   dropout_rng = jax.random.fold_in(rng, state.step)
-  mask = weight_decay_mask(state.params)
+  mask = optimization.weight_decay_mask(state.params)
 
   def loss_fn(params):
     outputs, updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
     data_loss, task_metrics = task.loss(outputs, batch)
-    loss = data_loss + config.weight_decay * l2_penalty(params, mask)
+    loss = data_loss + config.weight_decay * optimization.l2_penalty(params, mask)
     return loss, (data_loss, task_metrics, updates['batch_stats'])
 
   grads, (data_loss, task_metrics, batch_stats) = jax.grad(
@@ -186,7 +80,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
   if config.ema_decay:
-    decay = ema_decay_at(state.step, config.ema_decay)
+    decay = optimization.ema_decay_at(state.step, config.ema_decay)
     average = lambda old, new: decay * old + (1.0 - decay) * new
     new_state = new_state.replace(
         ema_params=jax.tree.map(average, state.ema_params, params),
@@ -217,118 +111,19 @@ def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding
           for k, v in batch.items()}
 
 
-def create_train_state(config, variables: PyTree,
-                       optimizer: optax.GradientTransformation) -> TrainState:
-  """A step-0 state holding `variables` ({'params', 'batch_stats'}), fresh
-  optimizer slots and, with `config.ema_decay`, the moving average's copy.
-  Pure; used for new runs (`Trainer.init_state`) and imported weights
-  (convert.save)."""
-  params, batch_stats = variables['params'], variables['batch_stats']
-  ema = config.ema_decay > 0
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      opt_state=optimizer.init(params),
-      ema_params=params if ema else None,
-      ema_batch_stats=batch_stats if ema else None)
-
-
-def model_input_shape(config) -> tuple[int, int, int, int]:
-  """The image batch shape a model is initialised with (one image)."""
-  return (1, config.image_size, config.image_size, 3)
-
-
-def abstract_variables(config, model: nn.Module) -> PyTree:
-  """Shapes and dtypes of `model`'s variables (traced, nothing computed)."""
-  return jax.eval_shape(
-      functools.partial(model.init, train=False), jax.random.key(0),
-      jax.ShapeDtypeStruct(model_input_shape(config), jnp.float32))
-
-
-def host_cpu_device() -> Optional[jax.Device]:
-  """This host's first CPU device, or None where JAX runs without one."""
-  try:
-    return jax.local_devices(backend='cpu')[0]
-  except RuntimeError:
-    return None
-
-
-def replicate(tree: PyTree, sharding: NamedSharding) -> PyTree:
-  """Host arrays (the same on every host) as global arrays with `sharding`
-  (replicated): every host fills its own devices."""
-  def put(value):
-    value = np.asarray(value)
-    return jax.make_array_from_callback(value.shape, sharding,
-                                        lambda index: value[index])
-  return jax.tree.map(put, tree)
-
-
-BACKBONE_PREFIX = "['backbone']"  # ssd.SSDLite's MobileNetV2
-
-
-def initialize_from(state: TrainState, workdir: str) -> tuple[TrainState, str]:
-  """Copies the weights of `workdir`'s latest checkpoint into `state`.
-
-  Every parameter and BatchNorm statistic whose name and shape match is
-  copied (also into the EMA copy); a detector's `backbone/...` arrays also
-  match a classifier's top-level ones. The others (a classifier for another
-  number of classes, detection heads) keep their initialisation. Returns the
-  new state and a one-line report.
-
-  Raises:
-    ValueError: nothing matches (a checkpoint of another model).
-  """
-  step, source = checkpointing.read_variables(workdir)
-  copied, kept = [], []
-
-  def merge(tree, source_tree):
-    flat_source = {jax.tree_util.keystr(path): value for path, value in
-                   jax.tree_util.tree_flatten_with_path(source_tree)[0]}
-
-    def pick(path, value):
-      name = jax.tree_util.keystr(path)
-      found = flat_source.get(name)
-      if found is None and name.startswith(BACKBONE_PREFIX):
-        # A detector's backbone from a classifier's checkpoint.
-        found = flat_source.get(name[len(BACKBONE_PREFIX):])
-      if found is not None and np.shape(found) == value.shape:
-        copied.append(name)
-        return jnp.asarray(found, value.dtype)
-      kept.append(name + ('' if found is None else
-                          f' (shape {np.shape(found)} there, {value.shape} here)'))
-      return value
-    return jax.tree_util.tree_map_with_path(pick, tree)
-
-  params = merge(state.params, source['params'])
-  batch_stats = merge(state.batch_stats, source['batch_stats'])
-  if not copied:
-    raise ValueError(
-        f'config.init_from={workdir!r}: none of its arrays match this model '
-        f'by name and shape (e.g. here: {kept[:3]}). Was it written for '
-        'another architecture?')
-  state = state.replace(params=params, batch_stats=batch_stats)
-  if state.ema_params is not None:
-    state = state.replace(ema_params=params, ema_batch_stats=batch_stats)
-  report = (f'Initialised {len(copied)} arrays from {workdir} (step {step})'
-            + (f'; kept the initialisation of {len(kept)}: '
-               + ', '.join(kept[:8]) + (' ...' if len(kept) > 8 else '')
-               if kept else '') + '.')
-  return state, report
-
-
 class Trainer:
   """Everything built from a config: model, optimizer, compiled steps, mesh."""
 
   def __init__(self, config: ml_collections.ConfigDict, devices=None):
     configuration.validate(config)
-    input_pipeline.check_available(config)
+    datasets.check_available(config)
     self.config = config
-    self.info = input_pipeline.dataset_info(config)
-    self.task = tasks.build(config, self.info.num_classes,
-                            **self.info.task_kwargs())
+    self.info = datasets.dataset_info(config)
+    self.task = tasks.build_task(config, self.info)
     self.model = self.task.model
-    self.schedule = make_schedule(config, self.info.num_train_examples)
-    self.learning_rate = learning_rate_fn(config, self.schedule)
-    self.optimizer = create_optimizer(config, self.learning_rate)
+    self.schedule = optimization.make_schedule(config, self.info.num_train_examples)
+    self.learning_rate = optimization.learning_rate_fn(config, self.schedule)
+    self.optimizer = optimization.create_optimizer(config, self.learning_rate)
     self.mesh = create_mesh(devices)
     num_devices = self.mesh.devices.size
     for field in ('batch_size', 'eval_batch_size'):
@@ -344,9 +139,9 @@ class Trainer:
     # (initializers.host_variables) and XLA:CPU makes the optimizer's slots,
     # so a new run compiles nothing for its accelerator but its steps.
     self._create_state = jax.jit(functools.partial(
-        create_train_state, config, optimizer=self.optimizer))
+        state_lib.create_train_state, config, optimizer=self.optimizer))
     abstract = jax.eval_shape(self._create_state,
-                              abstract_variables(config, self.model))
+                              state_lib.abstract_variables(config, self.model))
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
@@ -359,21 +154,21 @@ class Trainer:
         donate_argnums=0)
     self.eval_step = jax.jit(
         functools.partial(self.task.eval_step,
-                          microbatch=model_lib.resolve_inference_microbatch(
+                          microbatch=inference.resolve_inference_microbatch(
                               config.inference_microbatch)),
         out_shardings=self.replicated)
 
-  def init_state(self) -> TrainState:
+  def init_state(self) -> state_lib.TrainState:
     """A new run's state, replicated over the mesh."""
     variables = initializers.host_variables(
-        self.model, model_input_shape(self.config), self.config.seed,
+        self.model, state_lib.model_input_shape(self.config), self.config.seed,
         train=False)
-    host = host_cpu_device()
+    host = state_lib.host_cpu_device()
     with jax.default_device(host) if host else contextlib.nullcontext():
       state = jax.device_get(self._create_state(variables))
-    return replicate(state, self.replicated)
+    return state_lib.replicate(state, self.replicated)
 
-  def evaluate(self, state: TrainState) -> dict[str, float]:
+  def evaluate(self, state: state_lib.TrainState) -> dict[str, float]:
     """The task's metrics over the whole eval split (top1/top5/loss for
     classification, COCO AP for detection), and ema_* with EMA."""
     weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
@@ -382,7 +177,7 @@ class Trainer:
                          'batch_stats': state.ema_batch_stats}
     per_host = self.config.eval_batch_size // jax.process_count()
     accumulators = {prefix: self.task.accumulator() for prefix in weights}
-    for host_batch in input_pipeline.eval_batches(
+    for host_batch in datasets.eval_batches(
         self.config, per_host_batch_size=per_host):
       batch = global_batch(host_batch, self.data_sharding)
       for prefix, variables in weights.items():
@@ -409,7 +204,7 @@ def _record_config(config, workdir: str,
     except ValueError:  # cut short by a kill during the first write
       writer.log(f'WARNING: {path} was unreadable; rewriting it.')
   if old is not None:
-    flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old, flat_new = configuration.flatten(old), configuration.flatten(new)
     changed = sorted(k for k in set(flat_old) | set(flat_new)
                      if flat_old.get(k) != flat_new.get(k))
     if changed:
@@ -424,33 +219,22 @@ def _record_config(config, workdir: str,
   temporary.replace(path)  # atomic: a kill leaves the old file or the new
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 class _Prefetcher:
   """Fetches the next host batch while the device computes the current step,
   and records how long the loop waited for input."""
 
   def __init__(self, iterator: Iterator, to_device):
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
     self._iterator = iterator
     self._to_device = to_device
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     self.wait_seconds = 0.0
     # Bad input the pipeline skipped or repaired, this host, this process.
-    self.repair_counts = dict.fromkeys(input_pipeline.REPAIR_COUNTS, 0)
+    self.repair_counts = dict.fromkeys(common.REPAIR_COUNTS, 0)
     self._future = self._pool.submit(self._fetch)
 
   def _fetch(self):
     batch = dict(next(self._iterator))
-    for key in input_pipeline.REPAIR_COUNTS:
+    for key in common.REPAIR_COUNTS:
       if key in batch:
         self.repair_counts[key] += int(np.sum(batch.pop(key)))
     return self._to_device(batch)
@@ -506,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.close()
 
 
-def _final_evaluation(trainer: Trainer, state: TrainState,
+def _final_evaluation(trainer: Trainer, state: state_lib.TrainState,
                       writer: metric_writers.MetricWriter) -> dict[str, float]:
   step = int(jax.device_get(state.step))
   results = trainer.evaluate(state)
@@ -544,7 +328,7 @@ def _train(trainer: Trainer, workdir: str,
     state = restored
     writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
   elif config.init_from:
-    state, report = initialize_from(state, config.init_from)
+    state, report = state_lib.initialize_from(state, config.init_from)
     state = jax.device_put(state, trainer.replicated)
     writer.log(report)
   start_step = int(jax.device_get(state.step))
@@ -558,7 +342,7 @@ def _train(trainer: Trainer, workdir: str,
 
   per_host = config.batch_size // jax.process_count()
   batches = _Prefetcher(
-      input_pipeline.train_batches(config, start_step=start_step,
+      datasets.train_batches(config, start_step=start_step,
                                    per_host_batch_size=per_host),
       functools.partial(global_batch, sharding=trainer.data_sharding))
   rng = jax.random.fold_in(jax.random.key(config.seed), 1)

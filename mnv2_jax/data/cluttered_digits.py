@@ -24,9 +24,11 @@ import os
 import zipfile
 
 import numpy as np
+from skimage import transform
 
-from mnv2_jax import digits
-from mnv2_jax import scenes
+from mnv2_jax.data import common
+from mnv2_jax.data import digits
+from mnv2_jax.data import photos
 
 NUM_CLASSES = 10
 VERSION = 2  # of make_example's code: bump when it changes
@@ -58,7 +60,6 @@ def _paste(image, glyph, top, left, colour, opacity):
 
 
 def _rotated_glyph(glyph: np.ndarray, size: int, angle: float) -> np.ndarray:
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   resized = transform.resize(glyph, (size, size), order=1, mode='constant',
                              anti_aliasing=False)
   return np.clip(transform.rotate(resized, angle, resize=True, order=1,
@@ -72,14 +73,13 @@ def make_example(split: str, index: int, image_size: int
     raise ValueError(f'cluttered_digits has splits {list(SPLIT_SIZES)}, '
                      f'got {split!r}.')
   rng = np.random.default_rng([_SPLIT_TAG[split], index])
-  photos = scenes._photos()  # pylint: disable=protected-access
-  photo = photos[rng.integers(len(photos))]
+  backgrounds = photos.photos()
+  photo = backgrounds[rng.integers(len(backgrounds))]
   side = int(rng.integers(min(photo.shape[:2]) // 8,
                           min(photo.shape[:2]) // 2 + 1))
   top = int(rng.integers(0, photo.shape[0] - side + 1))
   left = int(rng.integers(0, photo.shape[1] - side + 1))
-  image = scenes._resize_photo(  # pylint: disable=protected-access
-      photo[top:top + side, left:left + side], image_size)
+  image = photos.resize(photo[top:top + side, left:left + side], image_size)
   mean = image.mean(axis=(0, 1))
   image = mean + PHOTO_CONTRAST * (image - mean)
   glyphs, labels = digits.raw_split(split)
@@ -124,7 +124,7 @@ def _generator_key(split: str, image_size: int) -> str:
   """Names a cached split; any change of the generator's settings changes it."""
   settings = (VERSION, SPLIT_SIZES[split], DIGIT_SIZE, MAX_ROTATION,
               INK_OPACITY, DISTRACTORS, NOISE_STD, INK_CONTRAST, PHOTO_CONTRAST,
-              scenes.PHOTOS)
+              photos.NAMES)
   digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
   return f'cluttered_digits_{split}_{image_size}_{digest}.npz'
 
@@ -162,7 +162,7 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
       os.replace(temporary, path)  # atomic: concurrent runs never see half
     except OSError:
       pass  # a read-only home: generate every time
-  return images.astype(np.float32) / 127.5 - 1.0, labels
+  return common.scale_pixels(images.astype(np.float32)), labels
 
 
 def num_examples(split: str) -> int:

@@ -18,6 +18,9 @@ from typing import Iterator, Optional
 
 import jax
 import numpy as np
+from skimage import transform
+from sklearn import datasets as sklearn_datasets
+from sklearn import model_selection
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the split is part of the benchmark, not of the run's seed
@@ -27,10 +30,9 @@ NUM_CLASSES = 10
 @functools.lru_cache(maxsize=2)
 def raw_split(split: str) -> tuple[np.ndarray, np.ndarray]:
   """The 8x8 scans of a split: (float32 [N, 8, 8] in [0, 1], int32 [N])."""
-  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
   if split not in ('train', 'test'):
     raise ValueError(f"digits has splits 'train' and 'test', got {split!r}.")
-  digits = datasets.load_digits()
+  digits = sklearn_datasets.load_digits()
   train_idx, test_idx = model_selection.train_test_split(
       np.arange(len(digits.target)), test_size=TEST_FRACTION,
       stratify=digits.target, random_state=SPLIT_SEED)
@@ -42,7 +44,6 @@ def raw_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Returns (images float32 [N, S, S, 3] in [-1, 1], labels int32 [N])."""
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   images, labels = raw_split(split)
   index = np.arange(len(labels))
   resized = transform.resize(images, (len(index), image_size, image_size),

@@ -1,4 +1,4 @@
-"""Detection and segmentation batches of the built-in scenes (scenes.py).
+"""Detection and segmentation batches of the built-in scenes (data/scenes.py).
 
 Detection (config.task == 'detection'):
 
@@ -26,21 +26,22 @@ from typing import Iterator
 
 import jax
 import numpy as np
+from PIL import Image
 
-from mnv2_jax import scenes
+from mnv2_jax.data import common
+from mnv2_jax.data import scenes
 
 ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
 
 
 def dataset_info(config):
-  from mnv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   if config.task == 'segmentation':
-    return input_pipeline.DatasetInfo(
+    return common.DatasetInfo(
         scenes.NUM_CLASSES + 1, scenes.SPLIT_SIZES['train'],
         scenes.SPLIT_SIZES['test'], 'test',
         category_names=('background',) + tuple(
             f'digit {d}' for d in range(scenes.NUM_CLASSES)))
-  return input_pipeline.DatasetInfo(
+  return common.DatasetInfo(
       scenes.NUM_CLASSES, scenes.SPLIT_SIZES['train'],
       scenes.SPLIT_SIZES['test'], 'test',
       category_ids=tuple(range(1, scenes.NUM_CLASSES + 1)),
@@ -55,7 +56,7 @@ def _pad(values: np.ndarray, count: int, fill=0) -> np.ndarray:
 
 def _example(scene: dict, max_boxes: int) -> dict[str, np.ndarray]:
   k = len(scene['labels'])
-  return {'image': scene['image'].astype(np.float32) / 127.5 - 1.0,
+  return {'image': common.scale_pixels(scene['image'].astype(np.float32)),
           'boxes': _pad(scene['boxes'], max_boxes),
           'labels': _pad(scene['labels'], max_boxes),
           'valid': np.arange(max_boxes) < k,
@@ -86,7 +87,6 @@ def _rescale_and_crop(image: np.ndarray, label: np.ndarray, scale: float,
   `scale` (bilinear image, nearest label), pad to at least the original size
   (image 0 after the [-1, 1] scaling, i.e. mid grey; label 255), then a
   random crop of the original size."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   size = image.shape[0]
   scaled = max(1, int(round(size * scale)))
   image = np.asarray(Image.fromarray(image).resize((scaled, scaled),
@@ -95,7 +95,7 @@ def _rescale_and_crop(image: np.ndarray, label: np.ndarray, scale: float,
                                                    Image.NEAREST))
   padded = max(size, scaled)
   canvas = np.full((padded, padded, 3), 127.5, np.float32)
-  canvas_label = np.full((padded, padded), scenes.IGNORE_LABEL, np.uint8)
+  canvas_label = np.full((padded, padded), common.IGNORE_LABEL, np.uint8)
   canvas[:scaled, :scaled] = image
   canvas_label[:scaled, :scaled] = label
   top, left = rng.integers(0, padded - size + 1, size=2)
@@ -112,7 +112,7 @@ def _segmentation_example(scene: dict, config,
     scale = rng.uniform(segmentation.min_scale_factor,
                         segmentation.max_scale_factor)
     image, label = _rescale_and_crop(image, label, scale, rng)
-  return {'image': np.asarray(image, np.float32) / 127.5 - 1.0,
+  return {'image': common.scale_pixels(np.asarray(image, np.float32)),
           'label': label.astype(np.int32)}
 
 

@@ -1,4 +1,4 @@
-"""The training run's claim on its workdir.
+"""A run's workdir: the training run's claim on it, and what it holds.
 
 Two training runs on one workdir would interleave their checkpoints and
 metrics, so `claim` takes an exclusive lock on `<workdir>/.lock` for the life
@@ -14,7 +14,10 @@ import errno
 import os
 import socket
 import time
-from typing import Iterator
+from typing import Any, Iterator
+
+from mnv2_jax import configuration
+from mnv2_jax.training import checkpointing
 
 
 class WorkdirBusyError(RuntimeError):
@@ -85,3 +88,16 @@ def claim(workdir: str) -> Iterator[None]:
     yield
   finally:
     os.close(fd)  # releases the lock
+
+
+def load(workdir: str) -> tuple[Any, dict[str, Any], int]:
+  """(config, variables, step) of `workdir`'s latest checkpoint: a training
+  run's, or one `python -m mnv2_jax.convert` wrote."""
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(
+        f'{config_path} does not exist: --workdir must be the directory of a '
+        'training run or of `python -m mnv2_jax.convert`.')
+  config = configuration.from_json(config_path)
+  step, variables = checkpointing.read_variables(workdir)
+  return config, variables, step

@@ -21,15 +21,15 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from skimage import transform
 
-from mnv2_jax import digits
+from mnv2_jax.data import common
+from mnv2_jax.data import digits
+from mnv2_jax.data import photos
 
 NUM_CLASSES = 10
 MAX_OBJECTS = 4
 SPLIT_SIZES = {'train': 2000, 'test': 200}
-PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
-          'immunohistochemistry', 'retina')
-IGNORE_LABEL = 255
 # Digit sizes as a fraction of the image side, and the largest IoU allowed
 # between two digits of a scene (they may touch, not hide each other). From
 # 0.15-0.45 to 0.3-0.6: more digits have an SSD anchor at IoU >= 0.5 at
@@ -41,22 +41,7 @@ INK_SOLID, INK_EDGE = 0.5, 0.1
 _SPLIT_TAG = {'train': 0, 'test': 1}
 
 
-@functools.lru_cache(maxsize=1)
-def _photos() -> tuple[np.ndarray, ...]:
-  import skimage.data  # pylint: disable=g-import-not-at-top
-  return tuple(np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
-               for name in PHOTOS)
-
-
-def _resize_photo(crop: np.ndarray, size: int) -> np.ndarray:
-  """Antialiased bilinear resize of a uint8 crop (Pillow: fast)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  resized = Image.fromarray(crop).resize((size, size), Image.BILINEAR)
-  return np.asarray(resized, np.float32)
-
-
 def _resize_glyph(image: np.ndarray, size: int) -> np.ndarray:
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   return transform.resize(image, (size, size), order=1, mode='edge',
                           anti_aliasing=False).astype(np.float32)
 
@@ -77,11 +62,11 @@ def make_scene(split: str, index: int, image_size: int, seed: int = 0
   if split not in SPLIT_SIZES:
     raise ValueError(f'scenes have splits {list(SPLIT_SIZES)}, got {split!r}.')
   rng = np.random.default_rng([seed, _SPLIT_TAG[split], index])
-  photo = _photos()[rng.integers(len(PHOTOS))]
+  photo = photos.photos()[rng.integers(len(photos.NAMES))]
   side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2]) + 1))
   top = int(rng.integers(0, photo.shape[0] - side + 1))
   left = int(rng.integers(0, photo.shape[1] - side + 1))
-  image = _resize_photo(photo[top:top + side, left:left + side], image_size)
+  image = photos.resize(photo[top:top + side, left:left + side], image_size)
   if rng.random() < 0.5:
     image = image[:, ::-1]
   mask = np.zeros((image_size, image_size), np.uint8)
@@ -114,7 +99,7 @@ def make_scene(split: str, index: int, image_size: int, seed: int = 0
     solid = ink > INK_SOLID
     edge = (ink > INK_EDGE) & ~solid
     window = mask[y:y + size, x:x + size]
-    window[edge] = IGNORE_LABEL
+    window[edge] = common.IGNORE_LABEL
     window[solid] = glyph_labels[which] + 1
     boxes.append(box)
     labels.append(int(glyph_labels[which]))

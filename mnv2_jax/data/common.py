@@ -1,0 +1,58 @@
+"""What every dataset shares: the facts a task needs about a dataset, the
+counts of input a pipeline repaired instead of failing on, the label of
+pixels no loss or metric counts, and the pixel scaling of the paper's recipe.
+
+A leaf module: the dataset modules and the tasks import it; it imports none
+of them.
+
+Every pipeline yields host-local numpy batches: `image` float32 [B, S, S, 3]
+(in [-1, 1] with the inception preprocessing) and the task's targets
+(`label`; SSD's `boxes`, `labels`, `valid`, `crowd`; a segmentation `label`
+map). Evaluation batches add a boolean `mask`: the last batch is padded to
+full size and its padding is masked out, so every example counts once. `B` is
+the per-host batch, the global batch divided by the number of hosts; the
+trainer assembles the global, sharded array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+Batch = dict
+
+# How images become network inputs (config.preprocessing; data/imagenet.py):
+# 'inception' ([-1, 1]; the paper, TF-slim, Keras), 'torchvision' (ImageNet
+# mean/std; the PyTorch releases), 'cifar' ([-1, 1], pad-and-crop).
+PREPROCESSING = ('inception', 'torchvision', 'cifar')
+
+# Segmentation pixels that no loss or metric counts: VOC's object borders
+# ('void'), the padding of crops, the scenes' glyph edges.
+IGNORE_LABEL = 255
+
+# Per-batch counts of bad input that a pipeline skipped or repaired rather
+# than crash on (imagenet.py, coco.py): host-side only; the trainer takes them
+# out of the batch, adds them up and writes the totals with the train metrics.
+#   skipped_examples: undecodable images dropped (the next example took the
+#     place); clipped_boxes: boxes reaching outside the image, clipped to it;
+#   dropped_boxes: boxes of zero area (before or after clipping), removed.
+SKIPPED_EXAMPLES = 'skipped_examples'
+REPAIR_COUNTS = (SKIPPED_EXAMPLES, 'clipped_boxes', 'dropped_boxes')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+  eval_split: str  # the name written into metrics.jsonl
+  # Detection: the dataset's category id and name of each contiguous label.
+  category_ids: Optional[tuple[int, ...]] = None
+  category_names: Optional[tuple[str, ...]] = None
+
+
+def scale_pixels(image):
+  """Pixels in [0, 255] to [-1, 1], the input range of the released models
+  and the paper's recipe (the 'inception' preprocessing). Works on NumPy
+  arrays and TensorFlow tensors of a float dtype alike."""
+  return image / 127.5 - 1.0

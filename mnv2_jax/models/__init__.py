@@ -1,0 +1,53 @@
+"""The networks: MobileNetV2 (paper Table 2), SSDLite on it (paper §6.2) and
+Mobile DeepLabv3 on it (paper §6.3), their layers, initial values, anchors
+and statistics. Nothing here knows about data or training.
+
+`build_model(config)` builds the network of any experiment config.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+
+from mnv2_jax.models import deeplab
+from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import ssdlite
+
+
+def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
+  """The network `config.task` trains, with `config.model`'s options.
+
+  Args:
+    config: an experiment config (configuration.base_config() and changes).
+    num_classes: outputs of the classifier or heads; default
+      `config.num_classes` (detection: foreground classes; segmentation:
+      with the background).
+
+  Returns:
+    MobileNetV2 (classification), SSDLite (detection) or MobileDeepLabV3
+    (segmentation).
+  """
+  num_classes = config.num_classes if num_classes is None else num_classes
+  options = config.model
+  common = dict(
+      width_multiplier=options.width_multiplier,
+      batch_norm_momentum=options.batch_norm_momentum,
+      batch_norm_epsilon=options.batch_norm_epsilon, padding=options.padding,
+      dtype=options.dtype, implementation=options.implementation)
+  if config.task == 'detection':
+    return ssdlite.SSDLite(num_classes=num_classes, **common)
+  if config.task == 'segmentation':
+    return deeplab.MobileDeepLabV3(
+        num_classes=num_classes, output_stride=options.output_stride,
+        aspp=config.segmentation.aspp, dropout_rate=options.dropout_rate,
+        **common)
+  return mobilenet_v2.MobileNetV2(
+      num_classes=num_classes,
+      expansion_ratio=(tuple(options.expansion_ratio_per_block)
+                       or options.expansion_ratio),
+      bottleneck_activation=options.bottleneck_activation,
+      residual=options.residual, output_stride=options.output_stride,
+      dropout_rate=options.dropout_rate,
+      inference_splits=options.inference_splits, **common)

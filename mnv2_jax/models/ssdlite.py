@@ -1,0 +1,119 @@
+"""SSDLite on MobileNetV2 (paper §6.2, Tables 5-6): the network and its anchors.
+
+SSDLite is SSD with every regular convolution of the prediction layers
+replaced by a depthwise 3x3 + 1x1 pair (paper §6.2). Feature maps (paper
+§6.2): the expansion output of layer 15 (output stride 16), the last layer
+(stride 32), and four extra layers of 512, 256, 256 and 128 channels, each a
+1x1 conv to half width and a stride-2 depthwise-separable 3x3. The loss and
+the post-processing are the detection task's (tasks/detection.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnv2_jax.models import box_ops
+from mnv2_jax.models import initializers
+from mnv2_jax.models import layers
+from mnv2_jax.models import mobilenet_v2
+
+Array = jax.Array
+
+EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
+MIN_DEPTH = 16  # the reference config's min_depth
+FIRST_FEATURE = 'layer_15/expansion_output'  # stride 16
+SECOND_FEATURE = 'layer_19'  # stride 32
+
+
+class SSDLite(nn.Module):
+  """MobileNetV2 + SSDLite.
+
+  Attributes:
+    num_classes: foreground classes; the heads predict num_classes + 1 logits
+      per anchor (index 0 = background).
+    width_multiplier: α of the backbone; also scales the extra layers (never
+      below MIN_DEPTH channels).
+    boxes_per_location: anchors per location on each of the six maps.
+    backbone: keyword arguments for `model.MobileNetV2` (padding, BN, dtype).
+  """
+  num_classes: int = 80
+  width_multiplier: float = 1.0
+  boxes_per_location: Sequence[int] = (3, 6, 6, 6, 6, 6)
+  batch_norm_momentum: float = 0.997
+  batch_norm_epsilon: float = 1e-3
+  padding: str = 'same'
+  dtype: str = 'float32'
+  implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool = False
+               ) -> tuple[Array, Array, dict[str, Array]]:
+    """Returns box encodings [N, A, 4], class logits [N, A, C + 1], endpoints."""
+    dtype = mobilenet_v2.DTYPES[self.dtype]
+    backbone = mobilenet_v2.MobileNetV2(
+        num_classes=0, width_multiplier=self.width_multiplier,
+        batch_norm_momentum=self.batch_norm_momentum,
+        batch_norm_epsilon=self.batch_norm_epsilon, padding=self.padding,
+        dtype=self.dtype, implementation=self.implementation,
+        name='backbone')
+    _, endpoints = backbone(images, train=train)
+    norm, conv, depthwise = layers.module_factories(
+        train=train, momentum=self.batch_norm_momentum,
+        epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
+        implementation=self.implementation)
+
+    features = [endpoints[FIRST_FEATURE], endpoints[SECOND_FEATURE]]
+    x = features[-1]
+    for i, depth in enumerate(EXTRA_LAYER_DEPTHS):
+      depth = max(int(depth * self.width_multiplier), MIN_DEPTH)
+      name = f'extra_{i + 1}'
+      x = layers.ConvBN(functools.partial(conv, depth // 2), norm, nn.relu6,
+                        name=f'{name}_reduce')(x)
+      x = layers.ConvBN(functools.partial(depthwise, strides=2), norm,
+                        nn.relu6, name=f'{name}_depthwise')(x)
+      x = layers.ConvBN(functools.partial(conv, depth), norm, nn.relu6,
+                        name=f'{name}_project')(x)
+      features.append(x)
+
+    box_encodings, class_logits = [], []
+    for i, (feature, boxes) in enumerate(zip(features,
+                                             self.boxes_per_location)):
+      endpoints[f'feature_map_{i}'] = feature
+      for kind, width, outputs in (('box', 4, box_encodings),
+                                   ('class', self.num_classes + 1,
+                                    class_logits)):
+        # SSDLite predictor: depthwise 3x3 + BN + ReLU6, then 1x1 with bias.
+        y = layers.ConvBN(depthwise, norm, nn.relu6,
+                          name=f'head_{i}_{kind}_depthwise')(feature)
+        y = nn.Conv(boxes * width, (1, 1), dtype=jnp.float32,
+                    kernel_init=initializers.LECUN_NORMAL,
+                    bias_init=initializers.ZEROS,
+                    name=f'head_{i}_{kind}_predictor')(y.astype(jnp.float32))
+        outputs.append(y.reshape(y.shape[0], -1, width))
+    return (jnp.concatenate(box_encodings, 1),
+            jnp.concatenate(class_logits, 1), endpoints)
+
+
+def feature_map_sizes(model: SSDLite, image_size: int) -> list[tuple[int, int]]:
+  """Spatial sizes of the six feature maps, from shapes alone."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  endpoints = jax.eval_shape(model.apply, variables, images)[2]
+  return [tuple(endpoints[f'feature_map_{i}'].shape[1:3])
+          for i in range(len(model.boxes_per_location))]
+
+
+def anchors_for(model: SSDLite, image_size: int,
+                config: box_ops.AnchorConfig = box_ops.AnchorConfig()
+                ) -> np.ndarray:
+  if list(model.boxes_per_location) != box_ops.num_boxes_per_location(config):
+    raise ValueError(
+        f'boxes_per_location {model.boxes_per_location} does not match the '
+        f'anchor generator ({box_ops.num_boxes_per_location(config)}).')
+  return box_ops.generate_anchors(feature_map_sizes(model, image_size), config)
