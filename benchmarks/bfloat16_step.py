@@ -25,17 +25,20 @@ if str(REPO_ROOT) not in sys.path:
 
 
 def _flat(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+
   return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
 
 
-def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
-                     num_classes=1000, seed=0) -> dict:
+def compare_one_step(
+  width_multiplier=1.0, resolution=224, batch=32, num_classes=1000, seed=0
+) -> dict:
   """Relative errors of one bfloat16 training step against float32."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
   from mnv2_jax import configuration
   from mnv2_jax.models import build_model
   from mnv2_jax.models import initializers
@@ -46,9 +49,10 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
 
   rng = np.random.default_rng(seed)
   images = rng.uniform(-1, 1, (batch, resolution, resolution, 3))
-  data = {'image': jnp.asarray(images, jnp.float32),
-          'label': jnp.asarray(rng.integers(0, num_classes, (batch,)),
-                               jnp.int32)}
+  data = {
+    'image': jnp.asarray(images, jnp.float32),
+    'label': jnp.asarray(rng.integers(0, num_classes, (batch,)), jnp.int32),
+  }
   results = {}
   for dtype in ('float32', 'bfloat16'):
     config = configuration.base_config()
@@ -62,31 +66,45 @@ def compare_one_step(width_multiplier=1.0, resolution=224, batch=32,
     learning_rate = optimization.learning_rate_fn(config, schedule)
     optimizer = optimization.create_optimizer(config, learning_rate)
     variables = initializers.host_variables(
-        model, training_state.model_input_shape(config), seed, train=False)
-    state = jax.jit(functools.partial(training_state.create_train_state, config,
-                                      optimizer=optimizer))(variables)
-    step = jax.jit(functools.partial(trainer.train_step, model=model,
-                                     task=classification.Classification(config),
-                                     optimizer=optimizer, config=config,
-                                     learning_rate=learning_rate))
+      model, training_state.model_input_shape(config), seed, train=False
+    )
+    state = jax.jit(
+      functools.partial(
+        training_state.create_train_state, config, optimizer=optimizer
+      )
+    )(variables)
+    step = jax.jit(
+      functools.partial(
+        trainer.train_step,
+        model=model,
+        task=classification.Classification(config),
+        optimizer=optimizer,
+        config=config,
+        learning_rate=learning_rate,
+      )
+    )
     new_state, metrics = step(state, data, jax.random.key(seed + 1))
     results[dtype] = {
-        'loss': float(metrics['loss']),
-        'update': _flat(jax.tree.map(jnp.subtract, new_state.params,
-                                     state.params)),
-        'batch_stats': _flat(new_state.batch_stats)}
+      'loss': float(metrics['loss']),
+      'update': _flat(
+        jax.tree.map(jnp.subtract, new_state.params, state.params)
+      ),
+      'batch_stats': _flat(new_state.batch_stats),
+    }
 
   def relative(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
   f32, bf16 = results['float32'], results['bfloat16']
   return {
-      'model': f'MobileNetV2 {width_multiplier}-{resolution}, batch {batch}',
-      'loss_float32': f32['loss'], 'loss_bfloat16': bf16['loss'],
-      'loss_relative_error': abs(bf16['loss'] - f32['loss']) / abs(f32['loss']),
-      'update_relative_error': relative(bf16['update'], f32['update']),
-      'batch_stats_relative_error': relative(bf16['batch_stats'],
-                                             f32['batch_stats']),
+    'model': f'MobileNetV2 {width_multiplier}-{resolution}, batch {batch}',
+    'loss_float32': f32['loss'],
+    'loss_bfloat16': bf16['loss'],
+    'loss_relative_error': abs(bf16['loss'] - f32['loss']) / abs(f32['loss']),
+    'update_relative_error': relative(bf16['update'], f32['update']),
+    'batch_stats_relative_error': relative(
+      bf16['batch_stats'], f32['batch_stats']
+    ),
   }
 
 
@@ -95,11 +113,12 @@ def main(argv=None) -> int:
   parser.add_argument('--width_multiplier', type=float, default=1.0)
   parser.add_argument('--resolution', type=int, default=224)
   parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--json_out', default=str(
-      REPO_ROOT / 'benchmarks' / 'results' / 'bfloat16_step.json'))
+  parser.add_argument(
+    '--json_out',
+    default=str(REPO_ROOT / 'benchmarks' / 'results' / 'bfloat16_step.json'),
+  )
   args = parser.parse_args(argv)
-  result = compare_one_step(args.width_multiplier, args.resolution,
-                            args.batch)
+  result = compare_one_step(args.width_multiplier, args.resolution, args.batch)
   for key, value in result.items():
     print(f'{key}: {value}')
   path = pathlib.Path(args.json_out)

@@ -32,8 +32,8 @@ if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import ml_collections  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -42,48 +42,77 @@ def parse_args(argv=None):
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--batches', type=int, default=20, help='timed batches')
   parser.add_argument('--warmup_batches', type=int, default=3)
-  parser.add_argument('--examples', type=int, default=1024,
-                      help='examples in the mock / prepared dataset')
+  parser.add_argument(
+    '--examples',
+    type=int,
+    default=1024,
+    help='examples in the mock / prepared dataset',
+  )
   parser.add_argument('--sources', default='mock,prepared')
-  parser.add_argument('--json_out', default=str(
-      REPO_ROOT / 'benchmarks' / 'results' / 'input_pipeline.json'))
+  parser.add_argument(
+    '--json_out',
+    default=str(REPO_ROOT / 'benchmarks' / 'results' / 'input_pipeline.json'),
+  )
   return parser.parse_args(argv)
 
 
 def _config(args, data_dir=None) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'dataset': {'name': 'imagenet2012', 'data_dir': data_dir,
-                  'manual_dir': None, 'train_split': 'train',
-                  'eval_split': 'validation', 'shuffle_buffer_size': 1024},
-      'image_size': args.image_size, 'seed': 0, 'batch_size': args.batch,
-      'eval_crop_fraction': 0.875})
+  return ml_collections.ConfigDict(
+    {
+      'dataset': {
+        'name': 'imagenet2012',
+        'data_dir': data_dir,
+        'manual_dir': None,
+        'train_split': 'train',
+        'eval_split': 'validation',
+        'shuffle_buffer_size': 1024,
+      },
+      'image_size': args.image_size,
+      'seed': 0,
+      'batch_size': args.batch,
+      'eval_crop_fraction': 0.875,
+    }
+  )
 
 
 def _time(args, config) -> dict:
-  from mnv2_jax.data import imagenet  # pylint: disable=g-import-not-at-top
-  batches = imagenet.train_batches(config, start_step=0,
-                                   per_host_batch_size=args.batch)
+  from mnv2_jax.data import imagenet
+
+  batches = imagenet.train_batches(
+    config, start_step=0, per_host_batch_size=args.batch
+  )
   for _ in range(args.warmup_batches):
     next(batches)
   start = time.perf_counter()
   for _ in range(args.batches):
     batch = next(batches)
   elapsed = time.perf_counter() - start
-  assert batch['image'].shape == (args.batch, args.image_size,
-                                  args.image_size, 3)
-  return {'images_per_s': args.batches * args.batch / elapsed,
-          'seconds': elapsed}
+  assert batch['image'].shape == (
+    args.batch,
+    args.image_size,
+    args.image_size,
+    3,
+  )
+  return {
+    'images_per_s': args.batches * args.batch / elapsed,
+    'seconds': elapsed,
+  }
 
 
 def _write_prepared(args, root: str) -> dict:
-  import skimage.data  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import skimage.data
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
   builder = tfds.builder('imagenet2012', data_dir=root)
   version_dir = pathlib.Path(root) / 'imagenet2012' / str(builder.version)
   version_dir.mkdir(parents=True)
-  photos = [skimage.data.astronaut(), skimage.data.coffee(),
-            skimage.data.chelsea(), skimage.data.rocket()]
+  photos = [
+    skimage.data.astronaut(),
+    skimage.data.coffee(),
+    skimage.data.chelsea(),
+    skimage.data.rocket(),
+  ]
   rng = np.random.default_rng(0)
   sizes = []
   for split, n in (('train', args.examples), ('validation', 8)):
@@ -95,23 +124,34 @@ def _write_prepared(args, root: str) -> dict:
         image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255)
         encoded = tf.io.encode_jpeg(image.astype(np.uint8), quality=90)
         sizes.append(len(encoded.numpy()))
-        writer.write(builder.info.features.serialize_example({
-            'image': encoded.numpy(), 'label': i % 1000,
-            'file_name': f'{split}_{i}.JPEG'}))
+        writer.write(
+          builder.info.features.serialize_example(
+            {
+              'image': encoded.numpy(),
+              'label': i % 1000,
+              'file_name': f'{split}_{i}.JPEG',
+            }
+          )
+        )
   tfds.folder_dataset.write_metadata(
-      data_dir=version_dir, features=builder.info.features, check_data=False)
-  return {'jpeg_kb_mean': float(np.mean(sizes)) / 1024,
-          'image_shape': [375, 500, 3]}
+    data_dir=version_dir, features=builder.info.features, check_data=False
+  )
+  return {
+    'jpeg_kb_mean': float(np.mean(sizes)) / 1024,
+    'image_shape': [375, 500, 3],
+  }
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+
   results = {'config': vars(args), 'cores': len(os.sched_getaffinity(0))}
   for source in args.sources.split(','):
     if source == 'mock':
-      with tfds.testing.mock_data(num_examples=args.examples,
-                                  policy=tfds.testing.MockPolicy.USE_CODE):
+      with tfds.testing.mock_data(
+        num_examples=args.examples, policy=tfds.testing.MockPolicy.USE_CODE
+      ):
         results['mock'] = _time(args, _config(args))
     elif source == 'prepared':
       with tempfile.TemporaryDirectory() as root:
@@ -120,10 +160,13 @@ def main(argv=None) -> int:
     else:
       raise ValueError(f'unknown source {source!r}: mock or prepared')
     r = results[source]
-    print(f'{source}: {r["images_per_s"]:.0f} images/s at '
-          f'{args.image_size}x{args.image_size}, batch {args.batch}, on '
-          f'{results["cores"]} cores ({r["images_per_s"] / results["cores"]:.0f}'
-          ' per core)', flush=True)
+    print(
+      f'{source}: {r["images_per_s"]:.0f} images/s at '
+      f'{args.image_size}x{args.image_size}, batch {args.batch}, on '
+      f'{results["cores"]} cores ({r["images_per_s"] / results["cores"]:.0f}'
+      ' per core)',
+      flush=True,
+    )
   path = pathlib.Path(args.json_out)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(results, indent=2) + '\n')

@@ -26,5 +26,8 @@ def get_config(scale=None):
 
 def get_sweep(scale=None):
   del scale  # the same points at every scale
-  return [{'model.bottleneck_activation': activation, 'seed': seed}
-          for activation in ACTIVATIONS for seed in SEEDS]
+  return [
+    {'model.bottleneck_activation': activation, 'seed': seed}
+    for activation in ACTIVATIONS
+    for seed in SEEDS
+  ]

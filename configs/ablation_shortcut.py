@@ -27,5 +27,8 @@ def get_config(scale=None):
 
 def get_sweep(scale=None):
   del scale
-  return [{'model.residual': residual, 'seed': seed}
-          for residual in RESIDUALS for seed in SEEDS]
+  return [
+    {'model.residual': residual, 'seed': seed}
+    for residual in RESIDUALS
+    for seed in SEEDS
+  ]

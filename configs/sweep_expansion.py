@@ -34,8 +34,13 @@ def get_config(scale=None):
 
 
 def get_sweep(scale=None):
-  return [{'model.width_multiplier': width,
-           'model.expansion_ratio': float(t), 'seed': seed}
-          for width in WIDTHS.get(scale or 'builtin', (0.35, 1.0))
-          for t in EXPANSION_RATIOS
-          for seed in SEEDS]
+  return [
+    {
+      'model.width_multiplier': width,
+      'model.expansion_ratio': float(t),
+      'seed': seed,
+    }
+    for width in WIDTHS.get(scale or 'builtin', (0.35, 1.0))
+    for t in EXPANSION_RATIOS
+    for seed in SEEDS
+  ]

@@ -16,14 +16,20 @@ smallest input the network takes).
 from mnv2_jax import configuration
 
 GRID = {
-    'builtin': dict(widths=(0.35, 0.5, 1.0), resolutions=(32, 40, 48),
-                    seeds=(0, 1, 2)),
-    'cifar10': dict(widths=(0.35, 0.5, 1.0), resolutions=(32, 40, 48),
-                    seeds=(0, 1, 2)),
-    'imagenette': dict(widths=(0.35, 0.5, 1.0), resolutions=(96, 128, 160),
-                       seeds=(0,)),
-    'imagenet': dict(widths=(0.35, 0.5, 0.75, 1.0, 1.4),
-                     resolutions=(96, 128, 160, 192, 224), seeds=(0,)),
+  'builtin': dict(
+    widths=(0.35, 0.5, 1.0), resolutions=(32, 40, 48), seeds=(0, 1, 2)
+  ),
+  'cifar10': dict(
+    widths=(0.35, 0.5, 1.0), resolutions=(32, 40, 48), seeds=(0, 1, 2)
+  ),
+  'imagenette': dict(
+    widths=(0.35, 0.5, 1.0), resolutions=(96, 128, 160), seeds=(0,)
+  ),
+  'imagenet': dict(
+    widths=(0.35, 0.5, 0.75, 1.0, 1.4),
+    resolutions=(96, 128, 160, 192, 224),
+    seeds=(0,),
+  ),
 }
 
 
@@ -33,6 +39,9 @@ def get_config(scale=None):
 
 def get_sweep(scale=None):
   grid = GRID[scale or 'builtin']
-  return [{'model.width_multiplier': width, 'image_size': size, 'seed': seed}
-          for width in grid['widths'] for size in grid['resolutions']
-          for seed in grid['seeds']]
+  return [
+    {'model.width_multiplier': width, 'image_size': size, 'seed': seed}
+    for width in grid['widths']
+    for size in grid['resolutions']
+    for seed in grid['seeds']
+  ]

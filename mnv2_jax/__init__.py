@@ -33,18 +33,20 @@ __version__ = '0.2.0'
 # Public name -> the module that defines it. Imported on first use, so that
 # `python -m mnv2_jax.<tool>` pays only for what the tool needs.
 _PUBLIC = {
-    'MobileNetV2': 'mnv2_jax.models.mobilenet_v2',
-    'SSDLite': 'mnv2_jax.models.ssdlite',
-    'MobileDeepLabV3': 'mnv2_jax.models.deeplab',
-    'build_model': 'mnv2_jax.models',
-    'from_keras': 'mnv2_jax.weights.convert',
-    'from_keras_weights': 'mnv2_jax.weights.convert',
-    'from_slim_checkpoint': 'mnv2_jax.weights.convert',
-    'from_torch': 'mnv2_jax.weights.convert',
-    'train_and_evaluate': 'mnv2_jax.training.trainer',
+  'MobileNetV2': 'mnv2_jax.models.mobilenet_v2',
+  'SSDLite': 'mnv2_jax.models.ssdlite',
+  'MobileDeepLabV3': 'mnv2_jax.models.deeplab',
+  'build_model': 'mnv2_jax.models',
+  'from_keras': 'mnv2_jax.weights.convert',
+  'from_keras_weights': 'mnv2_jax.weights.convert',
+  'from_slim_checkpoint': 'mnv2_jax.weights.convert',
+  'from_torch': 'mnv2_jax.weights.convert',
+  'train_and_evaluate': 'mnv2_jax.training.trainer',
 }
-_RENAMED = {'save_workdir': ('mnv2_jax.weights.convert', 'save'),
-            'load_workdir': ('mnv2_jax.training.workdir', 'load')}
+_RENAMED = {
+  'save_workdir': ('mnv2_jax.weights.convert', 'save'),
+  'load_workdir': ('mnv2_jax.training.workdir', 'load'),
+}
 
 __all__ = sorted(set(_PUBLIC) | set(_RENAMED))
 

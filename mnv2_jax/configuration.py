@@ -40,7 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'
   config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  config.dataset.manual_dir = ml_collections.FieldReference(
+    None, field_type=str
+  )
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
   config.dataset.shuffle_buffer_size = 16_384
@@ -234,18 +236,22 @@ def imagenette_config() -> ml_collections.ConfigDict:
 
 
 # Where an experiment config runs: its config string (`--config file.py:scale`).
-EXPERIMENT_SCALES = {'builtin': cluttered_digits_config,
-                     'cifar10': cifar10_config,
-                     'imagenette': imagenette_config,
-                     'imagenet': imagenet_config}
+EXPERIMENT_SCALES = {
+  'builtin': cluttered_digits_config,
+  'cifar10': cifar10_config,
+  'imagenette': imagenette_config,
+  'imagenet': imagenet_config,
+}
 
 
 def experiment_base(scale) -> ml_collections.ConfigDict:
   scale = scale or 'builtin'
   if scale not in EXPERIMENT_SCALES:
-    raise ValueError(f'unknown experiment scale {scale!r}: use one of '
-                     f'{list(EXPERIMENT_SCALES)}, e.g. --config '
-                     f'configs/ablation_bottleneck.py:imagenet')
+    raise ValueError(
+      f'unknown experiment scale {scale!r}: use one of '
+      f'{list(EXPERIMENT_SCALES)}, e.g. --config '
+      f'configs/ablation_bottleneck.py:imagenet'
+    )
   return EXPERIMENT_SCALES[scale]()
 
 
@@ -268,6 +274,7 @@ def from_json(path: str) -> ml_collections.ConfigDict:
         update(node[key], value, f'{prefix}{key}.')
       elif value is not None:
         node[key] = tuple(value) if isinstance(value, list) else value
+
   update(config, values, '')
   return config
 
@@ -284,12 +291,15 @@ def flatten(values: dict, prefix: str = '') -> dict[str, Any]:
 
 
 def _fail(field: str, value: Any, allowed: str, example: str) -> None:
-  raise ValueError(f'config.{field}={value!r} is invalid: {allowed}. '
-                   f'Fix it in the config file or with --config.{field}={example}.')
+  raise ValueError(
+    f'config.{field}={value!r} is invalid: {allowed}. '
+    f'Fix it in the config file or with --config.{field}={example}.'
+  )
 
 
-def deeplab_voc_config(output_stride: int, aspp: bool
-                       ) -> ml_collections.ConfigDict:
+def deeplab_voc_config(
+  output_stride: int, aspp: bool
+) -> ml_collections.ConfigDict:
   """DeepLab's VOC 2012 recipe for one MNetV2* row of paper Table 7 (the
   configs/deeplab_mnv2_voc_*.py files; their docstrings give the figures)."""
   config = base_config()
@@ -330,8 +340,11 @@ def deeplab_voc_config(output_stride: int, aspp: bool
 
 def _is_number(value) -> bool:
   """A real, finite number (not a bool, None, NaN or infinity)."""
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return (
+    isinstance(value, (int, float))
+    and not isinstance(value, bool)
+    and math.isfinite(value)
+  )
 
 
 def _is_int(value) -> bool:
@@ -349,19 +362,33 @@ def _check_choice(config, field: str, choices) -> None:
   value = _get(config, field)
   if value not in choices:
     # Suggest the base config's value, the paper's choice.
-    _fail(field, value, f'allowed values are {list(choices)}',
-          _get(base_config(), field))
+    _fail(
+      field,
+      value,
+      f'allowed values are {list(choices)}',
+      _get(base_config(), field),
+    )
 
 
-def _check_range(config, field: str, low: float, high: float, *,
-                 low_inclusive: bool, high_inclusive: bool) -> None:
+def _check_range(
+  config,
+  field: str,
+  low: float,
+  high: float,
+  *,
+  low_inclusive: bool,
+  high_inclusive: bool,
+) -> None:
   value = _get(config, field)
   numeric = _is_number(value)
   above = numeric and (value >= low if low_inclusive else value > low)
   below = numeric and (value <= high if high_inclusive else value < high)
   if not (above and below):
-    interval = (('[' if low_inclusive else '(') + f'{low}, {high}' +
-                (']' if high_inclusive else ')'))
+    interval = (
+      ('[' if low_inclusive else '(')
+      + f'{low}, {high}'
+      + (']' if high_inclusive else ')')
+    )
     _fail(field, value, f'it must be in {interval}', _get(base_config(), field))
 
 
@@ -373,8 +400,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)
   _check_choice(config, 'dataset.name', tuple(datasets.DATASETS))
-  _check_choice(config, 'model.bottleneck_activation',
-                mobilenet_v2.BOTTLENECK_ACTIVATIONS)
+  _check_choice(
+    config, 'model.bottleneck_activation', mobilenet_v2.BOTTLENECK_ACTIVATIONS
+  )
   _check_choice(config, 'model.residual', mobilenet_v2.RESIDUAL_PLACEMENTS)
   _check_choice(config, 'model.output_stride', mobilenet_v2.OUTPUT_STRIDES)
   _check_choice(config, 'model.padding', layers.PADDING_MODES)
@@ -387,91 +415,149 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   model = config.model
   if not _is_number(model.width_multiplier) or model.width_multiplier <= 0:
-    _fail('model.width_multiplier', model.width_multiplier,
-          'it must be a number > 0 (the release grid: 0.35, 0.5, 0.75, 1.0, '
-          '1.3, 1.4)', '1.0')
+    _fail(
+      'model.width_multiplier',
+      model.width_multiplier,
+      'it must be a number > 0 (the release grid: 0.35, 0.5, 0.75, 1.0, '
+      '1.3, 1.4)',
+      '1.0',
+    )
   if not _is_number(model.expansion_ratio) or model.expansion_ratio < 1:
-    _fail('model.expansion_ratio', model.expansion_ratio,
-          'it must be a number >= 1 (the paper uses 6)', '6')
+    _fail(
+      'model.expansion_ratio',
+      model.expansion_ratio,
+      'it must be a number >= 1 (the paper uses 6)',
+      '6',
+    )
   per_block = model.expansion_ratio_per_block
-  if not isinstance(per_block, (tuple, list)) or per_block and (
-      len(per_block) != mobilenet_v2.NUM_BLOCKS or not all(
-      _is_number(t) and t >= 1 for t in per_block)):
-    _fail('model.expansion_ratio_per_block', per_block,
-          f'it must be empty or {mobilenet_v2.NUM_BLOCKS} numbers >= 1',
-          '"(1,' + ','.join(['6'] * (mobilenet_v2.NUM_BLOCKS - 1)) + ')"')
+  if (
+    not isinstance(per_block, (tuple, list))
+    or per_block
+    and (
+      len(per_block) != mobilenet_v2.NUM_BLOCKS
+      or not all(_is_number(t) and t >= 1 for t in per_block)
+    )
+  ):
+    _fail(
+      'model.expansion_ratio_per_block',
+      per_block,
+      f'it must be empty or {mobilenet_v2.NUM_BLOCKS} numbers >= 1',
+      '"(1,' + ','.join(['6'] * (mobilenet_v2.NUM_BLOCKS - 1)) + ')"',
+    )
   inf = float('inf')
   for field, low, high, low_in, high_in in [
-      ('model.dropout_rate', 0.0, 1.0, True, False),
-      ('model.batch_norm_momentum', 0.0, 1.0, False, False),
-      ('model.batch_norm_epsilon', 0.0, inf, False, False),
-      ('eval_crop_fraction', 0.0, 1.0, False, True),
-      ('base_learning_rate', 0.0, inf, False, False),
-      ('lr_decay_rate', 0.0, 1.0, False, True),
-      ('lr_decay_epochs', 0.0, inf, False, False),
-      ('eval_every_epochs', 0.0, inf, False, False),
-      ('rmsprop_decay', 0.0, 1.0, True, False),
-      ('rmsprop_epsilon', 0.0, inf, False, False),
-      ('adam_b2', 0.0, 1.0, True, False),
-      ('adam_epsilon', 0.0, inf, False, False),
-      ('momentum', 0.0, 1.0, True, False),
-      ('weight_decay', 0.0, inf, True, False),
-      ('label_smoothing', 0.0, 1.0, True, False),
-      ('warmup_epochs', 0.0, inf, True, False),
-      ('ema_decay', 0.0, 1.0, True, False),
+    ('model.dropout_rate', 0.0, 1.0, True, False),
+    ('model.batch_norm_momentum', 0.0, 1.0, False, False),
+    ('model.batch_norm_epsilon', 0.0, inf, False, False),
+    ('eval_crop_fraction', 0.0, 1.0, False, True),
+    ('base_learning_rate', 0.0, inf, False, False),
+    ('lr_decay_rate', 0.0, 1.0, False, True),
+    ('lr_decay_epochs', 0.0, inf, False, False),
+    ('eval_every_epochs', 0.0, inf, False, False),
+    ('rmsprop_decay', 0.0, 1.0, True, False),
+    ('rmsprop_epsilon', 0.0, inf, False, False),
+    ('adam_b2', 0.0, 1.0, True, False),
+    ('adam_epsilon', 0.0, inf, False, False),
+    ('momentum', 0.0, 1.0, True, False),
+    ('weight_decay', 0.0, inf, True, False),
+    ('label_smoothing', 0.0, 1.0, True, False),
+    ('warmup_epochs', 0.0, inf, True, False),
+    ('ema_decay', 0.0, 1.0, True, False),
   ]:
-    _check_range(config, field, low, high, low_inclusive=low_in,
-                 high_inclusive=high_in)
+    _check_range(
+      config, field, low, high, low_inclusive=low_in, high_inclusive=high_in
+    )
 
   if not _is_int(config.image_size) or config.image_size < MIN_IMAGE_SIZE:
-    _fail('image_size', config.image_size,
-          f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
-          'paper uses 96-224)', '224')
+    _fail(
+      'image_size',
+      config.image_size,
+      f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
+      'paper uses 96-224)',
+      '224',
+    )
   dataset = datasets.DATASETS[config.dataset.name]
   expected_tasks = dataset.tasks
   if config.task not in expected_tasks:
-    _fail('task', config.task,
-          f'dataset {config.dataset.name!r} is for {" or ".join(expected_tasks)}',
-          expected_tasks[0])
+    _fail(
+      'task',
+      config.task,
+      f'dataset {config.dataset.name!r} is for {" or ".join(expected_tasks)}',
+      expected_tasks[0],
+    )
   if config.task == 'segmentation':
     expected_classes = dataset.segmentation_classes
   else:
-    expected_classes = dataset.num_classes + int(
-        config.background_class)
+    expected_classes = dataset.num_classes + int(config.background_class)
   if config.num_classes != expected_classes:
-    _fail('num_classes', config.num_classes,
-          f'dataset {config.dataset.name!r} has {expected_classes} classes' +
-          (' with the background class' if config.background_class else ''),
-          str(expected_classes))
+    _fail(
+      'num_classes',
+      config.num_classes,
+      f'dataset {config.dataset.name!r} has {expected_classes} classes'
+      + (' with the background class' if config.background_class else ''),
+      str(expected_classes),
+    )
   if not isinstance(config.compilation_cache_dir, str):
-    _fail('compilation_cache_dir', config.compilation_cache_dir,
-          "it must be 'auto', a directory, or 'off'", 'auto')
+    _fail(
+      'compilation_cache_dir',
+      config.compilation_cache_dir,
+      "it must be 'auto', a directory, or 'off'",
+      'auto',
+    )
   if not isinstance(config.init_from, str):
-    _fail('init_from', config.init_from,
-          'it must be a workdir path or empty', '/path/to/workdir')
-  for field in ('detection.max_boxes', 'detection.max_detections',
-                'detection.negatives_per_positive'):
+    _fail(
+      'init_from',
+      config.init_from,
+      'it must be a workdir path or empty',
+      '/path/to/workdir',
+    )
+  for field in (
+    'detection.max_boxes',
+    'detection.max_detections',
+    'detection.negatives_per_positive',
+  ):
     value = _get(config, field)
     if not _is_int(value) or value <= 0:
-      _fail(field, value, 'it must be a positive integer',
-            _get(base_config(), field))
+      _fail(
+        field,
+        value,
+        'it must be a positive integer',
+        _get(base_config(), field),
+      )
   detection = config.detection
   if not (_is_number(detection.max_scale) and 0 < detection.max_scale <= 1):
-    _fail('detection.max_scale', detection.max_scale,
-          'anchor scales need 0 < min_scale < max_scale <= 1', '0.95')
-  if not (_is_number(detection.min_scale)
-          and 0 < detection.min_scale < detection.max_scale):
-    _fail('detection.min_scale', config.detection.min_scale,
-          'anchor scales need 0 < min_scale < max_scale <= 1', '0.2')
-  for field, low, high in (('detection.score_threshold', 0.0, 1.0),
-                           ('detection.nms_iou_threshold', 0.0, 1.0),
-                           ('detection.zoom_out_probability', 0.0, 1.0)):
-    _check_range(config, field, low, high, low_inclusive=True,
-                 high_inclusive=True)
+    _fail(
+      'detection.max_scale',
+      detection.max_scale,
+      'anchor scales need 0 < min_scale < max_scale <= 1',
+      '0.95',
+    )
+  if not (
+    _is_number(detection.min_scale)
+    and 0 < detection.min_scale < detection.max_scale
+  ):
+    _fail(
+      'detection.min_scale',
+      config.detection.min_scale,
+      'anchor scales need 0 < min_scale < max_scale <= 1',
+      '0.2',
+    )
+  for field, low, high in (
+    ('detection.score_threshold', 0.0, 1.0),
+    ('detection.nms_iou_threshold', 0.0, 1.0),
+    ('detection.zoom_out_probability', 0.0, 1.0),
+  ):
+    _check_range(
+      config, field, low, high, low_inclusive=True, high_inclusive=True
+    )
   if config.task == 'segmentation':
     if config.model.output_stride not in (8, 16):
-      _fail('model.output_stride', config.model.output_stride,
-            'DeepLab (task segmentation) runs at output stride 8 or 16', '16')
+      _fail(
+        'model.output_stride',
+        config.model.output_stride,
+        'DeepLab (task segmentation) runs at output stride 8 or 16',
+        '16',
+      )
     _check_choice(config, 'segmentation.aspp', (False, True))
     _check_choice(config, 'segmentation.multi_scale_eval', (False, True))
     _check_choice(config, 'segmentation.eval_flip', (False, True))
@@ -479,47 +565,94 @@ def validate(config: ml_collections.ConfigDict) -> None:
     segmentation = config.segmentation
     low, high = segmentation.min_scale_factor, segmentation.max_scale_factor
     if not (_is_number(low) and _is_number(high) and 0 < low <= high):
-      _fail('segmentation.min_scale_factor', low,
-            'training scales need 0 < min_scale_factor <= max_scale_factor',
-            '0.5')
+      _fail(
+        'segmentation.min_scale_factor',
+        low,
+        'training scales need 0 < min_scale_factor <= max_scale_factor',
+        '0.5',
+      )
     if config.dataset.name == 'scenes' and segmentation.flip:
-      _fail('segmentation.flip', segmentation.flip,
-            'the scenes hold digits, and a mirrored digit is another glyph',
-            'False')
-    if (config.dataset.name == 'scenes' and segmentation.multi_scale_eval
-        and segmentation.eval_flip):
-      _fail('segmentation.eval_flip', segmentation.eval_flip,
-            'the scenes hold digits, and a mirrored digit is another glyph',
-            'False')
+      _fail(
+        'segmentation.flip',
+        segmentation.flip,
+        'the scenes hold digits, and a mirrored digit is another glyph',
+        'False',
+      )
+    if (
+      config.dataset.name == 'scenes'
+      and segmentation.multi_scale_eval
+      and segmentation.eval_flip
+    ):
+      _fail(
+        'segmentation.eval_flip',
+        segmentation.eval_flip,
+        'the scenes hold digits, and a mirrored digit is another glyph',
+        'False',
+      )
     scales = segmentation.eval_scales
-    if not isinstance(scales, (tuple, list)) or not scales or not all(_is_number(v) and v > 0 for v in scales):
-      _fail('segmentation.eval_scales', scales,
-            'it must be a non-empty list of positive scales',
-            '"(0.5,0.75,1.0,1.25,1.5,1.75)"')
-  for field in ('batch_size', 'eval_batch_size', 'base_batch_size',
-                'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                'dataset.shuffle_buffer_size'):
+    if (
+      not isinstance(scales, (tuple, list))
+      or not scales
+      or not all(_is_number(v) and v > 0 for v in scales)
+    ):
+      _fail(
+        'segmentation.eval_scales',
+        scales,
+        'it must be a non-empty list of positive scales',
+        '"(0.5,0.75,1.0,1.25,1.5,1.75)"',
+      )
+  for field in (
+    'batch_size',
+    'eval_batch_size',
+    'base_batch_size',
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'keep_checkpoints',
+    'dataset.shuffle_buffer_size',
+  ):
     value = _get(config, field)
     if not _is_int(value) or value <= 0:
-      _fail(field, value, 'it must be a positive integer',
-            _get(base_config(), field))
+      _fail(
+        field,
+        value,
+        'it must be a positive integer',
+        _get(base_config(), field),
+      )
   if not _is_int(config.model.inference_splits) or (
-      config.model.inference_splits < 1):
-    _fail('model.inference_splits', config.model.inference_splits,
-          'it must be a positive integer (1: no splitting; paper §5.1)', '1')
+    config.model.inference_splits < 1
+  ):
+    _fail(
+      'model.inference_splits',
+      config.model.inference_splits,
+      'it must be a positive integer (1: no splitting; paper §5.1)',
+      '1',
+    )
   for field in ('seed', 'dataset.seed'):
     value = _get(config, field)
     if not _is_int(value) or not 0 <= value < 2**32:
       _fail(field, value, 'it must be an integer in [0, 2**32)', '0')
   if not _is_int(config.inference_microbatch) or (
-      config.inference_microbatch < -1):
-    _fail('inference_microbatch', config.inference_microbatch,
-          'it must be -1 (auto), 0 (whole batch) or a positive integer', '-1')
+    config.inference_microbatch < -1
+  ):
+    _fail(
+      'inference_microbatch',
+      config.inference_microbatch,
+      'it must be -1 (auto), 0 (whole batch) or a positive integer',
+      '-1',
+    )
   if not _is_int(config.num_train_steps):
-    _fail('num_train_steps', config.num_train_steps,
-          'it must be an integer (-1: use num_epochs)', '-1')
+    _fail(
+      'num_train_steps',
+      config.num_train_steps,
+      'it must be an integer (-1: use num_epochs)',
+      '-1',
+    )
   if config.num_train_steps <= 0 and not (
-      _is_number(config.num_epochs) and config.num_epochs > 0):
-    _fail('num_epochs', config.num_epochs,
-          'it must be a finite number > 0 unless num_train_steps is set', '10')
-
+    _is_number(config.num_epochs) and config.num_epochs > 0
+  ):
+    _fail(
+      'num_epochs',
+      config.num_epochs,
+      'it must be a finite number > 0 unless num_train_steps is set',
+      '10',
+    )

@@ -29,15 +29,23 @@ from mnv2_jax.weights import convert
 
 def _parse_args(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog='python -m mnv2_jax.convert', description=__doc__.split('\n')[0])
+    prog='python -m mnv2_jax.convert', description=__doc__.split('\n')[0]
+  )
   sub = parser.add_subparsers(dest='source', required=True)
-  keras_parser = sub.add_parser('keras', help='a Keras MobileNetV2 weights file')
+  keras_parser = sub.add_parser(
+    'keras', help='a Keras MobileNetV2 weights file'
+  )
   keras_parser.add_argument('--weights', required=True)
   keras_parser.add_argument('--width_multiplier', type=float, default=1.0)
   keras_parser.add_argument('--image_size', type=int, default=224)
-  keras_parser.add_argument('--no_top', action='store_true',
-                            help='the file has no classifier (_no_top.h5)')
-  slim_parser = sub.add_parser('slim', help='a TF-slim checkpoint (1001 classes)')
+  keras_parser.add_argument(
+    '--no_top',
+    action='store_true',
+    help='the file has no classifier (_no_top.h5)',
+  )
+  slim_parser = sub.add_parser(
+    'slim', help='a TF-slim checkpoint (1001 classes)'
+  )
   slim_parser.add_argument('--checkpoint', required=True)
   slim_parser.add_argument('--image_size', type=int, default=224)
   slim_parser.add_argument('--no_moving_average', action='store_true')
@@ -53,18 +61,25 @@ def _parse_args(argv) -> argparse.Namespace:
 def _load(args) -> tuple[ml_collections.ConfigDict, convert.Variables, str]:
   if args.source == 'keras':
     config, variables = convert.from_keras_weights(
-        args.weights, width_multiplier=args.width_multiplier,
-        image_size=args.image_size, include_top=not args.no_top)
+      args.weights,
+      width_multiplier=args.width_multiplier,
+      image_size=args.image_size,
+      include_top=not args.no_top,
+    )
     return config, variables, f'Keras weights {args.weights}'
   if args.source == 'slim':
     config, variables = convert.from_slim_checkpoint(
-        args.checkpoint, use_moving_average=not args.no_moving_average,
-        image_size=args.image_size)
+      args.checkpoint,
+      use_moving_average=not args.no_moving_average,
+      image_size=args.image_size,
+    )
     return config, variables, f'TF-slim checkpoint {args.checkpoint}'
   state_dict = convert.read_torch_state_dict(args.state_dict)
-  config, variables = convert.from_torch(state_dict,
-                                 width_multiplier=args.width_multiplier,
-                                 image_size=args.image_size)
+  config, variables = convert.from_torch(
+    state_dict,
+    width_multiplier=args.width_multiplier,
+    image_size=args.image_size,
+  )
   return config, variables, f'PyTorch state dict {args.state_dict}'
 
 
@@ -77,14 +92,16 @@ def main(argv=None) -> int:
     print(f'error: {error}', file=sys.stderr)
     return 2
   num_params = sum(np.size(x) for x in jax.tree.leaves(variables['params']))
-  print(f'Converted {source}: MobileNetV2 width_multiplier='
-        f'{config.model.width_multiplier}, {config.num_classes} classes, '
-        f'{num_params:,} parameters, padding {config.model.padding!r}, '
-        f'preprocessing {config.preprocessing!r}.\nWrote {directory} and '
-        f'{os.path.join(args.workdir, "config.py")}. Evaluate with:\n'
-        f'  python -m mnv2_jax.main --config {args.workdir}/config.py '
-        f'--workdir {args.workdir} --config.mode=eval '
-        '--config.dataset.data_dir=<your TFDS dir>')
+  print(
+    f'Converted {source}: MobileNetV2 width_multiplier='
+    f'{config.model.width_multiplier}, {config.num_classes} classes, '
+    f'{num_params:,} parameters, padding {config.model.padding!r}, '
+    f'preprocessing {config.preprocessing!r}.\nWrote {directory} and '
+    f'{os.path.join(args.workdir, "config.py")}. Evaluate with:\n'
+    f'  python -m mnv2_jax.main --config {args.workdir}/config.py '
+    f'--workdir {args.workdir} --config.mode=eval '
+    '--config.dataset.data_dir=<your TFDS dir>'
+  )
   return 0
 
 

@@ -20,27 +20,35 @@ from mnv2_jax.weights import export
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m mnv2_jax.export',
-                                   description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(
+    prog='python -m mnv2_jax.export', description=__doc__.split('\n')[0]
+  )
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--format', choices=export.FORMATS, default='tflite')
   parser.add_argument('--quantize', choices=('int8',), default=None)
-  parser.add_argument('--output', default=None,
-                      help='default: <workdir>/export/model[_int8][.tflite]')
+  parser.add_argument(
+    '--output',
+    default=None,
+    help='default: <workdir>/export/model[_int8][.tflite]',
+  )
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   try:
-    result = export.export(args.workdir, args.format, args.quantize, args.output)
+    result = export.export(
+      args.workdir, args.format, args.quantize, args.output
+    )
   except (FileNotFoundError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
-  print(f'Wrote {result["path"]} ({result["bytes"] / 1e6:.2f} MB) from step '
-        f'{result["step"]}.\nOn {result["num_images"]} held images: largest '
-        f'logit difference to JAX {result["max_abs_diff"]:.2e} (relative '
-        f'{result["max_rel_diff"]:.2e}), top-1 agreement '
-        f'{100 * result["top1_agreement"]:.2f}%. On 8 random inputs: relative '
-        f'difference {result["random_max_rel_diff"]:.2e}.')
+  print(
+    f'Wrote {result["path"]} ({result["bytes"] / 1e6:.2f} MB) from step '
+    f'{result["step"]}.\nOn {result["num_images"]} held images: largest '
+    f'logit difference to JAX {result["max_abs_diff"]:.2e} (relative '
+    f'{result["max_rel_diff"]:.2e}), top-1 agreement '
+    f'{100 * result["top1_agreement"]:.2f}%. On 8 random inputs: relative '
+    f'difference {result["random_max_rel_diff"]:.2e}.'
+  )
   return 0
 
 

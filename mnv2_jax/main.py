@@ -23,7 +23,6 @@ if __name__ == '__main__':
   allocator.reexec_with_tuned_malloc()
 _STARTED_AT = float(os.environ.pop(_STARTED_ENV, time.time()))
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -33,16 +32,19 @@ from ml_collections import config_flags  # noqa: E402
 from mnv2_jax import configuration  # noqa: E402
 from mnv2_jax.training import compilation_cache  # noqa: E402
 from mnv2_jax.training import trainer  # noqa: E402
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 flags.mark_flags_as_required(['workdir'])
-flags.DEFINE_bool('multihost', False,
-                  'Call jax.distributed.initialize() first (multi-host GPU and '
-                  'TPU jobs; the cluster environment supplies the addresses).')
-config_flags.DEFINE_config_file('config', None, 'An ml_collections config file.',
-                                lock_config=True)
+flags.DEFINE_bool(
+  'multihost',
+  False,
+  'Call jax.distributed.initialize() first (multi-host GPU and '
+  'TPU jobs; the cluster environment supplies the addresses).',
+)
+config_flags.DEFINE_config_file(
+  'config', None, 'An ml_collections config file.', lock_config=True
+)
 flags.mark_flags_as_required(['config'])
 
 
@@ -59,8 +61,9 @@ def main(argv):
   print(f'compilation cache: {cache or "off"}', flush=True)
   if FLAGS.multihost:
     jax.distributed.initialize()
-  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                             started_at=_STARTED_AT)
+  trainer.train_and_evaluate(
+    FLAGS.config, FLAGS.workdir, started_at=_STARTED_AT
+  )
 
 
 if __name__ == '__main__':

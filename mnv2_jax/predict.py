@@ -42,21 +42,24 @@ from mnv2_jax.tasks import segmentation
 from mnv2_jax.training import workdir as workdir_lib
 
 
-def draw_detections(image: np.ndarray, detections: list[dict], path: str
-                    ) -> None:
+def draw_detections(
+  image: np.ndarray, detections: list[dict], path: str
+) -> None:
   """Saves `image` with each detection's box, name and score as a PNG."""
   canvas = Image.fromarray(image)
   draw = ImageDraw.Draw(canvas)
   for d in detections:
     ymin, xmin, ymax, xmax = d['box']
     draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 40, 40), width=2)
-    draw.text((xmin + 2, ymin + 1), f'{d["name"]} {d["score"]:.2f}',
-              fill=(255, 255, 0))
+    draw.text(
+      (xmin + 2, ymin + 1), f'{d["name"]} {d["score"]:.2f}', fill=(255, 255, 0)
+    )
   canvas.save(path)
 
 
-def detect(workdir: str, paths: Sequence[str], output_dir: str,
-           min_score: float = 0.3):
+def detect(
+  workdir: str, paths: Sequence[str], output_dir: str, min_score: float = 0.3
+):
   """Yields (path, detections above `min_score` or an error message); saves
   `<output_dir>/<image name>.detections.png` for each image."""
   config, variables, _ = workdir_lib.load(workdir)
@@ -66,8 +69,10 @@ def detect(workdir: str, paths: Sequence[str], output_dir: str,
   @jax.jit
   def run(images):
     box_encodings, class_logits, _ = task.model.apply(variables, images)
-    return detection.postprocess(box_encodings, class_logits, task.anchors,
-                                 score_threshold=min_score)
+    return detection.postprocess(
+      box_encodings, class_logits, task.anchors, score_threshold=min_score
+    )
+
   os.makedirs(output_dir, exist_ok=True)
   for path in paths:
     try:
@@ -78,13 +83,20 @@ def detect(workdir: str, paths: Sequence[str], output_dir: str,
     out = jax.device_get(run(image[None]))
     height, width = original.shape[:2]
     detections = [
-        {'name': names[int(c)], 'score': float(s),
-         'box': [float(v) for v in b * [height, width, height, width]]}
-        for b, s, c, v in zip(out['boxes'][0], out['scores'][0],
-                              out['classes'][0], out['valid'][0]) if v]
+      {
+        'name': names[int(c)],
+        'score': float(s),
+        'box': [float(v) for v in b * [height, width, height, width]],
+      }
+      for b, s, c, v in zip(
+        out['boxes'][0], out['scores'][0], out['classes'][0], out['valid'][0]
+      )
+      if v
+    ]
     stem = os.path.splitext(os.path.basename(path))[0]
-    draw_detections(original, detections,
-                    os.path.join(output_dir, f'{stem}.detections.png'))
+    draw_detections(
+      original, detections, os.path.join(output_dir, f'{stem}.detections.png')
+    )
     yield path, detections
 
 
@@ -103,8 +115,9 @@ def voc_palette() -> np.ndarray:
   return palette
 
 
-def segment(workdir: str, paths: Sequence[str], output_dir: str,
-            opacity: float = 0.6):
+def segment(
+  workdir: str, paths: Sequence[str], output_dir: str, opacity: float = 0.6
+):
   """Yields (path, {class name: fraction of pixels} or an error message);
   saves `<output_dir>/<image name>.segmentation.png`: the image with the
   predicted classes in VOC's palette blended over it."""
@@ -117,6 +130,7 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
   def run(image):
     logits = task.logits(variables, image)
     return deeplab.resize_bilinear(logits, image.shape[1:3]).argmax(-1)
+
   os.makedirs(output_dir, exist_ok=True)
   for path in paths:
     try:
@@ -126,15 +140,21 @@ def segment(workdir: str, paths: Sequence[str], output_dir: str,
       continue
     classes = np.asarray(run(image[None])[0], np.uint8)
     height, width = original.shape[:2]
-    classes = np.asarray(Image.fromarray(classes).resize((width, height),
-                                                         Image.NEAREST))
+    classes = np.asarray(
+      Image.fromarray(classes).resize((width, height), Image.NEAREST)
+    )
     overlay = (1 - opacity) * original + opacity * palette[classes]
     stem = os.path.splitext(os.path.basename(path))[0]
     Image.fromarray(np.clip(overlay, 0, 255).astype(np.uint8)).save(
-        os.path.join(output_dir, f'{stem}.segmentation.png'))
+      os.path.join(output_dir, f'{stem}.segmentation.png')
+    )
     counts = np.bincount(classes.ravel(), minlength=len(names))
-    yield path, {names[c]: float(counts[c]) / classes.size
-                 for c in np.nonzero(counts)[0]}
+    yield (
+      path,
+      {
+        names[c]: float(counts[c]) / classes.size for c in np.nonzero(counts)[0]
+      },
+    )
 
 
 def predict(workdir: str, paths: Sequence[str], top: int = 5):
@@ -154,23 +174,34 @@ def predict(workdir: str, paths: Sequence[str], top: int = 5):
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m mnv2_jax.predict',
-                                   description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(
+    prog='python -m mnv2_jax.predict', description=__doc__.split('\n')[0]
+  )
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--top', type=int, default=5)
-  parser.add_argument('--output_dir', default=None,
-                      help='detection/segmentation: where the annotated '
-                      'PNGs go (default <workdir>/detections or '
-                      '<workdir>/segmentations)')
-  parser.add_argument('--min_score', type=float, default=0.3,
-                      help='detection: smallest score drawn and printed')
+  parser.add_argument(
+    '--output_dir',
+    default=None,
+    help='detection/segmentation: where the annotated '
+    'PNGs go (default <workdir>/detections or '
+    '<workdir>/segmentations)',
+  )
+  parser.add_argument(
+    '--min_score',
+    type=float,
+    default=0.3,
+    help='detection: smallest score drawn and printed',
+  )
   parser.add_argument('images', nargs='+')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   status = 0
   config_path = os.path.join(args.workdir, 'config.json')
-  task = (configuration.from_json(config_path).task
-          if os.path.exists(config_path) else 'classification')
+  task = (
+    configuration.from_json(config_path).task
+    if os.path.exists(config_path)
+    else 'classification'
+  )
   if task == 'segmentation':
     output_dir = args.output_dir or os.path.join(args.workdir, 'segmentations')
     try:
@@ -189,8 +220,9 @@ def main(argv=None) -> int:
   if task == 'detection':
     output_dir = args.output_dir or os.path.join(args.workdir, 'detections')
     try:
-      for path, result in detect(args.workdir, args.images, output_dir,
-                                 args.min_score):
+      for path, result in detect(
+        args.workdir, args.images, output_dir, args.min_score
+      ):
         if isinstance(result, str):
           print(f'error: {result}', file=sys.stderr)
           status = 1

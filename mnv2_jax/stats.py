@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -24,29 +25,36 @@ from mnv2_jax import configuration
 from mnv2_jax.models import build_model
 from mnv2_jax.models import statistics
 
-config_flags.DEFINE_config_file('config', None, 'A config file.',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  'config', None, 'A config file.', lock_config=True
+)
 flags.DEFINE_bool('grid', False, 'The 22 released checkpoints vs the paper.')
 flags.DEFINE_bool('json', False, 'Print JSON instead of text.')
-flags.DEFINE_bool('memory', False,
-                  "Paper Table 3's MobileNetV2 column by §5.1's rule (at "
-                  "--config's width and resolution; default 1.0, 224).")
+flags.DEFINE_bool(
+  'memory',
+  False,
+  "Paper Table 3's MobileNetV2 column by §5.1's rule (at "
+  "--config's width and resolution; default 1.0, 224).",
+)
 FLAGS = flags.FLAGS
 
 
 def format_grid(rows: list[dict[str, Any]]) -> str:
-  lines = ['| α | res | params (M) ours / release | MACs (M) ours / release '
-           '| release top-1 / top-5 | match |',
-           '|---|---|---|---|---|---|']
+  lines = [
+    '| α | res | params (M) ours / release | MACs (M) ours / release '
+    '| release top-1 / top-5 | match |',
+    '|---|---|---|---|---|---|',
+  ]
   for r in rows:
     lines.append(
-        f"| {r['width_multiplier']} | {r['resolution']} | "
-        f"{r['parameters_millions']:.2f} / "
-        f"{r['published_parameters_millions']:.2f} | "
-        f"{r['multiply_adds_millions']} / "
-        f"{r['published_multiply_adds_millions']} | "
-        f"{r['published_top1']} / {r['published_top5']} | "
-        f"{'yes' if r['matches'] else 'NO'} |")
+      f'| {r["width_multiplier"]} | {r["resolution"]} | '
+      f'{r["parameters_millions"]:.2f} / '
+      f'{r["published_parameters_millions"]:.2f} | '
+      f'{r["multiply_adds_millions"]} / '
+      f'{r["published_multiply_adds_millions"]} | '
+      f'{r["published_top1"]} / {r["published_top5"]} | '
+      f'{"yes" if r["matches"] else "NO"} |'
+    )
   matched = sum(r['matches'] for r in rows)
   lines.append(f'\n{matched}/{len(rows)} released checkpoints match.')
   return '\n'.join(lines)
@@ -55,50 +63,69 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
 def format_statistics(stats: dict[str, Any]) -> str:
   largest = stats['largest_activation']
   lines = [
-      f"{stats.get('model', 'MobileNetV2')} α={stats['width_multiplier']} at "
-      f"{stats['image_size']}x{stats['image_size']}, "
-      f"{stats['num_classes']} classes"
-      + (f", output stride {stats['output_stride']}, "
-         f"{'with' if stats['aspp'] else 'without'} ASPP"
-         if 'output_stride' in stats else ''),
-      f"  trainable parameters:          {stats['trainable_parameters']:,}",
-      f"  all parameters (+BN averages): {stats['all_parameters']:,}",
-      f"  parameters without BatchNorm:  "
-      f"{stats['parameters_without_batch_norm']:,}",
-      f"  multiply-adds (one image):     {stats['multiply_adds']:,}",
-      f"  largest activation:            {largest['name']} "
-      f"{'x'.join(map(str, largest['shape']))} = {largest['elements']:,} "
-      f"values ({largest['elements'] * 4 / 2**20:.2f} MiB in float32)"]
+    f'{stats.get("model", "MobileNetV2")} α={stats["width_multiplier"]} at '
+    f'{stats["image_size"]}x{stats["image_size"]}, '
+    f'{stats["num_classes"]} classes'
+    + (
+      f', output stride {stats["output_stride"]}, '
+      f'{"with" if stats["aspp"] else "without"} ASPP'
+      if 'output_stride' in stats
+      else ''
+    ),
+    f'  trainable parameters:          {stats["trainable_parameters"]:,}',
+    f'  all parameters (+BN averages): {stats["all_parameters"]:,}',
+    f'  parameters without BatchNorm:  '
+    f'{stats["parameters_without_batch_norm"]:,}',
+    f'  multiply-adds (one image):     {stats["multiply_adds"]:,}',
+    f'  largest activation:            {largest["name"]} '
+    f'{"x".join(map(str, largest["shape"]))} = {largest["elements"]:,} '
+    f'values ({largest["elements"] * 4 / 2**20:.2f} MiB in float32)',
+  ]
   if 'multi_scale_multiply_adds' in stats:
     lines.append(
-        f"  multiply-adds, multi-scale {stats['eval_scales']}"
-        f"{' + flip' if stats['eval_flip'] else ''} (Table 7's MF): "
-        f"{stats['multi_scale_multiply_adds']:,}")
+      f'  multiply-adds, multi-scale {stats["eval_scales"]}'
+      f"{' + flip' if stats['eval_flip'] else ''} (Table 7's MF): "
+      f'{stats["multi_scale_multiply_adds"]:,}'
+    )
   if stats['multiply_adds_space_to_batch'] != stats['multiply_adds']:
     lines.append(
-        '  atrous convs counted as TensorFlow computes them (SpaceToBatchND '
-        'pads to a multiple of the rate; reproduces the paper\'s ASPP rows): '
-        f"{stats['multiply_adds_space_to_batch']:,}"
-        + (f" single scale, {stats['multi_scale_multiply_adds_space_to_batch']:,}"
-           ' MF' if 'multi_scale_multiply_adds' in stats else ''))
+      '  atrous convs counted as TensorFlow computes them (SpaceToBatchND '
+      "pads to a multiple of the rate; reproduces the paper's ASPP rows): "
+      f'{stats["multiply_adds_space_to_batch"]:,}'
+      + (
+        f' single scale, {stats["multi_scale_multiply_adds_space_to_batch"]:,}'
+        ' MF'
+        if 'multi_scale_multiply_adds' in stats
+        else ''
+      )
+    )
   return '\n'.join(lines)
 
 
 def format_memory_table(rows: list[dict[str, Any]]) -> str:
-  lines = ['Paper Table 3, MobileNetV2 (16-bit activations, KB = 1000 bytes; '
-           'a block = one operation, §5.1)',
-           '| size | ours: max channels / KB | Table 2 reading | paper |',
-           '|---|---|---|---|']
+  lines = [
+    'Paper Table 3, MobileNetV2 (16-bit activations, KB = 1000 bytes; '
+    'a block = one operation, §5.1)',
+    '| size | ours: max channels / KB | Table 2 reading | paper |',
+    '|---|---|---|---|',
+  ]
   for row in rows:
-    paper = ('' if row.get('paper_channels') is None
-             else f"{row['paper_channels']}/{row['paper_kilobytes']}")
-    lines.append(f"| {row['resolution']}² | {row['channels']}/"
-                 f"{row['kilobytes']:.0f} | {row['table2_channels']}/"
-                 f"{row['table2_kilobytes']:.0f} | {paper} |")
+    paper = (
+      ''
+      if row.get('paper_channels') is None
+      else f'{row["paper_channels"]}/{row["paper_kilobytes"]}'
+    )
+    lines.append(
+      f'| {row["resolution"]}² | {row["channels"]}/'
+      f'{row["kilobytes"]:.0f} | {row["table2_channels"]}/'
+      f'{row["table2_kilobytes"]:.0f} | {paper} |'
+    )
   peak = max(row['kilobytes'] for row in rows)
-  lines.append(f'| max | {peak:.0f}K | '
-               f"{max(row['table2_kilobytes'] for row in rows):.0f}K | "
-               f'{statistics.PAPER_TABLE3_MAX_KB}K |')
+  lines.append(
+    f'| max | {peak:.0f}K | '
+    f'{max(row["table2_kilobytes"] for row in rows):.0f}K | '
+    f'{statistics.PAPER_TABLE3_MAX_KB}K |'
+  )
   return '\n'.join(lines)
 
 
@@ -115,11 +142,12 @@ def config_statistics(config) -> dict[str, Any]:
     stats['eval_scales'] = list(segmentation.eval_scales)
     stats['eval_flip'] = segmentation.eval_flip
     multi_scale = statistics.multi_scale_multiply_adds(
-        model, config.image_size, segmentation.eval_scales,
-        segmentation.eval_flip)
+      model, config.image_size, segmentation.eval_scales, segmentation.eval_flip
+    )
     stats['multi_scale_multiply_adds'] = multi_scale['multiply_adds']
     stats['multi_scale_multiply_adds_space_to_batch'] = multi_scale[
-        'multiply_adds_space_to_batch']
+      'multiply_adds_space_to_batch'
+    ]
   return stats
 
 
@@ -129,11 +157,16 @@ def run(argv) -> None:
     logging.set_verbosity(logging.WARNING)
   if FLAGS.memory:
     config = FLAGS.config
-    rows = (statistics.memory_table() if config is None
-            else statistics.memory_table(config.model.width_multiplier,
-                                         config.image_size))
-    print(json.dumps(rows, indent=2) if FLAGS.json
-          else format_memory_table(rows))
+    rows = (
+      statistics.memory_table()
+      if config is None
+      else statistics.memory_table(
+        config.model.width_multiplier, config.image_size
+      )
+    )
+    print(
+      json.dumps(rows, indent=2) if FLAGS.json else format_memory_table(rows)
+    )
     return
   if FLAGS.grid:
     rows = statistics.grid_statistics()
@@ -142,8 +175,7 @@ def run(argv) -> None:
   if FLAGS.config is None:
     raise app.UsageError('Give --config <file>, --grid or --memory.')
   stats = config_statistics(FLAGS.config)
-  print(json.dumps(stats, indent=2) if FLAGS.json
-        else format_statistics(stats))
+  print(json.dumps(stats, indent=2) if FLAGS.json else format_statistics(stats))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

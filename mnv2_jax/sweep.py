@@ -39,24 +39,39 @@ from mnv2_jax.experiments import sweeps
 
 def main(argv: Optional[list[str]] = None) -> int:
   parser = argparse.ArgumentParser(
-      description='Runs, resumes and reports a sweep of training runs.')
-  parser.add_argument('--config', required=True,
-                      help='An experiment config file (with get_sweep()), '
-                      'optionally followed by :<config string>.')
+    description='Runs, resumes and reports a sweep of training runs.'
+  )
+  parser.add_argument(
+    '--config',
+    required=True,
+    help='An experiment config file (with get_sweep()), '
+    'optionally followed by :<config string>.',
+  )
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--print_commands', action='store_true',
-                      help='Print one launch command per unfinished point '
-                      'and exit.')
-  parser.add_argument('--results_dir', default=None,
-                      help='Where results.md, results.csv and the plots go '
-                      '(default: the workdir).')
-  parser.add_argument('--report', action='store_true',
-                      help='Only write the tables and plots of the finished '
-                      'points.')
-  parser.add_argument('--jobs', type=int, default=1,
-                      help='How many points train at once on this machine '
-                      '(each its own process); on a 2-core CPU, 2 finish '
-                      'a sweep of small runs sooner than 1.')
+  parser.add_argument(
+    '--print_commands',
+    action='store_true',
+    help='Print one launch command per unfinished point and exit.',
+  )
+  parser.add_argument(
+    '--results_dir',
+    default=None,
+    help='Where results.md, results.csv and the plots go '
+    '(default: the workdir).',
+  )
+  parser.add_argument(
+    '--report',
+    action='store_true',
+    help='Only write the tables and plots of the finished points.',
+  )
+  parser.add_argument(
+    '--jobs',
+    type=int,
+    default=1,
+    help='How many points train at once on this machine '
+    '(each its own process); on a 2-core CPU, 2 finish '
+    'a sweep of small runs sooner than 1.',
+  )
   args = parser.parse_args(argv)
   if args.jobs < 1:
     parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
@@ -65,21 +80,37 @@ def main(argv: Optional[list[str]] = None) -> int:
   if args.print_commands:
     for overrides in points:
       if not sweeps.is_finished(args.workdir, overrides):
-        print(' '.join(shlex.quote(c) for c in sweeps.point_command(
-            args.config, args.workdir, overrides)))
+        print(
+          ' '.join(
+            shlex.quote(c)
+            for c in sweeps.point_command(args.config, args.workdir, overrides)
+          )
+        )
     return 0
   if not args.report:
+
     def say(line):  # whole lines, whichever thread writes
       sys.stdout.write(line + '\n')
       sys.stdout.flush()
 
-    failures = sweeps.run_all(args.config, args.workdir, points,
-                              sweeps.headline_metric(base), args.jobs, say)
+    failures = sweeps.run_all(
+      args.config,
+      args.workdir,
+      points,
+      sweeps.headline_metric(base),
+      args.jobs,
+      say,
+    )
     if failures:
-      print(f'{len(failures)} point(s) failed: {", ".join(failures)}. Run '
-            'the same command again to retry them.', flush=True)
+      print(
+        f'{len(failures)} point(s) failed: {", ".join(failures)}. Run '
+        'the same command again to retry them.',
+        flush=True,
+      )
       return 1
-  for path in sweeps.report(base, points, args.workdir, title, args.results_dir):
+  for path in sweeps.report(
+    base, points, args.workdir, title, args.results_dir
+  ):
     print(f'wrote {path}')
   return 0
 

@@ -18,17 +18,23 @@ from mnv2_jax.data import voc_builder
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m mnv2_jax.voc', description=__doc__.split('\n')[0])
-  parser.add_argument('--manual_dir', required=True,
-                      help='the directory holding VOCdevkit (and SBD).')
+    prog='python -m mnv2_jax.voc', description=__doc__.split('\n')[0]
+  )
+  parser.add_argument(
+    '--manual_dir',
+    required=True,
+    help='the directory holding VOCdevkit (and SBD).',
+  )
   parser.add_argument('--data_dir', required=True)
   args = parser.parse_args(argv)
   voc = voc_builder.prepare(args.manual_dir, args.data_dir)
   for name, split in voc.info.splits.items():
     print(f'{name}: {split.num_examples} examples')
   if voc.skipped:
-    print(f'Skipped {len(voc.skipped)} damaged example(s) (counted once per '
-          'split that lists them):')
+    print(
+      f'Skipped {len(voc.skipped)} damaged example(s) (counted once per '
+      'split that lists them):'
+    )
     for reason in voc.skipped:
       print(f'  {reason}')
   return 0

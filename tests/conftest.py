@@ -12,16 +12,20 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # 21 s -> 14 s, the same loss to the last bit). Set before jax is imported;
 # the subprocesses of the tests (tests/kill_resume.py) inherit it.
 # (XLA 0.11 and later no longer have the old emitters, nor the flag.)
-_OLD_EMITTERS = (tuple(int(part) for part in importlib.metadata.version(
-    'jaxlib').split('.')[:2]) < (0, 11))
-os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0' + (
-    ' --xla_cpu_use_fusion_emitters=false' if _OLD_EMITTERS else ''))
+_OLD_EMITTERS = tuple(
+  int(part) for part in importlib.metadata.version('jaxlib').split('.')[:2]
+) < (0, 11)
+os.environ.setdefault(
+  'XLA_FLAGS',
+  '--xla_backend_optimization_level=0'
+  + (' --xla_cpu_use_fusion_emitters=false' if _OLD_EMITTERS else ''),
+)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402 (after XLA_FLAGS)
 
 # Many tests build the same small networks; a persistent compilation cache
 # compiles each program once per session instead of once per test.
@@ -33,7 +37,7 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 os.environ.setdefault('MNV2_JAX_COMPILATION_CACHE', _CACHE_DIR)
 
 
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # noqa: E402
 
 
 @pytest.fixture
@@ -41,7 +45,8 @@ def small_scenes(monkeypatch):
   """The built-in scenes with 48 train and 16 test scenes instead of 2,000 and
   200 (generating the full train split takes ~10 s): enough for the batching
   tests, which need several batches, not the whole set."""
-  from mnv2_jax.data import scenes  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scenes
+
   monkeypatch.setattr(scenes, 'SPLIT_SIZES', {'train': 48, 'test': 16})
   scenes.load_split.cache_clear()
   yield
@@ -55,17 +60,31 @@ def small_scenes(monkeypatch):
 # the SIGKILL test's subprocesses come after test_reliability on the same
 # worker, so that they find the tiny classifier's programs (the same config,
 # tests/test_train.py's tiny_digits_config) in the compilation cache.
-_SLOWEST_FILES_FIRST = ('test_reliability', 'test_ssd', 'test_kill_resume',
-                        'test_train', 'test_model', 'test_convert',
-                        'test_deeplab', 'test_compilation_cache',
-                        'test_benchmarks', 'test_pipeline_pins',
-                        'test_stats', 'test_layers', 'test_imagenet',
-                        'test_config_fuzz')
+_SLOWEST_FILES_FIRST = (
+  'test_reliability',
+  'test_ssd',
+  'test_kill_resume',
+  'test_train',
+  'test_model',
+  'test_convert',
+  'test_deeplab',
+  'test_compilation_cache',
+  'test_benchmarks',
+  'test_pipeline_pins',
+  'test_stats',
+  'test_layers',
+  'test_imagenet',
+  'test_config_fuzz',
+)
 
 
 def pytest_collection_modifyitems(items):
   def rank(item):
     name = item.module.__name__ if item.module else ''
-    return (_SLOWEST_FILES_FIRST.index(name) if name in _SLOWEST_FILES_FIRST
-            else len(_SLOWEST_FILES_FIRST))
+    return (
+      _SLOWEST_FILES_FIRST.index(name)
+      if name in _SLOWEST_FILES_FIRST
+      else len(_SLOWEST_FILES_FIRST)
+    )
+
   items.sort(key=rank)  # stable: a file's own order is kept

@@ -28,20 +28,30 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = (
-    '--config.model.width_multiplier=0.35', '--config.batch_size=16',
-    '--config.eval_batch_size=120',
-    '--config.checkpoint_every_steps=5', '--config.keep_checkpoints=2',
-    '--config.log_every_steps=5', '--config.warmup_epochs=0',
-    '--config.lr_schedule=exponential', '--config.eval_every_epochs=1000',
-    '--config.base_learning_rate=0.01')
+  '--config.model.width_multiplier=0.35',
+  '--config.batch_size=16',
+  '--config.eval_batch_size=120',
+  '--config.checkpoint_every_steps=5',
+  '--config.keep_checkpoints=2',
+  '--config.log_every_steps=5',
+  '--config.warmup_epochs=0',
+  '--config.lr_schedule=exponential',
+  '--config.eval_every_epochs=1000',
+  '--config.base_learning_rate=0.01',
+)
 KILL_KINDS = ('anytime', 'training', 'saving')
 
 
 def command(workdir: str, steps: int = 60) -> list[str]:
-  return [sys.executable, '-m', 'mnv2_jax.main',
-          f'--config={REPO_ROOT}/configs/quickstart.py',
-          f'--workdir={workdir}', *OVERRIDES,
-          f'--config.num_train_steps={steps}']
+  return [
+    sys.executable,
+    '-m',
+    'mnv2_jax.main',
+    f'--config={REPO_ROOT}/configs/quickstart.py',
+    f'--workdir={workdir}',
+    *OVERRIDES,
+    f'--config.num_train_steps={steps}',
+  ]
 
 
 def one_core() -> None:
@@ -54,8 +64,10 @@ def environment(cache_dir: str | None) -> dict[str, str]:
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
   env.pop('MNV2_JAX_COMPILATION_CACHE', None)
   if cache_dir:  # restarts skip recompilation
-    env.update(JAX_COMPILATION_CACHE_DIR=cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+    env.update(
+      JAX_COMPILATION_CACHE_DIR=cache_dir,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    )
   else:  # every restart compiles, as on a machine without the cache
     env['MNV2_JAX_COMPILATION_CACHE'] = 'off'
   return env
@@ -65,8 +77,11 @@ def _temporary_steps(workdir: str) -> set[str]:
   """Orbax's temporary step directories: a save in progress, or one that a
   kill interrupted (the next save of that step removes it)."""
   try:
-    return {name for name in os.listdir(os.path.join(workdir, 'checkpoints'))
-            if 'tmp' in name}
+    return {
+      name
+      for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+      if 'tmp' in name
+    }
   except OSError:
     return set()
 
@@ -84,10 +99,19 @@ def _logged_steps(log_path: str) -> int:
     return sum(1 for line in f if line.startswith('step '))
 
 
-def run_with_kills(workdir: str, reference: str, kills: int, *, seed: int = 0,
-                   cache_dir: str | None = None, max_wait: float = 600.0,
-                   typical_seconds: float = 20.0, steps: int = 60,
-                   preexec_fn=None, log=print) -> tuple[list[Kill], list[dict[str, object]]]:
+def run_with_kills(
+  workdir: str,
+  reference: str,
+  kills: int,
+  *,
+  seed: int = 0,
+  cache_dir: str | None = None,
+  max_wait: float = 600.0,
+  typical_seconds: float = 20.0,
+  steps: int = 60,
+  preexec_fn=None,
+  log=print,
+) -> tuple[list[Kill], list[dict[str, object]]]:
   """Runs the training in `workdir`, SIGKILLing it `kills` times, then lets
   it finish. Each time a run completes, compares it with the uninterrupted
   run in `reference` (a launch that finishes before its kill moment came
@@ -100,16 +124,22 @@ def run_with_kills(workdir: str, reference: str, kills: int, *, seed: int = 0,
   comparisons = []
   typical = typical_seconds  # from launch to the end of an undisturbed run
   while True:
-    kind = KILL_KINDS[len(done) % len(KILL_KINDS)] if len(done) < kills else None
+    kind = (
+      KILL_KINDS[len(done) % len(KILL_KINDS)] if len(done) < kills else None
+    )
     with open(log_path, 'a') as log_file:
       launched = time.monotonic()
       steps_before = _logged_steps(log_path)
       leftovers = _temporary_steps(workdir)  # from an earlier kill
-      saving = lambda: bool(_temporary_steps(workdir) - leftovers)  # pylint: disable=cell-var-from-loop
-      process = subprocess.Popen(command(workdir, steps), cwd=REPO_ROOT,
-                                 env=environment(cache_dir), stdout=log_file,
-                                 stderr=subprocess.STDOUT,
-                                 preexec_fn=preexec_fn)
+      saving = lambda: bool(_temporary_steps(workdir) - leftovers)
+      process = subprocess.Popen(
+        command(workdir, steps),
+        cwd=REPO_ROOT,
+        env=environment(cache_dir),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
+      )
     if kind is None:
       if process.wait(timeout=max_wait) != 0:
         raise RuntimeError(f'the final run failed: see {log_path}')
@@ -118,7 +148,7 @@ def run_with_kills(workdir: str, reference: str, kills: int, *, seed: int = 0,
     deadline = launched + max_wait
     if kind == 'anytime':
       delay = rng.uniform(0.5, typical / 2)  # before a restart could finish
-      trigger = lambda: time.monotonic() - launched >= delay  # pylint: disable=cell-var-from-loop
+      trigger = lambda: time.monotonic() - launched >= delay
     elif kind == 'training':
       delay = rng.uniform(0.0, 3.0)
       first = []
@@ -139,23 +169,34 @@ def run_with_kills(workdir: str, reference: str, kills: int, *, seed: int = 0,
         raise RuntimeError(f'a run failed on its own: see {log_path}')
       typical = time.monotonic() - launched
       comparisons.append(compare(reference, workdir))
-      log(f'the run completed before a {kind} kill ({typical:.1f} s from '
-          'its launch); compared, starting afresh')
+      log(
+        f'the run completed before a {kind} kill ({typical:.1f} s from '
+        'its launch); compared, starting afresh'
+      )
       _reset(workdir)
       continue
     during_save = saving()
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done.append(Kill(kind, time.monotonic() - launched, during_save,
-                     _logged_steps(log_path) - steps_before))
-    log(f'kill {len(done)}/{kills} ({kind}) {done[-1].seconds_after_launch:.1f}'
-        f' s after launch, {done[-1].steps_logged_before} log lines in, '
-        f'during a save: {during_save}')
+    done.append(
+      Kill(
+        kind,
+        time.monotonic() - launched,
+        during_save,
+        _logged_steps(log_path) - steps_before,
+      )
+    )
+    log(
+      f'kill {len(done)}/{kills} ({kind}) {done[-1].seconds_after_launch:.1f}'
+      f' s after launch, {done[-1].steps_logged_before} log lines in, '
+      f'during a save: {during_save}'
+    )
 
 
 def _reset(workdir: str) -> None:
   """Removes a run's outputs (not the log) so the next launch starts fresh."""
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shutil
+
   for name in os.listdir(workdir):
     if name != 'kill_resume.log':
       path = os.path.join(workdir, name)
@@ -166,17 +207,20 @@ def _reset(workdir: str) -> None:
 
 
 def same_result(comparison: dict[str, object]) -> bool:
-  return bool(comparison['final_metrics_equal']
-              and not comparison['arrays_unequal']
-              and comparison['train_losses_equal'])
+  return bool(
+    comparison['final_metrics_equal']
+    and not comparison['arrays_unequal']
+    and comparison['train_losses_equal']
+  )
 
 
 def compare(reference: str, resumed: str) -> dict[str, object]:
   """Final metrics, parameters and the train-loss sequence of two workdirs."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.training import metric_writers  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+
+  from mnv2_jax.training import checkpointing
+  from mnv2_jax.training import metric_writers
 
   def summary(workdir):
     lines = metric_writers.read_jsonl(workdir)
@@ -191,12 +235,12 @@ def compare(reference: str, resumed: str) -> dict[str, object]:
   unequal = sum(not np.array_equal(a, b) for a, b in zip(leaves_a, leaves_b))
   keys = ('top1', 'top5', 'loss', 'num_examples')
   return {
-      'final_step': (step_a, step_b),
-      'final_metrics_equal': all(final_a[k] == final_b[k] for k in keys),
-      'final_metrics': {k: (final_a[k], final_b[k]) for k in keys},
-      'arrays': len(leaves_a),
-      'arrays_unequal': unequal + abs(len(leaves_a) - len(leaves_b)),
-      'train_losses_equal': train_a == train_b,
+    'final_step': (step_a, step_b),
+    'final_metrics_equal': all(final_a[k] == final_b[k] for k in keys),
+    'final_metrics': {k: (final_a[k], final_b[k]) for k in keys},
+    'arrays': len(leaves_a),
+    'arrays_unequal': unequal + abs(len(leaves_a) - len(leaves_b)),
+    'train_losses_equal': train_a == train_b,
   }
 
 
@@ -206,31 +250,55 @@ def main():
   parser.add_argument('--workdir', default='/tmp/kill_resume')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shutil
+
   shutil.rmtree(args.workdir, ignore_errors=True)
   reference = os.path.join(args.workdir, 'uninterrupted')
   killed = os.path.join(args.workdir, 'killed')
   cache = os.path.join(args.workdir, 'compilation_cache')
   os.makedirs(reference)
   start = time.monotonic()
-  subprocess.run(command(reference), cwd=REPO_ROOT, env=environment(cache),
-                 check=True, stdout=subprocess.DEVNULL)
+  subprocess.run(
+    command(reference),
+    cwd=REPO_ROOT,
+    env=environment(cache),
+    check=True,
+    stdout=subprocess.DEVNULL,
+  )
   typical = time.monotonic() - start
   print(f'uninterrupted run: {typical:.1f} s')
-  kills, comparisons = run_with_kills(killed, reference, args.kills,
-                                      seed=args.seed, cache_dir=cache,
-                                      typical_seconds=typical)
+  kills, comparisons = run_with_kills(
+    killed,
+    reference,
+    args.kills,
+    seed=args.seed,
+    cache_dir=cache,
+    typical_seconds=typical,
+  )
   survived = all(same_result(c) for c in comparisons)
-  print(json.dumps({
-      'kills': len(kills),
-      'kills_during_save': sum(k.during_save for k in kills),
-      'kills_by_kind': {kind: sum(k.kind == kind for k in kills)
-                        for kind in KILL_KINDS},
-      'completed_runs_compared': len(comparisons),
-      'comparisons': comparisons}, indent=1))
-  print(f'SIGKILL x {len(kills)} ({sum(k.during_save for k in kills)} during '
-        f'a save): ' + ('every completed run equals the uninterrupted one '
-                        'bitwise' if survived else 'A RUN DIFFERED'))
+  print(
+    json.dumps(
+      {
+        'kills': len(kills),
+        'kills_during_save': sum(k.during_save for k in kills),
+        'kills_by_kind': {
+          kind: sum(k.kind == kind for k in kills) for kind in KILL_KINDS
+        },
+        'completed_runs_compared': len(comparisons),
+        'comparisons': comparisons,
+      },
+      indent=1,
+    )
+  )
+  print(
+    f'SIGKILL x {len(kills)} ({sum(k.during_save for k in kills)} during '
+    f'a save): '
+    + (
+      'every completed run equals the uninterrupted one bitwise'
+      if survived
+      else 'A RUN DIFFERED'
+    )
+  )
   sys.exit(0 if survived else 1)
 
 

@@ -10,13 +10,23 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_gpu_mode_of_the_speed_benchmark_runs_on_cpu(tmp_path):
-  command = [sys.executable, os.path.join(REPO_ROOT, 'benchmarks', 'speed.py'),
-             '--mode=gpu', '--frameworks=mnv2_jax,flax', '--dtypes=bfloat16',
-             '--resolution=32', '--batch=4', '--width_multiplier=0.35',
-             '--num_classes=10', '--repeats=1', '--warmup=0',
-             f'--out_dir={tmp_path}']
-  output = subprocess.run(command, check=True, capture_output=True,
-                          text=True, cwd=REPO_ROOT).stdout
+  command = [
+    sys.executable,
+    os.path.join(REPO_ROOT, 'benchmarks', 'speed.py'),
+    '--mode=gpu',
+    '--frameworks=mnv2_jax,flax',
+    '--dtypes=bfloat16',
+    '--resolution=32',
+    '--batch=4',
+    '--width_multiplier=0.35',
+    '--num_classes=10',
+    '--repeats=1',
+    '--warmup=0',
+    f'--out_dir={tmp_path}',
+  ]
+  output = subprocess.run(
+    command, check=True, capture_output=True, text=True, cwd=REPO_ROOT
+  ).stdout
   assert output.count('in a new process') == 3  # limits, mnv2_jax, flax
   result = json.loads((tmp_path / 'speed_cpu.json').read_text())
   rows = {(r['framework'], r['kind'], r['batch']): r for r in result['rows']}

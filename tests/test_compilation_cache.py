@@ -5,10 +5,10 @@ import os
 import re
 import subprocess
 
+import kill_resume  # tests/kill_resume.py: the tiny digits run's command
+
 from mnv2_jax.training import compilation_cache
 from mnv2_jax.training import metric_writers
-
-import kill_resume  # tests/kill_resume.py: the tiny digits run's command
 
 
 def test_cache_directory_settings():
@@ -16,22 +16,29 @@ def test_cache_directory_settings():
   default = '/home/u/.cache/mnv2_jax/jax_compilation_cache'
   assert compilation_cache.directory_for('auto', home) == default
   assert compilation_cache.directory_for(
-      'auto', {**home, 'XDG_CACHE_HOME': '/x'}) == (
-          '/x/mnv2_jax/jax_compilation_cache')
+    'auto', {**home, 'XDG_CACHE_HOME': '/x'}
+  ) == ('/x/mnv2_jax/jax_compilation_cache')
   assert compilation_cache.directory_for(
-      'auto', {**home, compilation_cache.ENVIRONMENT_VARIABLE: '/fast'}) == (
-          '/fast')
+    'auto', {**home, compilation_cache.ENVIRONMENT_VARIABLE: '/fast'}
+  ) == ('/fast')
   for off in ('', 'off', 'OFF', 'none'):
     assert compilation_cache.directory_for(off, home) is None
-    assert compilation_cache.directory_for(
-        'auto', {**home, compilation_cache.ENVIRONMENT_VARIABLE: off}) is None
+    assert (
+      compilation_cache.directory_for(
+        'auto', {**home, compilation_cache.ENVIRONMENT_VARIABLE: off}
+      )
+      is None
+    )
   assert compilation_cache.directory_for('/my/cache', home) == '/my/cache'
   assert compilation_cache.directory_for('gs://b/c', home) == 'gs://b/c'
 
 
 def _cache_line(output: str) -> tuple[int, int]:
-  match = re.search(r'First step done [\d.]+ s after start \(compilation '
-                    r'cache: (\d+) programs loaded, (\d+) compiled\)', output)
+  match = re.search(
+    r'First step done [\d.]+ s after start \(compilation '
+    r'cache: (\d+) programs loaded, (\d+) compiled\)',
+    output,
+  )
   assert match, output[-2000:]
   return int(match.group(1)), int(match.group(2))
 
@@ -46,13 +53,23 @@ def test_second_run_loads_its_programs_from_the_cache(tmp_path):
   results = []
   for run in ('first', 'second'):
     workdir = str(tmp_path / run)
-    output = subprocess.run(kill_resume.command(workdir, steps=2),
-                            cwd=kill_resume.REPO_ROOT, env=env, check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+      kill_resume.command(workdir, steps=2),
+      cwd=kill_resume.REPO_ROOT,
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout
     assert f'compilation cache: {cache}' in output
-    results.append((_cache_line(output),
-                    [l for l in metric_writers.read_jsonl(workdir)
-                     if l['split'] == 'test'][-1]))
+    results.append(
+      (
+        _cache_line(output),
+        [l for l in metric_writers.read_jsonl(workdir) if l['split'] == 'test'][
+          -1
+        ],
+      )
+    )
   (first_loaded, first_compiled), first_metrics = results[0]
   (second_loaded, second_compiled), second_metrics = results[1]
   # Before the first step: the state's creation, the training step and the

@@ -8,8 +8,8 @@ import re
 import sys
 
 import hypothesis
-from hypothesis import strategies as st
 import pytest
+from hypothesis import strategies as st
 
 from mnv2_jax import configuration
 from mnv2_jax.training import trainer
@@ -29,65 +29,73 @@ def _load(name):
   return config
 
 
-BASES = ('quickstart', 'deeplab_quickstart', 'ssdlite_quickstart',
-         'cluttered_digits')
+BASES = (
+  'quickstart',
+  'deeplab_quickstart',
+  'ssdlite_quickstart',
+  'cluttered_digits',
+)
 
 # Each fuzzed field with values that are valid somewhere: the strategy mixes
 # them with numbers and strings of every kind.
 FIELD_VALUES = {
-    'mode': ['train', 'eval'],
-    'task': list(configuration.TASKS),
-    'dataset.name': ['digits', 'cluttered_digits', 'scenes'],
-    'num_classes': [10, 11, 1000],
-    'image_size': [32, 64, 65, 97],
-    'model.width_multiplier': [0.35, 0.5, 1.0, 1.4],
-    'model.expansion_ratio': [1.0, 3.0, 6.0],
-    'model.bottleneck_activation': ['linear', 'relu6'],
-    'model.residual': ['bottleneck', 'expansion', 'none'],
-    'model.output_stride': [8, 16, 32],
-    'model.dropout_rate': [0.0, 0.2],
-    'model.batch_norm_momentum': [0.9, 0.997],
-    'model.batch_norm_epsilon': [1e-3],
-    'model.padding': ['same', 'symmetric'],
-    'model.dtype': ['float32', 'bfloat16'],
-    'model.implementation': ['auto', 'cpu', 'xla'],
-    'model.inference_splits': [1, 4],
-    'num_epochs': [1.0, 10.0],
-    'num_train_steps': [-1, 5],
-    'batch_size': [16, 32],
-    'eval_batch_size': [16, 50],
-    'optimizer': ['rmsprop', 'sgd', 'adam'],
-    'base_learning_rate': [0.01, 0.045],
-    'lr_schedule': ['exponential', 'cosine', 'poly'],
-    'warmup_epochs': [0.0, 1.0],
-    'weight_decay': [0.0, 4e-5],
-    'label_smoothing': [0.0, 0.1],
-    'ema_decay': [0.0, 0.9999],
-    'momentum': [0.9],
-    'keep_checkpoints': [1, 3],
-    'detection.max_boxes': [10, 100],
-    'detection.min_scale': [0.2],
-    'detection.nms_iou_threshold': [0.6],
-    'segmentation.aspp': [False, True],
-    'segmentation.min_scale_factor': [0.5],
+  'mode': ['train', 'eval'],
+  'task': list(configuration.TASKS),
+  'dataset.name': ['digits', 'cluttered_digits', 'scenes'],
+  'num_classes': [10, 11, 1000],
+  'image_size': [32, 64, 65, 97],
+  'model.width_multiplier': [0.35, 0.5, 1.0, 1.4],
+  'model.expansion_ratio': [1.0, 3.0, 6.0],
+  'model.bottleneck_activation': ['linear', 'relu6'],
+  'model.residual': ['bottleneck', 'expansion', 'none'],
+  'model.output_stride': [8, 16, 32],
+  'model.dropout_rate': [0.0, 0.2],
+  'model.batch_norm_momentum': [0.9, 0.997],
+  'model.batch_norm_epsilon': [1e-3],
+  'model.padding': ['same', 'symmetric'],
+  'model.dtype': ['float32', 'bfloat16'],
+  'model.implementation': ['auto', 'cpu', 'xla'],
+  'model.inference_splits': [1, 4],
+  'num_epochs': [1.0, 10.0],
+  'num_train_steps': [-1, 5],
+  'batch_size': [16, 32],
+  'eval_batch_size': [16, 50],
+  'optimizer': ['rmsprop', 'sgd', 'adam'],
+  'base_learning_rate': [0.01, 0.045],
+  'lr_schedule': ['exponential', 'cosine', 'poly'],
+  'warmup_epochs': [0.0, 1.0],
+  'weight_decay': [0.0, 4e-5],
+  'label_smoothing': [0.0, 0.1],
+  'ema_decay': [0.0, 0.9999],
+  'momentum': [0.9],
+  'keep_checkpoints': [1, 3],
+  'detection.max_boxes': [10, 100],
+  'detection.min_scale': [0.2],
+  'detection.nms_iou_threshold': [0.6],
+  'segmentation.aspp': [False, True],
+  'segmentation.min_scale_factor': [0.5],
 }
 
 
 def values_for(field):
   return st.one_of(
-      st.sampled_from(FIELD_VALUES[field]),
-      st.floats(allow_nan=True, allow_infinity=True),
-      st.integers(-10**6, 10**6),
-      st.booleans(),
-      st.text(max_size=6),
-      st.none())
+    st.sampled_from(FIELD_VALUES[field]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.text(max_size=6),
+    st.none(),
+  )
 
 
 @st.composite
 def fuzzed_configs(draw):
   config = _load(draw(st.sampled_from(BASES)))
-  fields = draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), min_size=1,
-                         max_size=3, unique=True))
+  fields = draw(
+    st.lists(
+      st.sampled_from(sorted(FIELD_VALUES)), min_size=1, max_size=3, unique=True
+    )
+  )
   assigned = {}
   for field in fields:
     value = draw(values_for(field))
@@ -106,8 +114,10 @@ def fuzzed_configs(draw):
   return config, assigned
 
 
-ERROR = re.compile(r'^config\.([\w.]+)=.* is invalid: .+ Fix it in the config '
-                   r'file or with --config\.\1=.*$')
+ERROR = re.compile(
+  r'^config\.([\w.]+)=.* is invalid: .+ Fix it in the config '
+  r'file or with --config\.\1=.*$'
+)
 
 
 def _field_exists(config, field):
@@ -133,18 +143,25 @@ def check(config):
   return True
 
 
-@hypothesis.settings(max_examples=300, deadline=None, derandomize=True,
-                     database=None)
+@hypothesis.settings(
+  max_examples=300, deadline=None, derandomize=True, database=None
+)
 @hypothesis.given(fuzzed_configs())
 def test_any_config_validates_or_names_the_field(case):
   config, _ = case
   check(config)
 
 
-@hypothesis.settings(max_examples=10, deadline=None, derandomize=True,
-                     database=None,
-                     suppress_health_check=[hypothesis.HealthCheck.too_slow,
-                                            hypothesis.HealthCheck.filter_too_much])
+@hypothesis.settings(
+  max_examples=10,
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=[
+    hypothesis.HealthCheck.too_slow,
+    hypothesis.HealthCheck.filter_too_much,
+  ],
+)
 @hypothesis.given(fuzzed_configs())
 def test_every_valid_config_builds_a_trainer(case):
   config, _ = case
@@ -160,13 +177,16 @@ def test_every_valid_config_builds_a_trainer(case):
   assert run.abstract_state.params
 
 
-@pytest.mark.parametrize('field,value', [
+@pytest.mark.parametrize(
+  'field,value',
+  [
     ('model.width_multiplier', float('nan')),
     ('model.width_multiplier', float('inf')),
     ('base_learning_rate', float('nan')),
     ('num_epochs', float('nan')),
     ('num_epochs', float('inf')),
-])
+  ],
+)
 def test_non_finite_and_absurd_values_are_refused(field, value):
   config = _load('quickstart')
   config.update_from_flattened_dict({field: value})

@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax.weights import convert
-from mnv2_jax.weights import export
-from mnv2_jax.data import datasets
-from mnv2_jax.models import mobilenet_v2
 from mnv2_jax import predict
-from mnv2_jax.training import trainer
-from mnv2_jax.training import optimization
-from mnv2_jax.training import state as training_state
+from mnv2_jax.data import datasets
 from mnv2_jax.data import image_files
 from mnv2_jax.models import build_model
+from mnv2_jax.training import optimization
+from mnv2_jax.training import state as training_state
+from mnv2_jax.training import trainer
+from mnv2_jax.weights import convert
+from mnv2_jax.weights import export
 
 keras = pytest.importorskip('keras')
 tf = pytest.importorskip('tensorflow')
@@ -30,7 +29,7 @@ tf = pytest.importorskip('tensorflow')
 _JAX_VERSION = tuple(int(part) for part in jax.__version__.split('.')[:2])
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
-import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch_reference  # noqa: E402 (tests/ on the path first)
 
 
 def _randomize_keras(keras_model, seed=0):
@@ -41,8 +40,12 @@ def _randomize_keras(keras_model, seed=0):
       continue
     if isinstance(layer, keras.layers.BatchNormalization):
       gamma, beta, mean, var = weights
-      weights = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, .1, beta.shape),
-                 rng.normal(0, .1, mean.shape), rng.uniform(0.5, 1.5, var.shape)]
+      weights = [
+        rng.uniform(0.5, 1.5, gamma.shape),
+        rng.normal(0, 0.1, beta.shape),
+        rng.normal(0, 0.1, mean.shape),
+        rng.uniform(0.5, 1.5, var.shape),
+      ]
     else:
       weights = [w + rng.normal(0, 0.01, w.shape) for w in weights]
     layer.set_weights([w.astype(np.float32) for w in weights])
@@ -50,14 +53,24 @@ def _randomize_keras(keras_model, seed=0):
 
 
 def _keras_mobilenet(alpha, size, include_top=True, seed=0):
-  return _randomize_keras(keras.applications.MobileNetV2(
-      input_shape=(size, size, 3), alpha=alpha, weights=None,
-      include_top=include_top, classifier_activation=None), seed)
+  return _randomize_keras(
+    keras.applications.MobileNetV2(
+      input_shape=(size, size, 3),
+      alpha=alpha,
+      weights=None,
+      include_top=include_top,
+      classifier_activation=None,
+    ),
+    seed,
+  )
 
 
 def _images(size, batch=2, seed=1):
-  return np.random.default_rng(seed).uniform(
-      -1, 1, (batch, size, size, 3)).astype(np.float32)
+  return (
+    np.random.default_rng(seed)
+    .uniform(-1, 1, (batch, size, size, 3))
+    .astype(np.float32)
+  )
 
 
 def _apply(config, variables, images):
@@ -67,17 +80,22 @@ def _apply(config, variables, images):
 
 def _assert_close(ours, reference, rtol=1e-4):
   scale = np.max(np.abs(reference))
-  np.testing.assert_array_less(np.max(np.abs(np.asarray(ours) - reference)),
-                               rtol * scale)
+  np.testing.assert_array_less(
+    np.max(np.abs(np.asarray(ours) - reference)), rtol * scale
+  )
 
 
 # Keras endpoint -> ours (PAPER.md Table 2 numbering: layer_2..18 are blocks).
-KERAS_ENDPOINTS = {'block_13_expand_relu': 'layer_15/expansion_output',
-                   'block_15_add': 'layer_17/output', 'out_relu': 'layer_19'}
+KERAS_ENDPOINTS = {
+  'block_13_expand_relu': 'layer_15/expansion_output',
+  'block_15_add': 'layer_17/output',
+  'out_relu': 'layer_19',
+}
 
 
-@pytest.mark.parametrize('alpha,size', [(0.35, 224), (1.0, 224), (1.4, 224),
-                                        (1.0, 128)])
+@pytest.mark.parametrize(
+  'alpha,size', [(0.35, 224), (1.0, 224), (1.4, 224), (1.0, 128)]
+)
 def test_keras_parity_logits_and_endpoints(alpha, size):
   keras_model = _keras_mobilenet(alpha, size)
   config, variables = convert.from_keras(keras_model)
@@ -85,11 +103,15 @@ def test_keras_parity_logits_and_endpoints(alpha, size):
   assert config.image_size == size and config.num_classes == 1000
   assert (config.model.padding, config.preprocessing) == ('same', 'inception')
   x = _images(size)
-  probe = keras.Model(keras_model.inputs,
-                      [keras_model.output] + [keras_model.get_layer(n).output
-                                              for n in KERAS_ENDPOINTS])
-  reference = [t.numpy() if hasattr(t, 'numpy') else np.asarray(t)
-               for t in probe(x, training=False)]
+  probe = keras.Model(
+    keras_model.inputs,
+    [keras_model.output]
+    + [keras_model.get_layer(n).output for n in KERAS_ENDPOINTS],
+  )
+  reference = [
+    t.numpy() if hasattr(t, 'numpy') else np.asarray(t)
+    for t in probe(x, training=False)
+  ]
   logits, endpoints = _apply(config, variables, x)
   _assert_close(logits, reference[0])
   for ours, expected in zip(KERAS_ENDPOINTS.values(), reference[1:]):
@@ -101,30 +123,38 @@ def test_keras_weights_file_and_its_errors(tmp_path):
   path = str(tmp_path / 'mnv2_0.35_no_top.weights.h5')
   keras_model.save_weights(path)
   config, variables = convert.from_keras_weights(
-      path, width_multiplier=0.35, image_size=96, include_top=False)
+    path, width_multiplier=0.35, image_size=96, include_top=False
+  )
   assert config.num_classes == 0 and 'classifier' not in variables['params']
   x = _images(96)
   features = _apply(config, variables, x)[1]['layer_19']
   _assert_close(features, keras_model(x, training=False).numpy())
   with pytest.raises(convert.ConversionError, match='another alpha'):
-    convert.from_keras_weights(path, width_multiplier=1.0, image_size=96,
-                               include_top=False)
+    convert.from_keras_weights(
+      path, width_multiplier=1.0, image_size=96, include_top=False
+    )
   truncated = str(tmp_path / 'truncated.weights.h5')
   with open(path, 'rb') as src, open(truncated, 'wb') as dst:
     dst.write(src.read()[:5000])
   with pytest.raises(convert.ConversionError, match='truncated'):
-    convert.from_keras_weights(truncated, width_multiplier=0.35, image_size=96,
-                               include_top=False)
-  other = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25,
-                                       weights=None)
+    convert.from_keras_weights(
+      truncated, width_multiplier=0.35, image_size=96, include_top=False
+    )
+  other = keras.applications.MobileNet(
+    input_shape=(96, 96, 3), alpha=0.25, weights=None
+  )
   with pytest.raises(convert.ConversionError, match="no layer 'Conv1'"):
     convert.from_keras(other)
 
 
 # The TF-slim checkpoint names of each Keras layer (slim's mobilenet_v2 scopes).
 def _slim_names_of_keras_layers():
-  names = {'Conv1': 'Conv', 'bn_Conv1': 'Conv/BatchNorm',
-           'Conv_1': 'Conv_1', 'Conv_1_bn': 'Conv_1/BatchNorm'}
+  names = {
+    'Conv1': 'Conv',
+    'bn_Conv1': 'Conv/BatchNorm',
+    'Conv_1': 'Conv_1',
+    'Conv_1_bn': 'Conv_1/BatchNorm',
+  }
   for b in range(17):
     keras_prefix = 'expanded_conv' if b == 0 else f'block_{b}'
     slim_scope = 'expanded_conv' if b == 0 else f'expanded_conv_{b}'
@@ -146,8 +176,9 @@ def _write_slim_checkpoint(keras_model, prefix, ema_noise):
     except ValueError:
       continue  # no expand conv in the first block
     if keras_name.endswith(('_BN', '_bn')) or keras_name == 'bn_Conv1':
-      for value, var in zip(weights, ('gamma', 'beta', 'moving_mean',
-                                      'moving_variance')):
+      for value, var in zip(
+        weights, ('gamma', 'beta', 'moving_mean', 'moving_variance')
+      ):
         tensors[f'{scope}/{var}'] = value
     elif keras_name.endswith('depthwise'):
       tensors[f'{scope}/depthwise_weights'] = weights[0]
@@ -155,7 +186,8 @@ def _write_slim_checkpoint(keras_model, prefix, ema_noise):
       tensors[f'{scope}/weights'] = weights[0]
   kernel, bias = keras_model.get_layer('predictions').get_weights()
   tensors['Logits/Conv2d_1c_1x1/weights'] = np.concatenate(
-      [rng.normal(0, 0.01, (kernel.shape[0], 1)), kernel], 1)[None, None]
+    [rng.normal(0, 0.01, (kernel.shape[0], 1)), kernel], 1
+  )[None, None]
   tensors['Logits/Conv2d_1c_1x1/biases'] = np.concatenate([[-5.0], bias])
   with tf.Graph().as_default():
     saved = {}
@@ -164,9 +196,11 @@ def _write_slim_checkpoint(keras_model, prefix, ema_noise):
       # Raw weights off by the noise; only the moving averages reproduce the
       # model.
       saved[f'MobilenetV2/{name}'] = tf.compat.v1.Variable(
-          value + ema_noise, name=f'raw_{i}')
+        value + ema_noise, name=f'raw_{i}'
+      )
       saved[f'MobilenetV2/{name}/ExponentialMovingAverage'] = (
-          tf.compat.v1.Variable(value, name=f'ema_{i}'))
+        tf.compat.v1.Variable(value, name=f'ema_{i}')
+      )
     saver = tf.compat.v1.train.Saver(saved)
     with tf.compat.v1.Session() as session:
       session.run(tf.compat.v1.global_variables_initializer())
@@ -183,10 +217,13 @@ def test_slim_checkpoint_1001_classes_with_moving_averages(tmp_path):
   x = _images(96)
   logits = np.asarray(_apply(config, variables, x)[0])
   _assert_close(logits[:, 1:], keras_model(x, training=False).numpy())
-  raw = convert.from_slim_checkpoint(prefix, image_size=96,
-                                     use_moving_average=False)[1]
-  assert not np.allclose(raw['params']['layer_1']['conv']['kernel'],
-                         variables['params']['layer_1']['conv']['kernel'])
+  raw = convert.from_slim_checkpoint(
+    prefix, image_size=96, use_moving_average=False
+  )[1]
+  assert not np.allclose(
+    raw['params']['layer_1']['conv']['kernel'],
+    variables['params']['layer_1']['conv']['kernel'],
+  )
   with pytest.raises(convert.ConversionError, match='Could not read'):
     convert.from_slim_checkpoint(str(tmp_path / 'missing.ckpt'))
 
@@ -210,11 +247,15 @@ def torch():
 
 def test_torchvision_parity(torch):
   module = torch_reference.randomize(
-      torch, torch_reference.mobilenet_v2(torch, 1000, 1.0)).eval()
+    torch, torch_reference.mobilenet_v2(torch, 1000, 1.0)
+  ).eval()
   config, variables = convert.from_torch(module.state_dict())
   assert config.model.width_multiplier == 1.0
-  assert (config.model.padding, config.model.batch_norm_epsilon,
-          config.preprocessing) == ('symmetric', 1e-5, 'torchvision')
+  assert (
+    config.model.padding,
+    config.model.batch_norm_epsilon,
+    config.preprocessing,
+  ) == ('symmetric', 1e-5, 'torchvision')
   x = _images(224)
   with torch.no_grad():
     reference = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
@@ -236,16 +277,25 @@ def _timm_name(name):
   index = block - ([0] + list(stage_ends))[stage]
   position = '.'.join(parts[3:-1])
   if block == 0:
-    unit = {'0.0': 'conv_dw', '0.1': 'bn1', '1': 'conv_pw', '2': 'bn2'}[position]
+    unit = {'0.0': 'conv_dw', '0.1': 'bn1', '1': 'conv_pw', '2': 'bn2'}[
+      position
+    ]
   else:
-    unit = {'0.0': 'conv_pw', '0.1': 'bn1', '1.0': 'conv_dw', '1.1': 'bn2',
-            '2': 'conv_pwl', '3': 'bn3'}[position]
+    unit = {
+      '0.0': 'conv_pw',
+      '0.1': 'bn1',
+      '1.0': 'conv_dw',
+      '1.1': 'bn2',
+      '2': 'conv_pwl',
+      '3': 'bn3',
+    }[position]
   return f'blocks.{stage}.{index}.{unit}.{parts[-1]}'
 
 
 def test_timm_layout_and_errors(torch):
   module = torch_reference.randomize(
-      torch, torch_reference.mobilenet_v2(torch, 10, 0.5), seed=2).eval()
+    torch, torch_reference.mobilenet_v2(torch, 10, 0.5), seed=2
+  ).eval()
   timm_state = {_timm_name(k): v for k, v in module.state_dict().items()}
   config, variables = convert.from_torch(timm_state, image_size=64)
   assert config.model.width_multiplier == 0.5 and config.num_classes == 10
@@ -270,6 +320,7 @@ def _random_like(abstract, seed=0):
     if 'var' in jax.tree_util.keystr(path):
       return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
     return (0.1 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
@@ -281,8 +332,11 @@ def _tiny_digits_workdir(path):
   config.image_size = 32
   config.model.width_multiplier = 0.35
   model = build_model(config, 10)
-  abstract = jax.eval_shape(model.init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  abstract = jax.eval_shape(
+    model.init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32),
+  )
   variables = _random_like(dict(abstract))
   convert.save(path, config, variables, source='test')
   return config, variables
@@ -296,7 +350,7 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   # What `main --config <workdir>/config.py --config.mode=eval` runs.
   sys.path.insert(0, workdir)
   try:
-    import config as workdir_config  # pylint: disable=g-import-not-at-top
+    import config as workdir_config
   finally:
     sys.path.pop(0)
     sys.modules.pop('config', None)
@@ -308,22 +362,31 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   # The restored weights are the saved ones: the same top-1 as applying them.
   images, labels = datasets.digits.load_split('test', 32)
   logits = np.asarray(_apply(loaded, variables, images)[0])
-  assert round(results['top1'] * 360) == int(np.sum(logits.argmax(-1) == labels))
+  assert round(results['top1'] * 360) == int(
+    np.sum(logits.argmax(-1) == labels)
+  )
   # init_from into a model with another number of classes: all but the
   # classifier is copied.
   other = configuration.base_config()
   other.model.width_multiplier = 0.35
   other.image_size = 32
   other_model = build_model(other, 1000)
-  fresh = _random_like(jax.eval_shape(
+  fresh = _random_like(
+    jax.eval_shape(
       lambda: training_state.create_train_state(
-          other, training_state.abstract_variables(other, other_model),
-          optimization.create_optimizer(other, lambda c: 0.1))), seed=1)
+        other,
+        training_state.abstract_variables(other, other_model),
+        optimization.create_optimizer(other, lambda c: 0.1),
+      )
+    ),
+    seed=1,
+  )
   initialised, report = training_state.initialize_from(fresh, workdir)
   assert 'classifier' in report and "'kernel']" in report
   np.testing.assert_array_equal(
-      initialised.params['layer_5']['expand']['conv']['kernel'],
-      variables['params']['layer_5']['expand']['conv']['kernel'])
+    initialised.params['layer_5']['expand']['conv']['kernel'],
+    variables['params']['layer_5']['expand']['conv']['kernel'],
+  )
   assert initialised.params['classifier']['kernel'].shape == (1280, 1000)
 
 
@@ -339,13 +402,15 @@ def test_class_names_for_imagenet_and_digits():
 
 
 def test_torchvision_eval_preprocessing_geometry_and_normalisation():
-  from mnv2_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import imagenet
+
   image = np.full((300, 400, 3), (200, 100, 50), np.uint8)
   encoded = tf.io.encode_png(image)
   out = imagenet.preprocess_for_eval(encoded, 224, 0.875, 'torchvision').numpy()
   assert out.shape == (224, 224, 3)
   expected = (np.array([200, 100, 50]) / 255.0 - imagenet.TORCHVISION_MEAN) / (
-      imagenet.TORCHVISION_STD)
+    imagenet.TORCHVISION_STD
+  )
   np.testing.assert_allclose(out[112, 112], expected, rtol=1e-5)
 
 
@@ -387,9 +452,21 @@ def test_export_tflite_savedmodel_and_predict(tmp_path):
 def test_convert_cli_reports_errors_and_writes_nothing(tmp_path):
   workdir = tmp_path / 'out'
   result = subprocess.run(
-      [sys.executable, '-m', 'mnv2_jax.convert', 'keras', '--weights',
-       str(tmp_path / 'missing.h5'), '--workdir', str(workdir)],
-      capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    [
+      sys.executable,
+      '-m',
+      'mnv2_jax.convert',
+      'keras',
+      '--weights',
+      str(tmp_path / 'missing.h5'),
+      '--workdir',
+      str(workdir),
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+    check=False,
+  )
   assert result.returncode == 2
   assert 'No weights file' in result.stderr
   assert not workdir.exists()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
+from mnv2_jax.data import voc_builder
 from mnv2_jax.models import deeplab
 from mnv2_jax.models import statistics
 from mnv2_jax.tasks import segmentation
-from mnv2_jax.data import voc_builder
 
 
 def _model(**kwargs):
@@ -38,31 +38,37 @@ def test_table_7_sizes():
   plain = statistics.model_statistics(_model(output_stride=16), 513)
   assert abs(plain['trainable_parameters'] / 2.11e6 - 1) < 0.02
   assert abs(plain['multiply_adds'] / 2.75e9 - 1) < 0.05
-  with_aspp = statistics.model_statistics(_model(output_stride=16, aspp=True), 513)
+  with_aspp = statistics.model_statistics(
+    _model(output_stride=16, aspp=True), 513
+  )
   assert abs(with_aspp['trainable_parameters'] / 4.52e6 - 1) < 0.02
   # ASPP's atrous convs as TensorFlow computes them (SpaceToBatchND pads to a
   # multiple of the rate) give the paper's 5.8B; the plain count is 7.5% lower.
   assert abs(with_aspp['multiply_adds_space_to_batch'] / 5.8e9 - 1) < 0.01
   assert with_aspp['multiply_adds'] < 0.95 * 5.8e9
   multi_scale = statistics.multi_scale_multiply_adds(
-      _model(output_stride=8), 513, deeplab.EVAL_SCALES, flip=True)
+    _model(output_stride=8), 513, deeplab.EVAL_SCALES, flip=True
+  )
   assert abs(multi_scale['multiply_adds'] / 152.6e9 - 1) < 0.05
 
 
 def test_resize_matches_tensorflow_align_corners():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+
   x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
   for size in [(17, 25), (5, 7), (3, 4), (1, 9)]:
     expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
-    np.testing.assert_allclose(deeplab.resize_bilinear(jnp.asarray(x), size),
-                               expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      deeplab.resize_bilinear(jnp.asarray(x), size),
+      expected.numpy(),
+      rtol=1e-5,
+      atol=1e-6,
+    )
 
 
 def test_miou_on_hand_made_confusion_cases():
   # Rows truth, columns prediction.
-  confusion = np.array([[8, 2, 0],
-                        [1, 3, 0],
-                        [0, 0, 0]])
+  confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
   mean, per_class = segmentation.iou_from_confusion(confusion)
   np.testing.assert_allclose(per_class[:2], [8 / 11, 3 / 6])
   assert np.isnan(per_class[2])  # never seen nor predicted: left out
@@ -71,17 +77,21 @@ def test_miou_on_hand_made_confusion_cases():
   labels = jnp.array([[0, 0, 1, 255], [2, 2, 255, 1]])
   predictions = jnp.array([[0, 1, 1, 2], [2, 0, 0, 1]])
   np.testing.assert_array_equal(
-      segmentation.confusion_matrix(predictions, labels, 3),
-      [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
+    segmentation.confusion_matrix(predictions, labels, 3),
+    [[1, 1, 0], [0, 2, 0], [1, 0, 1]],
+  )
   # Accumulating per-batch matrices is exact; averaging per-batch mIoUs is not.
   a, b = np.array([[9, 0], [0, 1]]), np.array([[1, 0], [9, 0]])
-  assert segmentation.iou_from_confusion(a + b)[0] == pytest.approx((10 / 19 + 1 / 10) / 2)
+  assert segmentation.iou_from_confusion(a + b)[0] == pytest.approx(
+    (10 / 19 + 1 / 10) / 2
+  )
 
 
 def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
   model = _model(num_classes=5, width_multiplier=0.35)
-  images = jnp.asarray(np.random.default_rng(1).uniform(
-      -1, 1, (1, 33, 33, 3)), jnp.float32)
+  images = jnp.asarray(
+    np.random.default_rng(1).uniform(-1, 1, (1, 33, 33, 3)), jnp.float32
+  )
   # Random weights and BatchNorm statistics, without compiling model.init.
   rng = np.random.default_rng(0)
 
@@ -90,17 +100,23 @@ def test_multi_scale_with_scale_one_and_no_flip_is_single_scale():
     if name in ('scale', 'var'):
       return rng.uniform(0.5, 1.5, s.shape).astype(np.float32)
     if name == 'kernel':  # He-normal over the fan-in
-      fan_in = np.prod(s.shape[:-1]) if s.shape[-2] > 1 else np.prod(s.shape[:2])
+      fan_in = (
+        np.prod(s.shape[:-1]) if s.shape[-2] > 1 else np.prod(s.shape[:2])
+      )
       return (rng.normal(size=s.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
     return rng.normal(0, 0.1, s.shape).astype(np.float32)
+
   variables = jax.tree_util.tree_map_with_path(
-      draw, jax.eval_shape(model.init, jax.random.key(0), images))
+    draw, jax.eval_shape(model.init, jax.random.key(0), images)
+  )
   apply = lambda x: model.apply(variables, x)[0]
   single = jax.jit(lambda x: jax.nn.softmax(apply(x), axis=-1))(images)
-  multi_scale = jax.jit(segmentation.multi_scale_probabilities,
-                        static_argnums=(0, 2, 3))
-  np.testing.assert_allclose(multi_scale(apply, images, (1.0,), False),
-                             single, rtol=1e-6, atol=1e-7)
+  multi_scale = jax.jit(
+    segmentation.multi_scale_probabilities, static_argnums=(0, 2, 3)
+  )
+  np.testing.assert_allclose(
+    multi_scale(apply, images, (1.0,), False), single, rtol=1e-6, atol=1e-7
+  )
   merged = multi_scale(apply, images, (0.5, 1.0), True)
   assert merged.shape == single.shape
   np.testing.assert_allclose(merged.sum(-1), 1.0, rtol=1e-5)
@@ -112,24 +128,31 @@ def test_multi_scale_undoes_the_flip_and_the_scaling():
   original pixels: the un-flip and the resize to full size are exact for a
   linear ramp, so the merged probabilities equal the softmax of the image."""
   ramp = np.linspace(-2, 2, 33, dtype=np.float32)
-  images = np.stack([ramp[None, :] + 0 * ramp[:, None],
-                     0.5 * ramp[:, None] + 0 * ramp[None, :],
-                     np.zeros((33, 33), np.float32)], -1)[None]
+  images = np.stack(
+    [
+      ramp[None, :] + 0 * ramp[:, None],
+      0.5 * ramp[:, None] + 0 * ramp[None, :],
+      np.zeros((33, 33), np.float32),
+    ],
+    -1,
+  )[None]
   expected = jax.nn.softmax(images, axis=-1)
   for scales in [(1.0,), (0.5, 1.0, 1.5)]:
-    merged = segmentation.multi_scale_probabilities(lambda x: x, jnp.asarray(images),
-                                               scales, flip=True)
+    merged = segmentation.multi_scale_probabilities(
+      lambda x: x, jnp.asarray(images), scales, flip=True
+    )
     np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_segmentation_config_errors_name_the_field():
   for field, value, message in [
-      ('segmentation.flip', True, 'mirrored digit'),
-      ('segmentation.multi_scale_eval', True, 'eval_flip'),
-      ('segmentation.min_scale_factor', 3.0, 'min_scale_factor'),
-      ('segmentation.eval_scales', (True,), 'eval_scales'),
-      ('model.output_stride', 32, 'output stride 8 or 16'),
-      ('num_classes', 10, 'num_classes')]:
+    ('segmentation.flip', True, 'mirrored digit'),
+    ('segmentation.multi_scale_eval', True, 'eval_flip'),
+    ('segmentation.min_scale_factor', 3.0, 'min_scale_factor'),
+    ('segmentation.eval_scales', (True,), 'eval_scales'),
+    ('model.output_stride', 32, 'output stride 8 or 16'),
+    ('num_classes', 10, 'num_classes'),
+  ]:
     config = _tiny_scene_config()
     config.update_from_flattened_dict({field: value})
     with pytest.raises(ValueError, match=message):
@@ -137,15 +160,20 @@ def test_segmentation_config_errors_name_the_field():
 
 
 def test_scene_segmentation_batches(small_scenes):
-  from mnv2_jax.data import scene_batches  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import scene_batches
+
   config = _tiny_scene_config()
-  first = next(scene_batches.train_batches(config, start_step=3,
-                                        per_host_batch_size=4))
-  again = next(scene_batches.train_batches(config, start_step=3,
-                                        per_host_batch_size=4))
+  first = next(
+    scene_batches.train_batches(config, start_step=3, per_host_batch_size=4)
+  )
+  again = next(
+    scene_batches.train_batches(config, start_step=3, per_host_batch_size=4)
+  )
   np.testing.assert_array_equal(first['label'], again['label'])
   assert first['image'].shape == (4, 64, 64, 3)
-  assert first['label'].shape == (4, 64, 64) and first['label'].dtype == np.int32
+  assert (
+    first['label'].shape == (4, 64, 64) and first['label'].dtype == np.int32
+  )
   assert set(np.unique(first['label'])) <= set(range(11)) | {255}
   assert (first['label'] > 0).any() and (first['label'] == 255).any()
   evaluation = next(scene_batches.eval_batches(config, per_host_batch_size=8))
@@ -177,7 +205,8 @@ def _tiny_scene_config(**overrides):
 
 
 def _palette_png(path, mask):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
+
   image = Image.fromarray(mask.astype(np.uint8), mode='P')
   palette = np.zeros((256, 3), np.uint8)
   palette[:21] = np.random.default_rng(0).integers(0, 255, (21, 3))
@@ -189,8 +218,9 @@ def _palette_png(path, mask):
 def _write_voc(root, train_ids, val_ids, sbd_ids=()):
   """A VOCdevkit tree of random JPEGs and palette masks (values 0-20 and
   255), plus SBD .mat masks for `sbd_ids`. Returns {id: mask}."""
-  import scipy.io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import scipy.io
+  from PIL import Image
+
   rng = np.random.default_rng(0)
   voc = os.path.join(root, 'VOCdevkit', 'VOC2012')
   for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
@@ -198,8 +228,9 @@ def _write_voc(root, train_ids, val_ids, sbd_ids=()):
   masks = {}
   for name in list(train_ids) + list(val_ids) + list(sbd_ids):
     height, width = rng.integers(40, 80, size=2)
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-                    ).save(os.path.join(voc, 'JPEGImages', name + '.jpg'))
+    Image.fromarray(
+      rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    ).save(os.path.join(voc, 'JPEGImages', name + '.jpg'))
     mask = rng.integers(0, 21, (height, width)).astype(np.uint8)
     mask[:, :3] = 255
     masks[name] = mask
@@ -207,37 +238,50 @@ def _write_voc(root, train_ids, val_ids, sbd_ids=()):
       cls = os.path.join(root, 'benchmark_RELEASE', 'dataset', 'cls')
       os.makedirs(cls, exist_ok=True)
       mask[:, :3] = 0  # SBD has no ignore label
-      scipy.io.savemat(os.path.join(cls, name + '.mat'), {
-          'GTcls': {'Segmentation': mask, 'Boundaries': np.zeros(1),
-                    'CategoriesPresent': np.unique(mask)}})
+      scipy.io.savemat(
+        os.path.join(cls, name + '.mat'),
+        {
+          'GTcls': {
+            'Segmentation': mask,
+            'Boundaries': np.zeros(1),
+            'CategoriesPresent': np.unique(mask),
+          }
+        },
+      )
     else:
       _palette_png(os.path.join(voc, 'SegmentationClass', name + '.png'), mask)
   for split, ids in (('train', train_ids), ('val', val_ids)):
-    with open(os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt'),
-              'w') as f:
+    with open(
+      os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt'), 'w'
+    ) as f:
       f.write('\n'.join(ids) + '\n')
   if sbd_ids:
-    with open(os.path.join(root, 'benchmark_RELEASE', 'dataset', 'train.txt'),
-              'w') as f:
+    with open(
+      os.path.join(root, 'benchmark_RELEASE', 'dataset', 'train.txt'), 'w'
+    ) as f:
       f.write('\n'.join(list(sbd_ids) + [val_ids[0]]) + '\n')
   return masks
 
 
 def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.data import voc  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
+
   train_ids, val_ids, sbd_ids = ['a1', 'a2', 'a3'], ['b1', 'b2'], ['s1']
-  masks = _write_voc(str(tmp_path / 'manual'), train_ids + ['d1', 'd2'],
-                     val_ids, sbd_ids)
+  masks = _write_voc(
+    str(tmp_path / 'manual'), train_ids + ['d1', 'd2'], val_ids, sbd_ids
+  )
   # Two damaged train pairs: a truncated JPEG, a garbled mask PNG.
   tree = tmp_path / 'manual' / 'VOCdevkit' / 'VOC2012'
   jpeg = tree / 'JPEGImages' / 'd1.jpg'
-  jpeg.write_bytes(jpeg.read_bytes()[:len(jpeg.read_bytes()) // 2])
+  jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
   png = tree / 'SegmentationClass' / 'd2.png'
   png.write_bytes(png.read_bytes()[:20] + b'garbage' * 10)
   builder = voc_builder.Voc2012Segmentation(data_dir=str(tmp_path / 'data'))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(tmp_path / 'manual')))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=str(tmp_path / 'manual')
+    )
+  )
   splits = builder.info.splits
   assert splits['train'].num_examples == 3  # the damaged pairs skipped
   # ...named, once for train and once for train_aug (which lists them too).
@@ -254,7 +298,8 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
 
   # A mask that is not a palette PNG, or holds ids beyond VOC's, is named.
   bad = tmp_path / 'bad.png'
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
+
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(bad)
   with pytest.raises(voc_builder.CorruptExampleError, match='palette'):
     voc_builder.read_mask(str(bad))
@@ -264,15 +309,26 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
 
 
 def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from mnv2_jax import voc as voc_cli  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.data import voc  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.training import trainer  # pylint: disable=g-import-not-at-top
-  masks = _write_voc(str(tmp_path / 'manual'), ['a1', 'a2', 'a3', 'a4'],
-                     ['b1', 'b2', 'b3'])
-  voc_cli.main(['--manual_dir', str(tmp_path / 'manual'),
-            '--data_dir', str(tmp_path / 'data')])
-  config = _tiny_scene_config(num_train_steps=1, batch_size=2, eval_batch_size=2)
+  import tensorflow_datasets as tfds
+
+  from mnv2_jax import voc as voc_cli
+  from mnv2_jax.data import voc
+  from mnv2_jax.training import trainer
+
+  masks = _write_voc(
+    str(tmp_path / 'manual'), ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3']
+  )
+  voc_cli.main(
+    [
+      '--manual_dir',
+      str(tmp_path / 'manual'),
+      '--data_dir',
+      str(tmp_path / 'data'),
+    ]
+  )
+  config = _tiny_scene_config(
+    num_train_steps=1, batch_size=2, eval_batch_size=2
+  )
   config.dataset.name = 'voc2012'
   config.dataset.data_dir = str(tmp_path / 'data')
   config.dataset.train_split = 'train'
@@ -291,14 +347,16 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
   # Every labelled pixel of the three validation images is scored once.
   evaluation = list(voc.eval_batches(config, per_host_batch_size=2))
   assert sum(b['mask'].sum() for b in evaluation) == 3
-  scored = sum(((b['label'] != 255) & b['mask'][:, None, None]).sum()
-               for b in evaluation)
+  scored = sum(
+    ((b['label'] != 255) & b['mask'][:, None, None]).sum() for b in evaluation
+  )
   assert scored == sum((masks[n] != 255).sum() for n in ('b1', 'b2', 'b3'))
   del tfds
 
 
 def test_missing_voc_dataset_gives_a_clear_error(tmp_path):
-  from mnv2_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.data import datasets
+
   config = configuration.deeplab_voc_config(output_stride=16, aspp=False)
   config.dataset.data_dir = str(tmp_path)
   with pytest.raises(ValueError, match='python -m mnv2_jax.voc'):

@@ -23,21 +23,24 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax.data import imagenet
 from mnv2_jax.data import datasets
+from mnv2_jax.data import imagenet
 
 IMAGE_SIZE = 32
 
 
-def _config(data_dir: str | None = None, seed: int = 0) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
+def _config(
+  data_dir: str | None = None, seed: int = 0
+) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+    {
       'dataset': {
-          'name': 'imagenet2012',
-          'data_dir': data_dir,
-          'manual_dir': None,
-          'train_split': 'train',
-          'eval_split': 'validation',
-          'shuffle_buffer_size': 64,
+        'name': 'imagenet2012',
+        'data_dir': data_dir,
+        'manual_dir': None,
+        'train_split': 'train',
+        'eval_split': 'validation',
+        'shuffle_buffer_size': 64,
       },
       'image_size': IMAGE_SIZE,
       'seed': seed,
@@ -45,13 +48,15 @@ def _config(data_dir: str | None = None, seed: int = 0) -> ml_collections.Config
       'eval_crop_fraction': 0.875,
       'preprocessing': 'inception',
       'background_class': False,
-  })
+    }
+  )
 
 
 def _photo() -> np.ndarray:
   """A real photo with an odd size, so crop-offset rounding is exercised."""
   try:
-    import skimage.data  # pylint: disable=g-import-not-at-top
+    import skimage.data
+
     return skimage.data.astronaut()[:397, :451]
   except ImportError:
     y, x = np.mgrid[:397, :451]
@@ -81,37 +86,37 @@ def _assert_image(x: np.ndarray, size: int = IMAGE_SIZE) -> None:
 
 def test_preprocess_for_train_shape_range_and_seeding(jpeg_bytes):
   out = {
-      s: imagenet.preprocess_for_train(
-          jpeg_bytes, tf.constant([s, 7], tf.int64), 64
-      ).numpy()
-      for s in range(4)
+    s: imagenet.preprocess_for_train(
+      jpeg_bytes, tf.constant([s, 7], tf.int64), 64
+    ).numpy()
+    for s in range(4)
   }
   for x in out.values():
     _assert_image(x, 64)
   again = imagenet.preprocess_for_train(
-      jpeg_bytes, tf.constant([0, 7], tf.int64), 64
+    jpeg_bytes, tf.constant([0, 7], tf.int64), 64
   ).numpy()
   np.testing.assert_array_equal(out[0], again)
   for a, b in itertools.combinations(out.values(), 2):
     assert not np.array_equal(a, b)
   # int32 seeds are accepted too.
   _assert_image(
-      imagenet.preprocess_for_train(
-          jpeg_bytes, tf.constant([1, 2], tf.int32), 64
-      ).numpy(),
-      64,
+    imagenet.preprocess_for_train(
+      jpeg_bytes, tf.constant([1, 2], tf.int32), 64
+    ).numpy(),
+    64,
   )
 
 
 def test_preprocess_for_train_eager_matches_dataset_map(jpeg_bytes):
   seeds = tf.constant([[i, 3 * i + 1] for i in range(4)], tf.int64)
   eager = [
-      imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE).numpy()
-      for s in seeds
+    imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE).numpy()
+    for s in seeds
   ]
   ds = tf.data.Dataset.from_tensor_slices(seeds).map(
-      lambda s: imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE),
-      num_parallel_calls=tf.data.AUTOTUNE,
+    lambda s: imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE),
+    num_parallel_calls=tf.data.AUTOTUNE,
   )
   for a, b in zip(eager, ds.as_numpy_iterator(), strict=True):
     np.testing.assert_array_equal(a, b)
@@ -122,8 +127,8 @@ def test_preprocess_for_train_non_jpeg_matches_jpeg(jpeg_bytes):
   png = tf.io.encode_png(tf.io.decode_jpeg(jpeg_bytes, channels=3))
   seed = tf.constant([5, 6], tf.int64)
   np.testing.assert_array_equal(
-      imagenet.preprocess_for_train(jpeg_bytes, seed, IMAGE_SIZE).numpy(),
-      imagenet.preprocess_for_train(png, seed, IMAGE_SIZE).numpy(),
+    imagenet.preprocess_for_train(jpeg_bytes, seed, IMAGE_SIZE).numpy(),
+    imagenet.preprocess_for_train(png, seed, IMAGE_SIZE).numpy(),
   )
 
 
@@ -135,14 +140,14 @@ def test_preprocess_for_eval_matches_manual_central_crop(jpeg_bytes):
   h, w = pixels.shape[:2]
   # slim / tf.image.central_crop convention.
   oy, ox = int((h - h * 0.875) / 2), int((w - w * 0.875) / 2)
-  crop = pixels[oy:h - oy, ox:w - ox]
+  crop = pixels[oy : h - oy, ox : w - ox]
   expected = tf.image.resize(crop, [64, 64], method='bilinear').numpy()
   np.testing.assert_allclose(out, expected / 127.5 - 1.0, atol=1e-6)
 
   mapped = next(
-      tf.data.Dataset.from_tensors(jpeg_bytes)
-      .map(lambda b: imagenet.preprocess_for_eval(b, 64))
-      .as_numpy_iterator()
+    tf.data.Dataset.from_tensors(jpeg_bytes)
+    .map(lambda b: imagenet.preprocess_for_eval(b, 64))
+    .as_numpy_iterator()
   )
   np.testing.assert_array_equal(out, mapped)
 
@@ -168,14 +173,14 @@ MOCK_BATCH = 3
 def mock_imagenet():
   # No metadata files are available offline, so AUTO falls back to USE_CODE.
   with tfds.testing.mock_data(
-      num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
+    num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
   ):
     yield
 
 
 def _take(config, n: int, start_step: int = 0, batch: int = MOCK_BATCH):
   it = imagenet.train_batches(
-      config, start_step=start_step, per_host_batch_size=batch
+    config, start_step=start_step, per_host_batch_size=batch
   )
   return list(itertools.islice(it, n))
 
@@ -189,7 +194,7 @@ def _assert_batches_equal(a, b):
 def test_mock_images_are_encoded_jpeg(mock_imagenet):
   builder = tfds.builder('imagenet2012')
   ds = builder.as_dataset(
-      split='train', decoders={'image': tfds.decode.SkipDecoding()}
+    split='train', decoders={'image': tfds.decode.SkipDecoding()}
   )
   for ex in ds.take(3):
     assert ex['image'].dtype == tf.string
@@ -249,18 +254,18 @@ def test_eval_batches_cover_every_example_once(mock_imagenet):
 
   # The real examples are the split's examples, in order, eval-preprocessed.
   raw = list(
-      tfds.builder('imagenet2012')
-      .as_dataset(
-          split='validation', decoders={'image': tfds.decode.SkipDecoding()}
-      )
-      .as_numpy_iterator()
+    tfds.builder('imagenet2012')
+    .as_dataset(
+      split='validation', decoders={'image': tfds.decode.SkipDecoding()}
+    )
+    .as_numpy_iterator()
   )
   labels = np.concatenate([b['label'] for b in batches])[mask]
   np.testing.assert_array_equal(labels, [ex['label'] for ex in raw])
   np.testing.assert_allclose(
-      batches[0]['image'][1],
-      imagenet.preprocess_for_eval(raw[1]['image'], IMAGE_SIZE).numpy(),
-      atol=1e-6,
+    batches[0]['image'][1],
+    imagenet.preprocess_for_eval(raw[1]['image'], IMAGE_SIZE).numpy(),
+    atol=1e-6,
   )
 
 
@@ -272,20 +277,26 @@ def _imagenet_with_damaged_images(self, *args, **kwargs):
   images = []
   for label in range(11):
     jpeg = tf.io.encode_jpeg(
-        rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).numpy()
+      rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    ).numpy()
     if label == 3:
       jpeg = b'not an image at all'
     elif label == 7:
-      jpeg = jpeg[:len(jpeg) // 2]
+      jpeg = jpeg[: len(jpeg) // 2]
     images.append(jpeg)
-  return tf.data.Dataset.from_tensor_slices({
-      'image': images, 'label': np.arange(11, dtype=np.int64),
-      'file_name': [f'{i}.JPEG' for i in range(11)]})
+  return tf.data.Dataset.from_tensor_slices(
+    {
+      'image': images,
+      'label': np.arange(11, dtype=np.int64),
+      'file_name': [f'{i}.JPEG' for i in range(11)],
+    }
+  )
 
 
 def test_damaged_images_are_skipped_counted_and_replaced(caplog):
-  with tfds.testing.mock_data(num_examples=11,
-                              as_dataset_fn=_imagenet_with_damaged_images):
+  with tfds.testing.mock_data(
+    num_examples=11, as_dataset_fn=_imagenet_with_damaged_images
+  ):
     # 11 examples, batch 3: 3 steps per epoch and 2 spare examples, which
     # take the places of the 2 damaged ones.
     epoch = _take(_config(), 3)
@@ -297,17 +308,21 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
   assert len(batches) == 3  # as for 11 good images: the same on every host
   mask = np.concatenate([b['mask'] for b in batches])
   np.testing.assert_array_equal(
-      np.concatenate([b['label'] for b in batches])[mask],
-      [0, 1, 2, 4, 5, 6, 8, 9, 10])
+    np.concatenate([b['label'] for b in batches])[mask],
+    [0, 1, 2, 4, 5, 6, 8, 9, 10],
+  )
   assert '2 of the 11 evaluation images on this host could not be decoded' in (
-      caplog.text)
+    caplog.text
+  )
 
 
 def test_train_batches_rejects_batch_larger_than_shard(mock_imagenet):
   with pytest.raises(ValueError, match='fewer than one batch'):
-    next(imagenet.train_batches(
+    next(
+      imagenet.train_batches(
         _config(), start_step=0, per_host_batch_size=MOCK_EXAMPLES + 1
-    ))
+      )
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -330,18 +345,22 @@ def prepared_data_dir(tmp_path_factory) -> str:
   for split, (n, num_shards) in PREPARED_SPLITS.items():
     for shard, ids in enumerate(np.array_split(np.arange(n), num_shards)):
       path = version_dir / (
-          f'imagenet2012-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}'
+        f'imagenet2012-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}'
       )
       with tf.io.TFRecordWriter(os.fspath(path)) as writer:
         for i in ids:
           pixels = rng.integers(0, 256, (24 + i, 40, 3), dtype=np.uint8)
-          writer.write(features.serialize_example({
-              'image': tf.io.encode_jpeg(pixels).numpy(),
-              'label': int(i),
-              'file_name': f'{split}_{i}.JPEG',
-          }))
+          writer.write(
+            features.serialize_example(
+              {
+                'image': tf.io.encode_jpeg(pixels).numpy(),
+                'label': int(i),
+                'file_name': f'{split}_{i}.JPEG',
+              }
+            )
+          )
   tfds.folder_dataset.write_metadata(
-      data_dir=version_dir, features=features, check_data=False
+    data_dir=version_dir, features=features, check_data=False
   )
   return os.fspath(root)
 
@@ -417,18 +436,34 @@ def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
   rng = np.random.default_rng(0)
   pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
   png = tf.io.encode_png(pixels)
-  padded = np.pad(pixels.astype(np.float32) / 127.5 - 1.0,
-                  [(4, 4), (4, 4), (0, 0)], constant_values=-1.0)
-  windows = {(dy, dx, flip) for dy in range(9) for dx in range(9)
-             for flip in (False, True)}
+  padded = np.pad(
+    pixels.astype(np.float32) / 127.5 - 1.0,
+    [(4, 4), (4, 4), (0, 0)],
+    constant_values=-1.0,
+  )
+  windows = {
+    (dy, dx, flip)
+    for dy in range(9)
+    for dx in range(9)
+    for flip in (False, True)
+  }
   seen = set()
   for seed in range(12):
     out = imagenet.preprocess_for_train(
-        png, tf.constant([seed, 7], tf.int64), 32, 'cifar').numpy()
+      png, tf.constant([seed, 7], tf.int64), 32, 'cifar'
+    ).numpy()
     assert out.shape == (32, 32, 3)
-    match = [(dy, dx, flip) for dy, dx, flip in windows
-             if np.allclose(out, (lambda w: w[:, ::-1] if flip else w)(
-                 padded[dy:dy + 32, dx:dx + 32]), atol=1e-6)]
+    match = [
+      (dy, dx, flip)
+      for dy, dx, flip in windows
+      if np.allclose(
+        out,
+        (lambda w: w[:, ::-1] if flip else w)(
+          padded[dy : dy + 32, dx : dx + 32]
+        ),
+        atol=1e-6,
+      )
+    ]
     assert match, f'seed {seed}: not a window of the padded image'
     seen.update(match)
   assert len(seen) > 4  # the offsets and flips vary with the seed
@@ -436,16 +471,22 @@ def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
   np.testing.assert_allclose(evaluated, pixels / 127.5 - 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize('name,eval_split,size,preprocessing', [
+@pytest.mark.parametrize(
+  'name,eval_split,size,preprocessing',
+  [
     ('cifar10', 'test', 32, 'cifar'),
-    ('imagenette/160px-v2', 'validation', 64, 'inception')])
+    ('imagenette/160px-v2', 'validation', 64, 'inception'),
+  ],
+)
 def test_cifar10_and_imagenette_pipelines_under_mock_data(
-    name, eval_split, size, preprocessing):
+  name, eval_split, size, preprocessing
+):
   config = _config()
   config.dataset.name, config.dataset.eval_split = name, eval_split
   config.image_size, config.preprocessing = size, preprocessing
-  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+  with tfds.testing.mock_data(
+    num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
     datasets.check_available(config)  # the mock counts as prepared
     assert imagenet.num_examples(config, 'train') == MOCK_EXAMPLES
     batches = _take(config, 4)  # crosses the epoch boundary after 3

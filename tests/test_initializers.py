@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
+from mnv2_jax.models import build_model
 from mnv2_jax.models import initializers
 from mnv2_jax.models import mobilenet_v2
-from mnv2_jax.models import build_model
 
 
 def _networks():
@@ -27,22 +27,25 @@ def _networks():
   segmentation.model.output_stride = 16
   segmentation.segmentation.aspp = True
   return {
-      'MobileNetV2': (mobilenet_v2.MobileNetV2(num_classes=10,
-                                            width_multiplier=0.35), 32),
-      'SSDLite': (build_model(detection), 64),
-      'Mobile DeepLabv3 + ASPP': (
-          build_model(segmentation), 33),
+    'MobileNetV2': (
+      mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=0.35),
+      32,
+    ),
+    'SSDLite': (build_model(detection), 64),
+    'Mobile DeepLabv3 + ASPP': (build_model(segmentation), 33),
   }
 
 
-@pytest.mark.parametrize('name', ['MobileNetV2', 'SSDLite',
-                                  'Mobile DeepLabv3 + ASPP'])
+@pytest.mark.parametrize(
+  'name', ['MobileNetV2', 'SSDLite', 'Mobile DeepLabv3 + ASPP']
+)
 def test_host_variables_have_model_inits_structure(name):
   model, size = _networks()[name]
   shape = (1, size, size, 3)
   host = initializers.host_variables(model, shape, seed=0, train=False)
-  traced = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros(shape), train=False))
+  traced = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False)
+  )
   assert jax.tree.structure(host) == jax.tree.structure(traced)
   for value, expected in zip(jax.tree.leaves(host), jax.tree.leaves(traced)):
     assert isinstance(value, np.ndarray)
@@ -51,17 +54,24 @@ def test_host_variables_have_model_inits_structure(name):
 
 def test_each_variable_has_its_declared_distribution():
   model = mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=1.0)
-  variables = initializers.host_variables(model, (1, 32, 32, 3), seed=0,
-                                          train=False)
+  variables = initializers.host_variables(
+    model, (1, 32, 32, 3), seed=0, train=False
+  )
   params, stats = variables['params'], variables['batch_stats']
   checks = {
-      # kernel, its initializer's variance scale, fan-in
-      'expansion 1x1 (He)': (params['layer_10']['expand']['conv']['kernel'],
-                             2.0, 64),
-      'depthwise 3x3': (params['layer_10']['depthwise']['conv']['kernel'],
-                        1.0, 9),
-      'stem 3x3 (He)': (params['layer_1']['conv']['kernel'], 2.0, 27),
-      'classifier (LeCun)': (params['classifier']['kernel'], 1.0, 1280),
+    # kernel, its initializer's variance scale, fan-in
+    'expansion 1x1 (He)': (
+      params['layer_10']['expand']['conv']['kernel'],
+      2.0,
+      64,
+    ),
+    'depthwise 3x3': (
+      params['layer_10']['depthwise']['conv']['kernel'],
+      1.0,
+      9,
+    ),
+    'stem 3x3 (He)': (params['layer_1']['conv']['kernel'], 2.0, 27),
+    'classifier (LeCun)': (params['classifier']['kernel'], 1.0, 1280),
   }
   for name, (kernel, scale, fan_in) in checks.items():
     std = np.sqrt(scale / fan_in)
@@ -94,25 +104,26 @@ def test_values_depend_only_on_seed_and_path():
   again = initializers.host_variables(small, (1, 32, 32, 3), 0, train=False)
   jax.tree.map(np.testing.assert_array_equal, first, again)
   # Another classifier leaves the backbone's values unchanged.
-  other = initializers.host_variables(other_head, (1, 32, 32, 3), 0,
-                                      train=False)
+  other = initializers.host_variables(
+    other_head, (1, 32, 32, 3), 0, train=False
+  )
   np.testing.assert_array_equal(
-      first['params']['layer_7']['expand']['conv']['kernel'],
-      other['params']['layer_7']['expand']['conv']['kernel'])
-  reseeded = initializers.host_variables(small, (1, 32, 32, 3), 1,
-                                         train=False)
+    first['params']['layer_7']['expand']['conv']['kernel'],
+    other['params']['layer_7']['expand']['conv']['kernel'],
+  )
+  reseeded = initializers.host_variables(small, (1, 32, 32, 3), 1, train=False)
   assert not np.array_equal(
-      first['params']['layer_7']['expand']['conv']['kernel'],
-      reseeded['params']['layer_7']['expand']['conv']['kernel'])
+    first['params']['layer_7']['expand']['conv']['kernel'],
+    reseeded['params']['layer_7']['expand']['conv']['kernel'],
+  )
 
 
 def test_a_variable_without_an_initializer_is_named():
 
   class Head(nn.Module):
-
     @nn.compact
     def __call__(self, x):
       return nn.Dense(3, name='plain_dense')(x)  # Flax's own initializers
 
-  with pytest.raises(TypeError, match=r"plain_dense.*kernel"):
+  with pytest.raises(TypeError, match=r'plain_dense.*kernel'):
     initializers.host_variables(Head(), (1, 4), seed=0)

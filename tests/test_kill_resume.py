@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import jax
-
 import kill_resume
 
 STEPS = 20  # checkpoints at 5, 10, 15, 20
@@ -20,14 +19,24 @@ def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
   cache = jax.config.jax_compilation_cache_dir
   os.makedirs(reference)
   start = time.monotonic()
-  subprocess.run(kill_resume.command(reference, STEPS),
-                 cwd=kill_resume.REPO_ROOT, env=kill_resume.environment(cache),
-                 check=True, stdout=subprocess.DEVNULL,
-                 preexec_fn=kill_resume.one_core)
+  subprocess.run(
+    kill_resume.command(reference, STEPS),
+    cwd=kill_resume.REPO_ROOT,
+    env=kill_resume.environment(cache),
+    check=True,
+    stdout=subprocess.DEVNULL,
+    preexec_fn=kill_resume.one_core,
+  )
   kills, comparisons = kill_resume.run_with_kills(
-      killed, reference, 3, seed=1, cache_dir=cache,
-      typical_seconds=time.monotonic() - start, steps=STEPS,
-      preexec_fn=kill_resume.one_core)
+    killed,
+    reference,
+    3,
+    seed=1,
+    cache_dir=cache,
+    typical_seconds=time.monotonic() - start,
+    steps=STEPS,
+    preexec_fn=kill_resume.one_core,
+  )
   # One of each kind: anytime, after the first step, during a save.
   assert [k.kind for k in kills] == list(kill_resume.KILL_KINDS)
   assert kills[2].during_save

@@ -22,24 +22,31 @@ def _count(tree):
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize('alpha,trainable,with_statistics', [
+@pytest.mark.parametrize(
+  'alpha,trainable,with_statistics',
+  [
     # Trainable parameters with 1000 classes; Keras, timm and torchvision
     # give the same numbers (PAPER.md §2).
     (0.35, 1_677_128, 1_691_208),
     (1.0, 3_504_872, 3_538_984),
     (1.4, 6_108_776, 6_156_712),
-])
+  ],
+)
 def test_parameter_counts_match_peers(alpha, trainable, with_statistics):
   variables, _ = _shapes(
-      mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=alpha), 224)
+    mobilenet_v2.MobileNetV2(num_classes=1000, width_multiplier=alpha), 224
+  )
   assert _count(variables['params']) == trainable
   assert _count(variables) == with_statistics
 
 
-@pytest.mark.parametrize('size,final', [
-    (224, 7), (192, 6), (160, 5), (128, 4), (96, 3)])  # Table 2 / PAPER §2
+@pytest.mark.parametrize(
+  'size,final', [(224, 7), (192, 6), (160, 5), (128, 4), (96, 3)]
+)  # Table 2 / PAPER §2
 def test_final_feature_map_size(size, final):
-  _, (logits, endpoints) = _shapes(mobilenet_v2.MobileNetV2(num_classes=10), size)
+  _, (logits, endpoints) = _shapes(
+    mobilenet_v2.MobileNetV2(num_classes=10), size
+  )
   assert logits.shape == (1, 10)
   assert endpoints['layer_19'].shape == (1, final, final, 1280)
   assert endpoints['layer_18/output'].shape == (1, final, final, 320)
@@ -73,7 +80,9 @@ def test_release_endpoints_at_ssdlite_resolution():
   assert endpoints['layer_2/depthwise_output'].shape == (1, 160, 160, 32)
 
 
-@pytest.mark.parametrize('alpha,channels', [
+@pytest.mark.parametrize(
+  'alpha,channels',
+  [
     # Stem, the 7 bottleneck rows, last conv: TF release / Keras rounding
     # (the same rounding gives all 22 published parameter counts, test_stats).
     (0.35, [16, 8, 8, 16, 24, 32, 56, 112, 1280]),
@@ -82,15 +91,19 @@ def test_release_endpoints_at_ssdlite_resolution():
     (1.0, [32, 16, 24, 32, 64, 96, 160, 320, 1280]),
     (1.3, [40, 24, 32, 40, 80, 128, 208, 416, 1664]),
     (1.4, [48, 24, 32, 48, 88, 136, 224, 448, 1792]),
-])
+  ],
+)
 def test_channels_per_width_multiplier(alpha, channels):
   variables, _ = _shapes(
-      mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=alpha), 96)
+    mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=alpha), 96
+  )
   params = variables['params']
   first_of_row = [2, 3, 5, 8, 12, 15, 18]
   got = [params['layer_1']['conv']['kernel'].shape[-1]]
-  got += [params[f'layer_{i}']['project']['conv']['kernel'].shape[-1]
-          for i in first_of_row]
+  got += [
+    params[f'layer_{i}']['project']['conv']['kernel'].shape[-1]
+    for i in first_of_row
+  ]
   got.append(params['layer_19']['conv']['kernel'].shape[-1])
   assert got == channels
 
@@ -109,7 +122,8 @@ def test_expansion_ratio_constant_and_per_block():
   per_block = (1,) + (6,) * 8 + (3,) * 8
   blocks = mobilenet_v2.block_configs(expansion_ratio=per_block)
   assert [b.expanded_channels // b.in_channels for b in blocks[1:]] == [
-      6] * 8 + [3] * 8
+    6
+  ] * 8 + [3] * 8
   with pytest.raises(ValueError, match='17 values'):
     mobilenet_v2.block_configs(expansion_ratio=(6, 6))
 
@@ -126,8 +140,9 @@ def _run(model, variables, x, **kwargs):
 # One small model's variables serve every variant below: activation, residual
 # placement, padding, dtype, output stride and dropout change the function,
 # not the parameters.
-SMALL = functools.partial(mobilenet_v2.MobileNetV2, num_classes=10,
-                          width_multiplier=0.35)
+SMALL = functools.partial(
+  mobilenet_v2.MobileNetV2, num_classes=10, width_multiplier=0.35
+)
 
 
 @pytest.fixture(scope='module')
@@ -140,11 +155,15 @@ def _images(seed=0, size=64, batch=2):
 
 
 def test_ablation_variants_change_the_function_not_the_parameters(
-    small_variables):
+  small_variables,
+):
   x = _images()
   reference = _run(SMALL(), small_variables, x)[0]
-  for variant in [dict(bottleneck_activation='relu6'),
-                  dict(residual='expansion'), dict(residual='none')]:
+  for variant in [
+    dict(bottleneck_activation='relu6'),
+    dict(residual='expansion'),
+    dict(residual='none'),
+  ]:
     model = SMALL(**variant)
     variant_vars = jax.eval_shape(model.init, jax.random.key(0), x)
     assert _count(variant_vars) == _count(small_variables), variant
@@ -182,10 +201,16 @@ def test_bfloat16_compute_float32_parameters(small_variables):
 def test_fast_depthwise_network_equals_grouped_network(small_variables):
   x = _images()
   for output_stride in (32, 8):
-    fast = _run(SMALL(output_stride=output_stride, implementation='cpu'),
-                small_variables, x)
-    grouped = _run(SMALL(output_stride=output_stride, implementation='xla'),
-                   small_variables, x)
+    fast = _run(
+      SMALL(output_stride=output_stride, implementation='cpu'),
+      small_variables,
+      x,
+    )
+    grouped = _run(
+      SMALL(output_stride=output_stride, implementation='xla'),
+      small_variables,
+      x,
+    )
     np.testing.assert_allclose(fast[0], grouped[0], rtol=1e-4, atol=1e-4)
 
 
@@ -198,17 +223,23 @@ def test_microbatched_inference_keeps_order_and_values(small_variables):
 
   whole = jax.jit(logits)(x)
   for microbatch in (1, 2, 4):
-    split = jax.jit(lambda images, m=microbatch: inference.apply_in_microbatches(
-        logits, images, m))(x)
+    split = jax.jit(
+      lambda images, m=microbatch: inference.apply_in_microbatches(
+        logits, images, m
+      )
+    )(x)
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
   # Example i comes back at position i, also for pytree outputs.
   index = jnp.arange(12.0)
   out = inference.apply_in_microbatches(
-      lambda v: {'same': v, 'twice': 2 * v}, index, 3)
+    lambda v: {'same': v, 'twice': 2 * v}, index, 3
+  )
   np.testing.assert_array_equal(out['same'], index)
   np.testing.assert_array_equal(out['twice'], 2 * index)
   # A micro-batch size that does not divide the batch: the whole batch at once.
-  assert inference.apply_in_microbatches(lambda v: v[:1], index, 5).shape == (1,)
+  assert inference.apply_in_microbatches(lambda v: v[:1], index, 5).shape == (
+    1,
+  )
 
 
 def test_inference_microbatch_per_backend():
@@ -221,12 +252,18 @@ def test_inference_microbatch_per_backend():
 def test_dropout_only_in_training(small_variables):
   x = _images(batch=4)
   model = SMALL(dropout_rate=0.5)
-  np.testing.assert_array_equal(_run(model, small_variables, x)[0],
-                                _run(model, small_variables, x)[0])
-  train = jax.jit(lambda v, x, rng: model.apply(
-      v, x, train=True, mutable=['batch_stats'], rngs={'dropout': rng})[0][0])
-  assert not np.allclose(train(small_variables, x, jax.random.key(1)),
-                         train(small_variables, x, jax.random.key(2)))
+  np.testing.assert_array_equal(
+    _run(model, small_variables, x)[0], _run(model, small_variables, x)[0]
+  )
+  train = jax.jit(
+    lambda v, x, rng: model.apply(
+      v, x, train=True, mutable=['batch_stats'], rngs={'dropout': rng}
+    )[0][0]
+  )
+  assert not np.allclose(
+    train(small_variables, x, jax.random.key(1)),
+    train(small_variables, x, jax.random.key(2)),
+  )
 
 
 def test_parameters_are_float32(small_variables):
@@ -235,20 +272,35 @@ def test_parameters_are_float32(small_variables):
 
 def test_shortcut_placement():
   blocks = mobilenet_v2.block_configs()
-  bottleneck = [b.layer for b in blocks if mobilenet_v2.has_identity_shortcut(b)]
+  bottleneck = [
+    b.layer for b in blocks if mobilenet_v2.has_identity_shortcut(b)
+  ]
   # Table 2: every repeat after the first of a row (stride 1, k = k').
   assert bottleneck == [4, 6, 7, 9, 10, 11, 13, 14, 16, 17]
   # Figure 6b variant: the same joints, moved onto the wide tensors around
   # each joined bottleneck, i.e. into the following block's expansion.
   assert mobilenet_v2.expansion_shortcut_layers(blocks) == (
-      5, 7, 8, 10, 11, 12, 14, 15, 17, 18)
+    5,
+    7,
+    8,
+    10,
+    11,
+    12,
+    14,
+    15,
+    17,
+    18,
+  )
   # Per-block t with mismatched widths: no shortcut where widths differ.
   mixed = mobilenet_v2.block_configs(expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
   # Layer 10 (t = 6) follows a t = 6 block; layer 11 (t = 3) does not match.
   assert 10 in mobilenet_v2.expansion_shortcut_layers(mixed)
   assert 11 not in mobilenet_v2.expansion_shortcut_layers(mixed)
-  model = mobilenet_v2.MobileNetV2(num_classes=10, residual='expansion',
-                                expansion_ratio=(1,) + (6,) * 8 + (3,) * 8)
+  model = mobilenet_v2.MobileNetV2(
+    num_classes=10,
+    residual='expansion',
+    expansion_ratio=(1,) + (6,) * 8 + (3,) * 8,
+  )
   _shapes(model, 64)  # builds without a shape error
 
 
@@ -256,9 +308,13 @@ def _perturbed(variables, seed=3):
   """Non-trivial BatchNorm statistics and scales (fresh ones are 0 and 1)."""
   leaves, tree = jax.tree.flatten(variables)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
+  return jax.tree.unflatten(
+    tree,
+    [
       leaf + 0.2 * jax.random.uniform(key, leaf.shape)
-      for leaf, key in zip(leaves, keys)])
+      for leaf, key in zip(leaves, keys)
+    ],
+  )
 
 
 @pytest.mark.parametrize('splits', [4, 7, 64])
@@ -273,8 +329,9 @@ def test_split_inference_equals_unsplit(small_variables, splits):
   for name in ['layer_2', 'layer_3', 'layer_10', 'layer_18', 'global_pool']:
     difference = np.abs(endpoints[name] - expected_endpoints[name]).max()
     assert difference <= 1e-5 * np.abs(expected_endpoints[name]).max(), name
-  np.testing.assert_allclose(outputs, expected, rtol=1e-5,
-                             atol=1e-5 * np.abs(expected).max())
+  np.testing.assert_allclose(
+    outputs, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+  )
   # The expanded tensors are never materialised whole, so not published.
   assert 'layer_3/expansion_output' not in endpoints
   assert 'layer_3/expansion_output' in expected_endpoints
@@ -283,22 +340,35 @@ def test_split_inference_equals_unsplit(small_variables, splits):
 def test_split_inference_at_output_stride_8_and_with_relu6(small_variables):
   variables = _perturbed(small_variables)
   x = _images(size=32)
-  for kwargs in [dict(output_stride=8),
-                 dict(bottleneck_activation='relu6', residual='none')]:
+  for kwargs in [
+    dict(output_stride=8),
+    dict(bottleneck_activation='relu6', residual='none'),
+  ]:
     expected = _run(SMALL(**kwargs), variables, x)[1]['layer_18']
-    split = _run(SMALL(inference_splits=3, **kwargs), variables, x)[1]['layer_18']
-    np.testing.assert_allclose(split, expected, rtol=0,
-                               atol=1e-5 * np.abs(expected).max(),
-                               err_msg=str(kwargs))
+    split = _run(SMALL(inference_splits=3, **kwargs), variables, x)[1][
+      'layer_18'
+    ]
+    np.testing.assert_allclose(
+      split,
+      expected,
+      rtol=0,
+      atol=1e-5 * np.abs(expected).max(),
+      err_msg=str(kwargs),
+    )
 
 
 def test_split_inference_is_inference_only(small_variables):
   # Training computes the unsplit blocks (BatchNorm needs batch statistics of
   # the whole expanded tensor); the expansion shortcut cannot be split.
   x = _images()
-  _, endpoints = _run(SMALL(inference_splits=4), small_variables, x,
-                      train=True, mutable=['batch_stats'],
-                      rngs={'dropout': jax.random.key(0)})[0]
+  _, endpoints = _run(
+    SMALL(inference_splits=4),
+    small_variables,
+    x,
+    train=True,
+    mutable=['batch_stats'],
+    rngs={'dropout': jax.random.key(0)},
+  )[0]
   assert 'layer_3/expansion_output' in endpoints
   with pytest.raises(ValueError, match="residual 'bottleneck' or 'none'"):
     _run(SMALL(inference_splits=2, residual='expansion'), small_variables, x)

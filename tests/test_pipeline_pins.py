@@ -16,6 +16,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import test_deeplab
+import test_imagenet
+import test_ssd
 
 from mnv2_jax import configuration
 from mnv2_jax import voc as voc_cli
@@ -23,12 +26,9 @@ from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import datasets
 from mnv2_jax.data import scenes
 
-import test_deeplab
-import test_imagenet
-import test_ssd
-
-PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
-                    'pipeline_pins.json')
+PINS = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), 'data', 'pipeline_pins.json'
+)
 
 
 def _summary(batch, n=4):
@@ -42,8 +42,10 @@ def _summary(batch, n=4):
         out['ignored'] = [int(np.sum(v == 255)) for v in values]
       else:
         out[key] = values.tolist()
-  out['image_sums'] = [round(float(np.sum(np.asarray(x, np.float64))), 3)
-                       for x in batch['image'][:n]]
+  out['image_sums'] = [
+    round(float(np.sum(np.asarray(x, np.float64))), 3)
+    for x in batch['image'][:n]
+  ]
   if 'boxes' in batch:
     out['box_sums'] = [round(float(np.sum(b)), 4) for b in batch['boxes'][:n]]
   if 'mask' in batch and batch['mask'].ndim == 1:
@@ -52,13 +54,18 @@ def _summary(batch, n=4):
 
 
 def _pins_of(config, batch=4, step=5):
-  first = next(datasets.train_batches(config, start_step=0,
-                                      per_host_batch_size=batch))
-  later = next(datasets.train_batches(config, start_step=step,
-                                      per_host_batch_size=batch))
+  first = next(
+    datasets.train_batches(config, start_step=0, per_host_batch_size=batch)
+  )
+  later = next(
+    datasets.train_batches(config, start_step=step, per_host_batch_size=batch)
+  )
   evaluation = next(datasets.eval_batches(config, per_host_batch_size=batch))
-  return {'train_0': _summary(first), f'train_{step}': _summary(later),
-          'eval_0': _summary(evaluation)}
+  return {
+    'train_0': _summary(first),
+    f'train_{step}': _summary(later),
+    'eval_0': _summary(evaluation),
+  }
 
 
 def compute_pins(tmp_dir: str) -> dict:
@@ -71,26 +78,30 @@ def compute_pins(tmp_dir: str) -> dict:
   pins['digits'] = _pins_of(config, step=400)  # past the first epoch
   config = configuration.cluttered_digits_config()
   pins['cluttered_digits'] = _pins_of(config)
-  pins['scenes_detection'] = _pins_of(test_ssd._tiny_detection_config())  # pylint: disable=protected-access
-  pins['scenes_segmentation'] = _pins_of(test_deeplab._tiny_scene_config())  # pylint: disable=protected-access
-  with tfds.testing.mock_data(num_examples=10,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    pins['imagenet2012'] = _pins_of(test_imagenet._config(), batch=3, step=4)  # pylint: disable=protected-access
+  pins['scenes_detection'] = _pins_of(test_ssd._tiny_detection_config())
+  pins['scenes_segmentation'] = _pins_of(test_deeplab._tiny_scene_config())
+  with tfds.testing.mock_data(
+    num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
+    pins['imagenet2012'] = _pins_of(test_imagenet._config(), batch=3, step=4)
     config = configuration.cifar10_config()
     config.dataset.shuffle_buffer_size = 8
     pins['cifar10'] = _pins_of(config, batch=3, step=4)
-  config = test_ssd._tiny_detection_config()  # pylint: disable=protected-access
+  config = test_ssd._tiny_detection_config()
   config.dataset.name = 'coco/2017'
   config.dataset.eval_split = 'validation'
   config.dataset.shuffle_buffer_size = 8
   config.num_classes = 80
-  with tfds.testing.mock_data(num_examples=6, as_dataset_fn=test_ssd._mock_coco):  # pylint: disable=protected-access
+  with tfds.testing.mock_data(
+    num_examples=6, as_dataset_fn=test_ssd._mock_coco
+  ):
     pins['coco'] = _pins_of(config, batch=2, step=2)
   manual = os.path.join(tmp_dir, 'manual')
-  test_deeplab._write_voc(manual, ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3'])  # pylint: disable=protected-access
-  voc_cli.main(['--manual_dir', manual, '--data_dir',
-                os.path.join(tmp_dir, 'data')])
-  config = test_deeplab._tiny_scene_config()  # pylint: disable=protected-access
+  test_deeplab._write_voc(manual, ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3'])
+  voc_cli.main(
+    ['--manual_dir', manual, '--data_dir', os.path.join(tmp_dir, 'data')]
+  )
+  config = test_deeplab._tiny_scene_config()
   config.dataset.name = 'voc2012'
   config.dataset.data_dir = os.path.join(tmp_dir, 'data')
   config.dataset.train_split = 'train'
@@ -104,8 +115,9 @@ def compute_pins(tmp_dir: str) -> dict:
 @pytest.fixture
 def small_splits(monkeypatch):
   """The generated sets at a few dozen examples (the pins were written so)."""
-  monkeypatch.setattr(cluttered_digits, 'SPLIT_SIZES',
-                      {'train': 40, 'test': 12})
+  monkeypatch.setattr(
+    cluttered_digits, 'SPLIT_SIZES', {'train': 40, 'test': 12}
+  )
   monkeypatch.setattr(scenes, 'SPLIT_SIZES', {'train': 48, 'test': 16})
   scenes.load_split.cache_clear()
   yield
@@ -123,14 +135,16 @@ def test_every_pipeline_gives_its_pinned_batches(small_splits, tmp_path):
       got = actual[dataset][batch]
       for key, values in summary.items():
         if key == 'image_sums':  # float32 pixels summed: rounding only
-          np.testing.assert_allclose(got[key], values, rtol=1e-4, atol=1e-2,
-                                     err_msg=f'{dataset} {batch}')
+          np.testing.assert_allclose(
+            got[key], values, rtol=1e-4, atol=1e-2, err_msg=f'{dataset} {batch}'
+          )
         else:
           assert got[key] == values, (dataset, batch, key)
 
 
 if __name__ == '__main__':  # rewrites the pins: only for deliberate changes
-  import tempfile  # pylint: disable=g-import-not-at-top
+  import tempfile
+
   cluttered_digits.SPLIT_SIZES = {'train': 40, 'test': 12}
   scenes.SPLIT_SIZES = {'train': 48, 'test': 16}
   with tempfile.TemporaryDirectory() as directory:

@@ -11,13 +11,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from test_train import final_line
+from test_train import tiny_digits_config
 
 from mnv2_jax.training import checkpointing
 from mnv2_jax.training import metric_writers
-from mnv2_jax.training import trainer
 from mnv2_jax.training import optimization
+from mnv2_jax.training import trainer
 from mnv2_jax.training import workdir as workdir_lib
-from test_train import final_line, tiny_digits_config  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +73,8 @@ def final_params(workdir: str):
 
 @pytest.mark.parametrize('how', ['truncate', 'garble'])
 def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
-    four_step_run, tmp_path, how, capsys):
+  four_step_run, tmp_path, how, capsys
+):
   workdir = copy_of(four_step_run, tmp_path)
   step_2 = listing(os.path.join(workdir, 'checkpoints', '2'))
   assert damage(os.path.join(workdir, 'checkpoints', '4'), how) > 0
@@ -86,8 +88,10 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
   moved = os.listdir(os.path.join(workdir, 'unusable_checkpoints'))
   assert len(moved) == 1 and moved[0].startswith('4-')
   assert listing(os.path.join(workdir, 'checkpoints', '2')) == step_2
-  assert checkpointing.create_manager(
-      workdir, read_only=True).all_steps() == [2, 4]
+  assert checkpointing.create_manager(workdir, read_only=True).all_steps() == [
+    2,
+    4,
+  ]
   # Steps 3-4 redone from step 2: the same result as the first run.
   for key in ('top1', 'top5', 'loss'):
     assert resumed[key] == four_step_run[1][key], key
@@ -97,7 +101,8 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
 
 
 def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(
-    four_step_run, tmp_path, capsys):
+  four_step_run, tmp_path, capsys
+):
   workdir = copy_of(four_step_run, tmp_path)
   for step in ('2', '4'):
     damage(os.path.join(workdir, 'checkpoints', step), 'garble')
@@ -105,32 +110,42 @@ def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(
   out = capsys.readouterr().out
   assert 'step 4 is unusable' in out and 'step 2 is unusable' in out
   assert 'Resumed' not in out
-  assert sorted(name.split('-')[0] for name in os.listdir(
-      os.path.join(workdir, 'unusable_checkpoints'))) == ['2', '4']
+  assert sorted(
+    name.split('-')[0]
+    for name in os.listdir(os.path.join(workdir, 'unusable_checkpoints'))
+  ) == ['2', '4']
   assert final_line(workdir)['step'] == 4
 
 
-@pytest.mark.parametrize('override,expected', [
-    ({'model.width_multiplier': 0.5},
-     r'arrays with other shapes: \[params\]\[\w+\]\S* \(saved \(\d'),
+@pytest.mark.parametrize(
+  'override,expected',
+  [
+    (
+      {'model.width_multiplier': 0.5},
+      r'arrays with other shapes: \[params\]\[\w+\]\S* \(saved \(\d',
+    ),
     ({'optimizer': 'adam'}, r'missing from the checkpoint: \[opt_state\]'),
     ({'ema_decay': 0.999}, r'missing from the checkpoint: \[ema_params\]'),
-])
+  ],
+)
 def test_checkpoint_of_another_model_names_the_arrays(
-    four_step_run, tmp_path, override, expected):
+  four_step_run, tmp_path, override, expected
+):
   workdir = copy_of(four_step_run, tmp_path)
   before = listing(workdir)
   config = tiny_digits_config(num_train_steps=6, **override)
-  with pytest.raises(checkpointing.IncompatibleCheckpointError,
-                     match=expected) as error:
+  with pytest.raises(
+    checkpointing.IncompatibleCheckpointError, match=expected
+  ) as error:
     trainer.train_and_evaluate(config, workdir)
   assert 'config.json' in str(error.value)
   assert 'Nothing was changed on disk' in str(error.value)
   assert listing(workdir) == before
   # The same in eval mode.
   with pytest.raises(checkpointing.IncompatibleCheckpointError):
-    trainer.train_and_evaluate(tiny_digits_config(mode='eval', **override),
-                             workdir)
+    trainer.train_and_evaluate(
+      tiny_digits_config(mode='eval', **override), workdir
+    )
 
 
 @jax.custom_jvp
@@ -144,7 +159,8 @@ def _nan_gradient_jvp(primals, tangents):
 
 
 def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
-    four_step_run, tmp_path, monkeypatch):
+  four_step_run, tmp_path, monkeypatch
+):
   workdir = copy_of(four_step_run, tmp_path)  # resumes from step 2:
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
   real_penalty = optimization.l2_penalty
@@ -155,16 +171,19 @@ def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
     return real_penalty(params, mask) + jax.numpy.sum(_nan_gradient(kernel))
 
   monkeypatch.setattr(optimization, 'l2_penalty', penalty_with_nan_gradient)
-  with pytest.raises(trainer.TrainingDivergedError,
-                     match=r'gradient norm is nan \(the loss, [0-9.]+, is '
-                     r'finite\) at step 3.*last good checkpoint \(step 2\)'):
+  with pytest.raises(
+    trainer.TrainingDivergedError,
+    match=r'gradient norm is nan \(the loss, [0-9.]+, is '
+    r'finite\) at step 3.*last good checkpoint \(step 2\)',
+  ):
     trainer.train_and_evaluate(tiny_digits_config(), workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2  # the NaN step was never saved
 
   monkeypatch.setattr(optimization, 'l2_penalty', real_penalty)
   results = trainer.train_and_evaluate(
-      tiny_digits_config(base_learning_rate=0.003), workdir)
+    tiny_digits_config(base_learning_rate=0.003), workdir
+  )
   assert final_line(workdir)['step'] == 4
   assert np.isfinite(results['loss'])
   params = final_params(workdir)
@@ -172,14 +191,17 @@ def test_nan_gradients_stop_the_run_naming_them_and_a_lower_lr_resumes(
 
 
 def test_second_run_on_a_live_workdir_fails_and_changes_nothing(
-    four_step_run, tmp_path):
+  four_step_run, tmp_path
+):
   workdir = copy_of(four_step_run, tmp_path)
   before = listing(workdir)
   with workdir_lib.claim(workdir):  # the live run
-    with pytest.raises(workdir_lib.WorkdirBusyError,
-                       match=f'Another training run is using --workdir='
-                       f'{workdir} \\(pid {os.getpid()} on .*another '
-                       '--workdir'):
+    with pytest.raises(
+      workdir_lib.WorkdirBusyError,
+      match=f'Another training run is using --workdir='
+      f'{workdir} \\(pid {os.getpid()} on .*another '
+      '--workdir',
+    ):
       trainer.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
     assert listing(workdir) == before
   # Released with the live run: the next run proceeds.
@@ -191,18 +213,19 @@ def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   started = []
-  monkeypatch.setattr(trainer, '_train',
-                      lambda *args: started.append(1))  # must not be reached
-  with pytest.raises(workdir_lib.WorkdirNotWritableError,
-                     match='Cannot write to --workdir=.*a_file/run.*another '
-                     '--workdir. Nothing was trained'):
-    trainer.train_and_evaluate(tiny_digits_config(),
-                             str(blocker / 'run'))
+  monkeypatch.setattr(
+    trainer, '_train', lambda *args: started.append(1)
+  )  # must not be reached
+  with pytest.raises(
+    workdir_lib.WorkdirNotWritableError,
+    match='Cannot write to --workdir=.*a_file/run.*another '
+    '--workdir. Nothing was trained',
+  ):
+    trainer.train_and_evaluate(tiny_digits_config(), str(blocker / 'run'))
   assert not started
 
 
-def test_disk_full_at_save_keeps_the_previous_checkpoint(
-    tmp_path, monkeypatch):
+def test_disk_full_at_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   real_save = ocp.CheckpointManager.save
   calls = []
@@ -212,17 +235,20 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(
     if step < 4:
       return real_save(self, step, *args, **kwargs)
     # What a full disk leaves: a half-written temporary step, then ENOSPC.
-    partial = os.path.join(str(self.directory),
-                           f'{step}.orbax-checkpoint-tmp-1')
+    partial = os.path.join(
+      str(self.directory), f'{step}.orbax-checkpoint-tmp-1'
+    )
     os.makedirs(partial)
     with open(os.path.join(partial, 'partial'), 'wb') as f:
       f.write(b'\0' * 100)
     raise OSError(errno.ENOSPC, 'No space left on device')
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', save_then_disk_full)
-  with pytest.raises(checkpointing.CheckpointSaveError,
-                     match=r'Could not save the checkpoint of step 4 .*No '
-                     r'space left on device.*step 2.* is intact'):
+  with pytest.raises(
+    checkpointing.CheckpointSaveError,
+    match=r'Could not save the checkpoint of step 4 .*No '
+    r'space left on device.*step 2.* is intact',
+  ):
     trainer.train_and_evaluate(tiny_digits_config(), workdir)
   assert calls[-2:] == [2, 4]
   manager = checkpointing.create_manager(workdir, read_only=True)
@@ -232,8 +258,9 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', real_save)
   trainer.train_and_evaluate(tiny_digits_config(), workdir)  # space freed
-  assert checkpointing.create_manager(
-      workdir, read_only=True).latest_step() == 4
+  assert (
+    checkpointing.create_manager(workdir, read_only=True).latest_step() == 4
+  )
 
 
 def test_same_seed_same_run_bitwise(four_step_run, tmp_path):
@@ -246,12 +273,13 @@ def test_same_seed_same_run_bitwise(four_step_run, tmp_path):
 
 
 @pytest.mark.parametrize('eval_batch_size', [7, 512])
-def test_evaluation_counts_every_example_once(four_step_run, tmp_path,
-                                              eval_batch_size):
+def test_evaluation_counts_every_example_once(
+  four_step_run, tmp_path, eval_batch_size
+):
   workdir = copy_of(four_step_run, tmp_path)
   results = trainer.train_and_evaluate(
-      tiny_digits_config(mode='eval', eval_batch_size=eval_batch_size),
-      workdir)
+    tiny_digits_config(mode='eval', eval_batch_size=eval_batch_size), workdir
+  )
   assert results['num_examples'] == 360
   reference = four_step_run[1]
   assert results['top1'] == reference['top1']

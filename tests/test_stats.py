@@ -27,22 +27,32 @@ def test_grid_reproduces_all_22_released_checkpoints():
 
 
 def test_statistics_of_one_model():
-  result = statistics.model_statistics(mobilenet_v2.MobileNetV2(num_classes=1000), 224)
+  result = statistics.model_statistics(
+    mobilenet_v2.MobileNetV2(num_classes=1000), 224
+  )
   assert result['trainable_parameters'] == 3_504_872  # Keras/timm/torchvision
   assert result['all_parameters'] == 3_538_984
   # 300,775,552 for the 1001-class release minus one class of 1280 MACs.
   assert result['multiply_adds'] == 300_775_552 - 1280
   # The widest tensor is layer_3's expansion: 112x112x96 (paper Table 2).
   assert result['largest_activation'] == {
-      'name': 'layer_3/expansion_output', 'shape': [112, 112, 96],
-      'elements': 112 * 112 * 96}
+    'name': 'layer_3/expansion_output',
+    'shape': [112, 112, 96],
+    'elements': 112 * 112 * 96,
+  }
 
 
 def test_multiply_adds_of_a_single_convolution():
   def conv(x, w):
     return jax.lax.conv_general_dilated(
-        x, w, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=4)
+      x,
+      w,
+      (2, 2),
+      'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=4,
+    )
+
   x = jnp.zeros((1, 8, 8, 8))
   w = jnp.zeros((3, 3, 2, 4))  # 4 groups of 2 input channels
   jaxpr = jax.make_jaxpr(conv)(x, w).jaxpr
@@ -52,11 +62,19 @@ def test_multiply_adds_of_a_single_convolution():
 
 def test_stats_cli_json():
   run = subprocess.run(
-      [sys.executable, '-m', 'mnv2_jax.stats',
-       f'--config={REPO_ROOT}/configs/imagenet_mnv2.py',
-       '--config.model.width_multiplier=1.4', '--json'],
-      cwd=REPO_ROOT, capture_output=True, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    [
+      sys.executable,
+      '-m',
+      'mnv2_jax.stats',
+      f'--config={REPO_ROOT}/configs/imagenet_mnv2.py',
+      '--config.model.width_multiplier=1.4',
+      '--json',
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert run.returncode == 0, run.stderr[-2000:]
   result = json.loads(run.stdout)
   assert result['trainable_parameters'] == 6_108_776
@@ -65,11 +83,18 @@ def test_stats_cli_json():
 
 def test_stats_cli_rejects_a_bad_width_multiplier():
   run = subprocess.run(
-      [sys.executable, '-m', 'mnv2_jax.stats',
-       f'--config={REPO_ROOT}/configs/imagenet_mnv2.py',
-       '--config.model.width_multiplier=-0.5'],
-      cwd=REPO_ROOT, capture_output=True, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    [
+      sys.executable,
+      '-m',
+      'mnv2_jax.stats',
+      f'--config={REPO_ROOT}/configs/imagenet_mnv2.py',
+      '--config.model.width_multiplier=-0.5',
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert run.returncode != 0
   assert 'model.width_multiplier=-0.5 is invalid' in run.stderr
 
@@ -83,7 +108,8 @@ def test_memory_table_by_the_papers_rule():
   assert rows[112]['kilobytes'] == pytest.approx(16 * 112 * 112 * 2 / 1000)
   assert rows[7]['channels'] == 320 and rows[1]['channels'] == 1280
   assert max(row['kilobytes'] for row in rows.values()) == pytest.approx(
-      401.408)
+    401.408
+  )
   # The rows at 56², 28², 14² of the paper list the width of the row that
   # reads that resolution in Table 2 (32, 64, 160).
   assert [rows[r]['table2_channels'] for r in (56, 28, 14)] == [32, 64, 160]

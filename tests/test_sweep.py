@@ -16,12 +16,12 @@ import threading
 import numpy as np
 import pytest
 
+from mnv2_jax import sweep as sweep_cli
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
 from mnv2_jax.experiments import sweeps
-from mnv2_jax import sweep as sweep_cli
 
-EXPERIMENT = textwrap.dedent('''
+EXPERIMENT = textwrap.dedent("""
     from mnv2_jax import configuration
 
     def get_config(scale=None):
@@ -32,7 +32,7 @@ EXPERIMENT = textwrap.dedent('''
     def get_sweep(scale=None):
       return [{'model.bottleneck_activation': a, 'seed': s}
               for a in ('linear', 'relu6') for s in (0, 1, 2)][:POINTS]
-''')
+""")
 
 
 def _experiment(tmp_path, points=6, body=EXPERIMENT):
@@ -57,23 +57,34 @@ class FakeMain:
 
   def __call__(self, command, stdout=None, stderr=None, check=False):
     del stdout, stderr, check
-    workdir = next(c.split('=', 1)[1] for c in command
-                   if c.startswith('--workdir='))
+    workdir = next(
+      c.split('=', 1)[1] for c in command if c.startswith('--workdir=')
+    )
     overrides = {}
     for c in command:
       if c.startswith('--config.'):
-        key, value = c[len('--config.'):].split('=', 1)
+        key, value = c[len('--config.') :].split('=', 1)
         overrides[key] = int(value) if value.isdigit() else value
     self.calls.append(os.path.basename(workdir))
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
       for step in (10, 20):
-        f.write(json.dumps({'step': step, 'split': 'train', 'loss': 1.0}) + '\n')
+        f.write(
+          json.dumps({'step': step, 'split': 'train', 'loss': 1.0}) + '\n'
+        )
         if os.path.basename(workdir) in self.fail_first:
           self.fail_first.remove(os.path.basename(workdir))
           return subprocess.CompletedProcess(command, 137)
-        f.write(json.dumps({'step': step, 'split': 'test',
-                            'top1': _top1(overrides) * step / 20}) + '\n')
+        f.write(
+          json.dumps(
+            {
+              'step': step,
+              'split': 'test',
+              'top1': _top1(overrides) * step / 20,
+            }
+          )
+          + '\n'
+        )
     return subprocess.CompletedProcess(command, 0)
 
 
@@ -85,15 +96,20 @@ def test_points_names_and_commands(tmp_path):
   assert len(set(names)) == 6
   assert sweeps.group_name(points[4]) == 'bottleneck_activation=relu6'
   command = sweeps.point_command('exp.py:builtin', '/w', points[4])
-  assert command[1:] == ['-m', 'mnv2_jax.main', '--config=exp.py:builtin',
-                         '--workdir=/w/bottleneck_activation=relu6_seed=1',
-                         '--config.model.bottleneck_activation=relu6',
-                         '--config.seed=1']
+  assert command[1:] == [
+    '-m',
+    'mnv2_jax.main',
+    '--config=exp.py:builtin',
+    '--workdir=/w/bottleneck_activation=relu6_seed=1',
+    '--config.model.bottleneck_activation=relu6',
+    '--config.seed=1',
+  ]
 
 
 def test_unknown_field_or_invalid_value_is_named(tmp_path):
-  bad_key = EXPERIMENT.replace("'model.bottleneck_activation'",
-                               "'model.bottleneck_activaton'")
+  bad_key = EXPERIMENT.replace(
+    "'model.bottleneck_activation'", "'model.bottleneck_activaton'"
+  )
   with pytest.raises(ValueError, match='config.model.bottleneck_activaton'):
     sweeps.load_experiment(_experiment(tmp_path, body=bad_key))
   bad_value = EXPERIMENT.replace("('linear', 'relu6')", "('linear', 'gelu')")
@@ -109,12 +125,16 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
 
   # First pass: point 0 finishes, point 1 is killed midway.
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 1
-  assert fake.calls == ['bottleneck_activation=linear_seed=0',
-                        'bottleneck_activation=linear_seed=1']
-  assert sweeps.is_finished(workdir, {'model.bottleneck_activation': 'linear',
-                                     'seed': 0})
-  assert not os.path.exists(os.path.join(
-      workdir, 'bottleneck_activation=linear_seed=1', 'result.json'))
+  assert fake.calls == [
+    'bottleneck_activation=linear_seed=0',
+    'bottleneck_activation=linear_seed=1',
+  ]
+  assert sweeps.is_finished(
+    workdir, {'model.bottleneck_activation': 'linear', 'seed': 0}
+  )
+  assert not os.path.exists(
+    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'result.json')
+  )
 
   # --print_commands lists only the unfinished point.
   capsys.readouterr()
@@ -126,10 +146,14 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   fake.calls.clear()
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert fake.calls == ['bottleneck_activation=linear_seed=1']
-  with open(os.path.join(workdir, 'bottleneck_activation=linear_seed=1',
-                         'result.json')) as f:
-    assert json.load(f)['final'] == {'step': 20, 'split': 'test',
-                                     'top1': pytest.approx(0.81)}
+  with open(
+    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'result.json')
+  ) as f:
+    assert json.load(f)['final'] == {
+      'step': 20,
+      'split': 'test',
+      'top1': pytest.approx(0.81),
+    }
 
   # Third pass: nothing to do.
   fake.calls.clear()
@@ -150,12 +174,16 @@ def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
     return fake(command, **kwargs)
 
   monkeypatch.setattr(sweeps.subprocess, 'run', run_in_pairs)
-  assert sweep_cli.main(['--config', config, '--workdir', workdir,
-                     '--jobs', '2']) == 0
+  assert (
+    sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '2'])
+    == 0
+  )
   assert sorted(fake.calls) == sorted(
-      sweeps.point_name(p) for p in sweeps.load_experiment(config)[1])
-  assert all(sweeps.is_finished(workdir, p)
-             for p in sweeps.load_experiment(config)[1])
+    sweeps.point_name(p) for p in sweeps.load_experiment(config)[1]
+  )
+  assert all(
+    sweeps.is_finished(workdir, p) for p in sweeps.load_experiment(config)[1]
+  )
   with pytest.raises(SystemExit):
     sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '0'])
 
@@ -172,18 +200,29 @@ def test_report_from_known_runs(tmp_path, monkeypatch):
 
   markdown = open(os.path.join(workdir, 'results.md')).read()
   assert '5 of 6 runs finished, ' in markdown
-  linear = [100 * _top1({'model.bottleneck_activation': 'linear', 'seed': s})
-            for s in (0, 1, 2)]
-  relu6 = [100 * _top1({'model.bottleneck_activation': 'relu6', 'seed': s})
-           for s in (0, 1)]
-  assert (f'| linear | {statistics.fmean(linear):.2f} ± '
-          f'{statistics.stdev(linear):.2f} | 3 |') in markdown
-  assert (f'| relu6 | {statistics.fmean(relu6):.2f} ± '
-          f'{statistics.stdev(relu6):.2f} | 2 |') in markdown
+  linear = [
+    100 * _top1({'model.bottleneck_activation': 'linear', 'seed': s})
+    for s in (0, 1, 2)
+  ]
+  relu6 = [
+    100 * _top1({'model.bottleneck_activation': 'relu6', 'seed': s})
+    for s in (0, 1)
+  ]
+  assert (
+    f'| linear | {statistics.fmean(linear):.2f} ± '
+    f'{statistics.stdev(linear):.2f} | 3 |'
+  ) in markdown
+  assert (
+    f'| relu6 | {statistics.fmean(relu6):.2f} ± '
+    f'{statistics.stdev(relu6):.2f} | 2 |'
+  ) in markdown
   # Both variants have the same parameters and multiply-adds (Figure 6a
   # changes the function only).
-  rows = [line for line in markdown.splitlines() if line.startswith('| l')
-          or line.startswith('| r')]
+  rows = [
+    line
+    for line in markdown.splitlines()
+    if line.startswith('| l') or line.startswith('| r')
+  ]
   assert rows[0].split('|')[-3:] == rows[1].split('|')[-3:]
 
   with open(os.path.join(workdir, 'results.csv')) as f:
@@ -209,20 +248,32 @@ def test_cluttered_digits_are_deterministic_and_disjoint():
   test_glyphs = digits.raw_split('test')[0].reshape(-1, 64)
   common = set(map(bytes, train_glyphs)) & set(map(bytes, test_glyphs))
   assert len(common) < 5  # scikit-learn's set holds a few duplicate scans
-  labels = [cluttered_digits.make_example('train', i, 32)[1] for i in range(200)]
+  labels = [
+    cluttered_digits.make_example('train', i, 32)[1] for i in range(200)
+  ]
   assert set(labels) == set(range(10))
 
 
-@pytest.mark.parametrize('experiment', [
-    'ablation_bottleneck', 'ablation_shortcut', 'sweep_expansion',
-    'sweep_width_resolution'])
+@pytest.mark.parametrize(
+  'experiment',
+  [
+    'ablation_bottleneck',
+    'ablation_shortcut',
+    'sweep_expansion',
+    'sweep_width_resolution',
+  ],
+)
 def test_every_experiment_config_is_valid_at_every_scale(experiment):
   """Each committed experiment's points all validate at each scale (the
   runner checks them before training; a bad one would stop a sweep late)."""
-  from mnv2_jax import configuration  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
-                      f'{experiment}.py')
+  from mnv2_jax import configuration
+
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), 'configs', f'{experiment}.py'
+  )
   for scale in configuration.EXPERIMENT_SCALES:
     base, points = sweeps.load_experiment(f'{path}:{scale}')
     assert points and len({sweeps.point_name(p) for p in points}) == len(points)
-    assert base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
+    assert (
+      base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
+    )

@@ -11,12 +11,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mnv2_jax.training import checkpointing
 from mnv2_jax import configuration
 from mnv2_jax.data import datasets
+from mnv2_jax.training import checkpointing
 from mnv2_jax.training import metric_writers
-from mnv2_jax.training import trainer
 from mnv2_jax.training import optimization
+from mnv2_jax.training import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def tiny_digits_config(**overrides) -> ml_collections.ConfigDict:
   """configs/quickstart.py shrunk to a few steps of a 0.35 model at 32x32."""
   sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
   try:
-    import quickstart  # pylint: disable=g-import-not-at-top
+    import quickstart
   finally:
     sys.path.pop(0)
   config = quickstart.get_config()
@@ -64,29 +64,39 @@ def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
   assert final['num_examples'] == 360  # every test digit exactly once
   assert 0.0 <= final['top1'] <= final['top5'] <= 1.0
   assert final['top1'] == pytest.approx(results['top1'])
-  train_lines = [l for l in metric_writers.read_jsonl(workdir)
-                 if l['split'] == 'train']
+  train_lines = [
+    l for l in metric_writers.read_jsonl(workdir) if l['split'] == 'train'
+  ]
   assert [l['step'] for l in train_lines] == [2, 4]
-  for key in ('loss', 'accuracy', 'learning_rate', 'images_per_second',
-              'input_wait_fraction'):
+  for key in (
+    'loss',
+    'accuracy',
+    'learning_rate',
+    'images_per_second',
+    'input_wait_fraction',
+  ):
     assert key in train_lines[0]
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.all_steps() == [2, 4]
   # TensorBoard reads the scalars back, as metrics.jsonl has them.
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
+
   events = event_accumulator.EventAccumulator(
-      os.path.join(workdir, 'tensorboard'))
+    os.path.join(workdir, 'tensorboard')
+  )
   events.Reload()
-  assert [(e.step, pytest.approx(e.value)) for e in events.Scalars(
-      'train/loss')] == [(l['step'], l['loss']) for l in train_lines]
+  assert [
+    (e.step, pytest.approx(e.value)) for e in events.Scalars('train/loss')
+  ] == [(l['step'], l['loss']) for l in train_lines]
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['model']['width_multiplier'] == 0.35
 
 
 def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir):
   workdir, results = trained_workdir
-  evaluated = trainer.train_and_evaluate(tiny_digits_config(mode='eval'),
-                                       workdir)
+  evaluated = trainer.train_and_evaluate(
+    tiny_digits_config(mode='eval'), workdir
+  )
   assert evaluated['top1'] == pytest.approx(results['top1'])
   assert evaluated['loss'] == pytest.approx(results['loss'], rel=1e-5)
 
@@ -105,25 +115,33 @@ def test_learning_rate_schedule_is_the_paper_recipe():
   assert float(lr(35)) == pytest.approx(0.09 * 0.98**3)
   config.warmup_epochs, config.lr_schedule = 1.0, 'cosine'
   config.num_train_steps = 100
-  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(
+    config, optimization.make_schedule(config, 1920)
+  )
   assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(0.09)
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-7)
   # DeepLab's 'poly': peak x (1 - step / total)^0.9, after the warm-up.
   config.lr_schedule = 'poly'
-  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(
+    config, optimization.make_schedule(config, 1920)
+  )
   assert float(lr(5)) == pytest.approx(0.045)
   assert float(lr(55)) == pytest.approx(0.09 * 0.5**0.9)
   config.warmup_epochs = 0.0
-  lr = optimization.learning_rate_fn(config, optimization.make_schedule(config, 1920))
+  lr = optimization.learning_rate_fn(
+    config, optimization.make_schedule(config, 1920)
+  )
   assert float(lr(0)) == pytest.approx(0.09)
   assert float(lr(25)) == pytest.approx(0.09 * 0.75**0.9)
 
 
 def test_weight_decay_skips_depthwise_batch_norm_and_biases():
-  from mnv2_jax.models import mobilenet_v2  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.models import mobilenet_v2
+
   params = jax.eval_shape(
-      mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=0.35).init,
-      jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+    mobilenet_v2.MobileNetV2(num_classes=10, width_multiplier=0.35).init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32),
   )['params']
   mask = optimization.weight_decay_mask(params)
   assert mask['layer_3']['expand']['conv']['kernel']
@@ -140,13 +158,17 @@ def test_weight_decay_skips_depthwise_batch_norm_and_biases():
 
 def test_ema_decay_warms_up_like_tensorflow():
   # min(decay, (1 + n) / (10 + n)): 0.1 at step 0, the full decay later.
-  assert float(optimization.ema_decay_at(np.int32(0), 0.9999)) == pytest.approx(0.1)
-  assert float(optimization.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(
-      0.9999)
+  assert float(optimization.ema_decay_at(np.int32(0), 0.9999)) == pytest.approx(
+    0.1
+  )
+  assert float(
+    optimization.ema_decay_at(np.int32(10**6), 0.9999)
+  ) == pytest.approx(0.9999)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   workdir = str(tmp_path)
   real_batches = datasets.train_batches
 
@@ -156,8 +178,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
         batch = dict(batch, image=np.full_like(batch['image'], np.nan))
       yield batch
 
-  monkeypatch.setattr(datasets, 'train_batches',
-                      poisoned_from_step_three)
+  monkeypatch.setattr(datasets, 'train_batches', poisoned_from_step_three)
   config = tiny_digits_config(checkpoint_every_steps=1, log_every_steps=100)
   with pytest.raises(trainer.TrainingDivergedError, match='nan at step 3'):
     trainer.train_and_evaluate(config, workdir)
@@ -169,8 +190,10 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
-    trained_workdir, tmp_path):
-  import shutil  # pylint: disable=g-import-not-at-top
+  trained_workdir, tmp_path
+):
+  import shutil
+
   workdir = str(tmp_path / 'copy')
   shutil.copytree(trained_workdir[0], workdir)
   step_dir = os.path.join(workdir, 'checkpoints', '4')
@@ -179,13 +202,16 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
       if name != '_CHECKPOINT_METADATA':
         with open(os.path.join(root, name), 'wb') as f:
           f.write(b'garbage')
-  with pytest.raises(ValueError, match='Could not restore the checkpoint of '
-                     'step 4'):
+  with pytest.raises(
+    ValueError, match='Could not restore the checkpoint of step 4'
+  ):
     trainer.train_and_evaluate(tiny_digits_config(mode='eval'), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
-@pytest.mark.parametrize('field,value,message', [
+@pytest.mark.parametrize(
+  'field,value,message',
+  [
     ('model.width_multiplier', 0.0, 'model.width_multiplier=0.0 is invalid'),
     ('model.width_multiplier', -1.0, 'number > 0'),
     ('model.output_stride', 12, r'allowed values are \[8, 16, 32\]'),
@@ -196,7 +222,8 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
     ('model.expansion_ratio', 0.5, 'number >= 1'),
     ('dataset.name', 'mnist', "'digits', 'cluttered_digits', 'imagenet2012'"),
     ('inference_microbatch', -2, '-1 \\(auto\\), 0 \\(whole batch\\)'),
-])
+  ],
+)
 def test_config_errors_name_the_field_and_the_fix(field, value, message):
   config = tiny_digits_config()
   config.update_from_flattened_dict({field: value})
@@ -206,13 +233,18 @@ def test_config_errors_name_the_field_and_the_fix(field, value, message):
 
 
 def test_unknown_config_key_fails_at_parse_time():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from ml_collections import config_flags
+
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values,
-                                  lock_config=True)
-  argv = ['main', f'--config={REPO_ROOT}/configs/quickstart.py',
-          '--config.model.width_multipler=0.5']
+  config_flags.DEFINE_config_file(
+    'config', None, 'config', flag_values, lock_config=True
+  )
+  argv = [
+    'main',
+    f'--config={REPO_ROOT}/configs/quickstart.py',
+    '--config.model.width_multipler=0.5',
+  ]
   with pytest.raises(Exception, match='width_multipler'):
     flag_values(argv)
 
@@ -228,9 +260,11 @@ def test_missing_imagenet_directory_fails_before_training(tmp_path):
 
 
 def test_one_imagenet_train_step_under_mock_data(tmp_path):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  config = tiny_digits_config(num_train_steps=1, log_every_steps=1,
-                              checkpoint_every_steps=1)
+  import tensorflow_datasets as tfds
+
+  config = tiny_digits_config(
+    num_train_steps=1, log_every_steps=1, checkpoint_every_steps=1
+  )
   config.dataset.name = 'imagenet2012'
   config.dataset.eval_split = 'validation'
   config.num_classes = 1000
@@ -241,8 +275,9 @@ def test_one_imagenet_train_step_under_mock_data(tmp_path):
   # average of the weights, checkpointed and evaluated alongside.
   config.label_smoothing = 0.1
   config.ema_decay = 0.9999
-  with tfds.testing.mock_data(num_examples=6,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+  with tfds.testing.mock_data(
+    num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
     results = trainer.train_and_evaluate(config, str(tmp_path))
   final = final_line(str(tmp_path), 'validation')
   assert final['step'] == 1 and final['num_examples'] == 6
@@ -298,30 +333,51 @@ def test_one_and_eight_devices_agree():
   devices gives the same loss, parameters and BatchNorm statistics up to float
   rounding: BatchNorm statistics are over the global batch on any mesh."""
   flags = os.environ.get('XLA_FLAGS', '')  # conftest's -O0 kept
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8',
-             # The suite's cache: the 1-device step is the other tests' one.
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
-  code = _ONE_VS_EIGHT.format(repo=REPO_ROOT,
-                              tests=os.path.join(REPO_ROOT, 'tests'))
-  run = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO_ROOT,
-                       capture_output=True, text=True)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8',
+    # The suite's cache: the 1-device step is the other tests' one.
+    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
+  )
+  code = _ONE_VS_EIGHT.format(
+    repo=REPO_ROOT, tests=os.path.join(REPO_ROOT, 'tests')
+  )
+  run = subprocess.run(
+    [sys.executable, '-c', code],
+    env=env,
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   assert 'ONE_VS_EIGHT_OK' in run.stdout
 
 
 def test_prefetcher_takes_out_and_adds_up_the_repair_counts():
-  batches = iter([
-      {'image': np.zeros((2, 1)), 'skipped_examples': np.int64(2),
-       'dropped_boxes': np.array([1, 0])},
-      {'image': np.ones((2, 1)), 'skipped_examples': np.int64(1),
-       'clipped_boxes': np.array([0, 3])}])
+  batches = iter(
+    [
+      {
+        'image': np.zeros((2, 1)),
+        'skipped_examples': np.int64(2),
+        'dropped_boxes': np.array([1, 0]),
+      },
+      {
+        'image': np.ones((2, 1)),
+        'skipped_examples': np.int64(1),
+        'clipped_boxes': np.array([0, 3]),
+      },
+    ]
+  )
   seen = []
-  prefetcher = trainer._Prefetcher(batches, lambda b: seen.append(b) or b)  # pylint: disable=protected-access
+  prefetcher = trainer._Prefetcher(batches, lambda b: seen.append(b) or b)
   next(prefetcher)
   next(prefetcher)
   prefetcher.close()
   assert [sorted(b) for b in seen] == [['image'], ['image']]
-  assert prefetcher.repair_counts == {'skipped_examples': 3,
-                                      'clipped_boxes': 3, 'dropped_boxes': 1}
+  assert prefetcher.repair_counts == {
+    'skipped_examples': 3,
+    'clipped_boxes': 3,
+    'dropped_boxes': 1,
+  }

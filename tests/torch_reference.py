@@ -18,18 +18,23 @@ def mobilenet_v2(torch, num_classes=1000, width_multiplier=1.0):
 
   def conv_bn_relu6(cin, cout, kernel=3, stride=1, groups=1):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups,
-                  bias=False),
-        nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+      nn.Conv2d(
+        cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False
+      ),
+      nn.BatchNorm2d(cout),
+      nn.ReLU6(inplace=True),
+    )
 
   class InvertedResidual(nn.Module):
-
     def __init__(self, cin, cout, stride, expansion):
       super().__init__()
       hidden = int(round(cin * expansion))
       units = [conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []
-      units += [conv_bn_relu6(hidden, hidden, 3, stride, hidden),
-                nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+      units += [
+        conv_bn_relu6(hidden, hidden, 3, stride, hidden),
+        nn.Conv2d(hidden, cout, 1, bias=False),
+        nn.BatchNorm2d(cout),
+      ]
       self.conv = nn.Sequential(*units)
       self.residual = stride == 1 and cin == cout
 
@@ -37,24 +42,31 @@ def mobilenet_v2(torch, num_classes=1000, width_multiplier=1.0):
       return x + self.conv(x) if self.residual else self.conv(x)
 
   class MobileNetV2(nn.Module):
-
     def __init__(self):
       super().__init__()
       channels = divisible(32 * width_multiplier)
       last = divisible(1280 * max(1.0, width_multiplier))
       features = [conv_bn_relu6(3, channels, 3, 2)]
-      for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2),
-                         (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                         (6, 320, 1, 1)]:
+      for t, c, n, s in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+      ]:
         out = divisible(c * width_multiplier)
         for i in range(n):
-          features.append(InvertedResidual(channels, out, s if i == 0 else 1,
-                                            t))
+          features.append(
+            InvertedResidual(channels, out, s if i == 0 else 1, t)
+          )
           channels = out
       features.append(conv_bn_relu6(channels, last, 1))
       self.features = nn.Sequential(*features)
-      self.classifier = nn.Sequential(nn.Dropout(0.2),
-                                      nn.Linear(last, num_classes))
+      self.classifier = nn.Sequential(
+        nn.Dropout(0.2), nn.Linear(last, num_classes)
+      )
 
     def forward(self, x):
       x = self.features(x).mean(dim=(2, 3))

@@ -54,32 +54,39 @@ def _paste(image, glyph, top, left, colour, opacity):
   y1, x1 = min(top + h, size), min(left + w, size)
   if y0 >= y1 or x0 >= x1:
     return
-  ink = glyph[y0 - top:y1 - top, x0 - left:x1 - left, None] * opacity
+  ink = glyph[y0 - top : y1 - top, x0 - left : x1 - left, None] * opacity
   region = image[y0:y1, x0:x1]
   image[y0:y1, x0:x1] = region * (1 - ink) + colour * ink
 
 
 def _rotated_glyph(glyph: np.ndarray, size: int, angle: float) -> np.ndarray:
-  resized = transform.resize(glyph, (size, size), order=1, mode='constant',
-                             anti_aliasing=False)
-  return np.clip(transform.rotate(resized, angle, resize=True, order=1,
-                                  mode='constant'), 0.0, 1.0).astype(np.float32)
+  resized = transform.resize(
+    glyph, (size, size), order=1, mode='constant', anti_aliasing=False
+  )
+  return np.clip(
+    transform.rotate(resized, angle, resize=True, order=1, mode='constant'),
+    0.0,
+    1.0,
+  ).astype(np.float32)
 
 
-def make_example(split: str, index: int, image_size: int
-                 ) -> tuple[np.ndarray, int]:
+def make_example(
+  split: str, index: int, image_size: int
+) -> tuple[np.ndarray, int]:
   """One image (uint8 [S, S, 3]) and its label."""
   if split not in SPLIT_SIZES:
-    raise ValueError(f'cluttered_digits has splits {list(SPLIT_SIZES)}, '
-                     f'got {split!r}.')
+    raise ValueError(
+      f'cluttered_digits has splits {list(SPLIT_SIZES)}, got {split!r}.'
+    )
   rng = np.random.default_rng([_SPLIT_TAG[split], index])
   backgrounds = photos.photos()
   photo = backgrounds[rng.integers(len(backgrounds))]
-  side = int(rng.integers(min(photo.shape[:2]) // 8,
-                          min(photo.shape[:2]) // 2 + 1))
+  side = int(
+    rng.integers(min(photo.shape[:2]) // 8, min(photo.shape[:2]) // 2 + 1)
+  )
   top = int(rng.integers(0, photo.shape[0] - side + 1))
   left = int(rng.integers(0, photo.shape[1] - side + 1))
-  image = photos.resize(photo[top:top + side, left:left + side], image_size)
+  image = photos.resize(photo[top : top + side, left : left + side], image_size)
   mean = image.mean(axis=(0, 1))
   image = mean + PHOTO_CONTRAST * (image - mean)
   glyphs, labels = digits.raw_split(split)
@@ -95,20 +102,29 @@ def make_example(split: str, index: int, image_size: int
     piece = _rotated_glyph(other, size, rng.uniform(-180, 180))
     h = piece.shape[0]
     y = int(rng.integers(-h + 2, image_size - 1))
-    x = int(rng.choice([rng.integers(-h + 2, -h // 2 + 1),
-                        rng.integers(image_size - h // 2, image_size - 1)]))
+    x = int(
+      rng.choice(
+        [
+          rng.integers(-h + 2, -h // 2 + 1),
+          rng.integers(image_size - h // 2, image_size - 1),
+        ]
+      )
+    )
     if rng.random() < 0.5:
       y, x = x, y
     _paste(image, piece, y, x, ink_colour(), rng.uniform(*INK_OPACITY))
 
   which = int(rng.integers(len(labels)))
   size = int(round(rng.uniform(*DIGIT_SIZE) * image_size))
-  glyph = _rotated_glyph(glyphs[which], size,
-                         rng.uniform(-MAX_ROTATION, MAX_ROTATION))
+  glyph = _rotated_glyph(
+    glyphs[which], size, rng.uniform(-MAX_ROTATION, MAX_ROTATION)
+  )
   h = glyph.shape[0]
   y = int(rng.integers(min(0, image_size - h), max(0, image_size - h) + 1))
   x = int(rng.integers(min(0, image_size - h), max(0, image_size - h) + 1))
-  region = image[max(y, 0):y + h, max(x, 0):x + h].reshape(-1, 3).mean(axis=0)
+  region = (
+    image[max(y, 0) : y + h, max(x, 0) : x + h].reshape(-1, 3).mean(axis=0)
+  )
   # The digit's ink: each channel moved INK_CONTRAST away from the photo's
   # mean under it, towards the side with more room, so that the digit always
   # stands out (a mid-grey photo's complement would be the photo's colour).
@@ -122,20 +138,33 @@ def make_example(split: str, index: int, image_size: int
 
 def _generator_key(split: str, image_size: int) -> str:
   """Names a cached split; any change of the generator's settings changes it."""
-  settings = (VERSION, SPLIT_SIZES[split], DIGIT_SIZE, MAX_ROTATION,
-              INK_OPACITY, DISTRACTORS, NOISE_STD, INK_CONTRAST, PHOTO_CONTRAST,
-              photos.NAMES)
+  settings = (
+    VERSION,
+    SPLIT_SIZES[split],
+    DIGIT_SIZE,
+    MAX_ROTATION,
+    INK_OPACITY,
+    DISTRACTORS,
+    NOISE_STD,
+    INK_CONTRAST,
+    PHOTO_CONTRAST,
+    photos.NAMES,
+  )
   digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
   return f'cluttered_digits_{split}_{image_size}_{digest}.npz'
 
 
-def generate_split(split: str, image_size: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def generate_split(
+  split: str, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N, S, S, 3], labels int32 [N]), generated."""
-  examples = [make_example(split, i, image_size)
-              for i in range(SPLIT_SIZES[split])]
-  return (np.stack([image for image, _ in examples]),
-          np.asarray([label for _, label in examples], np.int32))
+  examples = [
+    make_example(split, i, image_size) for i in range(SPLIT_SIZES[split])
+  ]
+  return (
+    np.stack([image for image, _ in examples]),
+    np.asarray([label for _, label in examples], np.int32),
+  )
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,8 +176,9 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
   under a name that changes with every generator setting; an unreadable
   cache file is regenerated.
   """
-  cache_dir = os.environ.get('MNV2_JAX_CACHE',
-                             os.path.expanduser('~/.cache/mnv2_jax'))
+  cache_dir = os.environ.get(
+    'MNV2_JAX_CACHE', os.path.expanduser('~/.cache/mnv2_jax')
+  )
   path = os.path.join(cache_dir, _generator_key(split, image_size))
   try:
     with np.load(path) as cached:

@@ -36,11 +36,87 @@ from mnv2_jax.data import tfds_common
 
 # COCO's category id of each contiguous TFDS label (the 80 used categories).
 CATEGORY_IDS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
-    23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44,
-    46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64,
-    65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88,
-    89, 90)
+  1,
+  2,
+  3,
+  4,
+  5,
+  6,
+  7,
+  8,
+  9,
+  10,
+  11,
+  13,
+  14,
+  15,
+  16,
+  17,
+  18,
+  19,
+  20,
+  21,
+  22,
+  23,
+  24,
+  25,
+  27,
+  28,
+  31,
+  32,
+  33,
+  34,
+  35,
+  36,
+  37,
+  38,
+  39,
+  40,
+  41,
+  42,
+  43,
+  44,
+  46,
+  47,
+  48,
+  49,
+  50,
+  51,
+  52,
+  53,
+  54,
+  55,
+  56,
+  57,
+  58,
+  59,
+  60,
+  61,
+  62,
+  63,
+  64,
+  65,
+  67,
+  70,
+  72,
+  73,
+  74,
+  75,
+  76,
+  77,
+  78,
+  79,
+  80,
+  81,
+  82,
+  84,
+  85,
+  86,
+  87,
+  88,
+  89,
+  90,
+)
 MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 CROP_AREA_RANGE = (0.1, 1.0)
 CROP_ASPECT_RATIO_RANGE = (0.5, 2.0)
@@ -52,58 +128,75 @@ def dataset_info(config) -> common.DatasetInfo:
   builder = tfds_common.builder(config)
   names = tuple(builder.info.features['objects']['label'].names)
   return common.DatasetInfo(
-      len(names), tfds_common.num_examples(config, config.dataset.train_split),
-      tfds_common.num_examples(config, config.dataset.eval_split),
-      config.dataset.eval_split, category_ids=CATEGORY_IDS[:len(names)],
-      category_names=names)
+    len(names),
+    tfds_common.num_examples(config, config.dataset.train_split),
+    tfds_common.num_examples(config, config.dataset.eval_split),
+    config.dataset.eval_split,
+    category_ids=CATEGORY_IDS[: len(names)],
+    category_names=names,
+  )
 
 
 def check_data_available(config: ml_collections.ConfigDict) -> None:
   """Raises a clear error if the prepared coco/2017 cannot be read."""
   tfds_common.check_prepared(
-      config, tfds_common.builder(config),
-      'On a machine with network access prepare it with\n'
-      '  tfds build coco/2017 --data_dir <data_dir>\n')
+    config,
+    tfds_common.builder(config),
+    'On a machine with network access prepare it with\n'
+    '  tfds build coco/2017 --data_dir <data_dir>\n',
+  )
 
 
 def _pad(tensor: tf.Tensor, count: int) -> tf.Tensor:
   tensor = tensor[:count]
   padding = [[0, count - tf.shape(tensor)[0]]] + [[0, 0]] * (
-      len(tensor.shape) - 1)
+    len(tensor.shape) - 1
+  )
   return tf.pad(tensor, padding)
 
 
 def _ground_truth(boxes, labels, crowd, max_boxes: int) -> dict:
   count = tf.minimum(tf.shape(labels)[0], max_boxes)
-  return {'boxes': tf.ensure_shape(_pad(boxes, max_boxes), [max_boxes, 4]),
-          'labels': tf.ensure_shape(_pad(labels, max_boxes), [max_boxes]),
-          'valid': tf.range(max_boxes) < count,
-          'crowd': tf.ensure_shape(_pad(crowd, max_boxes), [max_boxes])}
+  return {
+    'boxes': tf.ensure_shape(_pad(boxes, max_boxes), [max_boxes, 4]),
+    'labels': tf.ensure_shape(_pad(labels, max_boxes), [max_boxes]),
+    'valid': tf.range(max_boxes) < count,
+    'crowd': tf.ensure_shape(_pad(crowd, max_boxes), [max_boxes]),
+  }
 
 
 def _random_crop(image, boxes, labels, seed):
   """SSD's random crop; returns the window's image and its boxes/labels."""
-  seeds = tf.random.experimental.stateless_split(seed, num=3,
-                                                 alg=tfds_common.RNG_ALG)
-  choice = tf.random.stateless_uniform([], seeds[0], 0, len(MIN_OBJECT_COVERED),
-                                       dtype=tf.int32)
+  seeds = tf.random.experimental.stateless_split(
+    seed, num=3, alg=tfds_common.RNG_ALG
+  )
+  choice = tf.random.stateless_uniform(
+    [], seeds[0], 0, len(MIN_OBJECT_COVERED), dtype=tf.int32
+  )
   covered = tf.gather(MIN_OBJECT_COVERED, choice)
   begin, size, window = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=boxes[None], seed=seeds[1],
-      min_object_covered=covered, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
-      area_range=CROP_AREA_RANGE, max_attempts=100,
-      use_image_if_no_bounding_boxes=True)
+    tf.shape(image),
+    bounding_boxes=boxes[None],
+    seed=seeds[1],
+    min_object_covered=covered,
+    aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
+    area_range=CROP_AREA_RANGE,
+    max_attempts=100,
+    use_image_if_no_bounding_boxes=True,
+  )
   keep_whole = tf.random.stateless_uniform([], seeds[2]) < (
-      KEEP_WHOLE_IMAGE_PROBABILITY)
-  window = tf.where(keep_whole, tf.constant([0.0, 0.0, 1.0, 1.0]),
-                    window[0, 0])
+    KEEP_WHOLE_IMAGE_PROBABILITY
+  )
+  window = tf.where(keep_whole, tf.constant([0.0, 0.0, 1.0, 1.0]), window[0, 0])
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   top_left = tf.cast(tf.round(window[:2] * shape), tf.int32)
   crop_size = tf.maximum(
-      tf.cast(tf.round((window[2:] - window[:2]) * shape), tf.int32), 1)
+    tf.cast(tf.round((window[2:] - window[:2]) * shape), tf.int32), 1
+  )
   del begin, size
-  image = tf.image.crop_to_bounding_box(image, top_left[0], top_left[1],
-                                        crop_size[0], crop_size[1])
+  image = tf.image.crop_to_bounding_box(
+    image, top_left[0], top_left[1], crop_size[0], crop_size[1]
+  )
   # Boxes in the window's coordinates; keep those whose centre is inside.
   extent = tf.concat([window[2:] - window[:2]] * 2, 0)
   moved = (boxes - tf.concat([window[:2]] * 2, 0)) / extent
@@ -114,31 +207,43 @@ def _random_crop(image, boxes, labels, seed):
 
 
 def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
-  image = tf.io.decode_image(example['image'], channels=3,
-                             expand_animations=False)
+  image = tf.io.decode_image(
+    example['image'], channels=3, expand_animations=False
+  )
   objects = example['objects']
   keep = ~objects['is_crowd']
   boxes, labels, repairs = repair_boxes(
-      tf.boolean_mask(objects['bbox'], keep),
-      tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32))
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
-      seed, num=2, alg=tfds_common.RNG_ALG))
+    tf.boolean_mask(objects['bbox'], keep),
+    tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32),
+  )
+  crop_seed, flip_seed = tf.unstack(
+    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+  )
   image, boxes, labels = _random_crop(image, boxes, labels, crop_seed)
   flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-  image = tf.cond(flip, lambda: tf.image.flip_left_right(image),
-                  lambda: image)
-  boxes = tf.cond(flip, lambda: tf.stack(
-      [boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], 1),
-                  lambda: boxes)
+  image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+  boxes = tf.cond(
+    flip,
+    lambda: tf.stack(
+      [boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], 1
+    ),
+    lambda: boxes,
+  )
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  boxes, labels = tf.boolean_mask(boxes, area > 0), tf.boolean_mask(
-      labels, area > 0)
-  image = common.scale_pixels(tf.image.resize(
-      image, [image_size, image_size], method='bilinear'))
+  boxes, labels = (
+    tf.boolean_mask(boxes, area > 0),
+    tf.boolean_mask(labels, area > 0),
+  )
+  image = common.scale_pixels(
+    tf.image.resize(image, [image_size, image_size], method='bilinear')
+  )
   image.set_shape([image_size, image_size, 3])
   crowd = tf.zeros_like(labels, tf.bool)
-  return {'image': image, **_ground_truth(boxes, labels, crowd, max_boxes),
-          **repairs}
+  return {
+    'image': image,
+    **_ground_truth(boxes, labels, crowd, max_boxes),
+    **repairs,
+  }
 
 
 def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
@@ -148,53 +253,80 @@ def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
   the boxes, their labels, and the counts for common.REPAIR_COUNTS."""
   clipped = tf.clip_by_value(boxes, 0.0, 1.0)
   outside = tf.reduce_any(tf.not_equal(clipped, boxes), axis=1)
-  area = ((clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]))
+  area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
   kept = area > 0
-  return (tf.boolean_mask(clipped, kept), tf.boolean_mask(labels, kept), {
+  return (
+    tf.boolean_mask(clipped, kept),
+    tf.boolean_mask(labels, kept),
+    {
       'clipped_boxes': tf.reduce_sum(tf.cast(outside & kept, tf.int32)),
-      'dropped_boxes': tf.reduce_sum(tf.cast(~kept, tf.int32))})
+      'dropped_boxes': tf.reduce_sum(tf.cast(~kept, tf.int32)),
+    },
+  )
 
 
 def preprocess_for_eval(example, image_size: int, max_boxes: int):
-  image = tf.io.decode_image(example['image'], channels=3,
-                             expand_animations=False)
+  image = tf.io.decode_image(
+    example['image'], channels=3, expand_animations=False
+  )
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  image = common.scale_pixels(tf.image.resize(
-      image, [image_size, image_size], method='bilinear'))
+  image = common.scale_pixels(
+    tf.image.resize(image, [image_size, image_size], method='bilinear')
+  )
   image.set_shape([image_size, image_size, 3])
   objects = example['objects']
-  return {'image': image,
-          **_ground_truth(objects['bbox'], tf.cast(objects['label'], tf.int32),
-                          objects['is_crowd'], max_boxes),
-          'image_id': tf.cast(example['image/id'], tf.int32),
-          'height': height, 'width': width, 'mask': tf.constant(True)}
+  return {
+    'image': image,
+    **_ground_truth(
+      objects['bbox'],
+      tf.cast(objects['label'], tf.int32),
+      objects['is_crowd'],
+      max_boxes,
+    ),
+    'image_id': tf.cast(example['image/id'], tf.int32),
+    'height': height,
+    'width': width,
+    'mask': tf.constant(True),
+  }
 
 
-def train_batches(config, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
   image_size, max_boxes = config.image_size, config.detection.max_boxes
   return tfds_common.train_batches(
-      config, tfds_common.builder(config), start_step=start_step,
-      per_host_batch_size=per_host_batch_size, augment_tag=_AUGMENT_TAG,
-      preprocess=lambda example, seed: preprocess_for_train(
-          example, seed, image_size, max_boxes))
+    config,
+    tfds_common.builder(config),
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
+    augment_tag=_AUGMENT_TAG,
+    preprocess=lambda example, seed: preprocess_for_train(
+      example, seed, image_size, max_boxes
+    ),
+  )
 
 
-def eval_batches(config, *, per_host_batch_size: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  config, *, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's shard of the eval split, padded (`mask`)."""
   image_size, max_boxes = config.image_size, config.detection.max_boxes
   padding = {
-      'image': tf.zeros([image_size, image_size, 3]),
-      'boxes': tf.zeros([max_boxes, 4]),
-      'labels': tf.zeros([max_boxes], tf.int32),
-      'valid': tf.zeros([max_boxes], tf.bool),
-      'crowd': tf.zeros([max_boxes], tf.bool),
-      'image_id': tf.constant(0), 'height': tf.constant(1),
-      'width': tf.constant(1), 'mask': tf.constant(False),
+    'image': tf.zeros([image_size, image_size, 3]),
+    'boxes': tf.zeros([max_boxes, 4]),
+    'labels': tf.zeros([max_boxes], tf.int32),
+    'valid': tf.zeros([max_boxes], tf.bool),
+    'crowd': tf.zeros([max_boxes], tf.bool),
+    'image_id': tf.constant(0),
+    'height': tf.constant(1),
+    'width': tf.constant(1),
+    'mask': tf.constant(False),
   }
   return tfds_common.eval_batches(
-      config, tfds_common.builder(config),
-      per_host_batch_size=per_host_batch_size, padding=padding,
-      preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes))
+    config,
+    tfds_common.builder(config),
+    per_host_batch_size=per_host_batch_size,
+    padding=padding,
+    preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes),
+  )

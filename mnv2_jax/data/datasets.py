@@ -25,6 +25,7 @@ from mnv2_jax.data import scene_batches
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   """What a config needs to know about a dataset."""
+
   num_classes: int  # classification and detection: without a background
   tasks: tuple[str, ...]
   segmentation_classes: int = 0  # with the background
@@ -33,53 +34,65 @@ class DatasetSpec:
 
 # config.dataset.name -> its facts.
 DATASETS = {
-    'digits': DatasetSpec(10, ('classification',)),
-    'cluttered_digits': DatasetSpec(10, ('classification',)),
-    'imagenet2012': DatasetSpec(1000, ('classification',), tfds=True),
-    'cifar10': DatasetSpec(10, ('classification',), tfds=True),
-    'imagenette/160px-v2': DatasetSpec(10, ('classification',), tfds=True),
-    'imagenette/320px-v2': DatasetSpec(10, ('classification',), tfds=True),
-    'scenes': DatasetSpec(10, ('detection', 'segmentation'),
-                          segmentation_classes=11),
-    'coco/2017': DatasetSpec(80, ('detection',), tfds=True),
-    'voc2012': DatasetSpec(20, ('segmentation',), segmentation_classes=21,
-                           tfds=True),
+  'digits': DatasetSpec(10, ('classification',)),
+  'cluttered_digits': DatasetSpec(10, ('classification',)),
+  'imagenet2012': DatasetSpec(1000, ('classification',), tfds=True),
+  'cifar10': DatasetSpec(10, ('classification',), tfds=True),
+  'imagenette/160px-v2': DatasetSpec(10, ('classification',), tfds=True),
+  'imagenette/320px-v2': DatasetSpec(10, ('classification',), tfds=True),
+  'scenes': DatasetSpec(
+    10, ('detection', 'segmentation'), segmentation_classes=11
+  ),
+  'coco/2017': DatasetSpec(80, ('detection',), tfds=True),
+  'voc2012': DatasetSpec(
+    20, ('segmentation',), segmentation_classes=21, tfds=True
+  ),
 }
 
 
 def _tfds_module(name: str):
   """The TensorFlow-based pipeline of a TFDS dataset, imported on demand
   (TensorFlow takes seconds to import and the built-in data need none)."""
-  # pylint: disable=g-import-not-at-top
   if name == 'coco/2017':
     from mnv2_jax.data import coco  # noqa: PLC0415
+
     return coco
   if name == 'voc2012':
     from mnv2_jax.data import voc  # noqa: PLC0415
+
     return voc
   from mnv2_jax.data import imagenet  # noqa: PLC0415 (also CIFAR, Imagenette)
+
   return imagenet
 
 
 def dataset_info(config) -> common.DatasetInfo:
   name = config.dataset.name
   if name == 'digits':
-    return common.DatasetInfo(digits.NUM_CLASSES, digits.num_examples('train'),
-                              digits.num_examples('test'), 'test')
+    return common.DatasetInfo(
+      digits.NUM_CLASSES,
+      digits.num_examples('train'),
+      digits.num_examples('test'),
+      'test',
+    )
   if name == 'cluttered_digits':
-    return common.DatasetInfo(cluttered_digits.NUM_CLASSES,
-                              cluttered_digits.num_examples('train'),
-                              cluttered_digits.num_examples('test'), 'test')
+    return common.DatasetInfo(
+      cluttered_digits.NUM_CLASSES,
+      cluttered_digits.num_examples('train'),
+      cluttered_digits.num_examples('test'),
+      'test',
+    )
   if name == 'scenes':
     return scene_batches.dataset_info(config)
   if name in ('coco/2017', 'voc2012'):
     return _tfds_module(name).dataset_info(config)
   imagenet = _tfds_module(name)
   return common.DatasetInfo(
-      config.num_classes,
-      imagenet.num_examples(config, config.dataset.train_split),
-      imagenet.num_examples(config, config.dataset.eval_split),
-      config.dataset.eval_split)
+    config.num_classes,
+    imagenet.num_examples(config, config.dataset.train_split),
+    imagenet.num_examples(config, config.dataset.eval_split),
+    config.dataset.eval_split,
+  )
 
 
 def check_available(config) -> None:
@@ -88,8 +101,9 @@ def check_available(config) -> None:
     _tfds_module(config.dataset.name).check_data_available(config)
 
 
-def _shift_labels(batches: Iterator[common.Batch], config
-                  ) -> Iterator[common.Batch]:
+def _shift_labels(
+  batches: Iterator[common.Batch], config
+) -> Iterator[common.Batch]:
   """With config.background_class (TF-slim's 1001-way releases: logit 0 is
   'background'), dataset label k is logit k + 1."""
   if not config.background_class:
@@ -99,50 +113,64 @@ def _shift_labels(batches: Iterator[common.Batch], config
     yield {**batch, 'label': batch['label'] + 1}
 
 
-def train_batches(config, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[common.Batch]:
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[common.Batch]:
   """This host's training batches forever, from `start_step`."""
   name = config.dataset.name
   if name == 'digits':
-    batches = digits.train_batches(config, start_step=start_step,
-                                   per_host_batch_size=per_host_batch_size)
+    batches = digits.train_batches(
+      config, start_step=start_step, per_host_batch_size=per_host_batch_size
+    )
   elif name == 'cluttered_digits':
     images, labels = cluttered_digits.load_split('train', config.image_size)
     batches = digits.array_train_batches(
-        images, labels, config, start_step=start_step,
-        per_host_batch_size=per_host_batch_size, name='cluttered_digits',
-        background=None)
+      images,
+      labels,
+      config,
+      start_step=start_step,
+      per_host_batch_size=per_host_batch_size,
+      name='cluttered_digits',
+      background=None,
+    )
   elif name == 'scenes':
     return scene_batches.train_batches(
-        config, start_step=start_step, per_host_batch_size=per_host_batch_size)
+      config, start_step=start_step, per_host_batch_size=per_host_batch_size
+    )
   elif name in ('coco/2017', 'voc2012'):
     return _tfds_module(name).train_batches(
-        config, start_step=start_step, per_host_batch_size=per_host_batch_size)
+      config, start_step=start_step, per_host_batch_size=per_host_batch_size
+    )
   else:
     batches = _tfds_module(name).train_batches(
-        config, start_step=start_step, per_host_batch_size=per_host_batch_size)
+      config, start_step=start_step, per_host_batch_size=per_host_batch_size
+    )
   return _shift_labels(batches, config)
 
 
-def eval_batches(config, *, per_host_batch_size: int
-                 ) -> Iterator[common.Batch]:
+def eval_batches(config, *, per_host_batch_size: int) -> Iterator[common.Batch]:
   """One pass over this host's shard of the evaluation split, the last batch
   padded (its `mask` False)."""
   name = config.dataset.name
   if name == 'digits':
-    batches = digits.eval_batches(config,
-                                  per_host_batch_size=per_host_batch_size)
+    batches = digits.eval_batches(
+      config, per_host_batch_size=per_host_batch_size
+    )
   elif name == 'cluttered_digits':
     images, labels = cluttered_digits.load_split('test', config.image_size)
     batches = digits.array_eval_batches(
-        images, labels, per_host_batch_size=per_host_batch_size)
+      images, labels, per_host_batch_size=per_host_batch_size
+    )
   elif name == 'scenes':
-    return scene_batches.eval_batches(config,
-                                      per_host_batch_size=per_host_batch_size)
+    return scene_batches.eval_batches(
+      config, per_host_batch_size=per_host_batch_size
+    )
   elif name in ('coco/2017', 'voc2012'):
     return _tfds_module(name).eval_batches(
-        config, per_host_batch_size=per_host_batch_size)
+      config, per_host_batch_size=per_host_batch_size
+    )
   else:
     batches = _tfds_module(name).eval_batches(
-        config, per_host_batch_size=per_host_batch_size)
+      config, per_host_batch_size=per_host_batch_size
+    )
   return _shift_labels(batches, config)

@@ -14,7 +14,8 @@ resumed at step s therefore sees exactly the batches of an uninterrupted run.
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Optional
+from typing import Iterator
+from typing import Optional
 
 import jax
 import numpy as np
@@ -34,11 +35,16 @@ def raw_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"digits has splits 'train' and 'test', got {split!r}.")
   digits = sklearn_datasets.load_digits()
   train_idx, test_idx = model_selection.train_test_split(
-      np.arange(len(digits.target)), test_size=TEST_FRACTION,
-      stratify=digits.target, random_state=SPLIT_SEED)
+    np.arange(len(digits.target)),
+    test_size=TEST_FRACTION,
+    stratify=digits.target,
+    random_state=SPLIT_SEED,
+  )
   index = train_idx if split == 'train' else test_idx
-  return (digits.images[index].astype(np.float32) / 16.0,  # raw range 0..16
-          digits.target[index].astype(np.int32))
+  return (
+    digits.images[index].astype(np.float32) / 16.0,  # raw range 0..16
+    digits.target[index].astype(np.int32),
+  )
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,8 +52,13 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Returns (images float32 [N, S, S, 3] in [-1, 1], labels int32 [N])."""
   images, labels = raw_split(split)
   index = np.arange(len(labels))
-  resized = transform.resize(images, (len(index), image_size, image_size),
-                             order=1, mode='edge', anti_aliasing=False)
+  resized = transform.resize(
+    images,
+    (len(index), image_size, image_size),
+    order=1,
+    mode='edge',
+    anti_aliasing=False,
+  )
   resized = resized.astype(np.float32) * 2.0 - 1.0
   return np.repeat(resized[..., None], 3, axis=-1), labels
 
@@ -58,33 +69,55 @@ def num_examples(split: str) -> int:
   return num_test if split == 'test' else total - num_test
 
 
-def shift_augment(images: np.ndarray, rng: np.random.Generator,
-                  background: Optional[float] = -1.0) -> np.ndarray:
+def shift_augment(
+  images: np.ndarray,
+  rng: np.random.Generator,
+  background: Optional[float] = -1.0,
+) -> np.ndarray:
   """Light augmentation: a random shift of up to 1/8 of the side, filled
   with `background` (the digits' -1), or mirrored where it is None."""
   size = images.shape[1]
   shift = max(1, size // 8)
   pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
-  padded = (np.pad(images, pad, mode='reflect') if background is None
-            else np.pad(images, pad, constant_values=background))
+  padded = (
+    np.pad(images, pad, mode='reflect')
+    if background is None
+    else np.pad(images, pad, constant_values=background)
+  )
   offsets = rng.integers(0, 2 * shift + 1, size=(len(images), 2))
-  return np.stack([padded[i, dy:dy + size, dx:dx + size]
-                   for i, (dy, dx) in enumerate(offsets)])
+  return np.stack(
+    [
+      padded[i, dy : dy + size, dx : dx + size]
+      for i, (dy, dx) in enumerate(offsets)
+    ]
+  )
 
 
-def train_batches(config, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of each global training batch, forever."""
   images, labels = load_split('train', config.image_size)
-  return array_train_batches(images, labels, config, start_step=start_step,
-                             per_host_batch_size=per_host_batch_size,
-                             name='digits')
+  return array_train_batches(
+    images,
+    labels,
+    config,
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
+    name='digits',
+  )
 
 
-def array_train_batches(images: np.ndarray, labels: np.ndarray, config, *,
-                        start_step: int, per_host_batch_size: int, name: str,
-                        background: Optional[float] = -1.0
-                        ) -> Iterator[dict[str, np.ndarray]]:
+def array_train_batches(
+  images: np.ndarray,
+  labels: np.ndarray,
+  config,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
+  name: str,
+  background: Optional[float] = -1.0,
+) -> Iterator[dict[str, np.ndarray]]:
   """Shuffled, shift-augmented batches of an in-memory set, forever.
 
   A pure function of (config.seed, step), so a resumed run sees the batches
@@ -93,34 +126,42 @@ def array_train_batches(images: np.ndarray, labels: np.ndarray, config, *,
   global_batch = per_host_batch_size * jax.process_count()
   steps_per_epoch = len(labels) // global_batch
   if steps_per_epoch == 0:
-    raise ValueError(f'config.batch_size={global_batch} is larger than the '
-                     f'{len(labels)} {name} training images.')
-  host_slice = slice(jax.process_index() * per_host_batch_size,
-                     (jax.process_index() + 1) * per_host_batch_size)
+    raise ValueError(
+      f'config.batch_size={global_batch} is larger than the '
+      f'{len(labels)} {name} training images.'
+    )
+  host_slice = slice(
+    jax.process_index() * per_host_batch_size,
+    (jax.process_index() + 1) * per_host_batch_size,
+  )
   step = start_step
   while True:
     epoch, position = divmod(step, steps_per_epoch)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(labels))
-    batch_index = order[position * global_batch:(position + 1) * global_batch]
+    batch_index = order[position * global_batch : (position + 1) * global_batch]
     batch_index = batch_index[host_slice]
-    batch_images = shift_augment(images[batch_index],
-                                 np.random.default_rng([config.seed, step, 1]),
-                                 background)
+    batch_images = shift_augment(
+      images[batch_index],
+      np.random.default_rng([config.seed, step, 1]),
+      background,
+    )
     yield {'image': batch_images, 'label': labels[batch_index]}
     step += 1
 
 
-def eval_batches(config, *, per_host_batch_size: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  config, *, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's share of the test split; the last batch padded."""
   images, labels = load_split('test', config.image_size)
-  return array_eval_batches(images, labels,
-                            per_host_batch_size=per_host_batch_size)
+  return array_eval_batches(
+    images, labels, per_host_batch_size=per_host_batch_size
+  )
 
 
-def array_eval_batches(images: np.ndarray, labels: np.ndarray, *,
-                       per_host_batch_size: int
-                       ) -> Iterator[dict[str, np.ndarray]]:
+def array_eval_batches(
+  images: np.ndarray, labels: np.ndarray, *, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's share of an in-memory set.
 
   `mask` marks real examples so that every test image counts exactly once.
@@ -128,16 +169,18 @@ def array_eval_batches(images: np.ndarray, labels: np.ndarray, *,
   host_images = np.array_split(images, jax.process_count())[jax.process_index()]
   host_labels = np.array_split(labels, jax.process_count())[jax.process_index()]
   # Every host yields the same number of batches (collectives must line up).
-  num_batches = -(-int(np.ceil(len(labels) / jax.process_count()))
-                  // per_host_batch_size)
+  num_batches = -(
+    -int(np.ceil(len(labels) / jax.process_count())) // per_host_batch_size
+  )
   for b in range(num_batches):
     chunk = slice(b * per_host_batch_size, (b + 1) * per_host_batch_size)
     batch_images, batch_labels = host_images[chunk], host_labels[chunk]
     real = len(batch_labels)
     pad = per_host_batch_size - real
     yield {
-        'image': np.concatenate(
-            [batch_images, np.zeros((pad,) + images.shape[1:], np.float32)]),
-        'label': np.concatenate([batch_labels, np.zeros((pad,), np.int32)]),
-        'mask': np.arange(per_host_batch_size) < real,
+      'image': np.concatenate(
+        [batch_images, np.zeros((pad,) + images.shape[1:], np.float32)]
+      ),
+      'label': np.concatenate([batch_labels, np.zeros((pad,), np.int32)]),
+      'mask': np.arange(per_host_batch_size) < real,
     }

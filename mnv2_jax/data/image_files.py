@@ -9,6 +9,7 @@ import re
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
 # The 1000 ImageNet class names in TFDS label order, shipped with TFDS.
 from tensorflow_datasets.datasets.siscore import labels as imagenet_labels
 
@@ -33,9 +34,10 @@ def detection_names(config) -> list[str]:
   """Names of a detector's foreground classes."""
   if config.dataset.name == 'coco/2017':
     try:
-      return list(tfds.builder('coco/2017').info.features['objects'][
-          'label'].names)
-    except Exception:  # pylint: disable=broad-except
+      return list(
+        tfds.builder('coco/2017').info.features['objects']['label'].names
+      )
+    except Exception:
       pass  # no prepared COCO here: numbered classes
   return class_names(config)
 
@@ -44,7 +46,7 @@ def segmentation_names(config) -> list[str]:
   """Names of a segmenter's classes, the background first."""
   if config.dataset.name == voc.NAME:
     return list(voc.CLASS_NAMES)
-  return ['background'] + class_names(config)[:config.num_classes - 1]
+  return ['background'] + class_names(config)[: config.num_classes - 1]
 
 
 def _unreadable(path: str, error: Exception) -> ValueError:
@@ -61,18 +63,20 @@ def load_image(path: str, config) -> np.ndarray:
     data = tf.io.read_file(path)
     if config.dataset.name == 'digits':
       image = tf.io.decode_image(data, channels=1, expand_animations=False)
-      image = tf.image.resize(tf.cast(image, tf.float32),
-                              [config.image_size] * 2, method='bilinear')
+      image = tf.image.resize(
+        tf.cast(image, tf.float32), [config.image_size] * 2, method='bilinear'
+      )
       image = common.scale_pixels(image)
       return np.repeat(image.numpy(), 3, axis=-1)
     if config.dataset.name == 'cluttered_digits':  # whole image, no crop
       image = tf.io.decode_image(data, channels=3, expand_animations=False)
-      image = tf.image.resize(tf.cast(image, tf.float32),
-                              [config.image_size] * 2, method='bilinear')
+      image = tf.image.resize(
+        tf.cast(image, tf.float32), [config.image_size] * 2, method='bilinear'
+      )
       return common.scale_pixels(image).numpy()
     return imagenet.preprocess_for_eval(
-        data, config.image_size, config.eval_crop_fraction,
-        config.preprocessing).numpy()
+      data, config.image_size, config.eval_crop_fraction, config.preprocessing
+    ).numpy()
   except (tf.errors.OpError, ValueError) as error:
     raise _unreadable(path, error) from error
 
@@ -81,10 +85,12 @@ def load_original_and_input(path: str, config) -> tuple[np.ndarray, np.ndarray]:
   """(the original RGB uint8 image, the network input [S, S, 3]: the whole
   image resized, in [-1, 1]) for a detector or a segmenter."""
   try:
-    original = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                                  expand_animations=False)
+    original = tf.io.decode_image(
+      tf.io.read_file(path), channels=3, expand_animations=False
+    )
   except (tf.errors.OpError, ValueError) as error:
     raise _unreadable(path, error) from error
-  resized = tf.image.resize(original, [config.image_size] * 2,
-                            method='bilinear')
+  resized = tf.image.resize(
+    original, [config.image_size] * 2, method='bilinear'
+  )
   return original.numpy(), common.scale_pixels(resized).numpy()

@@ -17,7 +17,8 @@ data/tfds_common.py's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 
 import ml_collections
 import tensorflow as tf
@@ -40,18 +41,20 @@ _CROP_MIN_OBJECT_COVERED = 0.1
 _CROP_MAX_ATTEMPTS = 100
 
 IMAGENET_MANUAL_STEPS = (
-    'ImageNet cannot be downloaded automatically: download '
-    'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
-    'https://image-net.org/download-images into a manual dir and run\n'
-    '  tfds build imagenet2012 --data_dir <data_dir> --manual_dir '
-    '<manual_dir>\n')
+  'ImageNet cannot be downloaded automatically: download '
+  'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+  'https://image-net.org/download-images into a manual dir and run\n'
+  '  tfds build imagenet2012 --data_dir <data_dir> --manual_dir '
+  '<manual_dir>\n'
+)
 
 
 CropWindowFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-def _decode_and_crop(image_bytes: tf.Tensor,
-                     crop_window_fn: CropWindowFn) -> tf.Tensor:
+def _decode_and_crop(
+  image_bytes: tf.Tensor, crop_window_fn: CropWindowFn
+) -> tf.Tensor:
   """Decodes the window ``crop_window_fn(image_shape)`` of an encoded image.
 
   For JPEG input (all of TFDS ``imagenet2012``) only the header is parsed to get
@@ -70,18 +73,18 @@ def _decode_and_crop(image_bytes: tf.Tensor,
   def decode_jpeg_window() -> tf.Tensor:
     shape = tf.io.extract_jpeg_shape(image_bytes)
     return tf.image.decode_and_crop_jpeg(
-        image_bytes, crop_window_fn(shape), channels=3
+      image_bytes, crop_window_fn(shape), channels=3
     )
 
   def decode_other_window() -> tf.Tensor:
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     offset_y, offset_x, height, width = tf.unstack(
-        crop_window_fn(tf.shape(image))
+      crop_window_fn(tf.shape(image))
     )
-    return image[offset_y:offset_y + height, offset_x:offset_x + width, :]
+    return image[offset_y : offset_y + height, offset_x : offset_x + width, :]
 
   return tf.cond(
-      tf.io.is_jpeg(image_bytes), decode_jpeg_window, decode_other_window
+    tf.io.is_jpeg(image_bytes), decode_jpeg_window, decode_other_window
   )
 
 
@@ -103,43 +106,51 @@ def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
     return common.scale_pixels(image)
   if preprocessing == 'torchvision':
     return (image / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
-  raise ValueError(f'preprocessing must be one of {PREPROCESSING}, got '
-                   f'{preprocessing!r}.')
+  raise ValueError(
+    f'preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}.'
+  )
 
 
-def _resize_and_scale(image: tf.Tensor, image_size: int,
-                      preprocessing: str = 'inception') -> tf.Tensor:
+def _resize_and_scale(
+  image: tf.Tensor, image_size: int, preprocessing: str = 'inception'
+) -> tf.Tensor:
   """Bilinearly resizes to ``image_size`` and normalises (`normalize`)."""
   image = tf.image.resize(
-      image, [image_size, image_size], method='bilinear', antialias=False
+    image, [image_size, image_size], method='bilinear', antialias=False
   )
   image = normalize(image, preprocessing)
   image.set_shape([image_size, image_size, 3])
   return image
 
 
-def _pad_crop_and_flip(image_bytes: tf.Tensor, seed: tf.Tensor,
-                       image_size: int) -> tf.Tensor:
+def _pad_crop_and_flip(
+  image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int
+) -> tf.Tensor:
   """CIFAR's standard augmentation: the image (resized to `image_size` if it
   is not that size already) zero-padded by image_size / 8 on each side (4
   pixels at 32), a random `image_size` crop of that and a random flip."""
   crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG))
+    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+  )
   image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
   image = tf.image.resize(image, [image_size, image_size], method='bilinear')
   pad = image_size // 8
   image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
   image = tf.image.stateless_random_crop(
-      image, [image_size, image_size, 3], seed=crop_seed)
+    image, [image_size, image_size, 3], seed=crop_seed
+  )
   image = tf.image.stateless_random_flip_left_right(
-      normalize(image, 'cifar'), seed=flip_seed)
+    normalize(image, 'cifar'), seed=flip_seed
+  )
   image.set_shape([image_size, image_size, 3])
   return image
 
 
 def preprocess_for_train(
-    image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
-    preprocessing: str = 'inception'
+  image_bytes: tf.Tensor,
+  seed: tf.Tensor,
+  image_size: int,
+  preprocessing: str = 'inception',
 ) -> tf.Tensor:
   """Inception-style training preprocessing of one encoded image.
 
@@ -162,21 +173,21 @@ def preprocess_for_train(
   if preprocessing == 'cifar':
     return _pad_crop_and_flip(image_bytes, seed, image_size)
   crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
   )
 
   def random_crop_window(shape: tf.Tensor) -> tf.Tensor:
     # The whole image is the only "object", so the crop is sampled over it.
     whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape,
-        bounding_boxes=whole_image,
-        seed=crop_seed,
-        min_object_covered=_CROP_MIN_OBJECT_COVERED,
-        aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
-        area_range=_CROP_AREA_RANGE,
-        max_attempts=_CROP_MAX_ATTEMPTS,
-        use_image_if_no_bounding_boxes=True,
+      shape,
+      bounding_boxes=whole_image,
+      seed=crop_seed,
+      min_object_covered=_CROP_MIN_OBJECT_COVERED,
+      aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
+      area_range=_CROP_AREA_RANGE,
+      max_attempts=_CROP_MAX_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True,
     )
     # If no window satisfies the constraints the op returns the whole image.
     return tf.stack([begin[0], begin[1], size[0], size[1]])
@@ -187,8 +198,10 @@ def preprocess_for_train(
 
 
 def preprocess_for_eval(
-    image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 0.875,
-    preprocessing: str = 'inception'
+  image_bytes: tf.Tensor,
+  image_size: int,
+  crop_fraction: float = 0.875,
+  preprocessing: str = 'inception',
 ) -> tf.Tensor:
   """Evaluation preprocessing of one encoded image, as each release expects.
 
@@ -214,23 +227,24 @@ def preprocess_for_eval(
   if not 0.0 < crop_fraction <= 1.0:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop_fraction}.')
   if preprocessing == 'cifar':  # the whole image, no crop
-    image = tf.io.decode_image(image_bytes, channels=3,
-                               expand_animations=False)
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     return _resize_and_scale(image, image_size, preprocessing)
   if preprocessing == 'torchvision':
-    image = tf.io.decode_image(image_bytes, channels=3,
-                               expand_animations=False)
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     resize_to = int(round(image_size / crop_fraction))
     shape = tf.cast(tf.shape(image)[:2], tf.float64)
     scale = resize_to / tf.reduce_min(shape)
     # torchvision: the shorter side becomes resize_to, the longer int(l * s).
     new_shape = tf.maximum(tf.cast(shape * scale, tf.int32), resize_to)
-    image = tf.image.resize(tf.cast(image, tf.float32), new_shape,
-                            method='bilinear', antialias=True)
-    offset = tf.cast(tf.round(
-        tf.cast(new_shape - image_size, tf.float32) / 2.0), tf.int32)
-    image = image[offset[0]:offset[0] + image_size,
-                  offset[1]:offset[1] + image_size]
+    image = tf.image.resize(
+      tf.cast(image, tf.float32), new_shape, method='bilinear', antialias=True
+    )
+    offset = tf.cast(
+      tf.round(tf.cast(new_shape - image_size, tf.float32) / 2.0), tf.int32
+    )
+    image = image[
+      offset[0] : offset[0] + image_size, offset[1] : offset[1] + image_size
+    ]
     image = normalize(tf.clip_by_value(image, 0.0, 255.0), preprocessing)
     image.set_shape([image_size, image_size, 3])
     return image
@@ -255,13 +269,19 @@ def check_data_available(config: ml_collections.ConfigDict) -> None:
   if config.dataset.name == 'imagenet2012':
     how = IMAGENET_MANUAL_STEPS
   else:  # TFDS downloads the others itself
-    how = ('On a machine with network access prepare it with\n'
-           f'  tfds build {config.dataset.name} --data_dir <data_dir>\n')
+    how = (
+      'On a machine with network access prepare it with\n'
+      f'  tfds build {config.dataset.name} --data_dir <data_dir>\n'
+    )
   tfds_common.check_prepared(config, tfds_common.builder(config), how)
 
 
-def train_batches(config: ml_collections.ConfigDict, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[common.Batch]:
+def train_batches(
+  config: ml_collections.ConfigDict,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
+) -> Iterator[common.Batch]:
   """This host's training batches forever, from `start_step`: a
   deterministic function of `config.seed`, the step and the host.
 
@@ -272,19 +292,28 @@ def train_batches(config: ml_collections.ConfigDict, *, start_step: int,
   image_size, preprocessing = config.image_size, config.preprocessing
 
   def preprocess(example, seed):
-    return {'image': preprocess_for_train(example['image'], seed, image_size,
-                                          preprocessing),
-            'label': tf.cast(example['label'], tf.int32)}
+    return {
+      'image': preprocess_for_train(
+        example['image'], seed, image_size, preprocessing
+      ),
+      'label': tf.cast(example['label'], tf.int32),
+    }
 
   return tfds_common.train_batches(
-      config, tfds_common.builder(config), start_step=start_step,
-      per_host_batch_size=per_host_batch_size, preprocess=preprocess,
-      augment_tag=_AUGMENT_TAG, file_tag=_FILE_SHUFFLE_TAG,
-      buffer_tag=_BUFFER_SHUFFLE_TAG)
+    config,
+    tfds_common.builder(config),
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
+    preprocess=preprocess,
+    augment_tag=_AUGMENT_TAG,
+    file_tag=_FILE_SHUFFLE_TAG,
+    buffer_tag=_BUFFER_SHUFFLE_TAG,
+  )
 
 
-def eval_batches(config: ml_collections.ConfigDict, *,
-                 per_host_batch_size: int) -> Iterator[common.Batch]:
+def eval_batches(
+  config: ml_collections.ConfigDict, *, per_host_batch_size: int
+) -> Iterator[common.Batch]:
   """One pass over this host's shard of the eval split, padded with zero
   images (mask False) to the same number of full batches on every host.
 
@@ -296,14 +325,23 @@ def eval_batches(config: ml_collections.ConfigDict, *,
   preprocessing = config.preprocessing
 
   def preprocess(example):
-    return {'image': preprocess_for_eval(example['image'], image_size,
-                                         crop_fraction, preprocessing),
-            'label': tf.cast(example['label'], tf.int32),
-            'mask': tf.constant(True)}
+    return {
+      'image': preprocess_for_eval(
+        example['image'], image_size, crop_fraction, preprocessing
+      ),
+      'label': tf.cast(example['label'], tf.int32),
+      'mask': tf.constant(True),
+    }
 
-  padding = {'image': tf.zeros([image_size, image_size, 3], tf.float32),
-             'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
+  padding = {
+    'image': tf.zeros([image_size, image_size, 3], tf.float32),
+    'label': tf.constant(0, tf.int32),
+    'mask': tf.constant(False),
+  }
   return tfds_common.eval_batches(
-      config, tfds_common.builder(config),
-      per_host_batch_size=per_host_batch_size, preprocess=preprocess,
-      padding=padding)
+    config,
+    tfds_common.builder(config),
+    per_host_batch_size=per_host_batch_size,
+    preprocess=preprocess,
+    padding=padding,
+  )

@@ -10,15 +10,24 @@ import skimage.data
 from PIL import Image
 
 # scikit-image's colour sample photographs.
-NAMES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
-         'immunohistochemistry', 'retina')
+NAMES = (
+  'astronaut',
+  'coffee',
+  'chelsea',
+  'rocket',
+  'hubble_deep_field',
+  'immunohistochemistry',
+  'retina',
+)
 
 
 @functools.lru_cache(maxsize=4)
 def photos(names: tuple[str, ...] = NAMES) -> tuple[np.ndarray, ...]:
   """The photographs `names` as uint8 [H, W, 3] arrays (alpha dropped)."""
-  return tuple(np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
-               for name in names)
+  return tuple(
+    np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+    for name in names
+  )
 
 
 def resize(crop: np.ndarray, size: int) -> np.ndarray:

@@ -37,30 +37,38 @@ ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
 def dataset_info(config):
   if config.task == 'segmentation':
     return common.DatasetInfo(
-        scenes.NUM_CLASSES + 1, scenes.SPLIT_SIZES['train'],
-        scenes.SPLIT_SIZES['test'], 'test',
-        category_names=('background',) + tuple(
-            f'digit {d}' for d in range(scenes.NUM_CLASSES)))
+      scenes.NUM_CLASSES + 1,
+      scenes.SPLIT_SIZES['train'],
+      scenes.SPLIT_SIZES['test'],
+      'test',
+      category_names=('background',)
+      + tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
+    )
   return common.DatasetInfo(
-      scenes.NUM_CLASSES, scenes.SPLIT_SIZES['train'],
-      scenes.SPLIT_SIZES['test'], 'test',
-      category_ids=tuple(range(1, scenes.NUM_CLASSES + 1)),
-      category_names=tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)))
+    scenes.NUM_CLASSES,
+    scenes.SPLIT_SIZES['train'],
+    scenes.SPLIT_SIZES['test'],
+    'test',
+    category_ids=tuple(range(1, scenes.NUM_CLASSES + 1)),
+    category_names=tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
+  )
 
 
 def _pad(values: np.ndarray, count: int, fill=0) -> np.ndarray:
   out = np.full((count,) + values.shape[1:], fill, values.dtype)
-  out[:min(count, len(values))] = values[:count]
+  out[: min(count, len(values))] = values[:count]
   return out
 
 
 def _example(scene: dict, max_boxes: int) -> dict[str, np.ndarray]:
   k = len(scene['labels'])
-  return {'image': common.scale_pixels(scene['image'].astype(np.float32)),
-          'boxes': _pad(scene['boxes'], max_boxes),
-          'labels': _pad(scene['labels'], max_boxes),
-          'valid': np.arange(max_boxes) < k,
-          'crowd': np.zeros(max_boxes, bool)}
+  return {
+    'image': common.scale_pixels(scene['image'].astype(np.float32)),
+    'boxes': _pad(scene['boxes'], max_boxes),
+    'labels': _pad(scene['labels'], max_boxes),
+    'valid': np.arange(max_boxes) < k,
+    'crowd': np.zeros(max_boxes, bool),
+  }
 
 
 def _zoom_out(example: dict, rng: np.random.Generator) -> dict:
@@ -72,70 +80,83 @@ def _zoom_out(example: dict, rng: np.random.Generator) -> dict:
   index = (np.arange(small) * size / small).astype(int)
   top, left = rng.integers(0, size - small + 1, size=2)
   image = np.zeros_like(example['image'])
-  image[top:top + small, left:left + small] = example['image'][index][:, index]
+  image[top : top + small, left : left + small] = example['image'][index][
+    :, index
+  ]
   factor = small / size
   offset = np.array([top, left, top, left]) / size
-  boxes = np.where(example['valid'][:, None],
-                   example['boxes'] * factor + offset, 0.0).astype(np.float32)
+  boxes = np.where(
+    example['valid'][:, None], example['boxes'] * factor + offset, 0.0
+  ).astype(np.float32)
   return {**example, 'image': image, 'boxes': boxes}
 
 
-def _rescale_and_crop(image: np.ndarray, label: np.ndarray, scale: float,
-                      rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _rescale_and_crop(
+  image: np.ndarray, label: np.ndarray, scale: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """DeepLab's training geometry on a uint8 scene and its mask: resize by
   `scale` (bilinear image, nearest label), pad to at least the original size
   (image 0 after the [-1, 1] scaling, i.e. mid grey; label 255), then a
   random crop of the original size."""
   size = image.shape[0]
   scaled = max(1, int(round(size * scale)))
-  image = np.asarray(Image.fromarray(image).resize((scaled, scaled),
-                                                   Image.BILINEAR), np.float32)
-  label = np.asarray(Image.fromarray(label).resize((scaled, scaled),
-                                                   Image.NEAREST))
+  image = np.asarray(
+    Image.fromarray(image).resize((scaled, scaled), Image.BILINEAR), np.float32
+  )
+  label = np.asarray(
+    Image.fromarray(label).resize((scaled, scaled), Image.NEAREST)
+  )
   padded = max(size, scaled)
   canvas = np.full((padded, padded, 3), 127.5, np.float32)
   canvas_label = np.full((padded, padded), common.IGNORE_LABEL, np.uint8)
   canvas[:scaled, :scaled] = image
   canvas_label[:scaled, :scaled] = label
   top, left = rng.integers(0, padded - size + 1, size=2)
-  return (canvas[top:top + size, left:left + size],
-          canvas_label[top:top + size, left:left + size])
+  return (
+    canvas[top : top + size, left : left + size],
+    canvas_label[top : top + size, left : left + size],
+  )
 
 
-def _segmentation_example(scene: dict, config,
-                          rng: np.random.Generator = None
-                          ) -> dict[str, np.ndarray]:
+def _segmentation_example(
+  scene: dict, config, rng: np.random.Generator = None
+) -> dict[str, np.ndarray]:
   image, label = scene['image'], scene['mask']
   if rng is not None:
     segmentation = config.segmentation
-    scale = rng.uniform(segmentation.min_scale_factor,
-                        segmentation.max_scale_factor)
+    scale = rng.uniform(
+      segmentation.min_scale_factor, segmentation.max_scale_factor
+    )
     image, label = _rescale_and_crop(image, label, scale, rng)
-  return {'image': common.scale_pixels(np.asarray(image, np.float32)),
-          'label': label.astype(np.int32)}
+  return {
+    'image': common.scale_pixels(np.asarray(image, np.float32)),
+    'label': label.astype(np.int32),
+  }
 
 
 def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def train_batches(config, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """This host's part of each global training batch, forever."""
   data = scenes.load_split('train', config.image_size, config.dataset.seed)
   global_batch = per_host_batch_size * jax.process_count()
   steps_per_epoch = len(data) // global_batch
   if steps_per_epoch == 0:
-    raise ValueError(f'config.batch_size={global_batch} is larger than the '
-                     f'{len(data)} training scenes.')
+    raise ValueError(
+      f'config.batch_size={global_batch} is larger than the '
+      f'{len(data)} training scenes.'
+    )
   first = jax.process_index() * per_host_batch_size
   step = start_step
   while True:
     epoch, position = divmod(step, steps_per_epoch)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
-    chosen = order[position * global_batch:(position + 1) * global_batch]
-    chosen = chosen[first:first + per_host_batch_size]
+    chosen = order[position * global_batch : (position + 1) * global_batch]
+    chosen = chosen[first : first + per_host_batch_size]
     rng = np.random.default_rng([config.seed, step, 1])
     examples = []
     for i in chosen:
@@ -150,18 +171,21 @@ def train_batches(config, *, start_step: int,
     step += 1
 
 
-def eval_batches(config, *, per_host_batch_size: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  config, *, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's share of the test scenes, the last batch
   padded (`mask`)."""
   data = scenes.load_split('test', config.image_size, config.dataset.seed)
-  ids = np.array_split(np.arange(len(data)),
-                       jax.process_count())[jax.process_index()]
-  num_batches = -(-int(np.ceil(len(data) / jax.process_count()))
-                  // per_host_batch_size)
+  ids = np.array_split(np.arange(len(data)), jax.process_count())[
+    jax.process_index()
+  ]
+  num_batches = -(
+    -int(np.ceil(len(data) / jax.process_count())) // per_host_batch_size
+  )
   size = config.image_size
   for b in range(num_batches):
-    chunk = ids[b * per_host_batch_size:(b + 1) * per_host_batch_size]
+    chunk = ids[b * per_host_batch_size : (b + 1) * per_host_batch_size]
     examples = []
     for position in range(per_host_batch_size):
       real = position < len(chunk)
@@ -172,7 +196,11 @@ def eval_batches(config, *, per_host_batch_size: int
         examples.append(example)
         continue
       example = _example(data[index], config.detection.max_boxes)
-      example.update(image_id=np.int32(index + 1), height=np.int32(size),
-                     width=np.int32(size), mask=np.bool_(real))
+      example.update(
+        image_id=np.int32(index + 1),
+        height=np.int32(size),
+        width=np.int32(size),
+        mask=np.bool_(real),
+      )
       examples.append(example)
     yield _stack(examples)

@@ -42,21 +42,22 @@ _SPLIT_TAG = {'train': 0, 'test': 1}
 
 
 def _resize_glyph(image: np.ndarray, size: int) -> np.ndarray:
-  return transform.resize(image, (size, size), order=1, mode='edge',
-                          anti_aliasing=False).astype(np.float32)
+  return transform.resize(
+    image, (size, size), order=1, mode='edge', anti_aliasing=False
+  ).astype(np.float32)
 
 
 def _box_iou(a, b) -> float:
   ymin, xmin = max(a[0], b[0]), max(a[1], b[1])
   ymax, xmax = min(a[2], b[2]), min(a[3], b[3])
   inter = max(ymax - ymin, 0) * max(xmax - xmin, 0)
-  union = ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-           - inter)
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
   return inter / union if union > 0 else 0.0
 
 
-def make_scene(split: str, index: int, image_size: int, seed: int = 0
-               ) -> dict[str, np.ndarray]:
+def make_scene(
+  split: str, index: int, image_size: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """One scene: 'image' uint8 [S, S, 3], 'boxes' float32 [K, 4] normalised
   (ymin, xmin, ymax, xmax), 'labels' int32 [K], 'mask' uint8 [S, S]."""
   if split not in SPLIT_SIZES:
@@ -66,7 +67,7 @@ def make_scene(split: str, index: int, image_size: int, seed: int = 0
   side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2]) + 1))
   top = int(rng.integers(0, photo.shape[0] - side + 1))
   left = int(rng.integers(0, photo.shape[1] - side + 1))
-  image = photos.resize(photo[top:top + side, left:left + side], image_size)
+  image = photos.resize(photo[top : top + side, left : left + side], image_size)
   if rng.random() < 0.5:
     image = image[:, ::-1]
   mask = np.zeros((image_size, image_size), np.uint8)
@@ -83,34 +84,44 @@ def make_scene(split: str, index: int, image_size: int, seed: int = 0
       cols = np.nonzero(ink.max(axis=0) > INK_EDGE)[0]
       if not len(rows) or not len(cols):
         continue
-      box = ((y + rows[0]) / image_size, (x + cols[0]) / image_size,
-             (y + rows[-1] + 1) / image_size, (x + cols[-1] + 1) / image_size)
+      box = (
+        (y + rows[0]) / image_size,
+        (x + cols[0]) / image_size,
+        (y + rows[-1] + 1) / image_size,
+        (x + cols[-1] + 1) / image_size,
+      )
       if all(_box_iou(box, other) <= MAX_OVERLAP for other in boxes):
         break
     else:
       continue
     # Ink of a random colour far from the local background.
-    region = image[y:y + size, x:x + size]
+    region = image[y : y + size, x : x + size]
     colour = rng.uniform(0, 255, 3)
     if np.abs(colour - region.mean(axis=(0, 1))).sum() < 200:
       colour = 255.0 - region.mean(axis=(0, 1))
-    image[y:y + size, x:x + size] = (region * (1 - ink[..., None])
-                                     + colour * ink[..., None])
+    image[y : y + size, x : x + size] = (
+      region * (1 - ink[..., None]) + colour * ink[..., None]
+    )
     solid = ink > INK_SOLID
     edge = (ink > INK_EDGE) & ~solid
-    window = mask[y:y + size, x:x + size]
+    window = mask[y : y + size, x : x + size]
     window[edge] = common.IGNORE_LABEL
     window[solid] = glyph_labels[which] + 1
     boxes.append(box)
     labels.append(int(glyph_labels[which]))
-  return {'image': np.clip(np.rint(image), 0, 255).astype(np.uint8),
-          'boxes': np.asarray(boxes, np.float32).reshape(-1, 4),
-          'labels': np.asarray(labels, np.int32), 'mask': mask}
+  return {
+    'image': np.clip(np.rint(image), 0, 255).astype(np.uint8),
+    'boxes': np.asarray(boxes, np.float32).reshape(-1, 4),
+    'labels': np.asarray(labels, np.int32),
+    'mask': mask,
+  }
 
 
 @functools.lru_cache(maxsize=4)
-def load_split(split: str, image_size: int, seed: int = 0
-               ) -> list[dict[str, np.ndarray]]:
+def load_split(
+  split: str, image_size: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
   """All scenes of a split (cached; 2,000 train scenes take a few seconds)."""
-  return [make_scene(split, i, image_size, seed)
-          for i in range(SPLIT_SIZES[split])]
+  return [
+    make_scene(split, i, image_size, seed) for i in range(SPLIT_SIZES[split])
+  ]

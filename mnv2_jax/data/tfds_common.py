@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Optional
 
 import jax
@@ -70,7 +70,7 @@ def hide_accelerators_from_tf() -> None:
       tf.config.set_visible_devices([], device_type)
     except (RuntimeError, ValueError) as e:
       logging.warning(
-          'Could not hide %s devices from TensorFlow: %s', device_type, e
+        'Could not hide %s devices from TensorFlow: %s', device_type, e
       )
   _accelerators_hidden = True
 
@@ -86,9 +86,14 @@ def skip_undecodable(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.ignore_errors(log_warning=True)
 
 
-def epoch_batches(ds: tf.data.Dataset, preprocess, *, steps_per_epoch: int,
-                   skip_steps: int, per_host_batch_size: int
-                   ) -> Iterator[Batch]:
+def epoch_batches(
+  ds: tf.data.Dataset,
+  preprocess,
+  *,
+  steps_per_epoch: int,
+  skip_steps: int,
+  per_host_batch_size: int,
+) -> Iterator[Batch]:
   """One epoch's batches, from its (shuffled) stream of raw records: the
   records enumerated (the position seeds the augmentation), the consumed
   ones skipped before decoding (resume), the undecodable ones dropped, and
@@ -112,33 +117,51 @@ def epoch_batches(ds: tf.data.Dataset, preprocess, *, steps_per_epoch: int,
     expected = int(index[-1]) + 1
     if skipped:
       logging.warning(
-          'Skipped %d training example(s) whose image could not be decoded '
-          '(positions %d-%d of this epoch on this host); the batch was '
-          'filled with the next ones.', skipped, index[0], index[-1])
+        'Skipped %d training example(s) whose image could not be decoded '
+        '(positions %d-%d of this epoch on this host); the batch was '
+        'filled with the next ones.',
+        skipped,
+        index[0],
+        index[-1],
+      )
     batch[common.SKIPPED_EXAMPLES] = np.int64(skipped)
     yield batch
 
 
-def eval_with_padding(ds: tf.data.Dataset, padding: dict, *,
-                       num_batches: int, per_host_batch_size: int,
-                       host_examples: int) -> Iterator[Batch]:
+def eval_with_padding(
+  ds: tf.data.Dataset,
+  padding: dict,
+  *,
+  num_batches: int,
+  per_host_batch_size: int,
+  host_examples: int,
+) -> Iterator[Batch]:
   """Preprocessed eval examples, the undecodable ones dropped, padded with
   `padding` (mask False) to exactly `num_batches` batches, so every host runs
   the same number of steps whatever it skipped. Warns with the count."""
   ds = skip_undecodable(ds)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
-      num_batches * per_host_batch_size))
+  ds = ds.concatenate(
+    tf.data.Dataset.from_tensors(padding).repeat(
+      num_batches * per_host_batch_size
+    )
+  )
   ds = ds.batch(per_host_batch_size, drop_remainder=True).take(num_batches)
   evaluated = 0
-  for batch in ds.with_options(deterministic_options()).prefetch(
-      tf.data.AUTOTUNE).as_numpy_iterator():
+  for batch in (
+    ds.with_options(deterministic_options())
+    .prefetch(tf.data.AUTOTUNE)
+    .as_numpy_iterator()
+  ):
     evaluated += int(batch['mask'].sum())
     yield batch
   if evaluated < host_examples:
     logging.warning(
-        '%d of the %d evaluation images on this host could not be decoded '
-        'and were skipped; the metrics are over the other %d.',
-        host_examples - evaluated, host_examples, evaluated)
+      '%d of the %d evaluation images on this host could not be decoded '
+      'and were skipped; the metrics are over the other %d.',
+      host_examples - evaluated,
+      host_examples,
+      evaluated,
+    )
 
 
 def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -155,26 +178,26 @@ def cardinality(ds: tf.data.Dataset) -> int:
 
 
 def read(
-    dataset: tfds.core.DatasetBuilder,
-    split: tfds.typing.SplitArg,
-    *,
-    shuffle_files: bool = False,
-    file_shuffle_seed: int | None = None,
+  dataset: tfds.core.DatasetBuilder,
+  split: tfds.typing.SplitArg,
+  *,
+  shuffle_files: bool = False,
+  file_shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
   """Reads ``split`` with undecoded (encoded JPEG) images."""
   read_config = tfds.ReadConfig(
-      shuffle_seed=file_shuffle_seed,
-      interleave_cycle_length=_INTERLEAVE_CYCLE_LENGTH,
-      interleave_block_length=_INTERLEAVE_BLOCK_LENGTH,
-      # Caching would defeat the point of skipping records on resume and could
-      # hold the whole split in memory.
-      try_autocache=False,
+    shuffle_seed=file_shuffle_seed,
+    interleave_cycle_length=_INTERLEAVE_CYCLE_LENGTH,
+    interleave_block_length=_INTERLEAVE_BLOCK_LENGTH,
+    # Caching would defeat the point of skipping records on resume and could
+    # hold the whole split in memory.
+    try_autocache=False,
   )
   return dataset.as_dataset(
-      split=split,
-      shuffle_files=shuffle_files,
-      decoders=skip_image_decoding(dataset),
-      read_config=read_config,
+    split=split,
+    shuffle_files=shuffle_files,
+    decoders=skip_image_decoding(dataset),
+    read_config=read_config,
   )
 
 
@@ -183,14 +206,17 @@ def skip_image_decoding(dataset: tfds.core.DatasetBuilder) -> dict:
   preprocessing decodes it, where a file that does not decode is skipped
   (`skip_undecodable`) rather than failing inside TFDS's reader."""
   features = dataset.info.features
-  return {name: tfds.decode.SkipDecoding() for name in ('image', 'segmentation')
-          if name in features}
+  return {
+    name: tfds.decode.SkipDecoding()
+    for name in ('image', 'segmentation')
+    if name in features
+  }
 
 
 def host_split(split: str, *, drop_remainder: bool) -> tfds.typing.SplitArg:
   """Returns this host's (JAX process's) shard of ``split``."""
   return tfds.even_splits(
-      split, n=jax.process_count(), drop_remainder=drop_remainder
+    split, n=jax.process_count(), drop_remainder=drop_remainder
   )[jax.process_index()]
 
 
@@ -206,8 +232,11 @@ def derive_seed(*parts: int) -> int:
   return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def num_examples(config: ml_collections.ConfigDict, split: str,
-                 dataset: Optional[tfds.core.DatasetBuilder] = None) -> int:
+def num_examples(
+  config: ml_collections.ConfigDict,
+  split: str,
+  dataset: Optional[tfds.core.DatasetBuilder] = None,
+) -> int:
   """Number of examples in ``split`` of the whole dataset (all hosts).
 
   Read from the prepared dataset's metadata. When the builder has no split
@@ -227,11 +256,17 @@ def num_examples(config: ml_collections.ConfigDict, split: str,
   return cardinality(read(dataset, split))
 
 
-def train_batches(config: ml_collections.ConfigDict,
-                  dataset: tfds.core.DatasetBuilder, *, start_step: int,
-                  per_host_batch_size: int, preprocess,
-                  augment_tag: int, file_tag: int = 1,
-                  buffer_tag: int = 2) -> Iterator[Batch]:
+def train_batches(
+  config: ml_collections.ConfigDict,
+  dataset: tfds.core.DatasetBuilder,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
+  preprocess,
+  augment_tag: int,
+  file_tag: int = 1,
+  buffer_tag: int = 2,
+) -> Iterator[Batch]:
   """This host's training batches of a TFDS dataset, forever, from
   `start_step`: a pure function of (config.seed, step, host), so a resumed
   run sees the batches of an uninterrupted one.
@@ -251,54 +286,85 @@ def train_batches(config: ml_collections.ConfigDict,
   host_examples = cardinality(read(dataset, split))
   steps_per_epoch = host_examples // per_host_batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'This host has {host_examples} training examples, '
-                     f'fewer than one batch of {per_host_batch_size}.')
+    raise ValueError(
+      f'This host has {host_examples} training examples, '
+      f'fewer than one batch of {per_host_batch_size}.'
+    )
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
-    key = tf.constant([derive_seed(config.seed, epoch, augment_tag),
-                       jax.process_index()], tf.int64)
+    key = tf.constant(
+      [derive_seed(config.seed, epoch, augment_tag), jax.process_index()],
+      tf.int64,
+    )
 
     def with_seed(index, example, key=key):
       # The seed depends only on (seed, epoch, host, position in this
       # epoch's stream): a resumed stream repeats the augmentations exactly.
-      return {**preprocess(example, tf.random.experimental.stateless_fold_in(
-          key, index, alg=RNG_ALG)), 'index': index}
+      return {
+        **preprocess(
+          example,
+          tf.random.experimental.stateless_fold_in(key, index, alg=RNG_ALG),
+        ),
+        'index': index,
+      }
 
-    ds = read(dataset, split, shuffle_files=True,
-              file_shuffle_seed=derive_seed(config.seed, epoch, file_tag))
-    ds = ds.shuffle(config.dataset.shuffle_buffer_size,
-                    seed=derive_seed(config.seed, epoch, buffer_tag),
-                    reshuffle_each_iteration=False)
+    ds = read(
+      dataset,
+      split,
+      shuffle_files=True,
+      file_shuffle_seed=derive_seed(config.seed, epoch, file_tag),
+    )
+    ds = ds.shuffle(
+      config.dataset.shuffle_buffer_size,
+      seed=derive_seed(config.seed, epoch, buffer_tag),
+      reshuffle_each_iteration=False,
+    )
     # Skips raw records (cheap) rather than decoded images when resuming.
     yield from epoch_batches(
-        ds, with_seed, steps_per_epoch=steps_per_epoch, skip_steps=skip,
-        per_host_batch_size=per_host_batch_size)
+      ds,
+      with_seed,
+      steps_per_epoch=steps_per_epoch,
+      skip_steps=skip,
+      per_host_batch_size=per_host_batch_size,
+    )
     epoch, skip = epoch + 1, 0
 
 
-def eval_batches(config: ml_collections.ConfigDict,
-                 dataset: tfds.core.DatasetBuilder, *,
-                 per_host_batch_size: int, preprocess,
-                 padding: dict) -> Iterator[Batch]:
+def eval_batches(
+  config: ml_collections.ConfigDict,
+  dataset: tfds.core.DatasetBuilder,
+  *,
+  per_host_batch_size: int,
+  preprocess,
+  padding: dict,
+) -> Iterator[Batch]:
   """One pass over this host's shard of the eval split, `preprocess(example)`
   applied, padded with copies of `padding` (whose 'mask' is False) to whole
   batches, `ceil(ceil(N / hosts) / B)` of them on every host."""
   hide_accelerators_from_tf()
   total = num_examples(config, config.dataset.eval_split, dataset)
-  num_batches = math.ceil(-(-total // jax.process_count())
-                          / per_host_batch_size)
-  ds = read(dataset, host_split(config.dataset.eval_split,
-                                drop_remainder=False))
+  num_batches = math.ceil(
+    -(-total // jax.process_count()) / per_host_batch_size
+  )
+  ds = read(
+    dataset, host_split(config.dataset.eval_split, drop_remainder=False)
+  )
   host_examples = cardinality(ds)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   yield from eval_with_padding(
-      ds, padding, num_batches=num_batches,
-      per_host_batch_size=per_host_batch_size, host_examples=host_examples)
+    ds,
+    padding,
+    num_batches=num_batches,
+    per_host_batch_size=per_host_batch_size,
+    host_examples=host_examples,
+  )
 
 
-def check_prepared(config: ml_collections.ConfigDict,
-                   dataset: tfds.core.DatasetBuilder,
-                   how_to_prepare: str) -> None:
+def check_prepared(
+  config: ml_collections.ConfigDict,
+  dataset: tfds.core.DatasetBuilder,
+  how_to_prepare: str,
+) -> None:
   """Raises ValueError naming the dataset, where it was looked for and
   `how_to_prepare` (the commands) if its train or eval split cannot be read.
   Never downloads."""
@@ -308,9 +374,10 @@ def check_prepared(config: ml_collections.ConfigDict,
       read(dataset, split)
   except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
     raise ValueError(
-        f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) '
-        'was not found: config.dataset.data_dir='
-        f'{config.dataset.data_dir!r} (looked in {dataset.data_dir}). Runs '
-        f'never download. {how_to_prepare} Then point '
-        'config.dataset.data_dir at that data_dir. (Original error: '
-        f'{type(error).__name__}: {error})') from error
+      f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) '
+      'was not found: config.dataset.data_dir='
+      f'{config.dataset.data_dir!r} (looked in {dataset.data_dir}). Runs '
+      f'never download. {how_to_prepare} Then point '
+      'config.dataset.data_dir at that data_dir. (Original error: '
+      f'{type(error).__name__}: {error})'
+    ) from error

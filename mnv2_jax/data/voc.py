@@ -23,9 +23,28 @@ from mnv2_jax.data import voc_builder
 
 NAME = 'voc2012'  # config.dataset.name
 CLASS_NAMES = (
-    'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus',
-    'car', 'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike',
-    'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+  'background',
+  'aeroplane',
+  'bicycle',
+  'bird',
+  'boat',
+  'bottle',
+  'bus',
+  'car',
+  'cat',
+  'chair',
+  'cow',
+  'diningtable',
+  'dog',
+  'horse',
+  'motorbike',
+  'person',
+  'pottedplant',
+  'sheep',
+  'sofa',
+  'train',
+  'tvmonitor',
+)
 _AUGMENT_TAG = 11
 
 
@@ -36,9 +55,12 @@ def builder(config) -> voc_builder.Voc2012Segmentation:
 def dataset_info(config):
   info = builder(config).info
   return common.DatasetInfo(
-      len(CLASS_NAMES), info.splits[config.dataset.train_split].num_examples,
-      info.splits[config.dataset.eval_split].num_examples,
-      config.dataset.eval_split, category_names=CLASS_NAMES)
+    len(CLASS_NAMES),
+    info.splits[config.dataset.train_split].num_examples,
+    info.splits[config.dataset.eval_split].num_examples,
+    config.dataset.eval_split,
+    category_names=CLASS_NAMES,
+  )
 
 
 def check_data_available(config) -> None:
@@ -49,20 +71,25 @@ def check_data_available(config) -> None:
     missing = [s for s in splits if s not in voc.info.splits]
     if missing:
       raise ValueError(
-          f'The prepared VOC 2012 dataset in {voc.data_dir} has the splits '
-          f'{sorted(voc.info.splits)}, not {missing}. train_aug needs SBD '
-          '(benchmark_RELEASE) in the manual directory when the dataset is '
-          'built: delete that directory and rebuild with SBD, or set '
-          'config.dataset.train_split=train.')
+        f'The prepared VOC 2012 dataset in {voc.data_dir} has the splits '
+        f'{sorted(voc.info.splits)}, not {missing}. train_aug needs SBD '
+        '(benchmark_RELEASE) in the manual directory when the dataset is '
+        'built: delete that directory and rebuild with SBD, or set '
+        'config.dataset.train_split=train.'
+      )
   tfds_common.check_prepared(
-      config, voc, 'Prepare it once with\n'
-      '  python -m mnv2_jax.voc --manual_dir <dir holding VOCdevkit> '
-      '--data_dir <data_dir>\n')
+    config,
+    voc,
+    'Prepare it once with\n'
+    '  python -m mnv2_jax.voc --manual_dir <dir holding VOCdevkit> '
+    '--data_dir <data_dir>\n',
+  )
 
 
 def _decode(example) -> tuple[tf.Tensor, tf.Tensor]:
-  image = tf.io.decode_image(example['image'], channels=3,
-                             expand_animations=False)
+  image = tf.io.decode_image(
+    example['image'], channels=3, expand_animations=False
+  )
   # Both kept encoded by the reader (tfds_common.read): a file that does not
   # decode fails here, in the preprocessing, and that example is skipped.
   label = tf.io.decode_png(example['segmentation'], channels=1)  # uint8
@@ -74,30 +101,35 @@ def _pad_to(image, label, height, width):
   (0 after scaling to [-1, 1]), label with 255."""
   pad_h = tf.maximum(height - tf.shape(image)[0], 0)
   pad_w = tf.maximum(width - tf.shape(image)[1], 0)
-  image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]],
-                 constant_values=127.5)
-  label = tf.pad(label, [[0, pad_h], [0, pad_w], [0, 0]],
-                 constant_values=common.IGNORE_LABEL)
+  image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=127.5)
+  label = tf.pad(
+    label, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=common.IGNORE_LABEL
+  )
   return image, label
 
 
-def preprocess_for_train(example, seed, image_size: int, min_scale: float,
-                         max_scale: float, flip: bool):
+def preprocess_for_train(
+  example, seed, image_size: int, min_scale: float, max_scale: float, flip: bool
+):
   image, label = _decode(example)
   seeds = tf.random.experimental.stateless_split(seed, 4)
   scale = tf.random.stateless_uniform([], seeds[0], min_scale, max_scale)
-  size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale),
-                 tf.int32)
+  size = tf.cast(
+    tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32
+  )
   image = tf.image.resize(image, size, 'bilinear')
   label = tf.image.resize(label, size, 'nearest')
   image, label = _pad_to(image, label, image_size, image_size)
   both = tf.concat([image, tf.cast(label, tf.float32)], -1)
-  both = tf.image.stateless_random_crop(both, [image_size, image_size, 4],
-                                        seeds[1])
+  both = tf.image.stateless_random_crop(
+    both, [image_size, image_size, 4], seeds[1]
+  )
   if flip:
     both = tf.image.stateless_random_flip_left_right(both, seeds[2])
-  return {'image': common.scale_pixels(both[..., :3]),
-          'label': tf.cast(both[..., 3], tf.int32)}
+  return {
+    'image': common.scale_pixels(both[..., :3]),
+    'label': tf.cast(both[..., 3], tf.int32),
+  }
 
 
 def preprocess_for_eval(example, image_size: int):
@@ -107,40 +139,62 @@ def preprocess_for_eval(example, image_size: int):
   config.image_size rather than being resampled."""
   image, label = _decode(example)
   check = tf.debugging.assert_less_equal(
-      tf.reduce_max(tf.shape(image)[:2]), image_size,
-      message=f'an evaluation image is larger than config.image_size='
-              f'{image_size}: evaluation pads whole images; set '
-              'config.image_size to at least the largest side (VOC: 500; '
-              'DeepLab uses 513)')
+    tf.reduce_max(tf.shape(image)[:2]),
+    image_size,
+    message=f'an evaluation image is larger than config.image_size='
+    f'{image_size}: evaluation pads whole images; set '
+    'config.image_size to at least the largest side (VOC: 500; '
+    'DeepLab uses 513)',
+  )
   with tf.control_dependencies([check]):
     image = tf.identity(image)
   image, label = _pad_to(image, label, image_size, image_size)
   image = tf.ensure_shape(image, [image_size, image_size, 3])
-  return {'image': common.scale_pixels(image),
-          'label': tf.cast(tf.ensure_shape(label, [image_size, image_size, 1])
-                           [..., 0], tf.int32),
-          'mask': tf.constant(True)}
+  return {
+    'image': common.scale_pixels(image),
+    'label': tf.cast(
+      tf.ensure_shape(label, [image_size, image_size, 1])[..., 0], tf.int32
+    ),
+    'mask': tf.constant(True),
+  }
 
 
-def train_batches(config, *, start_step: int,
-                  per_host_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
   segmentation = config.segmentation
   return tfds_common.train_batches(
-      config, builder(config), start_step=start_step,
-      per_host_batch_size=per_host_batch_size, augment_tag=_AUGMENT_TAG,
-      preprocess=lambda example, seed: preprocess_for_train(
-          example, seed, config.image_size, segmentation.min_scale_factor,
-          segmentation.max_scale_factor, segmentation.flip))
+    config,
+    builder(config),
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
+    augment_tag=_AUGMENT_TAG,
+    preprocess=lambda example, seed: preprocess_for_train(
+      example,
+      seed,
+      config.image_size,
+      segmentation.min_scale_factor,
+      segmentation.max_scale_factor,
+      segmentation.flip,
+    ),
+  )
 
 
-def eval_batches(config, *, per_host_batch_size: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  config, *, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's shard of the eval split, padded (`mask`)."""
   size = config.image_size
-  padding = {'image': tf.zeros([size, size, 3]),
-             'label': tf.fill([size, size], common.IGNORE_LABEL),
-             'mask': tf.constant(False)}
+  padding = {
+    'image': tf.zeros([size, size, 3]),
+    'label': tf.fill([size, size], common.IGNORE_LABEL),
+    'mask': tf.constant(False),
+  }
   return tfds_common.eval_batches(
-      config, builder(config), per_host_batch_size=per_host_batch_size,
-      padding=padding, preprocess=lambda e: preprocess_for_eval(e, size))
+    config,
+    builder(config),
+    per_host_batch_size=per_host_batch_size,
+    padding=padding,
+    preprocess=lambda e: preprocess_for_eval(e, size),
+  )

@@ -44,8 +44,9 @@ def read_mask(path: str) -> np.ndarray:
     with Image.open(path) as image:
       if image.mode != 'P':
         raise CorruptExampleError(
-            f'{path}: a VOC mask must be a palette ("P") PNG whose indices are '
-            f'the classes; this one is mode {image.mode!r}.')
+          f'{path}: a VOC mask must be a palette ("P") PNG whose indices are '
+          f'the classes; this one is mode {image.mode!r}.'
+        )
       mask = np.asarray(image, np.uint8)
   except (OSError, SyntaxError) as error:
     raise CorruptExampleError(f'{path}: unreadable PNG ({error}).') from error
@@ -59,17 +60,21 @@ def read_sbd_mask(path: str) -> np.ndarray:
     mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
     mask = np.asarray(mat['GTcls'].Segmentation, np.uint8)
   except (OSError, ValueError, KeyError, AttributeError) as error:
-    raise CorruptExampleError(f'{path}: unreadable SBD mask ({error}).'
-                              ) from error
+    raise CorruptExampleError(
+      f'{path}: unreadable SBD mask ({error}).'
+    ) from error
   _check_class_ids(mask, path)
   return mask
 
 
 def _check_class_ids(mask: np.ndarray, path: str) -> None:
-  bad = np.setdiff1d(np.unique(mask), list(range(NUM_CLASSES)) + [common.IGNORE_LABEL])
+  bad = np.setdiff1d(
+    np.unique(mask), list(range(NUM_CLASSES)) + [common.IGNORE_LABEL]
+  )
   if bad.size:
     raise CorruptExampleError(
-        f'{path}: class ids {bad.tolist()} are not VOC classes (0-20, 255).')
+      f'{path}: class ids {bad.tolist()} are not VOC classes (0-20, 255).'
+    )
 
 
 def _ids(path: str) -> list[str]:
@@ -85,6 +90,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
     self.skipped: list[str] = []  # damaged examples, once per split
+
   RELEASE_NOTES = {'1.0.0': 'VOC 2012 segmentation masks, optional SBD.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download VOCtrainval_11-May-2012.tar from
@@ -96,27 +102,35 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description='PASCAL VOC 2012 segmentation: images and class masks '
-                    '(255 = ignore).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3)),
-            'segmentation': tfds.features.Image(shape=(None, None, 1)),
-            'file_name': tfds.features.Text(),
-        }),
-        homepage='http://host.robots.ox.ac.uk/pascal/VOC/voc2012/')
+      description='PASCAL VOC 2012 segmentation: images and class masks '
+      '(255 = ignore).',
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Image(shape=(None, None, 3)),
+          'segmentation': tfds.features.Image(shape=(None, None, 1)),
+          'file_name': tfds.features.Text(),
+        }
+      ),
+      homepage='http://host.robots.ox.ac.uk/pascal/VOC/voc2012/',
+    )
 
   def _split_generators(self, dl_manager):
     root = os.path.join(dl_manager.manual_dir, 'VOCdevkit', 'VOC2012')
     sets = os.path.join(root, 'ImageSets', 'Segmentation')
     if not os.path.isdir(sets):
       raise FileNotFoundError(
-          f'{sets} does not exist: the manual directory '
-          f'({dl_manager.manual_dir}) must hold VOCdevkit/VOC2012 from '
-          'VOCtrainval_11-May-2012.tar.' + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    train, val = _ids(os.path.join(sets, 'train.txt')), _ids(
-        os.path.join(sets, 'val.txt'))
-    splits = {'train': self._generate_examples(root, None, train),
-              'validation': self._generate_examples(root, None, val)}
+        f'{sets} does not exist: the manual directory '
+        f'({dl_manager.manual_dir}) must hold VOCdevkit/VOC2012 from '
+        'VOCtrainval_11-May-2012.tar.' + self.MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
+    train, val = (
+      _ids(os.path.join(sets, 'train.txt')),
+      _ids(os.path.join(sets, 'val.txt')),
+    )
+    splits = {
+      'train': self._generate_examples(root, None, train),
+      'validation': self._generate_examples(root, None, val),
+    }
     sbd = os.path.join(dl_manager.manual_dir, 'benchmark_RELEASE', 'dataset')
     if os.path.isdir(os.path.join(sbd, 'cls')):
       sbd_ids = []
@@ -125,9 +139,10 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
           sbd_ids += _ids(os.path.join(sbd, name))
       if not sbd_ids:
         raise FileNotFoundError(
-            f'{sbd}/cls exists but neither {sbd}/train.txt nor val.txt: the '
-            'SBD tree is incomplete (extract benchmark.tgz whole, or remove '
-            'benchmark_RELEASE to build without train_aug).')
+          f'{sbd}/cls exists but neither {sbd}/train.txt nor val.txt: the '
+          'SBD tree is incomplete (extract benchmark.tgz whole, or remove '
+          'benchmark_RELEASE to build without train_aug).'
+        )
       held_out = set(val)
       augmented = sorted((set(sbd_ids) | set(train)) - held_out)
       splits['train_aug'] = self._generate_examples(root, sbd, augmented)
@@ -153,28 +168,31 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
       mask = read_sbd_mask(os.path.join(sbd, 'cls', name + '.mat'))
     else:
       raise FileNotFoundError(
-          f'{png} is missing (listed in ImageSets): is the VOC tree '
-          'completely extracted?')
+        f'{png} is missing (listed in ImageSets): is the VOC tree '
+        'completely extracted?'
+      )
     image = os.path.join(root, 'JPEGImages', name + '.jpg')
     try:
       with Image.open(image) as jpeg:
         width, height = jpeg.size
         jpeg.load()  # decodes it all: a truncated file fails here
     except (OSError, SyntaxError) as error:
-      raise CorruptExampleError(f'{image}: unreadable image ({error}).'
-                                ) from error
+      raise CorruptExampleError(
+        f'{image}: unreadable image ({error}).'
+      ) from error
     if mask.shape != (height, width):
       raise CorruptExampleError(
-          f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but '
-          f'{image} is {width}x{height}.')
-    return {'image': image, 'segmentation': mask[..., None],
-            'file_name': name}
+        f'{name}: the mask is {mask.shape[1]}x{mask.shape[0]} but '
+        f'{image} is {width}x{height}.'
+      )
+    return {'image': image, 'segmentation': mask[..., None], 'file_name': name}
 
 
 def prepare(manual_dir: str, data_dir: str) -> Voc2012Segmentation:
   """Builds the TFDS dataset from the VOC (and SBD) files in `manual_dir`
   into `data_dir`; damaged pairs are skipped and listed in `skipped`."""
   voc = Voc2012Segmentation(data_dir=data_dir)
-  voc.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir))
+  voc.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+  )
   return voc

@@ -29,7 +29,9 @@ import statistics as stats_lib
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any
+from typing import Optional
+from typing import Sequence
 
 from mnv2_jax import configuration
 from mnv2_jax import tasks
@@ -42,6 +44,7 @@ RESULT_FILE = 'result.json'
 
 
 # --------------------------------------------------------------- the sweep
+
 
 def split_config_argument(argument: str) -> tuple[str, Optional[str]]:
   """'configs/x.py:arg' -> ('configs/x.py', 'arg'), as ml_collections does."""
@@ -59,8 +62,9 @@ def load_experiment(argument: str):
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(
-        f'{path} has no get_sweep(): a sweep config returns its list of '
-        'override dicts from get_sweep() (see mnv2_jax/sweep.py).')
+      f'{path} has no get_sweep(): a sweep config returns its list of '
+      'override dicts from get_sweep() (see mnv2_jax/sweep.py).'
+    )
   call = lambda fn: fn(config_string) if config_string is not None else fn()
   base = call(module.get_config)
   points = [dict(point) for point in call(module.get_sweep)]
@@ -78,12 +82,14 @@ def check_points(base, points: Sequence[dict], path: str) -> None:
     for key in point:
       if key not in flat:
         raise ValueError(
-            f'{path}: sweep point {point} overrides config.{key}, which does '
-            f'not exist. Known fields: {", ".join(sorted(flat))}.')
+          f'{path}: sweep point {point} overrides config.{key}, which does '
+          f'not exist. Known fields: {", ".join(sorted(flat))}.'
+        )
     name = point_name(point)
     if name in names:
-      raise ValueError(f'{path}: points {names[name]} and {point} have the '
-                       f'same name {name!r}.')
+      raise ValueError(
+        f'{path}: points {names[name]} and {point} have the same name {name!r}.'
+      )
     names[name] = point
     configuration.validate(apply_overrides(base, point))
 
@@ -109,8 +115,10 @@ def _format_value(value: Any) -> str:
 
 def point_name(overrides: dict[str, Any]) -> str:
   """'expansion_ratio=6_width_multiplier=0.5_seed=1' (last key components)."""
-  return '_'.join(f'{key.split(".")[-1]}={_format_value(value)}'
-                  for key, value in overrides.items())
+  return '_'.join(
+    f'{key.split(".")[-1]}={_format_value(value)}'
+    for key, value in overrides.items()
+  )
 
 
 def group_name(overrides: dict[str, Any]) -> str:
@@ -119,20 +127,26 @@ def group_name(overrides: dict[str, Any]) -> str:
   return point_name(rest) if rest else 'base'
 
 
-def point_command(config_argument: str, workdir: str,
-                  overrides: dict[str, Any]) -> list[str]:
+def point_command(
+  config_argument: str, workdir: str, overrides: dict[str, Any]
+) -> list[str]:
   """The `python -m mnv2_jax.main` command line that trains one point."""
-  command = [sys.executable, '-m', 'mnv2_jax.main',
-             f'--config={config_argument}',
-             f'--workdir={os.path.join(workdir, point_name(overrides))}']
+  command = [
+    sys.executable,
+    '-m',
+    'mnv2_jax.main',
+    f'--config={config_argument}',
+    f'--workdir={os.path.join(workdir, point_name(overrides))}',
+  ]
   for key, value in overrides.items():
     command.append(f'--config.{key}={_format_value(value)}')
   return command
 
 
 def is_finished(workdir: str, overrides: dict[str, Any]) -> bool:
-  return os.path.exists(os.path.join(workdir, point_name(overrides),
-                                     RESULT_FILE))
+  return os.path.exists(
+    os.path.join(workdir, point_name(overrides), RESULT_FILE)
+  )
 
 
 def final_evaluation(records: Sequence[dict]) -> Optional[dict]:
@@ -141,8 +155,9 @@ def final_evaluation(records: Sequence[dict]) -> Optional[dict]:
   return evaluations[-1] if evaluations else None
 
 
-def run_point(config_argument: str, workdir: str,
-              overrides: dict[str, Any]) -> dict:
+def run_point(
+  config_argument: str, workdir: str, overrides: dict[str, Any]
+) -> dict:
   """Trains (or resumes) one point and writes its result.json."""
   point_dir = os.path.join(workdir, point_name(overrides))
   os.makedirs(point_dir, exist_ok=True)
@@ -151,19 +166,27 @@ def run_point(config_argument: str, workdir: str,
   with open(os.path.join(point_dir, 'log.txt'), 'a') as log:
     log.write('$ ' + ' '.join(shlex.quote(c) for c in command) + '\n')
     log.flush()
-    returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                check=False).returncode
+    returncode = subprocess.run(
+      command, stdout=log, stderr=subprocess.STDOUT, check=False
+    ).returncode
   if returncode:
     with open(os.path.join(point_dir, 'log.txt')) as log:
       tail = ''.join(log.readlines()[-15:])
-    raise RuntimeError(f'{point_name(overrides)} failed (exit {returncode}); '
-                       f'the end of {point_dir}/log.txt:\n{tail}')
+    raise RuntimeError(
+      f'{point_name(overrides)} failed (exit {returncode}); '
+      f'the end of {point_dir}/log.txt:\n{tail}'
+    )
   final = final_evaluation(metric_writers.read_jsonl(point_dir))
   if final is None:
-    raise RuntimeError(f'{point_name(overrides)} exited without an evaluation '
-                       f'in {point_dir}/metrics.jsonl.')
-  result = {'overrides': overrides, 'final': final,
-            'wall_seconds_last_attempt': time.time() - start}
+    raise RuntimeError(
+      f'{point_name(overrides)} exited without an evaluation '
+      f'in {point_dir}/metrics.jsonl.'
+    )
+  result = {
+    'overrides': overrides,
+    'final': final,
+    'wall_seconds_last_attempt': time.time() - start,
+  }
   with open(os.path.join(point_dir, RESULT_FILE), 'w') as f:
     json.dump(result, f, indent=2)
   return result
@@ -171,11 +194,14 @@ def run_point(config_argument: str, workdir: str,
 
 # --------------------------------------------------------------- the report
 
+
 def _model_counts(base, overrides: dict[str, Any]) -> dict[str, int]:
   config = apply_overrides(base, overrides)
   counts = statistics.model_statistics(build_model(config), config.image_size)
-  return {'parameters': counts['trainable_parameters'],
-          'multiply_adds': counts['multiply_adds']}
+  return {
+    'parameters': counts['trainable_parameters'],
+    'multiply_adds': counts['multiply_adds'],
+  }
 
 
 def collect(base, points: Sequence[dict], workdir: str) -> list[dict]:
@@ -190,11 +216,18 @@ def collect(base, points: Sequence[dict], workdir: str) -> list[dict]:
       result = json.load(f)
     records = metric_writers.read_jsonl(point_dir)
     final = result['final']
-    curve = [(r['step'], r) for r in records
-             if r.get('split') == final.get('split')]
-    runs.append({'overrides': overrides, 'group': group_name(overrides),
-                 'final': final, 'curve': curve,
-                 'seconds': result.get('wall_seconds_last_attempt', 0.0)})
+    curve = [
+      (r['step'], r) for r in records if r.get('split') == final.get('split')
+    ]
+    runs.append(
+      {
+        'overrides': overrides,
+        'group': group_name(overrides),
+        'final': final,
+        'curve': curve,
+        'seconds': result.get('wall_seconds_last_attempt', 0.0),
+      }
+    )
   return runs
 
 
@@ -202,8 +235,7 @@ def headline_metric(base) -> str:
   return tasks.TASK_CLASSES[base.task].headline_metric
 
 
-def summarise(base, points: Sequence[dict], runs: Sequence[dict]
-              ) -> list[dict]:
+def summarise(base, points: Sequence[dict], runs: Sequence[dict]) -> list[dict]:
   """Rows grouped over seeds, in the order of the sweep's points."""
   metric = headline_metric(base)
   groups: dict[str, dict] = {}
@@ -211,8 +243,12 @@ def summarise(base, points: Sequence[dict], runs: Sequence[dict]
     name = group_name(overrides)
     if name not in groups:
       rest = {k: v for k, v in overrides.items() if k != SEED_KEY}
-      groups[name] = {'group': name, 'overrides': rest, 'values': [],
-                      'seeds': []}
+      groups[name] = {
+        'group': name,
+        'overrides': rest,
+        'values': [],
+        'seeds': [],
+      }
   for run in runs:
     group = groups[run['group']]
     group['values'].append(float(run['final'][metric]))
@@ -221,11 +257,16 @@ def summarise(base, points: Sequence[dict], runs: Sequence[dict]
   for group in groups.values():
     values = group['values']
     counts = _model_counts(base, group['overrides'])
-    rows.append({
-        **group, **counts, 'metric': metric, 'runs': len(values),
+    rows.append(
+      {
+        **group,
+        **counts,
+        'metric': metric,
+        'runs': len(values),
         'mean': stats_lib.fmean(values) if values else math.nan,
         'std': stats_lib.stdev(values) if len(values) > 1 else 0.0,
-    })
+      }
+    )
   return rows
 
 
@@ -237,30 +278,45 @@ def _swept_keys(items: Sequence[dict]) -> list[str]:
   return keys
 
 
-def format_markdown(title: str, rows: Sequence[dict], total_points: int,
-                    finished: int, seconds: float = 0.0) -> str:
+def format_markdown(
+  title: str,
+  rows: Sequence[dict],
+  total_points: int,
+  finished: int,
+  seconds: float = 0.0,
+) -> str:
   metric = rows[0]['metric'] if rows else 'metric'
   percent = metric in ('top1', 'top5')
   scale = 100.0 if percent else 1.0
   unit = ' (%)' if percent else ''
   keys = _swept_keys(rows)
-  lines = [f'# {title}', '',
-           f'{finished} of {total_points} runs finished, '
-           f'{seconds / 60:.1f} minutes of training: each run\'s wall time '
-           f'(its last attempt), added up, so runs side by side (--jobs) '
-           f'count twice. Mean ± standard deviation over seeds of the final '
-           f'test {metric}.', '',
-           '| ' + ' | '.join(keys + [f'{metric}{unit}', 'seeds',
-                                     'parameters', 'multiply-adds']) + ' |',
-           '|' + '---|' * (len(keys) + 4)]
+  lines = [
+    f'# {title}',
+    '',
+    f'{finished} of {total_points} runs finished, '
+    f"{seconds / 60:.1f} minutes of training: each run's wall time "
+    f'(its last attempt), added up, so runs side by side (--jobs) '
+    f'count twice. Mean ± standard deviation over seeds of the final '
+    f'test {metric}.',
+    '',
+    '| '
+    + ' | '.join(
+      keys + [f'{metric}{unit}', 'seeds', 'parameters', 'multiply-adds']
+    )
+    + ' |',
+    '|' + '---|' * (len(keys) + 4),
+  ]
   for row in rows:
     cells = [_format_value(row['overrides'].get(k, '')) for k in keys]
     if row['runs']:
-      cells.append(f"{row['mean'] * scale:.2f} ± {row['std'] * scale:.2f}")
+      cells.append(f'{row["mean"] * scale:.2f} ± {row["std"] * scale:.2f}')
     else:
       cells.append('not run')
-    cells += [str(row['runs']), f"{row['parameters']:,}",
-              f"{row['multiply_adds'] / 1e6:.1f}M"]
+    cells += [
+      str(row['runs']),
+      f'{row["parameters"]:,}',
+      f'{row["multiply_adds"] / 1e6:.1f}M',
+    ]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -268,23 +324,31 @@ def format_markdown(title: str, rows: Sequence[dict], total_points: int,
 def write_csv(path: str, runs: Sequence[dict]) -> None:
   keys, finals = _swept_keys(runs), []
   for run in runs:
-    finals += [k for k, v in run['final'].items()
-               if isinstance(v, (int, float)) and k not in finals]
+    finals += [
+      k
+      for k, v in run['final'].items()
+      if isinstance(v, (int, float)) and k not in finals
+    ]
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['group'] + keys + finals)
     for run in runs:
-      writer.writerow([run['group']]
-                      + [_format_value(run['overrides'].get(k, '')) for k in keys]
-                      + [run['final'].get(k, '') for k in finals])
+      writer.writerow(
+        [run['group']]
+        + [_format_value(run['overrides'].get(k, '')) for k in keys]
+        + [run['final'].get(k, '') for k in finals]
+      )
 
 
-def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
-         title: str) -> list[str]:
+def plot(
+  results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict], title: str
+) -> list[str]:
   """PNG plots; returns the paths written."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # noqa: PLC0415 (only for the plots)
+
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
   metric = rows[0]['metric']
   scale = 100.0 if metric in ('top1', 'top5') else 1.0
   label = f'test {metric}' + (' (%)' if scale == 100.0 else '')
@@ -320,25 +384,39 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
   # checkpoints beside ours when the sweep runs on ImageNet.
   figure, axes = plt.subplots(figsize=(6, 4))
   done = [row for row in rows if row['runs']]
-  axes.errorbar([row['multiply_adds'] / 1e6 for row in done],
-                [row['mean'] * scale for row in done],
-                yerr=[row['std'] * scale for row in done], fmt='o',
-                label='this sweep')
+  axes.errorbar(
+    [row['multiply_adds'] / 1e6 for row in done],
+    [row['mean'] * scale for row in done],
+    yerr=[row['std'] * scale for row in done],
+    fmt='o',
+    label='this sweep',
+  )
   for row in done:
-    axes.annotate(row['group'], (row['multiply_adds'] / 1e6,
-                                 row['mean'] * scale), fontsize=6)
+    axes.annotate(
+      row['group'],
+      (row['multiply_adds'] / 1e6, row['mean'] * scale),
+      fontsize=6,
+    )
   if base.dataset.name == 'imagenet2012' and metric == 'top1':
-    released = [(macs, top1) for (top1, _, macs) in statistics.PUBLISHED_GRID.values()]
-    axes.scatter([m for m, _ in released], [t for _, t in released],
-                 marker='x', color='grey', label='released checkpoints')
+    released = [
+      (macs, top1) for (top1, _, macs) in statistics.PUBLISHED_GRID.values()
+    ]
+    axes.scatter(
+      [m for m, _ in released],
+      [t for _, t in released],
+      marker='x',
+      color='grey',
+      label='released checkpoints',
+    )
   axes.set_xscale('log')
   save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
 
   # The metric against each numeric swept field, one line per other setting.
   for key in _swept_keys(rows):
     values = [row['overrides'].get(key) for row in done]
-    if not values or not all(isinstance(v, (int, float))
-                             and not isinstance(v, bool) for v in values):
+    if not values or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
       continue
     figure, axes = plt.subplots(figsize=(6, 4))
     series: dict[str, list] = {}
@@ -347,16 +425,25 @@ def plot(results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict],
       series.setdefault(point_name(other) or 'base', []).append(row)
     for name, members in series.items():
       members.sort(key=lambda row: row['overrides'][key])
-      axes.errorbar([row['overrides'][key] for row in members],
-                    [row['mean'] * scale for row in members],
-                    yerr=[row['std'] * scale for row in members],
-                    marker='o', capsize=3, label=name)
+      axes.errorbar(
+        [row['overrides'][key] for row in members],
+        [row['mean'] * scale for row in members],
+        yerr=[row['std'] * scale for row in members],
+        marker='o',
+        capsize=3,
+        label=name,
+      )
     save(figure, axes, key, f'{metric}_vs_{key.split(".")[-1]}.png')
   return written
 
 
-def report(base, points: Sequence[dict], workdir: str, title: str,
-           results_dir: Optional[str] = None) -> list[str]:
+def report(
+  base,
+  points: Sequence[dict],
+  workdir: str,
+  title: str,
+  results_dir: Optional[str] = None,
+) -> list[str]:
   """Writes results.md, results.csv and the plots (to `results_dir`,
   default the workdir); returns their paths."""
   runs = collect(base, points, workdir)
@@ -365,12 +452,16 @@ def report(base, points: Sequence[dict], workdir: str, title: str,
   os.makedirs(results_dir, exist_ok=True)
   markdown = os.path.join(results_dir, 'results.md')
   with open(markdown, 'w') as f:
-    f.write(format_markdown(title, rows, len(points), len(runs),
-                            sum(run['seconds'] for run in runs)))
+    f.write(
+      format_markdown(
+        title, rows, len(points), len(runs), sum(run['seconds'] for run in runs)
+      )
+    )
   table = os.path.join(results_dir, 'results.csv')
   write_csv(table, runs)
-  return [markdown, table] + (plot(results_dir, base, rows, runs, title)
-                              if runs else [])
+  return [markdown, table] + (
+    plot(results_dir, base, rows, runs, title) if runs else []
+  )
 
 
 def experiment_title(argument: str) -> str:
@@ -379,14 +470,22 @@ def experiment_title(argument: str) -> str:
   return name + (f' ({config_string})' if config_string else '')
 
 
-def run_all(config_argument: str, workdir: str, points: Sequence[dict],
-            metric: str, jobs: int = 1, say=print) -> list[str]:
+def run_all(
+  config_argument: str,
+  workdir: str,
+  points: Sequence[dict],
+  metric: str,
+  jobs: int = 1,
+  say=print,
+) -> list[str]:
   """Trains every unfinished point, `jobs` at a time (each its own
   process), reporting progress through `say(line)`. Returns the names of
   the points that failed."""
   todo = [p for p in points if not is_finished(workdir, p)]
-  say(f'{len(points)} points, {len(points) - len(todo)} finished, '
-      f'{len(todo)} to run in {workdir}.')
+  say(
+    f'{len(points)} points, {len(points) - len(todo)} finished, '
+    f'{len(todo)} to run in {workdir}.'
+  )
   failures = []
 
   def run(numbered):
@@ -399,8 +498,10 @@ def run_all(config_argument: str, workdir: str, points: Sequence[dict],
       say(f'  [{number}] FAILED: {e}')
       failures.append(name)
       return
-    say(f"  [{number}] {metric} {result['final'][metric]:.4f} in "
-        f"{result['wall_seconds_last_attempt']:.0f} s")
+    say(
+      f'  [{number}] {metric} {result["final"][metric]:.4f} in '
+      f'{result["wall_seconds_last_attempt"]:.0f} s'
+    )
 
   # Each point is a subprocess, so threads suffice to keep `jobs` running.
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:

@@ -32,22 +32,32 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
   num_classes = config.num_classes if num_classes is None else num_classes
   options = config.model
   common = dict(
-      width_multiplier=options.width_multiplier,
-      batch_norm_momentum=options.batch_norm_momentum,
-      batch_norm_epsilon=options.batch_norm_epsilon, padding=options.padding,
-      dtype=options.dtype, implementation=options.implementation)
+    width_multiplier=options.width_multiplier,
+    batch_norm_momentum=options.batch_norm_momentum,
+    batch_norm_epsilon=options.batch_norm_epsilon,
+    padding=options.padding,
+    dtype=options.dtype,
+    implementation=options.implementation,
+  )
   if config.task == 'detection':
     return ssdlite.SSDLite(num_classes=num_classes, **common)
   if config.task == 'segmentation':
     return deeplab.MobileDeepLabV3(
-        num_classes=num_classes, output_stride=options.output_stride,
-        aspp=config.segmentation.aspp, dropout_rate=options.dropout_rate,
-        **common)
-  return mobilenet_v2.MobileNetV2(
       num_classes=num_classes,
-      expansion_ratio=(tuple(options.expansion_ratio_per_block)
-                       or options.expansion_ratio),
-      bottleneck_activation=options.bottleneck_activation,
-      residual=options.residual, output_stride=options.output_stride,
+      output_stride=options.output_stride,
+      aspp=config.segmentation.aspp,
       dropout_rate=options.dropout_rate,
-      inference_splits=options.inference_splits, **common)
+      **common,
+    )
+  return mobilenet_v2.MobileNetV2(
+    num_classes=num_classes,
+    expansion_ratio=(
+      tuple(options.expansion_ratio_per_block) or options.expansion_ratio
+    ),
+    bottleneck_activation=options.bottleneck_activation,
+    residual=options.residual,
+    output_stride=options.output_stride,
+    dropout_rate=options.dropout_rate,
+    inference_splits=options.inference_splits,
+    **common,
+  )

@@ -31,6 +31,7 @@ class AnchorConfig:
   the geometric mean of its scale and the next ('interpolated'); the lowest
   layer is reduced to (0.1, 1), (s0, 2), (s0, 1/2).
   """
+
   num_layers: int = 6
   min_scale: float = 0.2
   max_scale: float = 0.95
@@ -39,12 +40,15 @@ class AnchorConfig:
   reduce_boxes_in_lowest_layer: bool = True
 
 
-def layer_box_specs(config: AnchorConfig = AnchorConfig()
-                    ) -> list[list[tuple[float, float]]]:
+def layer_box_specs(
+  config: AnchorConfig = AnchorConfig(),
+) -> list[list[tuple[float, float]]]:
   """(scale, aspect ratio) of every box per location, for each layer."""
   n = config.num_layers
-  scales = [config.min_scale + (config.max_scale - config.min_scale) * i
-            / (n - 1) for i in range(n)] + [1.0]
+  scales = [
+    config.min_scale + (config.max_scale - config.min_scale) * i / (n - 1)
+    for i in range(n)
+  ] + [1.0]
   specs = []
   for layer in range(n):
     if layer == 0 and config.reduce_boxes_in_lowest_layer:
@@ -52,8 +56,12 @@ def layer_box_specs(config: AnchorConfig = AnchorConfig()
       continue
     boxes = [(scales[layer], ratio) for ratio in config.aspect_ratios]
     if config.interpolated_scale_aspect_ratio > 0:
-      boxes.append((math.sqrt(scales[layer] * scales[layer + 1]),
-                    config.interpolated_scale_aspect_ratio))
+      boxes.append(
+        (
+          math.sqrt(scales[layer] * scales[layer + 1]),
+          config.interpolated_scale_aspect_ratio,
+        )
+      )
     specs.append(boxes)
   return specs
 
@@ -62,8 +70,10 @@ def num_boxes_per_location(config: AnchorConfig = AnchorConfig()) -> list[int]:
   return [len(boxes) for boxes in layer_box_specs(config)]
 
 
-def generate_anchors(feature_map_sizes: Sequence[tuple[int, int]],
-                     config: AnchorConfig = AnchorConfig()) -> np.ndarray:
+def generate_anchors(
+  feature_map_sizes: Sequence[tuple[int, int]],
+  config: AnchorConfig = AnchorConfig(),
+) -> np.ndarray:
   """Anchors [A, 4] (ymin, xmin, ymax, xmax), ordered layer, row, column, box
   (the order the prediction heads' outputs are flattened in).
 
@@ -72,10 +82,12 @@ def generate_anchors(feature_map_sizes: Sequence[tuple[int, int]],
   s / sqrt(r) high (square input; the reference's base anchor size 1).
   """
   all_anchors = []
-  for (height, width), boxes in zip(feature_map_sizes,
-                                    layer_box_specs(config)):
-    cy, cx = np.meshgrid((np.arange(height) + 0.5) / height,
-                         (np.arange(width) + 0.5) / width, indexing='ij')
+  for (height, width), boxes in zip(feature_map_sizes, layer_box_specs(config)):
+    cy, cx = np.meshgrid(
+      (np.arange(height) + 0.5) / height,
+      (np.arange(width) + 0.5) / width,
+      indexing='ij',
+    )
     scales = np.array([s for s, _ in boxes])
     ratios = np.array([r for _, r in boxes])
     box_h = scales / np.sqrt(ratios)
@@ -98,23 +110,29 @@ def _center_size(boxes: Array) -> tuple[Array, Array, Array, Array]:
   return (ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin
 
 
-def encode_boxes(boxes: Array, anchors: Array,
-                 scales: Sequence[float] = BOX_CODER_SCALES) -> Array:
+def encode_boxes(
+  boxes: Array, anchors: Array, scales: Sequence[float] = BOX_CODER_SCALES
+) -> Array:
   """[ty, tx, th, tw] of `boxes` relative to `anchors` (same shape [..., 4])."""
   eps = 1e-8
   ycenter, xcenter, height, width = _center_size(boxes)
   ycenter_a, xcenter_a, height_a, width_a = _center_size(anchors)
   height_a, width_a = height_a + eps, width_a + eps
   height, width = height + eps, width + eps
-  return jnp.stack([
+  return jnp.stack(
+    [
       (ycenter - ycenter_a) / height_a * scales[0],
       (xcenter - xcenter_a) / width_a * scales[1],
       jnp.log(height / height_a) * scales[2],
-      jnp.log(width / width_a) * scales[3]], axis=-1)
+      jnp.log(width / width_a) * scales[3],
+    ],
+    axis=-1,
+  )
 
 
-def decode_boxes(codes: Array, anchors: Array,
-                 scales: Sequence[float] = BOX_CODER_SCALES) -> Array:
+def decode_boxes(
+  codes: Array, anchors: Array, scales: Sequence[float] = BOX_CODER_SCALES
+) -> Array:
   """Inverse of `encode_boxes`."""
   ycenter_a, xcenter_a, height_a, width_a = _center_size(anchors)
   ty, tx, th, tw = jnp.moveaxis(codes, -1, 0)
@@ -122,8 +140,15 @@ def decode_boxes(codes: Array, anchors: Array,
   width = jnp.exp(tw / scales[3]) * width_a
   ycenter = ty / scales[0] * height_a + ycenter_a
   xcenter = tx / scales[1] * width_a + xcenter_a
-  return jnp.stack([ycenter - height / 2, xcenter - width / 2,
-                    ycenter + height / 2, xcenter + width / 2], axis=-1)
+  return jnp.stack(
+    [
+      ycenter - height / 2,
+      xcenter - width / 2,
+      ycenter + height / 2,
+      xcenter + width / 2,
+    ],
+    axis=-1,
+  )
 
 
 def iou(boxes_a: Array, boxes_b: Array) -> Array:
@@ -136,6 +161,7 @@ def iou(boxes_a: Array, boxes_b: Array) -> Array:
 
   def area(b):
     return jnp.maximum(b[:, 2] - b[:, 0], 0) * jnp.maximum(b[:, 3] - b[:, 1], 0)
+
   union = area(boxes_a)[:, None] + area(boxes_b)[None, :] - intersection
   return jnp.where(union > 0, intersection / jnp.maximum(union, 1e-12), 0.0)
 
@@ -143,9 +169,13 @@ def iou(boxes_a: Array, boxes_b: Array) -> Array:
 # ----------------------------------------------------------------- matching
 
 
-def match_anchors(anchors: Array, gt_boxes: Array, gt_valid: Array,
-                  gt_crowd: Array, threshold: float = 0.5
-                  ) -> tuple[Array, Array, Array]:
+def match_anchors(
+  anchors: Array,
+  gt_boxes: Array,
+  gt_valid: Array,
+  gt_crowd: Array,
+  threshold: float = 0.5,
+) -> tuple[Array, Array, Array]:
   """Argmax matching with every ground-truth box force-matched (reference
   `ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True)`).
 
@@ -174,14 +204,17 @@ def match_anchors(anchors: Array, gt_boxes: Array, gt_valid: Array,
   best_anchor = jnp.argmax(overlaps_usable, axis=1)  # [G]
   num_anchors = anchors.shape[0]
   gt_index = jnp.arange(gt_boxes.shape[0])
-  forced_owner = jnp.full((num_anchors,), -1, jnp.int32).at[
-      jnp.where(usable, best_anchor, num_anchors)].max(
-          gt_index.astype(jnp.int32), mode='drop')
+  forced_owner = (
+    jnp.full((num_anchors,), -1, jnp.int32)
+    .at[jnp.where(usable, best_anchor, num_anchors)]
+    .max(gt_index.astype(jnp.int32), mode='drop')
+  )
   forced = forced_owner >= 0
   match = jnp.where(forced, forced_owner, match).astype(jnp.int32)
   positive = positive | forced
-  crowd_overlap = jnp.max(jnp.where((gt_valid & gt_crowd)[:, None], overlaps,
-                                    0.0), axis=0)
+  crowd_overlap = jnp.max(
+    jnp.where((gt_valid & gt_crowd)[:, None], overlaps, 0.0), axis=0
+  )
   ignore = ~positive & (crowd_overlap >= threshold)
   return match, positive, ignore
 
@@ -189,8 +222,9 @@ def match_anchors(anchors: Array, gt_boxes: Array, gt_valid: Array,
 # ---------------------------------------------------------------------- NMS
 
 
-def non_max_suppression(boxes: Array, scores: Array, iou_threshold: float,
-                        max_outputs: int) -> tuple[Array, Array]:
+def non_max_suppression(
+  boxes: Array, scores: Array, iou_threshold: float, max_outputs: int
+) -> tuple[Array, Array]:
   """Greedy NMS of one class with static shapes.
 
   Args:
@@ -206,9 +240,11 @@ def non_max_suppression(boxes: Array, scores: Array, iou_threshold: float,
 
   def body(i, keep):
     # Box i survives if no kept, higher-scoring box overlaps it too much.
-    suppressed = jnp.any(keep & (overlaps[i] > iou_threshold)
-                         & (jnp.arange(count) < i))
+    suppressed = jnp.any(
+      keep & (overlaps[i] > iou_threshold) & (jnp.arange(count) < i)
+    )
     return keep.at[i].set(~suppressed & jnp.isfinite(scores[i]))
+
   keep = jax.lax.fori_loop(0, count, body, jnp.zeros((count,), bool))
   # Kept boxes first, in score order.
   rank = jnp.where(keep, jnp.arange(count), count + jnp.arange(count))
@@ -216,10 +252,15 @@ def non_max_suppression(boxes: Array, scores: Array, iou_threshold: float,
   return order[selected], keep[selected]
 
 
-def batched_multiclass_nms(boxes: Array, scores: Array, *,
-                           score_threshold: float, iou_threshold: float,
-                           max_per_class: int, max_detections: int
-                           ) -> dict[str, Array]:
+def batched_multiclass_nms(
+  boxes: Array,
+  scores: Array,
+  *,
+  score_threshold: float,
+  iou_threshold: float,
+  max_per_class: int,
+  max_detections: int,
+) -> dict[str, Array]:
   """Per-class NMS then the `max_detections` best over all classes.
 
   Args:
@@ -236,16 +277,20 @@ def batched_multiclass_nms(boxes: Array, scores: Array, *,
   def per_class(class_scores):
     top_scores, top_index = jax.lax.top_k(class_scores, candidates)
     top_scores = jnp.where(top_scores >= score_threshold, top_scores, -jnp.inf)
-    kept, valid = non_max_suppression(boxes[top_index], top_scores,
-                                      iou_threshold, candidates)
+    kept, valid = non_max_suppression(
+      boxes[top_index], top_scores, iou_threshold, candidates
+    )
     return top_index[kept], jnp.where(valid, top_scores[kept], -jnp.inf)
 
   index, class_scores = jax.vmap(per_class, in_axes=1)(scores)  # [C, K]
   classes = jnp.broadcast_to(jnp.arange(num_classes)[:, None], index.shape)
   flat_scores = class_scores.reshape(-1)
-  best_scores, best = jax.lax.top_k(flat_scores, min(max_detections,
-                                                    flat_scores.shape[0]))
-  return {'boxes': boxes[index.reshape(-1)[best]],
-          'scores': jnp.where(jnp.isfinite(best_scores), best_scores, 0.0),
-          'classes': classes.reshape(-1)[best].astype(jnp.int32),
-          'valid': jnp.isfinite(best_scores)}
+  best_scores, best = jax.lax.top_k(
+    flat_scores, min(max_detections, flat_scores.shape[0])
+  )
+  return {
+    'boxes': boxes[index.reshape(-1)[best]],
+    'scores': jnp.where(jnp.isfinite(best_scores), best_scores, 0.0),
+    'classes': classes.reshape(-1)[best].astype(jnp.int32),
+    'valid': jnp.isfinite(best_scores),
+  }

@@ -15,7 +15,8 @@ are the segmentation task's (tasks/segmentation.py).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -43,6 +44,7 @@ def resize_bilinear(x: Array, size: Sequence[int]) -> Array:
   """Bilinear resize of [N, H, W, C] with aligned corners (TF's
   `resize_bilinear(align_corners=True)`, what DeepLab uses): output pixel i
   samples input position i·(H - 1)/(size - 1), so corners map to corners."""
+
   def along(x, axis, out):
     n = x.shape[axis]
     if n == out:
@@ -55,8 +57,11 @@ def resize_bilinear(x: Array, size: Sequence[int]) -> Array:
     shape = [1] * x.ndim
     shape[axis] = out
     weight = jnp.asarray(weight.reshape(shape), x.dtype)
-    return (x.take(low, axis=axis) * (1 - weight)
-            + x.take(low + 1, axis=axis) * weight)
+    return (
+      x.take(low, axis=axis) * (1 - weight)
+      + x.take(low + 1, axis=axis) * weight
+    )
+
   return along(along(x, 1, size[0]), 2, size[1])
 
 
@@ -69,6 +74,7 @@ class MobileDeepLabV3(nn.Module):
     aspp: adds the three 3x3 atrous branches.
     dropout_rate: before the classifier (DeepLab: keep probability 0.9).
   """
+
   num_classes: int = 21
   width_multiplier: float = 1.0
   output_stride: int = 16
@@ -81,47 +87,72 @@ class MobileDeepLabV3(nn.Module):
   implementation: str = 'auto'
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False
-               ) -> tuple[Array, dict[str, Array]]:
+  def __call__(
+    self, images: Array, train: bool = False
+  ) -> tuple[Array, dict[str, Array]]:
     """Returns logits [N, H, W, num_classes] at the input size, endpoints."""
     if self.output_stride not in (8, 16):
-      raise ValueError('DeepLab runs the backbone at output stride 8 or 16 '
-                       f'(model.output_stride), got {self.output_stride}.')
+      raise ValueError(
+        'DeepLab runs the backbone at output stride 8 or 16 '
+        f'(model.output_stride), got {self.output_stride}.'
+      )
     dtype = mobilenet_v2.DTYPES[self.dtype]
     backbone = mobilenet_v2.MobileNetV2(
-        num_classes=0, width_multiplier=self.width_multiplier,
-        output_stride=self.output_stride, last_conv=False,
-        batch_norm_momentum=self.batch_norm_momentum,
-        batch_norm_epsilon=self.batch_norm_epsilon, padding=self.padding,
-        dtype=self.dtype, implementation=self.implementation,
-        name='backbone')
+      num_classes=0,
+      width_multiplier=self.width_multiplier,
+      output_stride=self.output_stride,
+      last_conv=False,
+      batch_norm_momentum=self.batch_norm_momentum,
+      batch_norm_epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      dtype=self.dtype,
+      implementation=self.implementation,
+      name='backbone',
+    )
     features, endpoints = backbone(images, train=train)
     norm, conv, _ = layers.module_factories(
-        train=train, momentum=self.batch_norm_momentum,
-        epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        implementation=self.implementation)
+      train=train,
+      momentum=self.batch_norm_momentum,
+      epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      dtype=dtype,
+      implementation=self.implementation,
+    )
 
     def branch(name: str, **conv_kwargs) -> Callable[[Array], Array]:
-      return layers.ConvBN(functools.partial(conv, HEAD_DEPTH, **conv_kwargs),
-                           norm, nn.relu, name=name)
+      return layers.ConvBN(
+        functools.partial(conv, HEAD_DEPTH, **conv_kwargs),
+        norm,
+        nn.relu,
+        name=name,
+      )
 
     # Image-level features: global average pool, 1x1 conv, then back to the
     # feature map's size (bilinear from 1x1 is a broadcast).
-    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2),
-                      keepdims=True).astype(features.dtype)
+    pooled = jnp.mean(
+      features.astype(jnp.float32), axis=(1, 2), keepdims=True
+    ).astype(features.dtype)
     pooled = branch('image_pooling')(pooled)
-    branches = [jnp.broadcast_to(pooled, features.shape[:3] + pooled.shape[3:]),
-                branch('aspp_0')(features)]
+    branches = [
+      jnp.broadcast_to(pooled, features.shape[:3] + pooled.shape[3:]),
+      branch('aspp_0')(features),
+    ]
     if self.aspp:
       for i, rate in enumerate(aspp_rates(self.output_stride)):
-        branches.append(branch(f'aspp_{i + 1}', kernel_size=3,
-                               dilation=rate)(features))
+        branches.append(
+          branch(f'aspp_{i + 1}', kernel_size=3, dilation=rate)(features)
+        )
     x = branch('concat_projection')(jnp.concatenate(branches, axis=-1))
     endpoints['concat_projection'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32,
-                     kernel_init=initializers.LECUN_NORMAL,
-                     bias_init=initializers.ZEROS, name='logits')(x.astype(jnp.float32))
+    logits = nn.Conv(
+      self.num_classes,
+      (1, 1),
+      dtype=jnp.float32,
+      kernel_init=initializers.LECUN_NORMAL,
+      bias_init=initializers.ZEROS,
+      name='logits',
+    )(x.astype(jnp.float32))
     endpoints['logits_at_output_stride'] = logits
     return resize_bilinear(logits, images.shape[1:3]), endpoints
 

@@ -24,7 +24,9 @@ import contextvars
 import dataclasses
 import hashlib
 import math
-from typing import Any, Iterator, Optional
+from typing import Any
+from typing import Iterator
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +42,8 @@ _TRUNCATION = 2.0
 # While `host_variables` traces model.init: the list of (value, initializer)
 # of every variable created so far.
 _RECORDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar(
-    'mnv2_jax_initializer_records', default=None)
+  'mnv2_jax_initializer_records', default=None
+)
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -54,19 +57,23 @@ class Initializer:
   """An initial distribution: constant zeros or ones, or a truncated normal
   (±2 standard deviations) with variance `scale / fan_in` (variance scaling,
   He et al. 2015 with scale 2, LeCun with scale 1)."""
+
   distribution: str
   scale: float = 1.0
 
   def __post_init__(self):
     if self.distribution not in DISTRIBUTIONS:
-      raise ValueError(f'distribution must be one of {DISTRIBUTIONS}, got '
-                       f'{self.distribution!r}.')
+      raise ValueError(
+        f'distribution must be one of {DISTRIBUTIONS}, got '
+        f'{self.distribution!r}.'
+      )
 
   def stddev(self, shape: tuple[int, ...]) -> float:
     return math.sqrt(self.scale / fan_in(shape)) / _TRUNCATED_STD
 
-  def __call__(self, key: Optional[jax.Array], shape, dtype=jnp.float32
-               ) -> jax.Array:
+  def __call__(
+    self, key: Optional[jax.Array], shape, dtype=jnp.float32
+  ) -> jax.Array:
     """The Flax initializer (`key` may be None for constants)."""
     shape = tuple(shape)
     if self.distribution == 'zeros':
@@ -75,8 +82,8 @@ class Initializer:
       value = jnp.ones(shape, dtype)
     else:
       value = jax.random.truncated_normal(
-          key, -_TRUNCATION, _TRUNCATION, shape, dtype) * jnp.asarray(
-              self.stddev(shape), dtype)
+        key, -_TRUNCATION, _TRUNCATION, shape, dtype
+      ) * jnp.asarray(self.stddev(shape), dtype)
     records = _RECORDS.get()
     if records is not None:
       records.append((value, self))
@@ -122,15 +129,17 @@ def variable_seed(seed: int, path: str) -> np.random.Generator:
   ('params/layer_3/expand/conv/kernel'), all of the path's SHA-256."""
   digest = hashlib.sha256(path.encode()).digest()
   return np.random.default_rng(
-      [seed, *np.frombuffer(digest, np.uint32).tolist()])
+    [seed, *np.frombuffer(digest, np.uint32).tolist()]
+  )
 
 
 def _path_name(path) -> str:
   return '/'.join(str(getattr(entry, 'key', entry)) for entry in path)
 
 
-def host_variables(model, input_shape: tuple[int, ...], seed: int,
-                   **init_kwargs) -> dict[str, Any]:
+def host_variables(
+  model, input_shape: tuple[int, ...], seed: int, **init_kwargs
+) -> dict[str, Any]:
   """`model.init`'s variables, drawn on the host with NumPy (nothing compiled).
 
   Args:
@@ -150,9 +159,9 @@ def host_variables(model, input_shape: tuple[int, ...], seed: int,
 
   def init_and_record():
     with _recording() as records:
-      variables = model.init(jax.random.key(0),
-                             jnp.zeros(input_shape, jnp.float32),
-                             **init_kwargs)
+      variables = model.init(
+        jax.random.key(0), jnp.zeros(input_shape, jnp.float32), **init_kwargs
+      )
     by_identity = {id(value): initializer for value, initializer in records}
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
       initializer_of[_path_name(path)] = by_identity.get(id(leaf))
@@ -162,13 +171,16 @@ def host_variables(model, input_shape: tuple[int, ...], seed: int,
   missing = [path for path, init in initializer_of.items() if init is None]
   if missing:
     raise TypeError(
-        f'{type(model).__name__}: {len(missing)} variables were not made by '
-        f'an mnv2_jax.initializers.Initializer, so they cannot be drawn on '
-        f'the host: {missing[:5]}. Give their modules an Initializer '
-        '(kernel_init=initializers.LECUN_NORMAL, bias_init=initializers.ZEROS).')
+      f'{type(model).__name__}: {len(missing)} variables were not made by '
+      f'an mnv2_jax.initializers.Initializer, so they cannot be drawn on '
+      f'the host: {missing[:5]}. Give their modules an Initializer '
+      '(kernel_init=initializers.LECUN_NORMAL, bias_init=initializers.ZEROS).'
+    )
 
   def draw(path, leaf):
     name = _path_name(path)
-    return initializer_of[name].sample(variable_seed(seed, name), leaf.shape,
-                                       leaf.dtype)
+    return initializer_of[name].sample(
+      variable_seed(seed, name), leaf.shape, leaf.dtype
+    )
+
   return jax.tree_util.tree_map_with_path(draw, abstract)

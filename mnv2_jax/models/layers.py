@@ -26,7 +26,10 @@ on the CPU and compares it with plain Flax).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
+from typing import Callable
+from typing import Optional
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -43,8 +46,9 @@ PADDING_MODES = ('same', 'symmetric')
 IMPLEMENTATIONS = ('auto', 'cpu', 'xla')
 
 
-def _padding_1d(size: int, kernel: int, stride: int, dilation: int,
-                mode: str) -> tuple[int, int]:
+def _padding_1d(
+  size: int, kernel: int, stride: int, dilation: int, mode: str
+) -> tuple[int, int]:
   """Padding (before, after) of one spatial dimension."""
   effective_kernel = (kernel - 1) * dilation + 1
   if mode == 'same':
@@ -60,26 +64,39 @@ def _padding_1d(size: int, kernel: int, stride: int, dilation: int,
   raise ValueError(f'padding must be one of {PADDING_MODES}, got {mode!r}.')
 
 
-def conv_padding(spatial_shape: Sequence[int], kernel_size: int, stride: int,
-                 dilation: int, mode: str) -> Padding:
+def conv_padding(
+  spatial_shape: Sequence[int],
+  kernel_size: int,
+  stride: int,
+  dilation: int,
+  mode: str,
+) -> Padding:
   """Explicit padding of a square-kernel conv for an input of `spatial_shape`."""
   height, width = spatial_shape
-  return (_padding_1d(height, kernel_size, stride, dilation, mode),
-          _padding_1d(width, kernel_size, stride, dilation, mode))
+  return (
+    _padding_1d(height, kernel_size, stride, dilation, mode),
+    _padding_1d(width, kernel_size, stride, dilation, mode),
+  )
 
 
-def depthwise_conv_grouped(inputs: Array, kernel: Array, stride: int,
-                           dilation: int, padding: Padding) -> Array:
+def depthwise_conv_grouped(
+  inputs: Array, kernel: Array, stride: int, dilation: int, padding: Padding
+) -> Array:
   """Depthwise conv as a grouped convolution. `kernel` is [k, k, 1, C]."""
   return lax.conv_general_dilated(
-      inputs, kernel, window_strides=(stride, stride), padding=padding,
-      rhs_dilation=(dilation, dilation),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=inputs.shape[-1])
+    inputs,
+    kernel,
+    window_strides=(stride, stride),
+    padding=padding,
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    feature_group_count=inputs.shape[-1],
+  )
 
 
-def _shifted_taps_sum(padded: Array, taps: Array, stride: int,
-                      dilation: int) -> Array:
+def _shifted_taps_sum(
+  padded: Array, taps: Array, stride: int, dilation: int
+) -> Array:
   """sum over taps (p, q) of taps[p, q] * padded[:, i·s + p·d, j·s + q·d, :]."""
   kernel_h, kernel_w = taps.shape[:2]
   _, height, width, _ = padded.shape
@@ -88,32 +105,50 @@ def _shifted_taps_sum(padded: Array, taps: Array, stride: int,
   output = None
   for p in range(kernel_h):
     for q in range(kernel_w):
-      term = _window(padded, p * dilation, q * dilation, out_h, out_w,
-                     stride) * taps[p, q]
+      term = (
+        _window(padded, p * dilation, q * dilation, out_h, out_w, stride)
+        * taps[p, q]
+      )
       output = term if output is None else output + term
   return output
 
 
-def _window(padded: Array, top: int, left: int, out_h: int, out_w: int,
-            stride: int) -> Array:
+def _window(
+  padded: Array, top: int, left: int, out_h: int, out_w: int, stride: int
+) -> Array:
   """padded[:, top + i·s, left + j·s, :] for i < out_h, j < out_w."""
   batch, _, _, channels = padded.shape
-  return lax.slice(padded, (0, top, left, 0),
-                   (batch, top + (out_h - 1) * stride + 1,
-                    left + (out_w - 1) * stride + 1, channels),
-                   (1, stride, stride, 1))
+  return lax.slice(
+    padded,
+    (0, top, left, 0),
+    (
+      batch,
+      top + (out_h - 1) * stride + 1,
+      left + (out_w - 1) * stride + 1,
+      channels,
+    ),
+    (1, stride, stride, 1),
+  )
 
 
 def _pad_spatial(inputs: Array, padding, interior: int = 0) -> Array:
   (top, bottom), (left, right) = padding
   zero = jnp.zeros((), inputs.dtype)
-  return lax.pad(inputs, zero, ((0, 0, 0), (top, bottom, interior),
-                                (left, right, interior), (0, 0, 0)))
+  return lax.pad(
+    inputs,
+    zero,
+    ((0, 0, 0), (top, bottom, interior), (left, right, interior), (0, 0, 0)),
+  )
 
 
-def _shifted_image_grads(image: Array, output_grad: Array, taps: Array,
-                         stride: int, dilation: int, padding: Padding
-                         ) -> tuple[Array, Array]:
+def _shifted_image_grads(
+  image: Array,
+  output_grad: Array,
+  taps: Array,
+  stride: int,
+  dilation: int,
+  padding: Padding,
+) -> tuple[Array, Array]:
   """Input and tap gradients for one image ([1, H, W, C], [1, Ho, Wo, C]).
 
   Input gradient: the transposed convolution. The output gradient is dilated
@@ -126,33 +161,47 @@ def _shifted_image_grads(image: Array, output_grad: Array, taps: Array,
   _, out_h, out_w, _ = output_grad.shape
   grad_padding = []
   for size, out_size, kernel_size, (before, _) in zip(
-      image.shape[1:3], (out_h, out_w), (kernel_h, kernel_w), padding):
+    image.shape[1:3], (out_h, out_w), (kernel_h, kernel_w), padding
+  ):
     reach = (kernel_size - 1) * dilation
     low = reach - before
     high = size + reach - (out_size - 1) * stride - 1 - low
     grad_padding.append((low, high))
   image_grad = _shifted_taps_sum(
-      _pad_spatial(output_grad, grad_padding, interior=stride - 1),
-      taps[::-1, ::-1], 1, dilation)
+    _pad_spatial(output_grad, grad_padding, interior=stride - 1),
+    taps[::-1, ::-1],
+    1,
+    dilation,
+  )
   padded = _pad_spatial(image, padding)
   # One variadic reduction: a single pass over the image and the gradient
   # accumulates all k·k taps, in float32 also for bfloat16 activations (a
   # sum over a whole image in bfloat16 loses several percent).
   accumulation = jnp.promote_types(output_grad.dtype, jnp.float32)
   products = tuple(
-      _window(padded, p * dilation, q * dilation, out_h, out_w,
-              stride).astype(accumulation) * output_grad.astype(accumulation)
-      for p in range(kernel_h) for q in range(kernel_w))
+    _window(padded, p * dilation, q * dilation, out_h, out_w, stride).astype(
+      accumulation
+    )
+    * output_grad.astype(accumulation)
+    for p in range(kernel_h)
+    for q in range(kernel_w)
+  )
   zero = jnp.zeros((), accumulation)
-  tap_grads = jnp.stack(lax.reduce(
-      products, (zero,) * len(products),
-      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)), (0, 1, 2)))
+  tap_grads = jnp.stack(
+    lax.reduce(
+      products,
+      (zero,) * len(products),
+      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
+      (0, 1, 2),
+    )
+  )
   return image_grad, tap_grads.reshape(taps.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def depthwise_conv_shifted(inputs: Array, kernel: Array, stride: int,
-                           dilation: int, padding: Padding) -> Array:
+def depthwise_conv_shifted(
+  inputs: Array, kernel: Array, stride: int, dilation: int, padding: Padding
+) -> Array:
   """Depthwise conv as a sum of shifted slices; fuses into one loop under XLA.
 
   Output position (i, j) reads padded input (i·s + p·d, j·s + q·d) for each tap
@@ -168,13 +217,13 @@ def depthwise_conv_shifted(inputs: Array, kernel: Array, stride: int,
   """
   kernel_h, kernel_w = kernel.shape[:2]
   taps = kernel.reshape(kernel_h, kernel_w, inputs.shape[-1])
-  return _shifted_taps_sum(_pad_spatial(inputs, padding), taps, stride,
-                           dilation)
+  return _shifted_taps_sum(
+    _pad_spatial(inputs, padding), taps, stride, dilation
+  )
 
 
 def _shifted_forward(inputs, kernel, stride, dilation, padding):
-  output = depthwise_conv_shifted.fun(inputs, kernel, stride, dilation,
-                                      padding)
+  output = depthwise_conv_shifted.fun(inputs, kernel, stride, dilation, padding)
   return output, (inputs, kernel)
 
 
@@ -188,13 +237,14 @@ def _shifted_backward(stride, dilation, padding, residuals, output_grad):
   def accumulate(taps_grad, image_and_grad):
     image, grad = image_and_grad
     image_grad, image_taps_grad = _shifted_image_grads(
-        image[None], grad[None], taps, stride, dilation, padding)
+      image[None], grad[None], taps, stride, dilation, padding
+    )
     return taps_grad + image_taps_grad, image_grad[0]
 
   accumulation = jnp.promote_types(kernel.dtype, jnp.float32)
-  taps_grad, input_grad = lax.scan(accumulate,
-                                   jnp.zeros(taps.shape, accumulation),
-                                   (inputs, output_grad))
+  taps_grad, input_grad = lax.scan(
+    accumulate, jnp.zeros(taps.shape, accumulation), (inputs, output_grad)
+  )
   return input_grad, taps_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -212,8 +262,7 @@ def pointwise_conv(inputs: Array, kernel: Array) -> Array:
   badly (several times slower than the matrix products). The barrier makes the
   output gradient a plain array first.
   """
-  return lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)),
-                                          ((), ())))
+  return lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())))
 
 
 def _pointwise_forward(inputs, kernel):
@@ -223,8 +272,9 @@ def _pointwise_forward(inputs, kernel):
 def _pointwise_backward(residuals, output_grad):
   inputs, kernel = residuals
   output_grad = lax.optimization_barrier(output_grad)
-  input_grad = lax.dot_general(output_grad, kernel,
-                               (((output_grad.ndim - 1,), (1,)), ((), ())))
+  input_grad = lax.dot_general(
+    output_grad, kernel, (((output_grad.ndim - 1,), (1,)), ((), ()))
+  )
   rows_in = inputs.reshape(-1, inputs.shape[-1])
   rows_grad = output_grad.reshape(-1, output_grad.shape[-1])
   kernel_grad = lax.dot_general(rows_in, rows_grad, (((0,), (0,)), ((), ())))
@@ -234,13 +284,15 @@ def _pointwise_backward(residuals, output_grad):
 pointwise_conv.defvjp(_pointwise_forward, _pointwise_backward)
 
 
-def resolve_implementation(implementation: str,
-                           backend: Optional[str] = None) -> str:
+def resolve_implementation(
+  implementation: str, backend: Optional[str] = None
+) -> str:
   """'auto' is 'cpu' on the CPU backend and 'xla' on GPU and TPU."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(
-        f'model.implementation must be one of {IMPLEMENTATIONS}, got '
-        f'{implementation!r}.')
+      f'model.implementation must be one of {IMPLEMENTATIONS}, got '
+      f'{implementation!r}.'
+    )
   if implementation == 'auto':
     backend = jax.default_backend() if backend is None else backend
     return 'cpu' if backend == 'cpu' else 'xla'
@@ -266,6 +318,7 @@ class DepthwiseConv(nn.Module):
       convolution); see the module docstring.
     dtype: computation dtype; parameters stay `param_dtype`.
   """
+
   kernel_size: int = 3
   strides: int = 1
   dilation: int = 1
@@ -278,18 +331,27 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     channels = inputs.shape[-1]
-    kernel = self.param('kernel', self.kernel_init,
-                        (self.kernel_size, self.kernel_size, 1, channels),
-                        self.param_dtype)
+    kernel = self.param(
+      'kernel',
+      self.kernel_init,
+      (self.kernel_size, self.kernel_size, 1, channels),
+      self.param_dtype,
+    )
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-    padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
-                           self.dilation, self.padding)
+    padding = conv_padding(
+      inputs.shape[1:3],
+      self.kernel_size,
+      self.strides,
+      self.dilation,
+      self.padding,
+    )
     conv = depthwise_conv(self.implementation)
     return conv(inputs, kernel, self.strides, self.dilation, padding)
 
 
-def conv_as_patches(inputs: Array, kernel: Array, stride: int,
-                    padding: Padding) -> Array:
+def conv_as_patches(
+  inputs: Array, kernel: Array, stride: int, padding: Padding
+) -> Array:
   """A k x k convolution as one matrix product over k·k·C_in patches.
 
   Used on CPU for the 3x3 stem (3 input channels), where XLA's convolution and
@@ -302,10 +364,16 @@ def conv_as_patches(inputs: Array, kernel: Array, stride: int,
   out_h = (padded.shape[1] - kernel_h) // stride + 1
   out_w = (padded.shape[2] - kernel_w) // stride + 1
   patches = jnp.concatenate(
-      [_window(padded, p, q, out_h, out_w, stride)
-       for p in range(kernel_h) for q in range(kernel_w)], axis=-1)
+    [
+      _window(padded, p, q, out_h, out_w, stride)
+      for p in range(kernel_h)
+      for q in range(kernel_w)
+    ],
+    axis=-1,
+  )
   return pointwise_conv(
-      patches, kernel.reshape(kernel_h * kernel_w * in_channels, out_channels))
+    patches, kernel.reshape(kernel_h * kernel_w * in_channels, out_channels)
+  )
 
 
 class Conv(nn.Module):
@@ -318,6 +386,7 @@ class Conv(nn.Module):
   speed. An atrous (`dilation` > 1) convolution, DeepLab's ASPP (paper §6.3),
   is always XLA's dilated convolution.
   """
+
   features: int
   kernel_size: int = 1
   strides: int = 1
@@ -331,21 +400,32 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     kernel = self.param(
-        'kernel', self.kernel_init,
-        (self.kernel_size, self.kernel_size, inputs.shape[-1], self.features),
-        self.param_dtype)
+      'kernel',
+      self.kernel_init,
+      (self.kernel_size, self.kernel_size, inputs.shape[-1], self.features),
+      self.param_dtype,
+    )
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
     cpu = resolve_implementation(self.implementation) == 'cpu'
     if cpu and self.kernel_size == 1 and self.strides == 1:
       return pointwise_conv(inputs, kernel[0, 0])
-    padding = conv_padding(inputs.shape[1:3], self.kernel_size, self.strides,
-                           self.dilation, self.padding)
+    padding = conv_padding(
+      inputs.shape[1:3],
+      self.kernel_size,
+      self.strides,
+      self.dilation,
+      self.padding,
+    )
     if cpu and self.dilation == 1:
       return conv_as_patches(inputs, kernel, self.strides, padding)
     return lax.conv_general_dilated(
-        inputs, kernel, window_strides=(self.strides, self.strides),
-        padding=padding, rhs_dilation=(self.dilation, self.dilation),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      inputs,
+      kernel,
+      window_strides=(self.strides, self.strides),
+      padding=padding,
+      rhs_dilation=(self.dilation, self.dilation),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
 
 
 def _relu6_mask(z: Array) -> Array:
@@ -354,8 +434,9 @@ def _relu6_mask(z: Array) -> Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm_train(inputs: Array, scale: Array, bias: Array, epsilon: float,
-                     relu6: bool) -> tuple[Array, Array, Array]:
+def batch_norm_train(
+  inputs: Array, scale: Array, bias: Array, epsilon: float, relu6: bool
+) -> tuple[Array, Array, Array]:
   """BatchNorm with batch statistics, optionally followed by ReLU6.
 
   Computes what `flax.linen.BatchNorm(use_running_average=False)` and then
@@ -371,7 +452,8 @@ def batch_norm_train(inputs: Array, scale: Array, bias: Array, epsilon: float,
   well, three more passes over the batch's largest tensors on CPU.
   """
   outputs, mean, var, _ = _batch_norm_train_forward_impl(
-      inputs, scale, bias, epsilon, relu6)
+    inputs, scale, bias, epsilon, relu6
+  )
   return outputs, mean, var
 
 
@@ -389,7 +471,8 @@ def _batch_norm_train_forward_impl(inputs, scale, bias, epsilon, relu6):
 
 def _batch_norm_train_forward(inputs, scale, bias, epsilon, relu6):
   outputs, mean, var, inv = _batch_norm_train_forward_impl(
-      inputs, scale, bias, epsilon, relu6)
+    inputs, scale, bias, epsilon, relu6
+  )
   return (outputs, mean, var), (inputs, scale, bias, mean, inv)
 
 
@@ -407,17 +490,21 @@ def _batch_norm_train_backward(epsilon, relu6, residuals, cotangents):
   bias_grad = jnp.sum(grad, axes)
   scale_grad = jnp.sum(grad * normalized, axes)
   input_grad = (inv * scale) * (
-      grad - (bias_grad + normalized * scale_grad) / count)
-  return (input_grad.astype(inputs.dtype), scale_grad.astype(scale.dtype),
-          bias_grad.astype(bias.dtype))
+    grad - (bias_grad + normalized * scale_grad) / count
+  )
+  return (
+    input_grad.astype(inputs.dtype),
+    scale_grad.astype(scale.dtype),
+    bias_grad.astype(bias.dtype),
+  )
 
 
 batch_norm_train.defvjp(_batch_norm_train_forward, _batch_norm_train_backward)
 
 
-def batch_norm_train_autodiff(inputs: Array, scale: Array, bias: Array,
-                              epsilon: float, relu6: bool
-                              ) -> tuple[Array, Array, Array]:
+def batch_norm_train_autodiff(
+  inputs: Array, scale: Array, bias: Array, epsilon: float, relu6: bool
+) -> tuple[Array, Array, Array]:
   """`batch_norm_train` for autodiff: the same function, no custom gradient
   (the 'xla' formulation, what `flax.linen.BatchNorm` differentiates)."""
   axes = tuple(range(inputs.ndim - 1))
@@ -446,6 +533,7 @@ class BatchNorm(nn.Module):
       (autodiff); see the module docstring.
     dtype: dtype of the outputs (statistics are always float32).
   """
+
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-3
@@ -458,14 +546,16 @@ class BatchNorm(nn.Module):
   def __call__(self, inputs: Array) -> Array:
     features = inputs.shape[-1]
     stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
-    ra_mean = self.variable('batch_stats', 'mean', initializers.ZEROS, None,
-                            (features,), stats_dtype)
-    ra_var = self.variable('batch_stats', 'var', initializers.ONES, None,
-                           (features,), stats_dtype)
-    scale = self.param('scale', initializers.ONES, (features,),
-                       self.param_dtype)
-    bias = self.param('bias', initializers.ZEROS, (features,),
-                      self.param_dtype)
+    ra_mean = self.variable(
+      'batch_stats', 'mean', initializers.ZEROS, None, (features,), stats_dtype
+    )
+    ra_var = self.variable(
+      'batch_stats', 'var', initializers.ONES, None, (features,), stats_dtype
+    )
+    scale = self.param(
+      'scale', initializers.ONES, (features,), self.param_dtype
+    )
+    bias = self.param('bias', initializers.ZEROS, (features,), self.param_dtype)
     inputs = inputs.astype(self.dtype)
     if self.use_running_average:
       # An affine map per channel, folded into one multiply-add (in float32;
@@ -480,8 +570,9 @@ class BatchNorm(nn.Module):
       normalize = batch_norm_train
     else:
       normalize = batch_norm_train_autodiff
-    outputs, mean, var = normalize(inputs, scale, bias, self.epsilon,
-                                   self.relu6)
+    outputs, mean, var = normalize(
+      inputs, scale, bias, self.epsilon, self.relu6
+    )
     if not self.is_initializing():
       mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -500,6 +591,7 @@ class ConvBN(nn.Module):
     activation: applied after the norm; None for the linear bottleneck.
       ReLU6 is fused into the norm; any other callable is applied after it.
   """
+
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
   activation: Optional[Callable[[Array], Array]] = None
@@ -514,30 +606,54 @@ class ConvBN(nn.Module):
     return x
 
 
-def batch_norm(*, train: bool, momentum: float, epsilon: float, dtype: Any,
-               implementation: str = 'auto') -> Callable[..., nn.Module]:
+def batch_norm(
+  *,
+  train: bool,
+  momentum: float,
+  epsilon: float,
+  dtype: Any,
+  implementation: str = 'auto',
+) -> Callable[..., nn.Module]:
   """BatchNorm factory. In training, statistics are over the whole global batch.
 
   Under `jit` with the batch sharded over a mesh, the mean and variance are
   reductions over the global batch axis, so XLA inserts the cross-device
   all-reduce: statistics are synchronised across all devices and hosts.
   """
-  return functools.partial(BatchNorm, use_running_average=not train,
-                           momentum=momentum, epsilon=epsilon, dtype=dtype,
-                           implementation=implementation)
+  return functools.partial(
+    BatchNorm,
+    use_running_average=not train,
+    momentum=momentum,
+    epsilon=epsilon,
+    dtype=dtype,
+    implementation=implementation,
+  )
 
 
-def module_factories(*, train: bool, momentum: float, epsilon: float,
-                     padding: str, dtype: Any, implementation: str
-                     ) -> tuple[Callable[..., nn.Module], ...]:
+def module_factories(
+  *,
+  train: bool,
+  momentum: float,
+  epsilon: float,
+  padding: str,
+  dtype: Any,
+  implementation: str,
+) -> tuple[Callable[..., nn.Module], ...]:
   """(norm, conv, depthwise_conv) factories for a network's ConvBN layers,
   all in one formulation ('auto', 'cpu' or 'xla', see the module docstring).
   'auto' is resolved here, once, for the backend the model is built on."""
   implementation = resolve_implementation(implementation)
-  norm = batch_norm(train=train, momentum=momentum, epsilon=epsilon,
-                    dtype=dtype, implementation=implementation)
-  conv = functools.partial(Conv, padding=padding, dtype=dtype,
-                           implementation=implementation)
-  depthwise = functools.partial(DepthwiseConv, padding=padding, dtype=dtype,
-                                implementation=implementation)
+  norm = batch_norm(
+    train=train,
+    momentum=momentum,
+    epsilon=epsilon,
+    dtype=dtype,
+    implementation=implementation,
+  )
+  conv = functools.partial(
+    Conv, padding=padding, dtype=dtype, implementation=implementation
+  )
+  depthwise = functools.partial(
+    DepthwiseConv, padding=padding, dtype=dtype, implementation=implementation
+  )
   return norm, conv, depthwise

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import flax.linen as nn
 import jax
@@ -37,6 +40,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
   """One row of paper Table 2: n repeats of a bottleneck, the first strided."""
+
   expansion: int  # t
   channels: int  # c, before the width multiplier
   repeats: int  # n
@@ -45,13 +49,13 @@ class BlockSpec:
 
 # Paper Table 2, the bottleneck rows.
 MOBILENET_V2_BLOCKS: tuple[BlockSpec, ...] = (
-    BlockSpec(expansion=1, channels=16, repeats=1, stride=1),
-    BlockSpec(expansion=6, channels=24, repeats=2, stride=2),
-    BlockSpec(expansion=6, channels=32, repeats=3, stride=2),
-    BlockSpec(expansion=6, channels=64, repeats=4, stride=2),
-    BlockSpec(expansion=6, channels=96, repeats=3, stride=1),
-    BlockSpec(expansion=6, channels=160, repeats=3, stride=2),
-    BlockSpec(expansion=6, channels=320, repeats=1, stride=1),
+  BlockSpec(expansion=1, channels=16, repeats=1, stride=1),
+  BlockSpec(expansion=6, channels=24, repeats=2, stride=2),
+  BlockSpec(expansion=6, channels=32, repeats=3, stride=2),
+  BlockSpec(expansion=6, channels=64, repeats=4, stride=2),
+  BlockSpec(expansion=6, channels=96, repeats=3, stride=1),
+  BlockSpec(expansion=6, channels=160, repeats=3, stride=2),
+  BlockSpec(expansion=6, channels=320, repeats=1, stride=1),
 )
 STEM_CHANNELS = 32
 STEM_STRIDE = 2
@@ -59,8 +63,9 @@ LAST_CONV_CHANNELS = 1280
 NUM_BLOCKS = sum(spec.repeats for spec in MOBILENET_V2_BLOCKS)  # 17
 
 
-def make_divisible(value: float, divisor: int = 8,
-                   min_value: Optional[int] = None) -> int:
+def make_divisible(
+  value: float, divisor: int = 8, min_value: Optional[int] = None
+) -> int:
   """Rounds a channel count to a multiple of `divisor` as the TF release does.
 
   Rounds to the nearest multiple, never below `min_value` (default `divisor`),
@@ -83,6 +88,7 @@ def last_conv_channels(width_multiplier: float) -> int:
 @dataclasses.dataclass(frozen=True)
 class BlockConfig:
   """One inverted-residual block after the build rules have been applied."""
+
   layer: int  # the release's number: layer_2 ... layer_18
   in_channels: int
   expanded_channels: int  # == in_channels when there is no expansion conv
@@ -92,26 +98,34 @@ class BlockConfig:
   dilation: int
 
 
-def expansion_ratios(expansion_ratio: Union[float, Sequence[float]]
-                     ) -> tuple[float, ...]:
+def expansion_ratios(
+  expansion_ratio: Union[float, Sequence[float]],
+) -> tuple[float, ...]:
   """One expansion ratio per block.
 
   A single number is the paper's "constant expansion rate ... except the first
   block" (§4): the first block keeps t = 1 (Table 2). A sequence gives all 17.
   """
   if isinstance(expansion_ratio, (int, float)):
-    return tuple(float(spec.expansion if spec.expansion == 1 else expansion_ratio)
-                 for spec in MOBILENET_V2_BLOCKS for _ in range(spec.repeats))
+    return tuple(
+      float(spec.expansion if spec.expansion == 1 else expansion_ratio)
+      for spec in MOBILENET_V2_BLOCKS
+      for _ in range(spec.repeats)
+    )
   ratios = tuple(float(t) for t in expansion_ratio)
   if len(ratios) != NUM_BLOCKS:
-    raise ValueError(f'model.expansion_ratio: a per-block list needs '
-                     f'{NUM_BLOCKS} values, got {len(ratios)}.')
+    raise ValueError(
+      f'model.expansion_ratio: a per-block list needs '
+      f'{NUM_BLOCKS} values, got {len(ratios)}.'
+    )
   return ratios
 
 
-def block_configs(width_multiplier: float = 1.0,
-                  expansion_ratio: Union[float, Sequence[float]] = 6,
-                  output_stride: int = 32) -> tuple[BlockConfig, ...]:
+def block_configs(
+  width_multiplier: float = 1.0,
+  expansion_ratio: Union[float, Sequence[float]] = 6,
+  output_stride: int = 32,
+) -> tuple[BlockConfig, ...]:
   """Applies width multiplier, expansion ratio and output stride to Table 2.
 
   Output stride follows the DeepLab convention: once the running stride reaches
@@ -119,8 +133,10 @@ def block_configs(width_multiplier: float = 1.0,
   stride instead; the layer whose stride was removed keeps the previous rate.
   """
   if output_stride not in OUTPUT_STRIDES:
-    raise ValueError(f'model.output_stride must be one of {OUTPUT_STRIDES}, '
-                     f'got {output_stride}.')
+    raise ValueError(
+      f'model.output_stride must be one of {OUTPUT_STRIDES}, '
+      f'got {output_stride}.'
+    )
   ratios = expansion_ratios(expansion_ratio)
   in_channels = make_divisible(STEM_CHANNELS * width_multiplier)
   current_stride, rate = STEM_STRIDE, 1
@@ -136,11 +152,17 @@ def block_configs(width_multiplier: float = 1.0,
         current_stride *= stride
       t = ratios[len(configs)]
       expanded = in_channels if t == 1 else make_divisible(in_channels * t)
-      configs.append(BlockConfig(
-          layer=len(configs) + 2, in_channels=in_channels,
-          expanded_channels=expanded, has_expansion=t != 1,
+      configs.append(
+        BlockConfig(
+          layer=len(configs) + 2,
+          in_channels=in_channels,
+          expanded_channels=expanded,
+          has_expansion=t != 1,
           out_channels=out_channels,
-          stride=layer_stride, dilation=dilation))
+          stride=layer_stride,
+          dilation=dilation,
+        )
+      )
       in_channels = out_channels
   return tuple(configs)
 
@@ -162,6 +184,7 @@ class InvertedResidual(nn.Module):
       'expansion' between the expanded tensors (Figure 6b) or 'none'.
     conv, depthwise_conv, norm: module factories (see `layers.ConvBN`).
   """
+
   block: BlockConfig
   bottleneck_activation: str
   residual: str
@@ -171,8 +194,9 @@ class InvertedResidual(nn.Module):
   inference_splits: int = 1
 
   @nn.compact
-  def __call__(self, inputs: Array, expansion_shortcut: Optional[Array] = None
-               ) -> tuple[Array, dict[str, Array]]:
+  def __call__(
+    self, inputs: Array, expansion_shortcut: Optional[Array] = None
+  ) -> tuple[Array, dict[str, Array]]:
     """Applies the block.
 
     Args:
@@ -191,29 +215,45 @@ class InvertedResidual(nn.Module):
       # Paper §5.1: the expanded tensor is never materialised whole, so its
       # endpoints do not exist; only the block output is published.
       x = split_inverted_residual(
-          self.variables, inputs, block, self.inference_splits,
-          bottleneck_activation=self.bottleneck_activation,
-          residual=self.residual,
-          epsilon=self.norm.keywords['epsilon'],
-          padding=self.depthwise_conv.keywords['padding'],
-          implementation=self.depthwise_conv.keywords['implementation'])
+        self.variables,
+        inputs,
+        block,
+        self.inference_splits,
+        bottleneck_activation=self.bottleneck_activation,
+        residual=self.residual,
+        epsilon=self.norm.keywords['epsilon'],
+        padding=self.depthwise_conv.keywords['padding'],
+        implementation=self.depthwise_conv.keywords['implementation'],
+      )
       endpoints['output'] = x
       return x, endpoints
     x = inputs
     if block.has_expansion:
-      x = layers.ConvBN(functools.partial(self.conv, block.expanded_channels),
-                        self.norm, nn.relu6, name='expand')(x)
+      x = layers.ConvBN(
+        functools.partial(self.conv, block.expanded_channels),
+        self.norm,
+        nn.relu6,
+        name='expand',
+      )(x)
       if expansion_shortcut is not None:
         x = x + expansion_shortcut
       endpoints['expansion_output'] = x
     x = layers.ConvBN(
-        functools.partial(self.depthwise_conv, strides=block.stride,
-                          dilation=block.dilation),
-        self.norm, nn.relu6, name='depthwise')(x)
+      functools.partial(
+        self.depthwise_conv, strides=block.stride, dilation=block.dilation
+      ),
+      self.norm,
+      nn.relu6,
+      name='depthwise',
+    )(x)
     endpoints['depthwise_output'] = x
     activation = nn.relu6 if self.bottleneck_activation == 'relu6' else None
-    x = layers.ConvBN(functools.partial(self.conv, block.out_channels),
-                      self.norm, activation, name='project')(x)
+    x = layers.ConvBN(
+      functools.partial(self.conv, block.out_channels),
+      self.norm,
+      activation,
+      name='project',
+    )(x)
     if self.residual == 'bottleneck' and has_identity_shortcut(block):
       # Shortcut between the bottlenecks (paper §3.3): only where shapes match.
       x = x + inputs
@@ -226,11 +266,19 @@ def has_identity_shortcut(block: BlockConfig) -> bool:
   return block.stride == 1 and block.in_channels == block.out_channels
 
 
-def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
-                            splits: int, *, bottleneck_activation: str,
-                            residual: str, epsilon: float, padding: str,
-                            implementation: str,
-                            stem_variables=None) -> Array:
+def split_inverted_residual(
+  variables,
+  inputs: Array,
+  block: BlockConfig,
+  splits: int,
+  *,
+  bottleneck_activation: str,
+  residual: str,
+  epsilon: float,
+  padding: str,
+  implementation: str,
+  stem_variables=None,
+) -> Array:
   """Memory-efficient inference of one inverted residual (paper §5.1).
 
   The block is F(x) = [A ∘ N ∘ B](x) with B the expansion (1x1 conv + BN +
@@ -277,7 +325,8 @@ def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
 
   def bn_affine(name, params=params, stats=stats):
     scale = params[name]['bn']['scale'] * jax.lax.rsqrt(
-        stats[name]['bn']['var'] + epsilon)
+      stats[name]['bn']['var'] + epsilon
+    )
     return scale, params[name]['bn']['bias'] - stats[name]['bn']['mean'] * scale
 
   x = inputs.astype(jnp.float32)
@@ -286,9 +335,9 @@ def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
     stem = {'stem': stem_variables['params']}
     stem_kernel = stem['stem']['conv']['kernel']  # [3, 3, 3, C]
     stem_scale, stem_shift = bn_affine(
-        'stem', stem, {'stem': stem_variables['batch_stats']})
-    stem_padding = layers.conv_padding(x.shape[1:3], 3, STEM_STRIDE, 1,
-                                       padding)
+      'stem', stem, {'stem': stem_variables['batch_stats']}
+    )
+    stem_padding = layers.conv_padding(x.shape[1:3], 3, STEM_STRIDE, 1, padding)
 
   if block.has_expansion:
     expand_kernel = params['expand']['conv']['kernel'][0, 0]  # [in, E]
@@ -303,21 +352,28 @@ def split_inverted_residual(variables, inputs: Array, block: BlockConfig,
     first = i * size  # the slice's first channel not summed yet
     start = jnp.minimum(first, channels - size)
     take = lambda values, axis: jax.lax.dynamic_slice_in_dim(
-        values, start, size, axis)
+      values, start, size, axis
+    )
     if block.has_expansion:
       h = jnp.dot(x, take(expand_kernel, 1))
       h = jax.nn.relu6(h * take(expand_scale, 0) + take(expand_shift, 0))
     elif stem_variables is not None:
       h = jax.lax.conv_general_dilated(
-          x, take(stem_kernel, 3), (STEM_STRIDE, STEM_STRIDE), stem_padding,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        x,
+        take(stem_kernel, 3),
+        (STEM_STRIDE, STEM_STRIDE),
+        stem_padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      )
       h = jax.nn.relu6(h * take(stem_scale, 0) + take(stem_shift, 0))
     else:
       h = take(x, 3)
-    padding_of_h = layers.conv_padding(h.shape[1:3], 3, block.stride,
-                                       block.dilation, padding)
-    h = depthwise(h, take(depthwise_kernel, 3), block.stride, block.dilation,
-                  padding_of_h)
+    padding_of_h = layers.conv_padding(
+      h.shape[1:3], 3, block.stride, block.dilation, padding
+    )
+    h = depthwise(
+      h, take(depthwise_kernel, 3), block.stride, block.dilation, padding_of_h
+    )
     h = jax.nn.relu6(h * take(depthwise_scale, 0) + take(depthwise_shift, 0))
     return jnp.where(start + jnp.arange(size) >= first, h, 0.0), take
 
@@ -350,8 +406,11 @@ def expansion_shortcut_layers(blocks: Sequence[BlockConfig]) -> tuple[int, ...]:
   """
   layers_with_shortcut = []
   for previous, block in zip(blocks[:-1], blocks[1:]):
-    if (has_identity_shortcut(previous) and block.has_expansion
-        and previous.expanded_channels == block.expanded_channels):
+    if (
+      has_identity_shortcut(previous)
+      and block.has_expansion
+      and previous.expanded_channels == block.expanded_channels
+    ):
       layers_with_shortcut.append(block.layer)
   return tuple(layers_with_shortcut)
 
@@ -382,6 +441,7 @@ class MobileNetV2(nn.Module):
       slices; only the blocks' outputs are then published as endpoints.
       Ignored in training.
   """
+
   num_classes: int = 1000
   width_multiplier: float = 1.0
   expansion_ratio: Union[float, Sequence[float]] = 6
@@ -398,57 +458,88 @@ class MobileNetV2(nn.Module):
   inference_splits: int = 1
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False
-               ) -> tuple[Array, dict[str, Array]]:
+  def __call__(
+    self, images: Array, train: bool = False
+  ) -> tuple[Array, dict[str, Array]]:
     """Returns logits [N, num_classes] (features if num_classes == 0), endpoints."""
     if self.inference_splits > 1 and self.residual == 'expansion':
       raise ValueError(
-          "inference_splits > 1 needs residual 'bottleneck' or 'none': the "
-          "'expansion' shortcut adds the previous block's whole expanded "
-          'tensor, which split inference never materialises.')
+        "inference_splits > 1 needs residual 'bottleneck' or 'none': the "
+        "'expansion' shortcut adds the previous block's whole expanded "
+        'tensor, which split inference never materialises.'
+      )
     dtype = DTYPES[self.dtype]
     norm, conv, depthwise_conv = layers.module_factories(
-        train=train, momentum=self.batch_norm_momentum,
-        epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        implementation=self.implementation)
+      train=train,
+      momentum=self.batch_norm_momentum,
+      epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      dtype=dtype,
+      implementation=self.implementation,
+    )
     endpoints = {}
 
-    blocks = block_configs(self.width_multiplier, self.expansion_ratio,
-                           self.output_stride)
-    if (self.inference_splits > 1 and not train and not self.is_initializing()
-        and not blocks[0].has_expansion):
+    blocks = block_configs(
+      self.width_multiplier, self.expansion_ratio, self.output_stride
+    )
+    if (
+      self.inference_splits > 1
+      and not train
+      and not self.is_initializing()
+      and not blocks[0].has_expansion
+    ):
       # §5.1 / Table 3: the stem and the first block as one operation, the
       # stem's 32 output channels computed a slice at a time as well.
-      of_layer = lambda name: {collection: values[name] for collection, values
-                               in self.variables.items() if name in values}
+      of_layer = lambda name: {
+        collection: values[name]
+        for collection, values in self.variables.items()
+        if name in values
+      }
       x = split_inverted_residual(
-          of_layer('layer_2'), images.astype(dtype), blocks[0],
-          self.inference_splits,
-          bottleneck_activation=self.bottleneck_activation,
-          residual=self.residual, epsilon=self.batch_norm_epsilon,
-          padding=self.padding,
-          implementation=self.implementation,
-          stem_variables=of_layer('layer_1')).astype(dtype)
+        of_layer('layer_2'),
+        images.astype(dtype),
+        blocks[0],
+        self.inference_splits,
+        bottleneck_activation=self.bottleneck_activation,
+        residual=self.residual,
+        epsilon=self.batch_norm_epsilon,
+        padding=self.padding,
+        implementation=self.implementation,
+        stem_variables=of_layer('layer_1'),
+      ).astype(dtype)
       endpoints['layer_2'] = endpoints['layer_2/output'] = x
       blocks_to_build = blocks[1:]
     else:
       x = layers.ConvBN(
-          functools.partial(conv, make_divisible(STEM_CHANNELS * self.width_multiplier),
-                            kernel_size=3, strides=STEM_STRIDE),
-          norm, nn.relu6, name='layer_1')(images.astype(dtype))
+        functools.partial(
+          conv,
+          make_divisible(STEM_CHANNELS * self.width_multiplier),
+          kernel_size=3,
+          strides=STEM_STRIDE,
+        ),
+        norm,
+        nn.relu6,
+        name='layer_1',
+      )(images.astype(dtype))
       endpoints['layer_1'] = endpoints['layer_1/output'] = x
       blocks_to_build = blocks
 
-    expansion_shortcuts = (expansion_shortcut_layers(blocks)
-                           if self.residual == 'expansion' else ())
+    expansion_shortcuts = (
+      expansion_shortcut_layers(blocks) if self.residual == 'expansion' else ()
+    )
     previous_wide = None
     for block in blocks_to_build:
       shortcut = previous_wide if block.layer in expansion_shortcuts else None
       x, block_endpoints = InvertedResidual(
-          block, self.bottleneck_activation, self.residual, conv,
-          depthwise_conv, norm,
-          inference_splits=1 if train else self.inference_splits,
-          name=f'layer_{block.layer}')(x, shortcut)
+        block,
+        self.bottleneck_activation,
+        self.residual,
+        conv,
+        depthwise_conv,
+        norm,
+        inference_splits=1 if train else self.inference_splits,
+        name=f'layer_{block.layer}',
+      )(x, shortcut)
       for key, value in block_endpoints.items():
         endpoints[f'layer_{block.layer}/{key}'] = value
       endpoints[f'layer_{block.layer}'] = x
@@ -458,8 +549,11 @@ class MobileNetV2(nn.Module):
       return x, endpoints
     last = len(blocks) + 2  # layer_19
     x = layers.ConvBN(
-        functools.partial(conv, last_conv_channels(self.width_multiplier)),
-        norm, nn.relu6, name=f'layer_{last}')(x)
+      functools.partial(conv, last_conv_channels(self.width_multiplier)),
+      norm,
+      nn.relu6,
+      name=f'layer_{last}',
+    )(x)
     endpoints[f'layer_{last}'] = endpoints[f'layer_{last}/output'] = x
 
     # Global average pooling over whatever resolution arrives (Table 2's 7x7
@@ -469,8 +563,12 @@ class MobileNetV2(nn.Module):
     if not self.num_classes:
       return x, endpoints
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32,
-                      kernel_init=initializers.LECUN_NORMAL,
-                      bias_init=initializers.ZEROS, name='classifier')(x)
+    logits = nn.Dense(
+      self.num_classes,
+      dtype=jnp.float32,
+      kernel_init=initializers.LECUN_NORMAL,
+      bias_init=initializers.ZEROS,
+      name='classifier',
+    )(x)
     endpoints['logits'] = logits
     return logits, endpoints

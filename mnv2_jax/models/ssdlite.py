@@ -11,7 +11,8 @@ the post-processing are the detection task's (tasks/detection.py).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Optional
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -42,6 +43,7 @@ class SSDLite(nn.Module):
     boxes_per_location: anchors per location on each of the six maps.
     backbone: keyword arguments for `model.MobileNetV2` (padding, BN, dtype).
   """
+
   num_classes: int = 80
   width_multiplier: float = 1.0
   boxes_per_location: Sequence[int] = (3, 6, 6, 6, 6, 6)
@@ -52,52 +54,80 @@ class SSDLite(nn.Module):
   implementation: str = 'auto'
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False
-               ) -> tuple[Array, Array, dict[str, Array]]:
+  def __call__(
+    self, images: Array, train: bool = False
+  ) -> tuple[Array, Array, dict[str, Array]]:
     """Returns box encodings [N, A, 4], class logits [N, A, C + 1], endpoints."""
     dtype = mobilenet_v2.DTYPES[self.dtype]
     backbone = mobilenet_v2.MobileNetV2(
-        num_classes=0, width_multiplier=self.width_multiplier,
-        batch_norm_momentum=self.batch_norm_momentum,
-        batch_norm_epsilon=self.batch_norm_epsilon, padding=self.padding,
-        dtype=self.dtype, implementation=self.implementation,
-        name='backbone')
+      num_classes=0,
+      width_multiplier=self.width_multiplier,
+      batch_norm_momentum=self.batch_norm_momentum,
+      batch_norm_epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      dtype=self.dtype,
+      implementation=self.implementation,
+      name='backbone',
+    )
     _, endpoints = backbone(images, train=train)
     norm, conv, depthwise = layers.module_factories(
-        train=train, momentum=self.batch_norm_momentum,
-        epsilon=self.batch_norm_epsilon, padding=self.padding, dtype=dtype,
-        implementation=self.implementation)
+      train=train,
+      momentum=self.batch_norm_momentum,
+      epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      dtype=dtype,
+      implementation=self.implementation,
+    )
 
     features = [endpoints[FIRST_FEATURE], endpoints[SECOND_FEATURE]]
     x = features[-1]
     for i, depth in enumerate(EXTRA_LAYER_DEPTHS):
       depth = max(int(depth * self.width_multiplier), MIN_DEPTH)
       name = f'extra_{i + 1}'
-      x = layers.ConvBN(functools.partial(conv, depth // 2), norm, nn.relu6,
-                        name=f'{name}_reduce')(x)
-      x = layers.ConvBN(functools.partial(depthwise, strides=2), norm,
-                        nn.relu6, name=f'{name}_depthwise')(x)
-      x = layers.ConvBN(functools.partial(conv, depth), norm, nn.relu6,
-                        name=f'{name}_project')(x)
+      x = layers.ConvBN(
+        functools.partial(conv, depth // 2),
+        norm,
+        nn.relu6,
+        name=f'{name}_reduce',
+      )(x)
+      x = layers.ConvBN(
+        functools.partial(depthwise, strides=2),
+        norm,
+        nn.relu6,
+        name=f'{name}_depthwise',
+      )(x)
+      x = layers.ConvBN(
+        functools.partial(conv, depth), norm, nn.relu6, name=f'{name}_project'
+      )(x)
       features.append(x)
 
     box_encodings, class_logits = [], []
-    for i, (feature, boxes) in enumerate(zip(features,
-                                             self.boxes_per_location)):
+    for i, (feature, boxes) in enumerate(
+      zip(features, self.boxes_per_location)
+    ):
       endpoints[f'feature_map_{i}'] = feature
-      for kind, width, outputs in (('box', 4, box_encodings),
-                                   ('class', self.num_classes + 1,
-                                    class_logits)):
+      for kind, width, outputs in (
+        ('box', 4, box_encodings),
+        ('class', self.num_classes + 1, class_logits),
+      ):
         # SSDLite predictor: depthwise 3x3 + BN + ReLU6, then 1x1 with bias.
-        y = layers.ConvBN(depthwise, norm, nn.relu6,
-                          name=f'head_{i}_{kind}_depthwise')(feature)
-        y = nn.Conv(boxes * width, (1, 1), dtype=jnp.float32,
-                    kernel_init=initializers.LECUN_NORMAL,
-                    bias_init=initializers.ZEROS,
-                    name=f'head_{i}_{kind}_predictor')(y.astype(jnp.float32))
+        y = layers.ConvBN(
+          depthwise, norm, nn.relu6, name=f'head_{i}_{kind}_depthwise'
+        )(feature)
+        y = nn.Conv(
+          boxes * width,
+          (1, 1),
+          dtype=jnp.float32,
+          kernel_init=initializers.LECUN_NORMAL,
+          bias_init=initializers.ZEROS,
+          name=f'head_{i}_{kind}_predictor',
+        )(y.astype(jnp.float32))
         outputs.append(y.reshape(y.shape[0], -1, width))
-    return (jnp.concatenate(box_encodings, 1),
-            jnp.concatenate(class_logits, 1), endpoints)
+    return (
+      jnp.concatenate(box_encodings, 1),
+      jnp.concatenate(class_logits, 1),
+      endpoints,
+    )
 
 
 def feature_map_sizes(model: SSDLite, image_size: int) -> list[tuple[int, int]]:
@@ -105,15 +135,19 @@ def feature_map_sizes(model: SSDLite, image_size: int) -> list[tuple[int, int]]:
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   endpoints = jax.eval_shape(model.apply, variables, images)[2]
-  return [tuple(endpoints[f'feature_map_{i}'].shape[1:3])
-          for i in range(len(model.boxes_per_location))]
+  return [
+    tuple(endpoints[f'feature_map_{i}'].shape[1:3])
+    for i in range(len(model.boxes_per_location))
+  ]
 
 
-def anchors_for(model: SSDLite, image_size: int,
-                config: box_ops.AnchorConfig = box_ops.AnchorConfig()
-                ) -> np.ndarray:
+def anchors_for(
+  model: SSDLite, image_size: int, config: Optional[box_ops.AnchorConfig] = None
+) -> np.ndarray:
+  config = box_ops.AnchorConfig() if config is None else config
   if list(model.boxes_per_location) != box_ops.num_boxes_per_location(config):
     raise ValueError(
-        f'boxes_per_location {model.boxes_per_location} does not match the '
-        f'anchor generator ({box_ops.num_boxes_per_location(config)}).')
+      f'boxes_per_location {model.boxes_per_location} does not match the '
+      f'anchor generator ({box_ops.num_boxes_per_location(config)}).'
+    )
   return box_ops.generate_anchors(feature_map_sizes(model, image_size), config)

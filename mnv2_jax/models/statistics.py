@@ -13,10 +13,8 @@ roofline of benchmarks/speed.py). `python -m mnv2_jax.stats` prints them.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,22 +25,37 @@ from mnv2_jax.models import mobilenet_v2
 
 # TF-slim README (docs/paper.md): (α, resolution) -> (top-1, top-5, million MACs);
 # parameters per α in millions.
-PUBLISHED_PARAMS_MILLIONS = {1.4: 6.06, 1.3: 5.34, 1.0: 3.47, 0.75: 2.61,
-                             0.5: 1.95, 0.35: 1.66}
+PUBLISHED_PARAMS_MILLIONS = {
+  1.4: 6.06,
+  1.3: 5.34,
+  1.0: 3.47,
+  0.75: 2.61,
+  0.5: 1.95,
+  0.35: 1.66,
+}
 PUBLISHED_GRID = {
-    (1.4, 224): (75.0, 92.5, 582), (1.3, 224): (74.4, 92.1, 509),
-    (1.0, 224): (71.8, 91.0, 300), (1.0, 192): (70.7, 90.1, 221),
-    (1.0, 160): (68.8, 89.0, 154), (1.0, 128): (65.3, 86.9, 99),
-    (1.0, 96): (60.3, 83.2, 56),
-    (0.75, 224): (69.8, 89.6, 209), (0.75, 192): (68.7, 88.9, 153),
-    (0.75, 160): (66.4, 87.3, 107), (0.75, 128): (63.2, 85.3, 69),
-    (0.75, 96): (58.8, 81.6, 39),
-    (0.5, 224): (65.4, 86.4, 97), (0.5, 192): (63.9, 85.4, 71),
-    (0.5, 160): (61.0, 83.2, 50), (0.5, 128): (57.7, 80.8, 32),
-    (0.5, 96): (51.2, 75.8, 18),
-    (0.35, 224): (60.3, 82.9, 59), (0.35, 192): (58.2, 81.2, 43),
-    (0.35, 160): (55.7, 79.1, 30), (0.35, 128): (50.8, 75.0, 20),
-    (0.35, 96): (45.5, 70.4, 11),
+  (1.4, 224): (75.0, 92.5, 582),
+  (1.3, 224): (74.4, 92.1, 509),
+  (1.0, 224): (71.8, 91.0, 300),
+  (1.0, 192): (70.7, 90.1, 221),
+  (1.0, 160): (68.8, 89.0, 154),
+  (1.0, 128): (65.3, 86.9, 99),
+  (1.0, 96): (60.3, 83.2, 56),
+  (0.75, 224): (69.8, 89.6, 209),
+  (0.75, 192): (68.7, 88.9, 153),
+  (0.75, 160): (66.4, 87.3, 107),
+  (0.75, 128): (63.2, 85.3, 69),
+  (0.75, 96): (58.8, 81.6, 39),
+  (0.5, 224): (65.4, 86.4, 97),
+  (0.5, 192): (63.9, 85.4, 71),
+  (0.5, 160): (61.0, 83.2, 50),
+  (0.5, 128): (57.7, 80.8, 32),
+  (0.5, 96): (51.2, 75.8, 18),
+  (0.35, 224): (60.3, 82.9, 59),
+  (0.35, 192): (58.2, 81.2, 43),
+  (0.35, 160): (55.7, 79.1, 30),
+  (0.35, 128): (50.8, 75.0, 20),
+  (0.35, 96): (45.5, 70.4, 11),
 }
 RELEASE_NUM_CLASSES = 1001  # class 0 is "background" in the released models
 
@@ -82,8 +95,9 @@ def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
       lhs_spec, rhs_spec, out_spec = eqn.params['dimension_numbers']
       rates = eqn.params['rhs_dilation']
       if space_to_batch and any(rate > 1 for rate in rates):
-        out_elements = _space_to_batch_elements(eqn.outvars[0].aval.shape,
-                                                out_spec, rates)
+        out_elements = _space_to_batch_elements(
+          eqn.outvars[0].aval.shape, out_spec, rates
+        )
       kernel_shape = eqn.invars[1].aval.shape
       # Per output element: kernel window x input channels of one group.
       spatial = math.prod(kernel_shape[d] for d in rhs_spec[2:])
@@ -91,8 +105,9 @@ def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
     elif name == 'dot_general':
       (lhs_contract, _), _ = eqn.params['dimension_numbers']
       lhs_shape = eqn.invars[0].aval.shape
-      total += (math.prod(eqn.outvars[0].aval.shape)
-                * math.prod(lhs_shape[d] for d in lhs_contract))
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(
+        lhs_shape[d] for d in lhs_contract
+      )
     for sub in _sub_jaxprs(eqn.params):
       total += count_multiply_adds(sub, space_to_batch)
   return total
@@ -121,8 +136,9 @@ TRAINING_ACCESSES = 5
 INFERENCE_ACCESSES = 2
 
 
-def activation_traffic(model, image_size: int, bytes_per_element: int
-                       ) -> dict[str, int]:
+def activation_traffic(
+  model, image_size: int, bytes_per_element: int
+) -> dict[str, int]:
   """The least memory traffic of one image's activations (bytes) in a
   training step and in inference, by the access counts above. Weights and
   their gradients are left out (per image they shrink with the batch)."""
@@ -131,9 +147,11 @@ def activation_traffic(model, image_size: int, bytes_per_element: int
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   jaxpr = jax.make_jaxpr(model.apply)(variables, images).jaxpr
   elements = count_conv_outputs(jaxpr)
-  return {'conv_output_elements': elements,
-          'training_bytes': TRAINING_ACCESSES * elements * bytes_per_element,
-          'inference_bytes': INFERENCE_ACCESSES * elements * bytes_per_element}
+  return {
+    'conv_output_elements': elements,
+    'training_bytes': TRAINING_ACCESSES * elements * bytes_per_element,
+    'inference_bytes': INFERENCE_ACCESSES * elements * bytes_per_element,
+  }
 
 
 def _tree_size(tree) -> int:
@@ -149,20 +167,27 @@ def _batch_norm_parameters(params) -> int:
   return total
 
 
-MODEL_NAMES = {'SSDLite': 'MobileNetV2 + SSDLite',
-               'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3'}
+MODEL_NAMES = {
+  'SSDLite': 'MobileNetV2 + SSDLite',
+  'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3',
+}
 
 
-def multi_scale_multiply_adds(model, image_size: int, scales, flip: bool
-                              ) -> dict[str, int]:
+def multi_scale_multiply_adds(
+  model, image_size: int, scales, flip: bool
+) -> dict[str, int]:
   """Multiply-adds of multi-scale (+ flip) inference of one image (Table 7's
   MF rows): one forward pass per scale at DeepLab's scaled size, twice with
   the flip."""
-  per_scale = [model_statistics(model, deeplab.scaled_size(image_size, scale))
-               for scale in scales]
+  per_scale = [
+    model_statistics(model, deeplab.scaled_size(image_size, scale))
+    for scale in scales
+  ]
   passes = 2 if flip else 1
-  return {key: passes * sum(stats[key] for stats in per_scale)
-          for key in ('multiply_adds', 'multiply_adds_space_to_batch')}
+  return {
+    key: passes * sum(stats[key] for stats in per_scale)
+    for key in ('multiply_adds', 'multiply_adds_space_to_batch')
+  }
 
 
 def model_statistics(model, image_size: int) -> dict[str, Any]:
@@ -173,29 +198,33 @@ def model_statistics(model, image_size: int) -> dict[str, Any]:
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   closed, outputs = jax.make_jaxpr(model.apply, return_shape=True)(
-      variables, images)
+    variables, images
+  )
   endpoints = outputs[-1]  # MobileNetV2: (logits, endpoints); SSDLite: 3-tuple
-  spatial = {name: value for name, value in endpoints.items()
-             if len(value.shape) == 4}
+  spatial = {
+    name: value for name, value in endpoints.items() if len(value.shape) == 4
+  }
   largest = max(spatial, key=lambda name: math.prod(spatial[name].shape))
   trainable = _tree_size(variables['params'])
   return {
-      'model': MODEL_NAMES.get(type(model).__name__, 'MobileNetV2'),
-      'image_size': image_size,
-      'width_multiplier': model.width_multiplier,
-      'num_classes': model.num_classes,
-      'trainable_parameters': trainable,
-      'all_parameters': trainable + _tree_size(variables.get('batch_stats', {})),
-      'parameters_without_batch_norm': (
-          trainable - _batch_norm_parameters(variables['params'])),
-      'multiply_adds': count_multiply_adds(closed.jaxpr),
-      'multiply_adds_space_to_batch': count_multiply_adds(
-          closed.jaxpr, space_to_batch=True),
-      'largest_activation': {
-          'name': largest,
-          'shape': list(spatial[largest].shape[1:]),
-          'elements': math.prod(spatial[largest].shape[1:]),
-      },
+    'model': MODEL_NAMES.get(type(model).__name__, 'MobileNetV2'),
+    'image_size': image_size,
+    'width_multiplier': model.width_multiplier,
+    'num_classes': model.num_classes,
+    'trainable_parameters': trainable,
+    'all_parameters': trainable + _tree_size(variables.get('batch_stats', {})),
+    'parameters_without_batch_norm': (
+      trainable - _batch_norm_parameters(variables['params'])
+    ),
+    'multiply_adds': count_multiply_adds(closed.jaxpr),
+    'multiply_adds_space_to_batch': count_multiply_adds(
+      closed.jaxpr, space_to_batch=True
+    ),
+    'largest_activation': {
+      'name': largest,
+      'shape': list(spatial[largest].shape[1:]),
+      'elements': math.prod(spatial[largest].shape[1:]),
+    },
   }
 
 
@@ -204,34 +233,50 @@ def grid_statistics() -> list[dict[str, Any]]:
   rows = []
   for (alpha, resolution), (top1, top5, macs) in PUBLISHED_GRID.items():
     stats = model_statistics(
-        mobilenet_v2.MobileNetV2(num_classes=RELEASE_NUM_CLASSES,
-                              width_multiplier=alpha), resolution)
+      mobilenet_v2.MobileNetV2(
+        num_classes=RELEASE_NUM_CLASSES, width_multiplier=alpha
+      ),
+      resolution,
+    )
     params_millions = round(stats['parameters_without_batch_norm'] / 1e6, 2)
     macs_millions = stats['multiply_adds'] // 10**6  # truncated, as published
-    rows.append({
-        'width_multiplier': alpha, 'resolution': resolution,
+    rows.append(
+      {
+        'width_multiplier': alpha,
+        'resolution': resolution,
         'parameters': stats['parameters_without_batch_norm'],
         'parameters_millions': params_millions,
         'published_parameters_millions': PUBLISHED_PARAMS_MILLIONS[alpha],
         'multiply_adds': stats['multiply_adds'],
         'multiply_adds_millions': macs_millions,
         'published_multiply_adds_millions': macs,
-        'published_top1': top1, 'published_top5': top5,
-        'matches': (params_millions == PUBLISHED_PARAMS_MILLIONS[alpha]
-                    and macs_millions == macs),
-    })
+        'published_top1': top1,
+        'published_top5': top5,
+        'matches': (
+          params_millions == PUBLISHED_PARAMS_MILLIONS[alpha]
+          and macs_millions == macs
+        ),
+      }
+    )
   return rows
 
 
 # Paper Table 3, MobileNetV2 column: resolution -> (max channels, memory in
 # KB of 16-bit activations); the network's maximum is 400K.
-PAPER_TABLE3 = {112: (16, 400), 56: (32, 200), 28: (64, 100), 14: (160, 62),
-                7: (320, 32), 1: (1280, 2)}
+PAPER_TABLE3 = {
+  112: (16, 400),
+  56: (32, 200),
+  28: (64, 100),
+  14: (160, 62),
+  7: (320, 32),
+  1: (1280, 2),
+}
 PAPER_TABLE3_MAX_KB = 400
 
 
-def memory_table(width_multiplier: float = 1.0, image_size: int = 224,
-                 bytes_per_value: int = 2) -> list[dict[str, Any]]:
+def memory_table(
+  width_multiplier: float = 1.0, image_size: int = 224, bytes_per_value: int = 2
+) -> list[dict[str, Any]]:
   """Table 3 of the paper by its rule (§5.1), one row per resolution.
 
   Treating each inverted residual as one operation whose expanded tensor is
@@ -246,24 +291,27 @@ def memory_table(width_multiplier: float = 1.0, image_size: int = 224,
   rows: dict[int, dict[str, Any]] = {}
   size = -(-image_size // mobilenet_v2.STEM_STRIDE)
   for block in mobilenet_v2.block_configs(width_multiplier):
-    row = rows.setdefault(size, {'resolution': size, 'channels': 0,
-                                 'table2_channels': 0})
+    row = rows.setdefault(
+      size, {'resolution': size, 'channels': 0, 'table2_channels': 0}
+    )
     row['table2_channels'] = max(row['table2_channels'], block.out_channels)
     size = -(-size // block.stride)
-    row = rows.setdefault(size, {'resolution': size, 'channels': 0,
-                                 'table2_channels': 0})
+    row = rows.setdefault(
+      size, {'resolution': size, 'channels': 0, 'table2_channels': 0}
+    )
     row['channels'] = max(row['channels'], block.out_channels)
   pooled = mobilenet_v2.last_conv_channels(width_multiplier)
   rows[1] = {'resolution': 1, 'channels': pooled, 'table2_channels': pooled}
   table = []
   for resolution in sorted(rows, reverse=True):
     row = rows[resolution]
-    row['kilobytes'] = (row['channels'] * resolution ** 2 * bytes_per_value
-                        / 1000)
-    row['table2_kilobytes'] = (row['table2_channels'] * resolution ** 2
-                               * bytes_per_value / 1000)
+    row['kilobytes'] = row['channels'] * resolution**2 * bytes_per_value / 1000
+    row['table2_kilobytes'] = (
+      row['table2_channels'] * resolution**2 * bytes_per_value / 1000
+    )
     if image_size == 224 and width_multiplier == 1.0:
       row['paper_channels'], row['paper_kilobytes'] = PAPER_TABLE3.get(
-          resolution, (None, None))
+        resolution, (None, None)
+      )
     table.append(row)
   return table

@@ -17,11 +17,12 @@ from mnv2_jax.tasks import classification
 from mnv2_jax.tasks import detection
 from mnv2_jax.tasks import segmentation
 
-
 # config.task -> its task.
-TASK_CLASSES = {'classification': classification.Classification,
-                'detection': detection.Detection,
-                'segmentation': segmentation.Segmentation}
+TASK_CLASSES = {
+  'classification': classification.Classification,
+  'detection': detection.Detection,
+  'segmentation': segmentation.Segmentation,
+}
 
 
 def build_task(config, dataset_info=None):

@@ -11,24 +11,46 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Iterable, Optional, Sequence
+from typing import Iterable
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 
-METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
-                'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
+METRIC_NAMES = (
+  'AP',
+  'AP50',
+  'AP75',
+  'APs',
+  'APm',
+  'APl',
+  'AR1',
+  'AR10',
+  'AR100',
+  'ARs',
+  'ARm',
+  'ARl',
+)
 
 
-def to_coco_box(box: Sequence[float], height: float, width: float
-                ) -> list[float]:
+def to_coco_box(
+  box: Sequence[float], height: float, width: float
+) -> list[float]:
   """Normalised [ymin, xmin, ymax, xmax] -> COCO [x, y, w, h] in pixels."""
   ymin, xmin, ymax, xmax = box
-  return [float(xmin * width), float(ymin * height),
-          float((xmax - xmin) * width), float((ymax - ymin) * height)]
+  return [
+    float(xmin * width),
+    float(ymin * height),
+    float((xmax - xmin) * width),
+    float((ymax - ymin) * height),
+  ]
 
 
-def ground_truth_json(images: Iterable[dict], category_names: Sequence[str],
-                      category_ids: Optional[Sequence[int]] = None) -> dict:
+def ground_truth_json(
+  images: Iterable[dict],
+  category_names: Sequence[str],
+  category_ids: Optional[Sequence[int]] = None,
+) -> dict:
   """COCO-format ground truth.
 
   Args:
@@ -39,48 +61,73 @@ def ground_truth_json(images: Iterable[dict], category_names: Sequence[str],
   """
   if category_ids is None:
     category_ids = list(range(1, len(category_names) + 1))
-  result = {'images': [], 'annotations': [],
-            'categories': [{'id': int(i), 'name': n}
-                           for i, n in zip(category_ids, category_names)]}
+  result = {
+    'images': [],
+    'annotations': [],
+    'categories': [
+      {'id': int(i), 'name': n} for i, n in zip(category_ids, category_names)
+    ],
+  }
   annotation_id = 1
   for image in images:
     height, width = image['height'], image['width']
-    result['images'].append({'id': int(image['id']), 'height': int(height),
-                             'width': int(width)})
+    result['images'].append(
+      {'id': int(image['id']), 'height': int(height), 'width': int(width)}
+    )
     crowd = image.get('crowd', np.zeros(len(image['labels']), bool))
     for box, label, is_crowd in zip(image['boxes'], image['labels'], crowd):
       coco_box = to_coco_box(box, height, width)
-      result['annotations'].append({
-          'id': annotation_id, 'image_id': int(image['id']),
-          'category_id': int(category_ids[int(label)]), 'bbox': coco_box,
-          'area': coco_box[2] * coco_box[3], 'iscrowd': int(is_crowd)})
+      result['annotations'].append(
+        {
+          'id': annotation_id,
+          'image_id': int(image['id']),
+          'category_id': int(category_ids[int(label)]),
+          'bbox': coco_box,
+          'area': coco_box[2] * coco_box[3],
+          'iscrowd': int(is_crowd),
+        }
+      )
       annotation_id += 1
   return result
 
 
-def detections_json(image_id: int, height: float, width: float,
-                    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                    valid: np.ndarray,
-                    category_ids: Optional[Sequence[int]] = None) -> list[dict]:
+def detections_json(
+  image_id: int,
+  height: float,
+  width: float,
+  boxes: np.ndarray,
+  scores: np.ndarray,
+  classes: np.ndarray,
+  valid: np.ndarray,
+  category_ids: Optional[Sequence[int]] = None,
+) -> list[dict]:
   """One image's detections (normalised boxes, 0-based classes) as COCO
   results."""
   results = []
   for box, score, label, keep in zip(boxes, scores, classes, valid):
     if not keep:
       continue
-    category = (int(label) + 1 if category_ids is None
-                else int(category_ids[int(label)]))
-    results.append({'image_id': int(image_id), 'category_id': category,
-                    'bbox': to_coco_box(box, height, width),
-                    'score': float(score)})
+    category = (
+      int(label) + 1 if category_ids is None else int(category_ids[int(label)])
+    )
+    results.append(
+      {
+        'image_id': int(image_id),
+        'category_id': category,
+        'bbox': to_coco_box(box, height, width),
+        'score': float(score),
+      }
+    )
   return results
 
 
 def evaluate(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
   """COCOeval 'bbox' metrics; -1 where COCO defines none (e.g. no large
   objects). No detections at all gives zeros."""
-  from pycocotools.coco import COCO  # pylint: disable=g-import-not-at-top
-  from pycocotools.cocoeval import COCOeval  # pylint: disable=g-import-not-at-top
+  # pycocotools: detection only, and it prints on import.
+  from pycocotools.coco import COCO  # noqa: PLC0415
+  from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+
   with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
     coco = COCO()
     coco.dataset = ground_truth
@@ -92,5 +139,6 @@ def evaluate(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-  return {name: float(value) for name, value in
-          zip(METRIC_NAMES, evaluator.stats)}
+  return {
+    name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)
+  }

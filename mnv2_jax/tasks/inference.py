@@ -50,14 +50,18 @@ def apply_in_microbatches(apply_fn, images: Array, microbatch: int):
   if microbatch <= 0 or microbatch >= n or n % microbatch:
     return apply_fn(images)
   steps = n // microbatch
-  stacked = images.reshape((microbatch, steps) + images.shape[1:]).swapaxes(0, 1)
+  stacked = images.reshape((microbatch, steps) + images.shape[1:]).swapaxes(
+    0, 1
+  )
   outputs = jax.lax.map(apply_fn, stacked)  # leaves [steps, microbatch, ...]
   return jax.tree.map(
-      lambda y: y.swapaxes(0, 1).reshape((n,) + y.shape[2:]), outputs)
+    lambda y: y.swapaxes(0, 1).reshape((n,) + y.shape[2:]), outputs
+  )
 
 
-def logits_function(config, variables, *, implementation: str = 'auto'
-                    ) -> Callable[[Array], Array]:
+def logits_function(
+  config, variables, *, implementation: str = 'auto'
+) -> Callable[[Array], Array]:
   """images -> logits of the classifier a config builds, with `variables`
   closed over, in the given formulation of the layers ('xla' for export to
   TensorFlow: XLA's convolution ops)."""

@@ -4,7 +4,8 @@ evaluation split, and Table 7's multi-scale + flip evaluation (MF)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,14 +31,16 @@ def segmentation_loss(logits: Array, labels: Array) -> tuple[Array, Array]:
   return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(count, 1), count
 
 
-def confusion_matrix(predictions: Array, labels: Array, num_classes: int
-                     ) -> Array:
+def confusion_matrix(
+  predictions: Array, labels: Array, num_classes: int
+) -> Array:
   """[num_classes, num_classes] int32 counts, rows = truth, columns =
   prediction, over the pixels whose label is not 255 (jit-compatible)."""
   valid = labels != IGNORE_LABEL
-  index = jnp.where(valid, labels * num_classes + predictions,
-                    num_classes * num_classes)
-  counts = jnp.bincount(index.reshape(-1), length=num_classes ** 2 + 1)
+  index = jnp.where(
+    valid, labels * num_classes + predictions, num_classes * num_classes
+  )
+  counts = jnp.bincount(index.reshape(-1), length=num_classes**2 + 1)
   return counts[:-1].reshape(num_classes, num_classes).astype(jnp.int32)
 
 
@@ -58,10 +61,12 @@ def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
   return mean, per_class
 
 
-
-def multi_scale_probabilities(apply_fn: Callable[[Array], Array],
-                              images: Array, scales: Sequence[float],
-                              flip: bool) -> Array:
+def multi_scale_probabilities(
+  apply_fn: Callable[[Array], Array],
+  images: Array,
+  scales: Sequence[float],
+  flip: bool,
+) -> Array:
   """Class probabilities [N, H, W, C] averaged over input scales and, with
   `flip`, left-right flips (paper §6.3's MF).
 
@@ -75,10 +80,16 @@ def multi_scale_probabilities(apply_fn: Callable[[Array], Array],
   total = 0.0
   passes = 0
   for scale in scales:
-    size = (deeplab.scaled_size(height, scale), deeplab.scaled_size(width, scale))
-    scaled = images if size == (height, width) else deeplab.resize_bilinear(images,
-                                                                    size)
-    for flipped in ((False, True) if flip else (False,)):
+    size = (
+      deeplab.scaled_size(height, scale),
+      deeplab.scaled_size(width, scale),
+    )
+    scaled = (
+      images
+      if size == (height, width)
+      else deeplab.resize_bilinear(images, size)
+    )
+    for flipped in (False, True) if flip else (False,):
       inputs = scaled[:, :, ::-1] if flipped else scaled
       logits = apply_fn(inputs).astype(jnp.float32)
       if flipped:
@@ -92,6 +103,7 @@ def multi_scale_probabilities(apply_fn: Callable[[Array], Array],
 
 class Segmentation:
   """MobileNetV2 + the reduced DeepLabv3 head (paper §6.3)."""
+
   name = 'segmentation'
   headline_metric = 'mIoU'
 
@@ -100,16 +112,18 @@ class Segmentation:
     self.num_classes = num_classes = config.num_classes
     self.model = build_model(config)
     self.category_names = list(
-        getattr(dataset_info, 'category_names', None)
-        or [str(i) for i in range(num_classes)])
+      getattr(dataset_info, 'category_names', None)
+      or [str(i) for i in range(num_classes)]
+    )
 
   def loss(self, outputs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     logits = outputs[0]
     loss, _ = segmentation_loss(logits, batch['label'])
     labelled = batch['label'] != IGNORE_LABEL
     correct = (jnp.argmax(logits, -1) == batch['label']) & labelled
-    return loss, {'pixel_accuracy': jnp.sum(correct)
-                                    / jnp.maximum(jnp.sum(labelled), 1)}
+    return loss, {
+      'pixel_accuracy': jnp.sum(correct) / jnp.maximum(jnp.sum(labelled), 1)
+    }
 
   def logits(self, variables, images, microbatch: int = 0) -> jax.Array:
     """Single-scale logits, or with `segmentation.multi_scale_eval` the log
@@ -119,25 +133,36 @@ class Segmentation:
     if not segmentation.multi_scale_eval:
       return inference.apply_in_microbatches(apply, images, microbatch)
     # Each scale's logits at the output stride, resized once to full size.
-    at_output_stride = lambda x: self.model.apply(
-        variables, x, train=False)[1]['logits_at_output_stride']
+    at_output_stride = lambda x: self.model.apply(variables, x, train=False)[1][
+      'logits_at_output_stride'
+    ]
     probabilities = inference.apply_in_microbatches(
-        lambda x: multi_scale_probabilities(
-            at_output_stride, x, tuple(segmentation.eval_scales),
-            segmentation.eval_flip),
-        images, microbatch)
+      lambda x: multi_scale_probabilities(
+        at_output_stride,
+        x,
+        tuple(segmentation.eval_scales),
+        segmentation.eval_flip,
+      ),
+      images,
+      microbatch,
+    )
     return jnp.log(jnp.maximum(probabilities, 1e-12))
 
   def eval_step(self, variables, batch, microbatch: int = 0):
     """Confusion matrix and loss sums over the real examples' labelled
     pixels."""
     logits = self.logits(variables, batch['image'], microbatch)
-    labels = jnp.where(batch['mask'][:, None, None], batch['label'],
-                       IGNORE_LABEL)
+    labels = jnp.where(
+      batch['mask'][:, None, None], batch['label'], IGNORE_LABEL
+    )
     loss, pixels = segmentation_loss(logits, labels)
-    return {'confusion': confusion_matrix(
-                jnp.argmax(logits, -1), labels, self.num_classes),
-            'loss': loss * pixels, 'pixels': pixels}
+    return {
+      'confusion': confusion_matrix(
+        jnp.argmax(logits, -1), labels, self.num_classes
+      ),
+      'loss': loss * pixels,
+      'pixels': pixels,
+    }
 
   def accumulator(self) -> 'SegmentationAccumulator':
     return SegmentationAccumulator(self.category_names)
@@ -153,17 +178,22 @@ class SegmentationAccumulator:
 
   def add(self, outputs, host_batch) -> None:
     del host_batch
-    self.sums = outputs if self.sums is None else jax.tree.map(
-        jnp.add, self.sums, outputs)
+    self.sums = (
+      outputs
+      if self.sums is None
+      else jax.tree.map(jnp.add, self.sums, outputs)
+    )
 
   def result(self) -> dict[str, float]:
     sums = jax.device_get(self.sums)
     confusion = np.asarray(sums['confusion'], np.int64)
     mean_iou, per_class = iou_from_confusion(confusion)
-    results = {'mIoU': mean_iou,
-               'pixel_accuracy': float(np.trace(confusion))
-                                 / max(int(confusion.sum()), 1),
-               'loss': float(sums['loss']) / max(float(sums['pixels']), 1.0)}
+    results = {
+      'mIoU': mean_iou,
+      'pixel_accuracy': float(np.trace(confusion))
+      / max(int(confusion.sum()), 1),
+      'loss': float(sums['loss']) / max(float(sums['pixels']), 1.0),
+    }
     for name, iou in zip(self.category_names, per_class):
       results[f'IoU/{name}'] = float(iou)
     return results

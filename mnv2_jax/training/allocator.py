@@ -24,13 +24,17 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
 
-TUNABLES = ':'.join([
+TUNABLES = ':'.join(
+  [
     'glibc.malloc.arena_max=1',  # worker threads share the main heap
     'glibc.malloc.mmap_max=0',  # large blocks come from the heap, not mmap
     'glibc.malloc.trim_threshold=68719476736',  # never shrink the heap
-])
+  ]
+)
 # Set to 'default' to keep glibc's defaults; set by us in the restarted process.
 SWITCH = 'MNV2_JAX_MALLOC'
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any
+from typing import Callable
+from typing import Optional
 
 import flax
 import jax
@@ -30,16 +32,23 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
-def create_manager(workdir: str, *, save_every_steps: int = 1,
-                   keep: Optional[int] = None,
-                   read_only: bool = False) -> ocp.CheckpointManager:
+def create_manager(
+  workdir: str,
+  *,
+  save_every_steps: int = 1,
+  keep: Optional[int] = None,
+  read_only: bool = False,
+) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every_steps, max_to_keep=keep,
-      create=not read_only, read_only=read_only,
-      # Synchronous: a MobileNetV2 state is tens of MB (under a second to
-      # write), and with Orbax 0.12 async saves lost a directory when TFDS
-      # mock data was active (tests/test_train.py, ImageNet under mock_data).
-      enable_async_checkpointing=False)
+    save_interval_steps=save_every_steps,
+    max_to_keep=keep,
+    create=not read_only,
+    read_only=read_only,
+    # Synchronous: a MobileNetV2 state is tens of MB (under a second to
+    # write), and with Orbax 0.12 async saves lost a directory when TFDS
+    # mock data was active (tests/test_train.py, ImageNet under mock_data).
+    enable_async_checkpointing=False,
+  )
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
@@ -47,8 +56,9 @@ class CheckpointSaveError(OSError):
   """A save failed (full disk, lost permissions); older steps are intact."""
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, *,
-         force: bool = False) -> bool:
+def save(
+  manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False
+) -> bool:
   """Saves `state` at `step` if due (interval, preemption) or if `force`.
 
   Raises:
@@ -60,17 +70,21 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, *,
     return manager.save(step, args=ocp.args.StandardSave(state), force=force)
   except Exception as error:  # OSError, or Orbax/TensorStore wrapping one.
     previous = [s for s in manager.all_steps() if s != step]
-    kept = (f'The previous checkpoint (step {max(previous)}) is intact'
-            if previous else 'There is no earlier checkpoint')
+    kept = (
+      f'The previous checkpoint (step {max(previous)}) is intact'
+      if previous
+      else 'There is no earlier checkpoint'
+    )
     raise CheckpointSaveError(
-        f'Could not save the checkpoint of step {step} in {manager.directory}'
-        f' ({type(error).__name__}: {error}). {kept}: free space or fix the '
-        'permissions, then rerun the same command to resume from it.'
+      f'Could not save the checkpoint of step {step} in {manager.directory}'
+      f' ({type(error).__name__}: {error}). {kept}: free space or fix the '
+      'permissions, then rerun the same command to resume from it.'
     ) from error
 
 
-def restore(manager: ocp.CheckpointManager, target: Any,
-            step: Optional[int] = None) -> Any:
+def restore(
+  manager: ocp.CheckpointManager, target: Any, step: Optional[int] = None
+) -> Any:
   """Restores `step` (default: the latest) with the structure and shardings
   of `target`.
 
@@ -82,21 +96,23 @@ def restore(manager: ocp.CheckpointManager, target: Any,
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(
-        f'No checkpoint in {manager.directory}. Train first (config.mode='
-        "'train') or point --workdir at a directory with checkpoints/.")
+      f'No checkpoint in {manager.directory}. Train first (config.mode='
+      "'train') or point --workdir at a directory with checkpoints/."
+    )
   check_compatible(manager, step, target)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
   except Exception as error:  # Orbax raises many types for damaged files.
     raise ValueError(
-        f'Could not restore the checkpoint of step {step} from '
-        f'{manager.directory}: {type(error).__name__}: {error}\n'
-        'Either the files are damaged (an interrupted copy, a full disk) or '
-        'the config builds a different model than the one saved (compare '
-        'with config.json in the workdir). Nothing was deleted: move the bad '
-        f'step directory ({os.path.join(str(manager.directory), str(step))}) '
-        'aside to resume from the previous checkpoint.') from error
+      f'Could not restore the checkpoint of step {step} from '
+      f'{manager.directory}: {type(error).__name__}: {error}\n'
+      'Either the files are damaged (an interrupted copy, a full disk) or '
+      'the config builds a different model than the one saved (compare '
+      'with config.json in the workdir). Nothing was deleted: move the bad '
+      f'step directory ({os.path.join(str(manager.directory), str(step))}) '
+      'aside to resume from the previous checkpoint.'
+    ) from error
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -106,27 +122,31 @@ class IncompatibleCheckpointError(ValueError):
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """{array name: shape}, names written [field][0][key] for both a saved
   tree (Orbax's metadata) and a live TrainState."""
-  return {jax.tree_util.keystr(key).replace("'", ''): tuple(leaf.shape)
-          for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-          if hasattr(leaf, 'shape')}
+  return {
+    jax.tree_util.keystr(key).replace("'", ''): tuple(leaf.shape)
+    for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    if hasattr(leaf, 'shape')
+  }
 
 
-def _saved_shapes(manager: ocp.CheckpointManager, step: int
-                  ) -> Optional[dict[str, tuple[int, ...]]]:
+def _saved_shapes(
+  manager: ocp.CheckpointManager, step: int
+) -> Optional[dict[str, tuple[int, ...]]]:
   """The step's {array name: shape} from its metadata; None if unreadable."""
   path = epath.Path(str(manager.directory)) / str(step) / 'default'
   handler = ocp.PyTreeCheckpointHandler()
   try:
     metadata = handler.metadata(path)
     return _flat_shapes(getattr(metadata, 'tree', metadata))
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None  # damaged metadata: restoring will say more
   finally:
     handler.close()
 
 
-def check_compatible(manager: ocp.CheckpointManager, step: int,
-                     target: Any) -> None:
+def check_compatible(
+  manager: ocp.CheckpointManager, step: int, target: Any
+) -> None:
   """Raises IncompatibleCheckpointError naming the arrays whose names or
   shapes differ between `step` and `target` (a TrainState: parameters,
   BatchNorm statistics, optimizer slots, EMA copies). Does nothing when the
@@ -137,30 +157,45 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
   model = _flat_shapes(flax.serialization.to_state_dict(target))
   # Report the parameters first: they name the layer that differs.
   order = ('[params]', '[batch_stats]', '[ema_params]', '[ema_batch_stats]')
-  model = dict(sorted(model.items(), key=lambda item: next(
-      (i for i, field in enumerate(order) if item[0].startswith(field)),
-      len(order))))
-  differ = [f'{name} (saved {saved[name]}, model {shape})'
-            for name, shape in model.items()
-            if name in saved and saved[name] != shape]
+  model = dict(
+    sorted(
+      model.items(),
+      key=lambda item: next(
+        (i for i, field in enumerate(order) if item[0].startswith(field)),
+        len(order),
+      ),
+    )
+  )
+  differ = [
+    f'{name} (saved {saved[name]}, model {shape})'
+    for name, shape in model.items()
+    if name in saved and saved[name] != shape
+  ]
   only_model = [name for name in model if name not in saved]
   only_saved = [name for name in saved if name not in model]
   if not (differ or only_model or only_saved):
     return
   lines = []
-  for title, names in (('with other shapes', differ),
-                       ('missing from the checkpoint', only_model),
-                       ('in the checkpoint but not in the model', only_saved)):
+  for title, names in (
+    ('with other shapes', differ),
+    ('missing from the checkpoint', only_model),
+    ('in the checkpoint but not in the model', only_saved),
+  ):
     if names:
-      lines.append(f'  {len(names)} arrays {title}: ' + ', '.join(names[:4])
-                   + (' ...' if len(names) > 4 else ''))
+      lines.append(
+        f'  {len(names)} arrays {title}: '
+        + ', '.join(names[:4])
+        + (' ...' if len(names) > 4 else '')
+      )
   raise IncompatibleCheckpointError(
-      f'The checkpoint of step {step} in {manager.directory} was written for '
-      'another model or optimizer than the config builds:\n'
-      + '\n'.join(lines) + '\n'
-      'Resume with the config the run was started with (config.json in the '
-      'workdir: model.width_multiplier, task, optimizer, ema_decay, ...), or '
-      'use another --workdir. Nothing was changed on disk.')
+    f'The checkpoint of step {step} in {manager.directory} was written for '
+    'another model or optimizer than the config builds:\n'
+    + '\n'.join(lines)
+    + '\n'
+    'Resume with the config the run was started with (config.json in the '
+    'workdir: model.width_multiplier, task, optimizer, ema_decay, ...), or '
+    'use another --workdir. Nothing was changed on disk.'
+  )
 
 
 def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
@@ -175,8 +210,9 @@ def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
   return str(destination)
 
 
-def restore_latest_usable(manager: ocp.CheckpointManager, target: Any,
-                          log: Callable[[str], None]) -> Optional[Any]:
+def restore_latest_usable(
+  manager: ocp.CheckpointManager, target: Any, log: Callable[[str], None]
+) -> Optional[Any]:
   """Restores the newest readable step (None if there is none).
 
   Each newer step that cannot be read is reported through `log` and moved to
@@ -195,8 +231,10 @@ def restore_latest_usable(manager: ocp.CheckpointManager, target: Any,
         raise  # hosts would race to move it: the error says what to do
       moved_to = quarantine(manager, step)
       cause = str(error.__cause__ or error).splitlines()[0][:300]
-      log(f'WARNING: the checkpoint of step {step} is unusable ({cause}); '
-          f'moved it to {moved_to} and trying the previous one.')
+      log(
+        f'WARNING: the checkpoint of step {step} is unusable ({cause}); '
+        f'moved it to {moved_to} and trying the previous one.'
+      )
   return None
 
 
@@ -214,20 +252,24 @@ def read_variables(workdir: str) -> tuple[int, dict[str, Any]]:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(
-          f'No checkpoint in {manager.directory}: point the path at a workdir '
-          'of a finished run or of `python -m mnv2_jax.convert`.')
+        f'No checkpoint in {manager.directory}: point the path at a workdir '
+        'of a finished run or of `python -m mnv2_jax.convert`.'
+      )
     try:
       tree = manager.restore(step, args=ocp.args.StandardRestore())
     except Exception as error:  # Orbax raises many types for damaged files.
       raise ValueError(
-          f'Could not read the checkpoint of step {step} in '
-          f'{manager.directory}: {type(error).__name__}: {error}') from error
+        f'Could not read the checkpoint of step {step} in '
+        f'{manager.directory}: {type(error).__name__}: {error}'
+      ) from error
   finally:
     manager.close()
   if tree.get('ema_params') is not None:
     params, stats = tree['ema_params'], tree['ema_batch_stats']
   else:
     params, stats = tree['params'], tree['batch_stats']
-  to_host = lambda x: jax.device_get(x)  # pylint: disable=unnecessary-lambda
-  return step, {'params': jax.tree.map(to_host, params),
-                'batch_stats': jax.tree.map(to_host, stats)}
+  to_host = lambda x: jax.device_get(x)
+  return step, {
+    'params': jax.tree.map(to_host, params),
+    'batch_stats': jax.tree.map(to_host, stats),
+  }

@@ -28,7 +28,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from typing import Mapping, Optional
+from typing import Mapping
+from typing import Optional
 
 import jax
 
@@ -47,8 +48,9 @@ def default_directory(environ: Mapping[str, str] = os.environ) -> str:
   return os.path.join(cache_home, 'mnv2_jax', 'jax_compilation_cache')
 
 
-def directory_for(setting: str, environ: Mapping[str, str] = os.environ
-                  ) -> Optional[str]:
+def directory_for(
+  setting: str, environ: Mapping[str, str] = os.environ
+) -> Optional[str]:
   """The cache directory `setting` (a config value) asks for; None: off."""
   if setting == 'auto':
     if ENVIRONMENT_VARIABLE in environ:
@@ -100,22 +102,27 @@ def enable(setting: str = 'auto') -> Optional[str]:
       if not os.access(directory, os.W_OK):
         raise PermissionError(13, 'not writable')
     except OSError as error:
-      print(f'WARNING: no compilation cache: cannot write to {directory} '
-            f'({error.strerror}); set {ENVIRONMENT_VARIABLE} or '
-            '--config.compilation_cache_dir to a writable directory.',
-            flush=True)
+      print(
+        f'WARNING: no compilation cache: cannot write to {directory} '
+        f'({error.strerror}); set {ENVIRONMENT_VARIABLE} or '
+        '--config.compilation_cache_dir to a writable directory.',
+        flush=True,
+      )
       jax.config.update('jax_enable_compilation_cache', False)
       return None
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', directory)
   if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs',
-                      MIN_COMPILE_SECONDS)
+    jax.config.update(
+      'jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_SECONDS
+    )
   if remote:
     # XLA's GPU autotuning cache takes local paths only.
     jax.config.update('jax_persistent_cache_enable_xla_caches', 'none')
-  if (directory == default_directory()
-      and importlib.util.find_spec('filelock') is not None):
+  if (
+    directory == default_directory()
+    and importlib.util.find_spec('filelock') is not None
+  ):
     jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
   return directory
 
@@ -127,5 +134,7 @@ def counts() -> dict[str, int]:
 
 
 def is_enabled() -> bool:
-  return bool(jax.config.jax_enable_compilation_cache
-              and jax.config.jax_compilation_cache_dir)
+  return bool(
+    jax.config.jax_enable_compilation_cache
+    and jax.config.jax_compilation_cache_dir
+  )

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+import socket
+import time
+from typing import Any
+from typing import Mapping
 
-from absl import logging
 import jax
+from absl import logging
 from etils import epath
 
 
@@ -26,28 +29,41 @@ class _ScalarEventWriter:
   """
 
   def __init__(self, logdir: str):
-    import socket  # pylint: disable=g-import-not-at-top
-    import time  # pylint: disable=g-import-not-at-top
-    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-    from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
-    self._event_pb2, self._summary_pb2, self._time = event_pb2, summary_pb2, time
+    # tensorboard is optional (the GPU images have none): imported here.
+    from tensorboard.compat.proto import event_pb2  # noqa: PLC0415
+    from tensorboard.compat.proto import summary_pb2  # noqa: PLC0415
+    from tensorboard.summary.writer import record_writer  # noqa: PLC0415
+
+    self._event_pb2, self._summary_pb2, self._time = (
+      event_pb2,
+      summary_pb2,
+      time,
+    )
     os.makedirs(logdir, exist_ok=True)
-    name = (f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.'
-            f'{os.getpid()}.0')
-    self._file = open(os.path.join(logdir, name), 'wb')  # pylint: disable=consider-using-with
+    name = (
+      f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.'
+      f'{os.getpid()}.0'
+    )
+    self._file = open(os.path.join(logdir, name), 'wb')
     self._records = record_writer.RecordWriter(self._file)
-    self._write(event_pb2.Event(wall_time=time.time(),
-                                file_version='brain.Event:2'))
+    self._write(
+      event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2')
+    )
 
   def _write(self, event) -> None:
     self._records.write(event.SerializeToString())
 
   def scalar(self, tag: str, value: float, step: int) -> None:
-    summary = self._summary_pb2.Summary(value=[self._summary_pb2.Summary.Value(
-        tag=tag, simple_value=float(value))])
-    self._write(self._event_pb2.Event(wall_time=self._time.time(),
-                                      step=int(step), summary=summary))
+    summary = self._summary_pb2.Summary(
+      value=[
+        self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+      ]
+    )
+    self._write(
+      self._event_pb2.Event(
+        wall_time=self._time.time(), step=int(step), summary=summary
+      )
+    )
 
   def flush(self) -> None:
     self._records.flush()
@@ -64,11 +80,15 @@ def _summary_writer(workdir: str):
       return _ScalarEventWriter(logdir)
     # Remote filesystems (gs://...) need TensorFlow's file system support:
     # flax.metrics.tensorboard writes through tf.summary.
-    from flax.metrics import tensorboard as flax_tensorboard  # pylint: disable=g-import-not-at-top
+    from flax.metrics import tensorboard as flax_tensorboard  # noqa: PLC0415 (TensorFlow)
+
     return flax_tensorboard.SummaryWriter(logdir)
   except ImportError as e:  # e.g. an accelerator image without TF/tensorboard
-    logging.warning('No TensorBoard events (%s); metrics go to %s.',
-                    e, os.path.join(workdir, 'metrics.jsonl'))
+    logging.warning(
+      'No TensorBoard events (%s); metrics go to %s.',
+      e,
+      os.path.join(workdir, 'metrics.jsonl'),
+    )
     return None
 
 
@@ -90,6 +110,7 @@ class MetricWriter:
       epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       if tensorboard:
         self._summary_writer = _summary_writer(workdir)
+
   def drop_after(self, step: int) -> None:
     """Removes the JSONL lines of steps after `step`: a resumed run redoes
     the steps a killed one logged after its last checkpoint, so the file

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import json
 import math
 import time
-from typing import Any, Iterator, Optional
+from typing import Any
+from typing import Iterator
+from typing import Optional
 
-import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from etils import epath
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 
 from mnv2_jax import configuration
 from mnv2_jax import tasks
@@ -51,12 +52,17 @@ class TrainingDivergedError(FloatingPointError):
   """The loss became NaN or infinite."""
 
 
-def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array],
-               rng: jax.Array, *, model: nn.Module, task,
-               optimizer: optax.GradientTransformation,
-               config: ml_collections.ConfigDict,
-               learning_rate: optax.Schedule
-               ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: state_lib.TrainState,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  *,
+  model: nn.Module,
+  task,
+  optimizer: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  learning_rate: optax.Schedule,
+) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
   """One optimisation step on a global batch. Pure; `rng` is per step.
 
   `model` computes the training outputs and `task` (tasks/) turns them into
@@ -67,28 +73,42 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array],
 
   def loss_fn(params):
     outputs, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+      {'params': params, 'batch_stats': state.batch_stats},
+      batch['image'],
+      train=True,
+      mutable=['batch_stats'],
+      rngs={'dropout': dropout_rng},
+    )
     data_loss, task_metrics = task.loss(outputs, batch)
-    loss = data_loss + config.weight_decay * optimization.l2_penalty(params, mask)
+    loss = data_loss + config.weight_decay * optimization.l2_penalty(
+      params, mask
+    )
     return loss, (data_loss, task_metrics, updates['batch_stats'])
 
   grads, (data_loss, task_metrics, batch_stats) = jax.grad(
-      loss_fn, has_aux=True)(state.params)
+    loss_fn, has_aux=True
+  )(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
+  new_state = state.replace(
+    step=state.step + 1,
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+  )
   if config.ema_decay:
     decay = optimization.ema_decay_at(state.step, config.ema_decay)
     average = lambda old, new: decay * old + (1.0 - decay) * new
     new_state = new_state.replace(
-        ema_params=jax.tree.map(average, state.ema_params, params),
-        ema_batch_stats=jax.tree.map(average, state.ema_batch_stats,
-                                     batch_stats))
-  metrics = {'loss': data_loss, **task_metrics,
-             'grad_norm': optax.tree.norm(grads),
-             'learning_rate': learning_rate(state.step)}
+      ema_params=jax.tree.map(average, state.ema_params, params),
+      ema_batch_stats=jax.tree.map(average, state.ema_batch_stats, batch_stats),
+    )
+  metrics = {
+    'loss': data_loss,
+    **task_metrics,
+    'grad_norm': optax.tree.norm(grads),
+    'learning_rate': learning_rate(state.step),
+  }
   return new_state, metrics
 
 
@@ -104,11 +124,14 @@ def create_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), ('data',))
 
 
-def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding
-                 ) -> dict[str, jax.Array]:
+def global_batch(
+  batch: dict[str, np.ndarray], sharding: NamedSharding
+) -> dict[str, jax.Array]:
   """Assembles the per-host numpy batches into one global sharded array."""
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, v)
+    for k, v in batch.items()
+  }
 
 
 class Trainer:
@@ -121,7 +144,9 @@ class Trainer:
     self.info = datasets.dataset_info(config)
     self.task = tasks.build_task(config, self.info)
     self.model = self.task.model
-    self.schedule = optimization.make_schedule(config, self.info.num_train_examples)
+    self.schedule = optimization.make_schedule(
+      config, self.info.num_train_examples
+    )
     self.learning_rate = optimization.learning_rate_fn(config, self.schedule)
     self.optimizer = optimization.create_optimizer(config, self.learning_rate)
     self.mesh = create_mesh(devices)
@@ -129,40 +154,61 @@ class Trainer:
     for field in ('batch_size', 'eval_batch_size'):
       if config[field] % num_devices:
         raise ValueError(
-            f'config.{field}={config[field]} must be divisible by the number '
-            f'of devices ({num_devices}); e.g. --config.{field}='
-            f'{max(1, config[field] // num_devices) * num_devices}.')
+          f'config.{field}={config[field]} must be divisible by the number '
+          f'of devices ({num_devices}); e.g. --config.{field}='
+          f'{max(1, config[field] // num_devices) * num_devices}.'
+        )
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec('data'))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
     # The initial state is made on the host: NumPy draws the variables
     # (initializers.host_variables) and XLA:CPU makes the optimizer's slots,
     # so a new run compiles nothing for its accelerator but its steps.
-    self._create_state = jax.jit(functools.partial(
-        state_lib.create_train_state, config, optimizer=self.optimizer))
-    abstract = jax.eval_shape(self._create_state,
-                              state_lib.abstract_variables(config, self.model))
+    self._create_state = jax.jit(
+      functools.partial(
+        state_lib.create_train_state, config, optimizer=self.optimizer
+      )
+    )
+    abstract = jax.eval_shape(
+      self._create_state, state_lib.abstract_variables(config, self.model)
+    )
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                       sharding=self.replicated), abstract)
+      lambda s: jax.ShapeDtypeStruct(
+        s.shape, s.dtype, sharding=self.replicated
+      ),
+      abstract,
+    )
     self.train_step = jax.jit(
-        functools.partial(train_step, model=self.model,
-                          optimizer=self.optimizer, config=config,
-                          learning_rate=self.learning_rate, task=self.task),
-        out_shardings=(self.state_sharding, self.replicated),
-        donate_argnums=0)
+      functools.partial(
+        train_step,
+        model=self.model,
+        optimizer=self.optimizer,
+        config=config,
+        learning_rate=self.learning_rate,
+        task=self.task,
+      ),
+      out_shardings=(self.state_sharding, self.replicated),
+      donate_argnums=0,
+    )
     self.eval_step = jax.jit(
-        functools.partial(self.task.eval_step,
-                          microbatch=inference.resolve_inference_microbatch(
-                              config.inference_microbatch)),
-        out_shardings=self.replicated)
+      functools.partial(
+        self.task.eval_step,
+        microbatch=inference.resolve_inference_microbatch(
+          config.inference_microbatch
+        ),
+      ),
+      out_shardings=self.replicated,
+    )
 
   def init_state(self) -> state_lib.TrainState:
     """A new run's state, replicated over the mesh."""
     variables = initializers.host_variables(
-        self.model, state_lib.model_input_shape(self.config), self.config.seed,
-        train=False)
+      self.model,
+      state_lib.model_input_shape(self.config),
+      self.config.seed,
+      train=False,
+    )
     host = state_lib.host_cpu_device()
     with jax.default_device(host) if host else contextlib.nullcontext():
       state = jax.device_get(self._create_state(variables))
@@ -173,12 +219,15 @@ class Trainer:
     classification, COCO AP for detection), and ema_* with EMA."""
     weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
     if state.ema_params is not None:
-      weights['ema_'] = {'params': state.ema_params,
-                         'batch_stats': state.ema_batch_stats}
+      weights['ema_'] = {
+        'params': state.ema_params,
+        'batch_stats': state.ema_batch_stats,
+      }
     per_host = self.config.eval_batch_size // jax.process_count()
     accumulators = {prefix: self.task.accumulator() for prefix in weights}
     for host_batch in datasets.eval_batches(
-        self.config, per_host_batch_size=per_host):
+      self.config, per_host_batch_size=per_host
+    ):
       batch = global_batch(host_batch, self.data_sharding)
       for prefix, variables in weights.items():
         accumulators[prefix].add(self.eval_step(variables, batch), host_batch)
@@ -189,8 +238,9 @@ class Trainer:
     return results
 
 
-def _record_config(config, workdir: str,
-                   writer: metric_writers.MetricWriter) -> None:
+def _record_config(
+  config, workdir: str, writer: metric_writers.MetricWriter
+) -> None:
   """Writes config.json for a new run; on resume keeps the original and
   reports every field the new config changes."""
   if jax.process_index() != 0:
@@ -205,13 +255,19 @@ def _record_config(config, workdir: str,
       writer.log(f'WARNING: {path} was unreadable; rewriting it.')
   if old is not None:
     flat_old, flat_new = configuration.flatten(old), configuration.flatten(new)
-    changed = sorted(k for k in set(flat_old) | set(flat_new)
-                     if flat_old.get(k) != flat_new.get(k))
+    changed = sorted(
+      k
+      for k in set(flat_old) | set(flat_new)
+      if flat_old.get(k) != flat_new.get(k)
+    )
     if changed:
-      writer.log('WARNING: resuming with a config that differs from '
-                 f'{path} in: ' + ', '.join(
-                     f'{k} ({flat_old.get(k)!r} -> {flat_new.get(k)!r})'
-                     for k in changed))
+      writer.log(
+        'WARNING: resuming with a config that differs from '
+        f'{path} in: '
+        + ', '.join(
+          f'{k} ({flat_old.get(k)!r} -> {flat_new.get(k)!r})' for k in changed
+        )
+      )
     return
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.parent / f'{path.name}.tmp'
@@ -251,9 +307,13 @@ class _Prefetcher:
     self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices=None, *, started_at: Optional[float] = None
-                       ) -> dict[str, float]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  devices=None,
+  *,
+  started_at: Optional[float] = None,
+) -> dict[str, float]:
   """Trains (resuming from the latest checkpoint) and evaluates at the end.
 
   `started_at` (a `time.time()`; default: now) is when the command started,
@@ -271,12 +331,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     claim = contextlib.nullcontext()  # process 0 holds it for the job
   with claim:
     manager = checkpointing.create_manager(
-        workdir, save_every_steps=config.checkpoint_every_steps,
-        keep=config.keep_checkpoints)
+      workdir,
+      save_every_steps=config.checkpoint_every_steps,
+      keep=config.keep_checkpoints,
+    )
     if manager.latest_step() is not None:
       # Another model's checkpoint: stop before writing anything.
-      checkpointing.check_compatible(manager, manager.latest_step(),
-                                     trainer.abstract_state)
+      checkpointing.check_compatible(
+        manager, manager.latest_step(), trainer.abstract_state
+      )
     writer = metric_writers.MetricWriter(workdir)
     try:
       if config.mode == 'eval':
@@ -290,13 +353,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.close()
 
 
-def _final_evaluation(trainer: Trainer, state: state_lib.TrainState,
-                      writer: metric_writers.MetricWriter) -> dict[str, float]:
+def _final_evaluation(
+  trainer: Trainer,
+  state: state_lib.TrainState,
+  writer: metric_writers.MetricWriter,
+) -> dict[str, float]:
   step = int(jax.device_get(state.step))
   results = trainer.evaluate(state)
   writer.write(step, trainer.info.eval_split, results)
-  writer.log(f'[{trainer.info.eval_split}] step {step}: ' + ', '.join(
-      f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'))
+  writer.log(
+    f'[{trainer.info.eval_split}] step {step}: '
+    + ', '.join(
+      f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'
+    )
+  )
   return results
 
 
@@ -306,21 +376,28 @@ def _check_finite(metrics: dict[str, Any], step: int, manager) -> None:
   loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
   if math.isfinite(loss) and math.isfinite(grad_norm):
     return
-  what = (f'The training loss is {loss}' if not math.isfinite(loss) else
-          f'The gradient norm is {grad_norm} (the loss, {loss:.4g}, is '
-          'finite)')
+  what = (
+    f'The training loss is {loss}'
+    if not math.isfinite(loss)
+    else f'The gradient norm is {grad_norm} (the loss, {loss:.4g}, is finite)'
+  )
   raise TrainingDivergedError(
-      f'{what} at step {step}. The run stopped before saving that step; the '
-      f'last good checkpoint (step {manager.latest_step()}) is kept in '
-      f'{manager.directory}. Rerun the same command with a lower '
-      'learning rate (--config.base_learning_rate) or more warm-up '
-      '(--config.warmup_epochs) to resume from it, or use '
-      'config.model.dtype=float32.')
+    f'{what} at step {step}. The run stopped before saving that step; the '
+    f'last good checkpoint (step {manager.latest_step()}) is kept in '
+    f'{manager.directory}. Rerun the same command with a lower '
+    'learning rate (--config.base_learning_rate) or more warm-up '
+    '(--config.warmup_epochs) to resume from it, or use '
+    'config.model.dtype=float32.'
+  )
 
 
-def _train(trainer: Trainer, workdir: str,
-           writer: metric_writers.MetricWriter, manager,
-           started_at: float) -> dict[str, float]:
+def _train(
+  trainer: Trainer,
+  workdir: str,
+  writer: metric_writers.MetricWriter,
+  manager,
+  started_at: float,
+) -> dict[str, float]:
   config, schedule = trainer.config, trainer.schedule
   state = trainer.init_state()
   restored = checkpointing.restore_latest_usable(manager, state, writer.log)
@@ -335,22 +412,28 @@ def _train(trainer: Trainer, workdir: str,
   # Lines a killed run wrote after its last checkpoint are redone now.
   writer.drop_after(start_step)
   writer.log(
-      f'Training {config.dataset.name} for {schedule.total_steps} steps '
-      f'({schedule.steps_per_epoch} per epoch), batch {config.batch_size} on '
-      f'{trainer.mesh.devices.size} device(s), '
-      f'{jax.process_count()} host(s).')
+    f'Training {config.dataset.name} for {schedule.total_steps} steps '
+    f'({schedule.steps_per_epoch} per epoch), batch {config.batch_size} on '
+    f'{trainer.mesh.devices.size} device(s), '
+    f'{jax.process_count()} host(s).'
+  )
 
   per_host = config.batch_size // jax.process_count()
   batches = _Prefetcher(
-      datasets.train_batches(config, start_step=start_step,
-                                   per_host_batch_size=per_host),
-      functools.partial(global_batch, sharding=trainer.data_sharding))
+    datasets.train_batches(
+      config, start_step=start_step, per_host_batch_size=per_host
+    ),
+    functools.partial(global_batch, sharding=trainer.data_sharding),
+  )
   rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   # Metrics of the steps since the last log line (device arrays, fetched only
   # when needed); time spent in evaluation and saving is not training time.
   pending, unchecked = [], 0
   last_log_time, last_log_step, wait_at_last_log = (
-      time.perf_counter(), start_step, 0.0)
+    time.perf_counter(),
+    start_step,
+    0.0,
+  )
   excluded_seconds = 0.0
   try:
     for step in range(start_step + 1, schedule.total_steps + 1):
@@ -359,11 +442,15 @@ def _train(trainer: Trainer, workdir: str,
       if step == start_step + 1:
         jax.block_until_ready(metrics)
         cache = compilation_cache.counts()
-        writer.log(f'First step done {time.time() - started_at:.1f} s after '
-                   'start (compilation cache: ' + (
-                       f'{cache["hits"]} programs loaded, {cache["misses"]} '
-                       'compiled).' if compilation_cache.is_enabled()
-                       else 'off).'))
+        writer.log(
+          f'First step done {time.time() - started_at:.1f} s after '
+          'start (compilation cache: '
+          + (
+            f'{cache["hits"]} programs loaded, {cache["misses"]} compiled).'
+            if compilation_cache.is_enabled()
+            else 'off).'
+          )
+        )
       pending.append(metrics)
       unchecked += 1
       is_last = step == schedule.total_steps
@@ -372,26 +459,32 @@ def _train(trainer: Trainer, workdir: str,
       # notice. Not Orbax's should_save(), which also saves the first step:
       # a run resumed there would log a mean over fewer steps at the next
       # log line than an uninterrupted run.
-      due_save = (step % config.checkpoint_every_steps == 0 or is_last
-                  or manager.reached_preemption(step))
+      due_save = (
+        step % config.checkpoint_every_steps == 0
+        or is_last
+        or manager.reached_preemption(step)
+      )
       due_eval = step % schedule.eval_every_steps == 0 and not is_last
       if not (due_log or due_save or due_eval):
         continue
       # Never save a diverged state: every step's loss is checked first.
       fetched = jax.device_get(pending)
-      recent = fetched[len(fetched) - unchecked:]
+      recent = fetched[len(fetched) - unchecked :]
       unchecked = 0
       for offset, step_metrics in enumerate(recent):
         _check_finite(step_metrics, step - len(recent) + 1 + offset, manager)
       if due_log:
-        means = {k: float(np.mean([m[k] for m in fetched]))
-                 for k in fetched[-1]}
+        means = {
+          k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
+        }
         elapsed = time.perf_counter() - last_log_time - excluded_seconds
         steps_done = step - last_log_step
-        means['images_per_second'] = (steps_done * config.batch_size
-                                      / max(elapsed, 1e-9))
+        means['images_per_second'] = (
+          steps_done * config.batch_size / max(elapsed, 1e-9)
+        )
         means['input_wait_fraction'] = (
-            (batches.wait_seconds - wait_at_last_log) / max(elapsed, 1e-9))
+          batches.wait_seconds - wait_at_last_log
+        ) / max(elapsed, 1e-9)
         means['epoch'] = step / schedule.steps_per_epoch
         eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
         # Totals since this process started; present once there were any.
@@ -399,16 +492,15 @@ def _train(trainer: Trainer, workdir: str,
         means.update(repaired)
         writer.write(step, 'train', means)
         writer.log(
-            f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
-            f'loss {means["loss"]:.4f} '
-            + ('' if 'accuracy' not in means else
-               f'acc {means["accuracy"]:.4f} ')
-            + f'lr {means["learning_rate"]:.5f} '
-            f'{means["images_per_second"]:.0f} img/s '
-            f'input wait {100 * means["input_wait_fraction"]:.1f}% '
-            f'ETA {eta:.0f}s'
-            + ''.join(f', {k.replace("_", " ")} {v}'
-                      for k, v in repaired.items()))
+          f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
+          f'loss {means["loss"]:.4f} '
+          + ('' if 'accuracy' not in means else f'acc {means["accuracy"]:.4f} ')
+          + f'lr {means["learning_rate"]:.5f} '
+          f'{means["images_per_second"]:.0f} img/s '
+          f'input wait {100 * means["input_wait_fraction"]:.1f}% '
+          f'ETA {eta:.0f}s'
+          + ''.join(f', {k.replace("_", " ")} {v}' for k, v in repaired.items())
+        )
         pending = []
         last_log_time, last_log_step = time.perf_counter(), step
         wait_at_last_log, excluded_seconds = batches.wait_seconds, 0.0
@@ -426,8 +518,9 @@ def _train(trainer: Trainer, workdir: str,
   return _final_evaluation(trainer, state, writer)
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict,
-                        workdir: str) -> dict[str, float]:
+def evaluate_checkpoint(
+  config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, float]:
   """Evaluates the latest checkpoint in `workdir` (config.mode='eval')."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.mode = 'eval'

@@ -14,7 +14,8 @@ import errno
 import os
 import socket
 import time
-from typing import Any, Iterator
+from typing import Any
+from typing import Iterator
 
 from mnv2_jax import configuration
 from mnv2_jax.training import checkpointing
@@ -48,10 +49,14 @@ def check_writable(workdir: str) -> None:
   except OSError as error:
     full = error.errno in (errno.ENOSPC, errno.EDQUOT)
     raise WorkdirNotWritableError(
-        f'Cannot write to --workdir={workdir}: {error.strerror or error}. '
-        + ('Free some space there' if full else
-           'Check that it is a directory you may write to')
-        + ', or pass another --workdir. Nothing was trained.') from error
+      f'Cannot write to --workdir={workdir}: {error.strerror or error}. '
+      + (
+        'Free some space there'
+        if full
+        else 'Check that it is a directory you may write to'
+      )
+      + ', or pass another --workdir. Nothing was trained.'
+    ) from error
 
 
 @contextlib.contextmanager
@@ -68,7 +73,8 @@ def claim(workdir: str) -> Iterator[None]:
   if '://' in workdir:
     yield
     return
-  import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
+  import fcntl  # noqa: PLC0415 (POSIX only)
+
   check_writable(workdir)
   path = os.path.join(workdir, LOCK_NAME)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -78,13 +84,20 @@ def claim(workdir: str) -> Iterator[None]:
     except BlockingIOError:
       holder = os.pread(fd, 256, 0).decode(errors='replace').strip()
       raise WorkdirBusyError(
-          f'Another training run is using --workdir={workdir} '
-          f'({holder or "holder unknown"}). Two runs on one workdir would '
-          'overwrite each other\'s checkpoints: wait for it to finish, stop '
-          'it, or pass another --workdir.') from None
+        f'Another training run is using --workdir={workdir} '
+        f'({holder or "holder unknown"}). Two runs on one workdir would '
+        "overwrite each other's checkpoints: wait for it to finish, stop "
+        'it, or pass another --workdir.'
+      ) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, (f'pid {os.getpid()} on {socket.gethostname()}, started '
-                   f'{time.strftime("%Y-%m-%d %H:%M:%S")}').encode(), 0)
+    os.pwrite(
+      fd,
+      (
+        f'pid {os.getpid()} on {socket.gethostname()}, started '
+        f'{time.strftime("%Y-%m-%d %H:%M:%S")}'
+      ).encode(),
+      0,
+    )
     yield
   finally:
     os.close(fd)  # releases the lock
@@ -96,8 +109,9 @@ def load(workdir: str) -> tuple[Any, dict[str, Any], int]:
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(config_path):
     raise FileNotFoundError(
-        f'{config_path} does not exist: --workdir must be the directory of a '
-        'training run or of `python -m mnv2_jax.convert`.')
+      f'{config_path} does not exist: --workdir must be the directory of a '
+      'training run or of `python -m mnv2_jax.convert`.'
+    )
   config = configuration.from_json(config_path)
   step, variables = checkpointing.read_variables(workdir)
   return config, variables, step

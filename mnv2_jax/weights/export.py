@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator, Optional
+from typing import Iterator
+from typing import Optional
 
 import jax
 import numpy as np
@@ -42,8 +43,14 @@ from mnv2_jax.training import workdir as workdir_lib
 
 FORMATS = ('savedmodel', 'tflite')
 # scikit-image's photos that int8 calibration and the check crop from.
-CALIBRATION_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'cat',
-                      'hubble_deep_field')
+CALIBRATION_PHOTOS = (
+  'astronaut',
+  'coffee',
+  'chelsea',
+  'rocket',
+  'cat',
+  'hubble_deep_field',
+)
 
 
 class ExportError(RuntimeError):
@@ -52,12 +59,18 @@ class ExportError(RuntimeError):
 
 def _to_tf_function(fn, image_size: int, batch: Optional[int]):
   polymorphic = None if batch else ['(b, ...)']
-  converted = jax2tf.convert(fn, with_gradient=False,
-                             polymorphic_shapes=polymorphic)
+  converted = jax2tf.convert(
+    fn, with_gradient=False, polymorphic_shapes=polymorphic
+  )
   return tf.function(
-      converted, autograph=False,
-      input_signature=[tf.TensorSpec((batch, image_size, image_size, 3),
-                                     tf.float32, name='images')])
+    converted,
+    autograph=False,
+    input_signature=[
+      tf.TensorSpec(
+        (batch, image_size, image_size, 3), tf.float32, name='images'
+      )
+    ],
+  )
 
 
 def calibration_images(config, count: int = 200, seed: int = 0) -> np.ndarray:
@@ -82,8 +95,11 @@ def sample_photo_crops(config, count: int, seed: int = 0) -> np.ndarray:
     side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
     top = int(rng.integers(0, photo.shape[0] - side + 1))
     left = int(rng.integers(0, photo.shape[1] - side + 1))
-    crop = tf.image.resize(photo[top:top + side, left:left + side],
-                           [config.image_size] * 2, method='bilinear')
+    crop = tf.image.resize(
+      photo[top : top + side, left : left + side],
+      [config.image_size] * 2,
+      method='bilinear',
+    )
     crops.append(imagenet.normalize(crop, config.preprocessing).numpy())
   return np.stack(crops).astype(np.float32)
 
@@ -100,19 +116,28 @@ def held_images(config, count: int = 360, seed: int = 1) -> np.ndarray:
 def export_savedmodel(fn, config, path: str) -> None:
   module = tf.Module()
   module.serve = _to_tf_function(fn, config.image_size, batch=None)
-  tf.saved_model.save(module, path,
-                      signatures={'serving_default': module.serve})
+  tf.saved_model.save(
+    module, path, signatures={'serving_default': module.serve}
+  )
 
 
-def export_tflite(fn, config, path: str, quantize: Optional[str] = None,
-                  calibration: Optional[np.ndarray] = None) -> None:
+def export_tflite(
+  fn,
+  config,
+  path: str,
+  quantize: Optional[str] = None,
+  calibration: Optional[np.ndarray] = None,
+) -> None:
   tf_fn = _to_tf_function(fn, config.image_size, batch=1)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
-      [tf_fn.get_concrete_function()], tf_fn)
+    [tf_fn.get_concrete_function()], tf_fn
+  )
   if quantize == 'int8':
+
     def representative() -> Iterator[list[np.ndarray]]:
       for image in calibration:
         yield [image[None]]
+
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -134,20 +159,33 @@ def run_exported(path: str, images: np.ndarray) -> np.ndarray:
       logits.append(interpreter.get_tensor(outputs)[0])
     return np.stack(logits)
   loaded = tf.saved_model.load(path)
-  return np.concatenate([loaded.serve(tf.constant(images[i:i + 32])).numpy()
-                         for i in range(0, len(images), 32)])
+  return np.concatenate(
+    [
+      loaded.serve(tf.constant(images[i : i + 32])).numpy()
+      for i in range(0, len(images), 32)
+    ]
+  )
 
 
 def _size(path: str) -> int:
   if os.path.isdir(path):
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
+    return sum(
+      os.path.getsize(os.path.join(root, name))
+      for root, _, names in os.walk(path)
+      for name in names
+    )
   return os.path.getsize(path)
 
 
-def export(workdir: str, fmt: str, quantize: Optional[str] = None,
-           output: Optional[str] = None, *, num_check_images: int = 360,
-           num_calibration_images: int = 200) -> dict:
+def export(
+  workdir: str,
+  fmt: str,
+  quantize: Optional[str] = None,
+  output: Optional[str] = None,
+  *,
+  num_check_images: int = 360,
+  num_calibration_images: int = 200,
+) -> dict:
   """Writes the export and checks it against JAX on `num_check_images` held
   images; returns the figures."""
   if fmt not in FORMATS:
@@ -160,21 +198,28 @@ def export(workdir: str, fmt: str, quantize: Optional[str] = None,
   fn = inference.logits_function(config, variables, implementation='xla')
   suffix = '_int8' if quantize else ''
   if output is None:
-    output = os.path.join(workdir, 'export', f'model{suffix}' +
-                          ('.tflite' if fmt == 'tflite' else ''))
+    output = os.path.join(
+      workdir,
+      'export',
+      f'model{suffix}' + ('.tflite' if fmt == 'tflite' else ''),
+    )
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   if fmt == 'savedmodel':
     export_savedmodel(fn, config, output)
   else:
-    export_tflite(fn, config, output, quantize,
-                  calibration_images(config, num_calibration_images)
-                  if quantize else None)
+    export_tflite(
+      fn,
+      config,
+      output,
+      quantize,
+      calibration_images(config, num_calibration_images) if quantize else None,
+    )
   reference_fn = jax.jit(inference.logits_function(config, variables))
   images = held_images(config, num_check_images)
   reference = np.asarray(reference_fn(images))
   try:
     exported = run_exported(output, images)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     if 'failed to deserialize portable artifact' not in str(error):
       raise
     # jax2tf embeds the model as StableHLO of the installed JAX's version,
@@ -182,23 +227,29 @@ def export(workdir: str, fmt: str, quantize: Optional[str] = None,
     # TensorFlow 2.21). The file would fail wherever it is loaded.
     shutil.rmtree(output, ignore_errors=True)
     raise ExportError(
-        f'TensorFlow {tf.__version__} cannot run the {fmt} that jax '
-        f'{jax.__version__} wrote: its StableHLO is newer than this '
-        'TensorFlow reads. Export with jax 0.10 (Python 3.11: pip install '
-        f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
-        f'this jax. {output} was removed.') from None
+      f'TensorFlow {tf.__version__} cannot run the {fmt} that jax '
+      f'{jax.__version__} wrote: its StableHLO is newer than this '
+      'TensorFlow reads. Export with jax 0.10 (Python 3.11: pip install '
+      f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
+      f'this jax. {output} was removed.'
+    ) from None
   scale = float(np.max(np.abs(reference)))
-  noise = np.random.default_rng(0).uniform(
-      -1, 1, (8, config.image_size, config.image_size, 3)).astype(np.float32)
+  noise = (
+    np.random.default_rng(0)
+    .uniform(-1, 1, (8, config.image_size, config.image_size, 3))
+    .astype(np.float32)
+  )
   noise_reference = np.asarray(reference_fn(noise))
   noise_diff = np.max(np.abs(run_exported(output, noise) - noise_reference))
   return {
-      'path': output, 'step': step, 'bytes': _size(output),
-      'num_images': len(images),
-      'max_abs_diff': float(np.max(np.abs(exported - reference))),
-      'max_rel_diff': float(np.max(np.abs(exported - reference)) / scale),
-      'random_max_rel_diff': float(
-          noise_diff / np.max(np.abs(noise_reference))),
-      'top1_agreement': float(np.mean(
-          exported.argmax(-1) == reference.argmax(-1))),
+    'path': output,
+    'step': step,
+    'bytes': _size(output),
+    'num_images': len(images),
+    'max_abs_diff': float(np.max(np.abs(exported - reference))),
+    'max_rel_diff': float(np.max(np.abs(exported - reference)) / scale),
+    'random_max_rel_diff': float(noise_diff / np.max(np.abs(noise_reference))),
+    'top1_agreement': float(
+      np.mean(exported.argmax(-1) == reference.argmax(-1))
+    ),
   }
