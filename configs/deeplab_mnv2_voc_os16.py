@@ -3,7 +3,7 @@ r"""Mobile DeepLabv3, MNetV2* at output stride 16 without ASPP (paper Table 7).
 Paper: 75.32 mIoU on VOC 2012 val (single scale), 2.11M parameters, 2.75B
 multiply-adds. The backbone ends at the 320-channel output of the last
 bottleneck; the head is a 1x1 branch and an image-pooling branch of 256
-channels, a 1x1 projection to 256 and the classifier (PAPER.md §7).
+channels, a 1x1 projection to 256 and the classifier (paper §6.3).
 
 DeepLab's recipe: the 10,582-image train_aug set (VOC train + SBD), 513x513
 crops of images rescaled by 0.5-2.0 and flipped, batch 16, momentum SGD with

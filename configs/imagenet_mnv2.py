@@ -1,7 +1,7 @@
 r"""MobileNetV2 on ImageNet with the paper's recipe (§6.1).
 
 Reproduces: paper Table 4, "MobileNetV2": 72.0% top-1, 3.4M parameters, 300M
-multiply-adds at α = 1.0, 224x224. Other rows of the release grid (PAPER.md §3)
+multiply-adds at α = 1.0, 224x224. Other rows of the release grid (TF-slim; docs/paper.md)
 by overriding α and resolution, e.g. --config.model.width_multiplier=0.75
 --config.image_size=192 (published 68.7%).
 

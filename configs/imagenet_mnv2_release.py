@@ -1,7 +1,7 @@
 r"""MobileNetV2 on ImageNet with the released 72.0% recipe (TF-slim checkpoint).
 
 Reproduces: the TF-slim release, α = 1.0, 224x224: 71.8 / 91.0 top-1 / top-5
-(PAPER.md §3), evaluated on the exponential moving average of the weights.
+(the TF-slim release; docs/paper.md), evaluated on the exponential moving average of the weights.
 The paper recipe (imagenet_mnv2.py) plus label smoothing 0.1 and a moving
 average of the weights with decay 0.9999 (with TF's num_updates warm-up),
 evaluated alongside the raw weights (metrics ema_top1/ema_top5).

@@ -1,7 +1,7 @@
 r"""MobileNetV2 + SSDLite on COCO (paper §6.2, Table 6: 22.1 mAP, 4.3M params,
 0.8B MAdds at 320x320).
 
-The reference configuration (PAPER.md §6): 6 anchor layers, scales 0.2-0.95,
+The TF Object Detection API's reference configuration (docs/paper.md): 6 anchor layers, scales 0.2-0.95,
 aspect ratios {1, 2, 1/2, 3, 1/3} + one interpolated scale, the lowest layer
 reduced to 3 boxes; box coder 10/10/5/5; IoU-0.5 argmax matching with forced
 matches; sigmoid + smooth-L1 losses 1:1, hard negatives 3:1; NMS 0.6, 100

@@ -46,7 +46,7 @@ def get_config():
   config.batch_size = 32
   config.eval_batch_size = 100
   # The reference recipe is RMSProp lr 0.004 at batch 24 for 200k steps
-  # (PAPER.md §6); a run of minutes from scratch takes 15x that, with warm-up
+  # (the reference configuration, docs/paper.md); a run of minutes from scratch takes 15x that, with warm-up
   # and a cosine decay, scaled linearly with the batch. Measured after 10
   # epochs (of a 26-epoch schedule): AP50 0.33 at lr 0.02, 0.44 at 0.06; 0.15
   # was behind 0.06 after 5 epochs (0.12 vs 0.20).

@@ -1,6 +1,6 @@
 r"""§4: the expansion ratio t ∈ {2, 3, 4, 5, 6, 8, 10}, for two widths.
 
-The paper's claim (§4, PAPER.md §5): with a constant t in every block but the
+The paper's claim (§4): with a constant t in every block but the
 first, t between 5 and 10 gives nearly identical results, smaller networks
 being slightly better with smaller t; t = 6 everywhere else in the paper.
 This sweep trains every t at a small and a large width, 3 seeds each; the

@@ -1,5 +1,5 @@
 r"""Figure 5: accuracy against multiply-adds over width multiplier and
-resolution (paper §6.1, PAPER.md §3).
+resolution (paper §6.1, Figure 5).
 
 ImageNet scale: the release's grid, α ∈ {0.35, 0.5, 0.75, 1.0, 1.4} x
 resolution ∈ {96, 128, 160, 192, 224}, one seed each (the frontier plot draws

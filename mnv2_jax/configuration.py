@@ -120,7 +120,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 disables the weight moving average
 
-  # SSDLite (config.task == 'detection'; PAPER.md §6, the reference config).
+  # SSDLite (config.task == 'detection'; paper §6.2 and the TF Object
+  # Detection API's reference config, docs/paper.md).
   config.detection = ml_collections.ConfigDict()
   config.detection.max_boxes = 100  # ground truth padded to this many boxes
   config.detection.min_scale = 0.2  # anchor scales, linear over 6 layers
@@ -131,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.detection.max_detections = 100
   config.detection.zoom_out_probability = 0.5  # built-in scenes' augmentation
 
-  # Mobile DeepLabv3 (config.task == 'segmentation'; PAPER.md §7). The
+  # Mobile DeepLabv3 (config.task == 'segmentation'; paper §6.3). The
   # backbone's output stride is config.model.output_stride (16 or 8); the
   # training crop is image_size (DeepLab: 513).
   config.segmentation = ml_collections.ConfigDict()

@@ -85,7 +85,7 @@ def _assert_close(ours, reference, rtol=1e-4):
   )
 
 
-# Keras endpoint -> ours (PAPER.md Table 2 numbering: layer_2..18 are blocks).
+# Keras endpoint -> ours (the release's numbering of Table 2: layer_2..18 are blocks).
 KERAS_ENDPOINTS = {
   'block_13_expand_relu': 'layer_15/expansion_output',
   'block_15_add': 'layer_17/output',

@@ -34,7 +34,7 @@ def test_output_sizes_at_output_stride_8_and_16(output_stride):
 
 def test_table_7_sizes():
   """Parameters (with BatchNorm) and multiply-adds of the MNetV2* rows at
-  513x513, 21 classes, against PAPER.md §7."""
+  513x513, 21 classes, against paper Table 7."""
   plain = statistics.model_statistics(_model(output_stride=16), 513)
   assert abs(plain['trainable_parameters'] / 2.11e6 - 1) < 0.02
   assert abs(plain['multiply_adds'] / 2.75e9 - 1) < 0.05

@@ -77,7 +77,7 @@ def test_shifted_depthwise_bfloat16_gradients_accumulate_in_float32():
 
 
 def test_same_padding_is_tensorflow_same():
-  # TF 'SAME' at stride 2 on an even size pads 0 before, 1 after (PAPER.md §2).
+  # TF 'SAME' at stride 2 on an even size pads 0 before, 1 after (the TF-slim release; docs/paper.md).
   assert layers.conv_padding((224, 224), 3, 2, 1, 'same') == ((0, 1), (0, 1))
   assert layers.conv_padding((7, 7), 3, 2, 1, 'same') == ((1, 1), (1, 1))
   assert layers.conv_padding((14, 14), 3, 1, 2, 'same') == ((2, 2), (2, 2))

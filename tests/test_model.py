@@ -26,7 +26,7 @@ def _count(tree):
   'alpha,trainable,with_statistics',
   [
     # Trainable parameters with 1000 classes; Keras, timm and torchvision
-    # give the same numbers (PAPER.md §2).
+    # give the same numbers (docs/paper.md).
     (0.35, 1_677_128, 1_691_208),
     (1.0, 3_504_872, 3_538_984),
     (1.4, 6_108_776, 6_156_712),
@@ -73,7 +73,7 @@ def test_output_stride(output_stride):
 def test_release_endpoints_at_ssdlite_resolution():
   _, (_, endpoints) = _shapes(mobilenet_v2.MobileNetV2(num_classes=91), 320)
   # SSDLite's first feature map: expansion of layer 15, stride 16, 576 ch
-  # (PAPER.md §6).
+  # (paper §6.2).
   assert endpoints['layer_15/expansion_output'].shape == (1, 20, 20, 576)
   assert endpoints['layer_19'].shape == (1, 10, 10, 1280)
   assert 'layer_2/expansion_output' not in endpoints  # t = 1: no expansion

@@ -271,7 +271,7 @@ def test_one_imagenet_train_step_under_mock_data(tmp_path):
   config.batch_size = 4
   config.eval_batch_size = 4
   config.dataset.shuffle_buffer_size = 8
-  # The released recipe's extras (PAPER.md §3): label smoothing and a moving
+  # The released recipe's extras (docs/paper.md): label smoothing and a moving
   # average of the weights, checkpointed and evaluated alongside.
   config.label_smoothing = 0.1
   config.ema_decay = 0.9999

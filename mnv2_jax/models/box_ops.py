@@ -2,7 +2,7 @@
 
 Boxes are [ymin, xmin, ymax, xmax] in coordinates normalised to [0, 1] by the
 image size, as in the TF Object Detection API whose SSDLite configuration the
-paper reports (PAPER.md §6). Everything is jit-compatible with static shapes:
+paper reports (docs/paper.md). Everything is jit-compatible with static shapes:
 ground truth is padded to a fixed count and marked by a validity mask.
 """
 

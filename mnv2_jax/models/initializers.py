@@ -137,20 +137,23 @@ def _path_name(path) -> str:
   return '/'.join(str(getattr(entry, 'key', entry)) for entry in path)
 
 
-def host_variables(
-  model, input_shape: tuple[int, ...], seed: int, **init_kwargs
-) -> dict[str, Any]:
-  """`model.init`'s variables, drawn on the host with NumPy (nothing compiled).
+@dataclasses.dataclass(frozen=True)
+class InitPlan:
+  """What `model.init` makes, without computing it: each variable's shape and
+  dtype (`abstract`, ShapeDtypeStructs in `model.init`'s structure) and the
+  `Initializer` that makes it, by path ('params/layer_3/expand/conv/kernel')."""
+
+  abstract: Any
+  initializers: dict[str, Initializer]
+
+
+def plan(model, input_shape: tuple[int, ...], **init_kwargs) -> InitPlan:
+  """Traces `model.init` abstractly (nothing compiled or computed).
 
   Args:
     model: a Flax module whose variables are all made by `Initializer`s.
     input_shape: the shape of the input `model.init` is traced with.
-    seed: the run's seed.
     **init_kwargs: passed to `model.init` (the networks: `train=False`).
-
-  Returns:
-    The variables as NumPy arrays, with `model.init`'s structure, shapes and
-    dtypes.
 
   Raises:
     TypeError: a variable was made by another initializer (its path named).
@@ -176,11 +179,29 @@ def host_variables(
       f'the host: {missing[:5]}. Give their modules an Initializer '
       '(kernel_init=initializers.LECUN_NORMAL, bias_init=initializers.ZEROS).'
     )
+  return InitPlan(abstract, initializer_of)
 
-  def draw(path, leaf):
+
+def draw(init_plan: InitPlan, seed: int) -> dict[str, Any]:
+  """The variables of `init_plan`, drawn with NumPy for the run's `seed`."""
+
+  def sample(path, leaf):
     name = _path_name(path)
-    return initializer_of[name].sample(
+    return init_plan.initializers[name].sample(
       variable_seed(seed, name), leaf.shape, leaf.dtype
     )
 
-  return jax.tree_util.tree_map_with_path(draw, abstract)
+  return jax.tree_util.tree_map_with_path(sample, init_plan.abstract)
+
+
+def host_variables(
+  model, input_shape: tuple[int, ...], seed: int, **init_kwargs
+) -> dict[str, Any]:
+  """`model.init`'s variables, drawn on the host with NumPy (nothing
+  compiled): `draw(plan(model, input_shape, **init_kwargs), seed)`.
+
+  Returns:
+    The variables as NumPy arrays, with `model.init`'s structure, shapes and
+    dtypes.
+  """
+  return draw(plan(model, input_shape, **init_kwargs), seed)

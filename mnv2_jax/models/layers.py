@@ -53,7 +53,7 @@ def _padding_1d(
   effective_kernel = (kernel - 1) * dilation + 1
   if mode == 'same':
     # TensorFlow 'SAME': output size ceil(size / stride); for a stride-2 3x3
-    # conv on an even size this pads 0 before and 1 after (PAPER.md §2).
+    # conv on an even size this pads 0 before and 1 after (the TF-slim release; docs/paper.md).
     output_size = -(-size // stride)
     total = max((output_size - 1) * stride + effective_kernel - size, 0)
     return total // 2, total - total // 2

@@ -69,7 +69,7 @@ def make_divisible(
   """Rounds a channel count to a multiple of `divisor` as the TF release does.
 
   Rounds to the nearest multiple, never below `min_value` (default `divisor`),
-  and never more than 10% below `value` (PAPER.md §2).
+  and never more than 10% below `value` (the TF-slim release; docs/paper.md).
   """
   min_value = divisor if min_value is None else min_value
   rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)

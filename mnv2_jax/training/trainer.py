@@ -162,16 +162,18 @@ class Trainer:
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
     # The initial state is made on the host: NumPy draws the variables
-    # (initializers.host_variables) and XLA:CPU makes the optimizer's slots,
-    # so a new run compiles nothing for its accelerator but its steps.
+    # (models/initializers.py) and XLA:CPU makes the optimizer's slots, so a
+    # new run compiles nothing for its accelerator but its steps. The plan
+    # (model.init traced once) also gives every array's shape.
+    self._init_plan = initializers.plan(
+      self.model, state_lib.model_input_shape(config), train=False
+    )
     self._create_state = jax.jit(
       functools.partial(
         state_lib.create_train_state, config, optimizer=self.optimizer
       )
     )
-    abstract = jax.eval_shape(
-      self._create_state, state_lib.abstract_variables(config, self.model)
-    )
+    abstract = jax.eval_shape(self._create_state, self._init_plan.abstract)
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(
@@ -203,12 +205,7 @@ class Trainer:
 
   def init_state(self) -> state_lib.TrainState:
     """A new run's state, replicated over the mesh."""
-    variables = initializers.host_variables(
-      self.model,
-      state_lib.model_input_shape(self.config),
-      self.config.seed,
-      train=False,
-    )
+    variables = initializers.draw(self._init_plan, self.config.seed)
     host = state_lib.host_cpu_device()
     with jax.default_device(host) if host else contextlib.nullcontext():
       state = jax.device_get(self._create_state(variables))
@@ -399,15 +396,18 @@ def _train(
   started_at: float,
 ) -> dict[str, float]:
   config, schedule = trainer.config, trainer.schedule
-  state = trainer.init_state()
-  restored = checkpointing.restore_latest_usable(manager, state, writer.log)
-  if restored is not None:
-    state = restored
+  # A resumed run restores into the state's shapes; only a new one makes it.
+  state = checkpointing.restore_latest_usable(
+    manager, trainer.abstract_state, writer.log
+  )
+  if state is not None:
     writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
-  elif config.init_from:
-    state, report = state_lib.initialize_from(state, config.init_from)
-    state = jax.device_put(state, trainer.replicated)
-    writer.log(report)
+  else:
+    state = trainer.init_state()
+    if config.init_from:
+      state, report = state_lib.initialize_from(state, config.init_from)
+      state = jax.device_put(state, trainer.replicated)
+      writer.log(report)
   start_step = int(jax.device_get(state.step))
   # Lines a killed run wrote after its last checkpoint are redone now.
   writer.drop_after(start_step)
