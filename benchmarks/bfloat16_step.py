@@ -62,9 +62,9 @@ def compare_one_step(
     config.model.dtype = dtype
     config.model.dropout_rate = 0.0  # the same network in both runs
     model = build_model(config, num_classes)
-    schedule = optimization.make_schedule(config, num_train_examples=1_281_167)
-    learning_rate = optimization.learning_rate_fn(config, schedule)
-    optimizer = optimization.create_optimizer(config, learning_rate)
+    _, learning_rate, optimizer = optimization.build(
+      config, num_train_examples=1_281_167
+    )
     variables = initializers.host_variables(
       model, training_state.model_input_shape(config), seed, train=False
     )

@@ -81,6 +81,20 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 MODES = ('auto', 'cpu', 'gpu')
 PEERS = ('keras', 'torch', 'torch.compile')
+# Whose versions the results record.
+VERSIONED_PACKAGES = (
+  'jax',
+  'jaxlib',
+  'jax-cuda12-plugin',
+  'jax-cuda13-plugin',
+  'flax',
+  'optax',
+  'torch',
+  'torchvision',
+  'tensorflow',
+  'tensorflow-cpu',
+  'keras',
+)
 # Published memory bandwidth of the cards we expect, bytes/s (NVIDIA's data
 # sheets), for the roofline next to the measured copy bandwidth.
 SPEC_BANDWIDTH = {
@@ -301,9 +315,9 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
       width_multiplier=args.width_multiplier,
       dtype=mobilenet_v2.DTYPES[args.dtype],
     )
-  schedule = optimization.make_schedule(config, num_train_examples=1_281_167)
-  learning_rate = optimization.learning_rate_fn(config, schedule)
-  optimizer = optimization.create_optimizer(config, learning_rate)
+  _, learning_rate, optimizer = optimization.build(
+    config, num_train_examples=1_281_167
+  )
 
   # The same variables for both: they share names and shapes.
   start = time.perf_counter()
@@ -660,19 +674,7 @@ def machine_info(args) -> dict:
     'malloc': os.environ.get('GLIBC_TUNABLES', 'glibc defaults'),
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
-  for package in (
-    'jax',
-    'jaxlib',
-    'jax-cuda12-plugin',
-    'jax-cuda13-plugin',
-    'flax',
-    'optax',
-    'torch',
-    'torchvision',
-    'tensorflow',
-    'tensorflow-cpu',
-    'keras',
-  ):
+  for package in VERSIONED_PACKAGES:
     if _version(package):
       info[package] = _version(package)
   if args.mode == 'gpu':
@@ -895,21 +897,7 @@ def targets(args, rows: list[dict]) -> list[tuple[str, str, str]]:
 def markdown(args, machine, rows, infos, roof, command, date, total_s) -> str:
   device = machine.get('gpu') or machine['cpu_model']
   versions = ', '.join(
-    f'{k} {machine[k]}'
-    for k in (
-      'jax',
-      'jaxlib',
-      'jax-cuda12-plugin',
-      'jax-cuda13-plugin',
-      'flax',
-      'optax',
-      'torch',
-      'torchvision',
-      'tensorflow',
-      'tensorflow-cpu',
-      'keras',
-    )
-    if k in machine
+    f'{k} {machine[k]}' for k in VERSIONED_PACKAGES if k in machine
   )
   lines = [
     f'# MobileNetV2 {args.width_multiplier}-{args.resolution} speed, '

@@ -393,6 +393,18 @@ def _check_range(
     _fail(field, value, f'it must be in {interval}', _get(base_config(), field))
 
 
+def _check_positive_integers(config, fields) -> None:
+  for field in fields:
+    value = _get(config, field)
+    if not _is_int(value) or value <= 0:
+      _fail(
+        field,
+        value,
+        'it must be a positive integer',
+        _get(base_config(), field),
+      )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field, the allowed values and a fix.
 
@@ -512,19 +524,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       'it must be a workdir path or empty',
       '/path/to/workdir',
     )
-  for field in (
-    'detection.max_boxes',
-    'detection.max_detections',
-    'detection.negatives_per_positive',
-  ):
-    value = _get(config, field)
-    if not _is_int(value) or value <= 0:
-      _fail(
-        field,
-        value,
-        'it must be a positive integer',
-        _get(base_config(), field),
-      )
+  _check_positive_integers(
+    config,
+    (
+      'detection.max_boxes',
+      'detection.max_detections',
+      'detection.negatives_per_positive',
+    ),
+  )
   detection = config.detection
   if not (_is_number(detection.max_scale) and 0 < detection.max_scale <= 1):
     _fail(
@@ -602,23 +609,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'it must be a non-empty list of positive scales',
         '"(0.5,0.75,1.0,1.25,1.5,1.75)"',
       )
-  for field in (
-    'batch_size',
-    'eval_batch_size',
-    'base_batch_size',
-    'log_every_steps',
-    'checkpoint_every_steps',
-    'keep_checkpoints',
-    'dataset.shuffle_buffer_size',
-  ):
-    value = _get(config, field)
-    if not _is_int(value) or value <= 0:
-      _fail(
-        field,
-        value,
-        'it must be a positive integer',
-        _get(base_config(), field),
-      )
+  _check_positive_integers(
+    config,
+    (
+      'batch_size',
+      'eval_batch_size',
+      'base_batch_size',
+      'log_every_steps',
+      'checkpoint_every_steps',
+      'keep_checkpoints',
+      'dataset.shuffle_buffer_size',
+    ),
+  )
   if not _is_int(config.model.inference_splits) or (
     config.model.inference_splits < 1
   ):

@@ -42,6 +42,15 @@ from mnv2_jax.tasks import segmentation
 from mnv2_jax.training import workdir as workdir_lib
 
 
+def _images(paths: Sequence[str], config):
+  """Yields (path, (original image, network input)) or (path, error)."""
+  for path in paths:
+    try:
+      yield path, image_files.load_original_and_input(path, config)
+    except ValueError as error:
+      yield path, str(error)
+
+
 def draw_detections(
   image: np.ndarray, detections: list[dict], path: str
 ) -> None:
@@ -74,12 +83,11 @@ def detect(
     )
 
   os.makedirs(output_dir, exist_ok=True)
-  for path in paths:
-    try:
-      original, image = image_files.load_original_and_input(path, config)
-    except ValueError as error:
-      yield path, str(error)
+  for path, loaded in _images(paths, config):
+    if isinstance(loaded, str):
+      yield path, loaded
       continue
+    original, image = loaded
     out = jax.device_get(run(image[None]))
     height, width = original.shape[:2]
     detections = [
@@ -132,12 +140,11 @@ def segment(
     return deeplab.resize_bilinear(logits, image.shape[1:3]).argmax(-1)
 
   os.makedirs(output_dir, exist_ok=True)
-  for path in paths:
-    try:
-      original, image = image_files.load_original_and_input(path, config)
-    except ValueError as error:
-      yield path, str(error)
+  for path, loaded in _images(paths, config):
+    if isinstance(loaded, str):
+      yield path, loaded
       continue
+    original, image = loaded
     classes = np.asarray(run(image[None])[0], np.uint8)
     height, width = original.shape[:2]
     classes = np.asarray(

@@ -17,7 +17,11 @@ trainer assembles the global, sharded array.
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterator
 from typing import Optional
+
+import jax
+import numpy as np
 
 Batch = dict
 
@@ -56,3 +60,37 @@ def scale_pixels(image):
   and the paper's recipe (the 'inception' preprocessing). Works on NumPy
   arrays and TensorFlow tensors of a float dtype alike."""
   return image / 127.5 - 1.0
+
+
+def shuffled_host_batches(
+  num_examples: int,
+  seed: int,
+  per_host_batch_size: int,
+  start_step: int,
+  what: str,
+) -> Iterator[tuple[int, np.ndarray]]:
+  """(step, this host's example indices) of an in-memory set, forever.
+
+  Each epoch is a permutation seeded by (seed, epoch); each global batch (the
+  per-host batch times the number of hosts) is split over the hosts in
+  process order. A pure function of (seed, step), so a resumed run sees the
+  batches of an uninterrupted one.
+
+  Raises:
+    ValueError: the set holds fewer examples (`what`) than one global batch.
+  """
+  global_batch = per_host_batch_size * jax.process_count()
+  steps_per_epoch = num_examples // global_batch
+  if steps_per_epoch == 0:
+    raise ValueError(
+      f'config.batch_size={global_batch} is larger than the '
+      f'{num_examples} {what}.'
+    )
+  first = jax.process_index() * per_host_batch_size
+  step = start_step
+  while True:
+    epoch, position = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    chosen = order[position * global_batch : (position + 1) * global_batch]
+    yield step, chosen[first : first + per_host_batch_size]
+    step += 1

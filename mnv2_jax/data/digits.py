@@ -23,6 +23,8 @@ from skimage import transform
 from sklearn import datasets as sklearn_datasets
 from sklearn import model_selection
 
+from mnv2_jax.data import common
+
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the split is part of the benchmark, not of the run's seed
 NUM_CLASSES = 10
@@ -123,30 +125,19 @@ def array_train_batches(
   A pure function of (config.seed, step), so a resumed run sees the batches
   of an uninterrupted one.
   """
-  global_batch = per_host_batch_size * jax.process_count()
-  steps_per_epoch = len(labels) // global_batch
-  if steps_per_epoch == 0:
-    raise ValueError(
-      f'config.batch_size={global_batch} is larger than the '
-      f'{len(labels)} {name} training images.'
-    )
-  host_slice = slice(
-    jax.process_index() * per_host_batch_size,
-    (jax.process_index() + 1) * per_host_batch_size,
-  )
-  step = start_step
-  while True:
-    epoch, position = divmod(step, steps_per_epoch)
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(labels))
-    batch_index = order[position * global_batch : (position + 1) * global_batch]
-    batch_index = batch_index[host_slice]
+  for step, batch_index in common.shuffled_host_batches(
+    len(labels),
+    config.seed,
+    per_host_batch_size,
+    start_step,
+    f'{name} training images',
+  ):
     batch_images = shift_augment(
       images[batch_index],
       np.random.default_rng([config.seed, step, 1]),
       background,
     )
     yield {'image': batch_images, 'label': labels[batch_index]}
-    step += 1
 
 
 def eval_batches(

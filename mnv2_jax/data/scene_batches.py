@@ -143,20 +143,9 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's part of each global training batch, forever."""
   data = scenes.load_split('train', config.image_size, config.dataset.seed)
-  global_batch = per_host_batch_size * jax.process_count()
-  steps_per_epoch = len(data) // global_batch
-  if steps_per_epoch == 0:
-    raise ValueError(
-      f'config.batch_size={global_batch} is larger than the '
-      f'{len(data)} training scenes.'
-    )
-  first = jax.process_index() * per_host_batch_size
-  step = start_step
-  while True:
-    epoch, position = divmod(step, steps_per_epoch)
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
-    chosen = order[position * global_batch : (position + 1) * global_batch]
-    chosen = chosen[first : first + per_host_batch_size]
+  for step, chosen in common.shuffled_host_batches(
+    len(data), config.seed, per_host_batch_size, start_step, 'training scenes'
+  ):
     rng = np.random.default_rng([config.seed, step, 1])
     examples = []
     for i in chosen:
@@ -168,7 +157,6 @@ def train_batches(
         example = _zoom_out(example, rng)
       examples.append(example)
     yield _stack(examples)
-    step += 1
 
 
 def eval_batches(

@@ -96,28 +96,11 @@ class MobileDeepLabV3(nn.Module):
         'DeepLab runs the backbone at output stride 8 or 16 '
         f'(model.output_stride), got {self.output_stride}.'
       )
-    dtype = mobilenet_v2.DTYPES[self.dtype]
-    backbone = mobilenet_v2.MobileNetV2(
-      num_classes=0,
-      width_multiplier=self.width_multiplier,
-      output_stride=self.output_stride,
-      last_conv=False,
-      batch_norm_momentum=self.batch_norm_momentum,
-      batch_norm_epsilon=self.batch_norm_epsilon,
-      padding=self.padding,
-      dtype=self.dtype,
-      implementation=self.implementation,
-      name='backbone',
+    backbone = mobilenet_v2.backbone_of(
+      self, output_stride=self.output_stride, last_conv=False
     )
     features, endpoints = backbone(images, train=train)
-    norm, conv, _ = layers.module_factories(
-      train=train,
-      momentum=self.batch_norm_momentum,
-      epsilon=self.batch_norm_epsilon,
-      padding=self.padding,
-      dtype=dtype,
-      implementation=self.implementation,
-    )
+    norm, conv, _ = layers.network_factories(self, train=train)
 
     def branch(name: str, **conv_kwargs) -> Callable[[Array], Array]:
       return layers.ConvBN(

@@ -43,6 +43,8 @@ Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 PADDING_MODES = ('same', 'symmetric')
+# config.model.dtype -> the computation dtype (parameters stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 IMPLEMENTATIONS = ('auto', 'cpu', 'xla')
 
 
@@ -657,3 +659,19 @@ def module_factories(
     DepthwiseConv, padding=padding, dtype=dtype, implementation=implementation
   )
   return norm, conv, depthwise
+
+
+def network_factories(
+  network, *, train: bool
+) -> tuple[Callable[..., nn.Module], ...]:
+  """`module_factories` with a network's own layer options: its
+  `batch_norm_momentum`, `batch_norm_epsilon`, `padding`, `dtype` (a name in
+  DTYPES) and `implementation` (MobileNetV2 and the heads on it share them)."""
+  return module_factories(
+    train=train,
+    momentum=network.batch_norm_momentum,
+    epsilon=network.batch_norm_epsilon,
+    padding=network.padding,
+    dtype=DTYPES[network.dtype],
+    implementation=network.implementation,
+  )

@@ -34,7 +34,7 @@ Array = jax.Array
 BOTTLENECK_ACTIVATIONS = ('linear', 'relu6')
 RESIDUAL_PLACEMENTS = ('bottleneck', 'expansion', 'none')
 OUTPUT_STRIDES = (8, 16, 32)
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = layers.DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,14 +469,7 @@ class MobileNetV2(nn.Module):
         'tensor, which split inference never materialises.'
       )
     dtype = DTYPES[self.dtype]
-    norm, conv, depthwise_conv = layers.module_factories(
-      train=train,
-      momentum=self.batch_norm_momentum,
-      epsilon=self.batch_norm_epsilon,
-      padding=self.padding,
-      dtype=dtype,
-      implementation=self.implementation,
-    )
+    norm, conv, depthwise_conv = layers.network_factories(self, train=train)
     endpoints = {}
 
     blocks = block_configs(
@@ -572,3 +565,20 @@ class MobileNetV2(nn.Module):
     )(x)
     endpoints['logits'] = logits
     return logits, endpoints
+
+
+def backbone_of(head, **options) -> MobileNetV2:
+  """The MobileNetV2 under a head network (SSDLite, DeepLab), named
+  'backbone', without a classifier and with the head's width and layer
+  options; `options` sets the rest (e.g. output_stride)."""
+  return MobileNetV2(
+    num_classes=0,
+    width_multiplier=head.width_multiplier,
+    batch_norm_momentum=head.batch_norm_momentum,
+    batch_norm_epsilon=head.batch_norm_epsilon,
+    padding=head.padding,
+    dtype=head.dtype,
+    implementation=head.implementation,
+    name='backbone',
+    **options,
+  )

@@ -58,26 +58,9 @@ class SSDLite(nn.Module):
     self, images: Array, train: bool = False
   ) -> tuple[Array, Array, dict[str, Array]]:
     """Returns box encodings [N, A, 4], class logits [N, A, C + 1], endpoints."""
-    dtype = mobilenet_v2.DTYPES[self.dtype]
-    backbone = mobilenet_v2.MobileNetV2(
-      num_classes=0,
-      width_multiplier=self.width_multiplier,
-      batch_norm_momentum=self.batch_norm_momentum,
-      batch_norm_epsilon=self.batch_norm_epsilon,
-      padding=self.padding,
-      dtype=self.dtype,
-      implementation=self.implementation,
-      name='backbone',
-    )
+    backbone = mobilenet_v2.backbone_of(self)
     _, endpoints = backbone(images, train=train)
-    norm, conv, depthwise = layers.module_factories(
-      train=train,
-      momentum=self.batch_norm_momentum,
-      epsilon=self.batch_norm_epsilon,
-      padding=self.padding,
-      dtype=dtype,
-      implementation=self.implementation,
-    )
+    norm, conv, depthwise = layers.network_factories(self, train=train)
 
     features = [endpoints[FIRST_FEATURE], endpoints[SECOND_FEATURE]]
     x = features[-1]

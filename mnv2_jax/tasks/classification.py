@@ -66,20 +66,11 @@ class Classification:
     return ClassificationAccumulator()
 
 
-class ClassificationAccumulator:
-  def __init__(self):
-    self.sums = None
-
-  def add(self, outputs, host_batch) -> None:
-    del host_batch
-    self.sums = (
-      outputs
-      if self.sums is None
-      else jax.tree.map(jnp.add, self.sums, outputs)
-    )
+class ClassificationAccumulator(inference.EvaluationSums):
+  """Top-1, top-5 and loss over the split from the summed hits."""
 
   def result(self) -> dict[str, float]:
-    sums = jax.device_get(self.sums)
+    sums = self.totals()
     count = float(sums['count'])
     return {
       'top1': float(sums['top1']) / count,

@@ -168,24 +168,16 @@ class Segmentation:
     return SegmentationAccumulator(self.category_names)
 
 
-class SegmentationAccumulator:
+class SegmentationAccumulator(inference.EvaluationSums):
   """Sums the confusion matrices of all batches: mIoU is exact over the
   split (not a mean of per-batch IoUs)."""
 
   def __init__(self, category_names):
+    super().__init__()
     self.category_names = category_names
-    self.sums = None
-
-  def add(self, outputs, host_batch) -> None:
-    del host_batch
-    self.sums = (
-      outputs
-      if self.sums is None
-      else jax.tree.map(jnp.add, self.sums, outputs)
-    )
 
   def result(self) -> dict[str, float]:
-    sums = jax.device_get(self.sums)
+    sums = self.totals()
     confusion = np.asarray(sums['confusion'], np.int64)
     mean_iou, per_class = iou_from_confusion(confusion)
     results = {

@@ -142,3 +142,12 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
   """TF's ExponentialMovingAverage with num_updates: min(decay, (1+n)/(10+n))."""
   step = step.astype(jnp.float32)
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def build(
+  config, num_train_examples: int
+) -> tuple[Schedule, optax.Schedule, optax.GradientTransformation]:
+  """The run's schedule, learning rate and optimizer, from the config."""
+  schedule = make_schedule(config, num_train_examples)
+  learning_rate = learning_rate_fn(config, schedule)
+  return schedule, learning_rate, create_optimizer(config, learning_rate)

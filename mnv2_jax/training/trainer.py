@@ -144,11 +144,9 @@ class Trainer:
     self.info = datasets.dataset_info(config)
     self.task = tasks.build_task(config, self.info)
     self.model = self.task.model
-    self.schedule = optimization.make_schedule(
+    self.schedule, self.learning_rate, self.optimizer = optimization.build(
       config, self.info.num_train_examples
     )
-    self.learning_rate = optimization.learning_rate_fn(config, self.schedule)
-    self.optimizer = optimization.create_optimizer(config, self.learning_rate)
     self.mesh = create_mesh(devices)
     num_devices = self.mesh.devices.size
     for field in ('batch_size', 'eval_batch_size'):
