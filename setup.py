@@ -4,7 +4,7 @@ import setuptools
 
 setuptools.setup(
   name='mnv2_jax',
-  version='0.1.0',
+  version='0.2.0',
   description=(
     'MobileNetV2: inverted residuals and linear bottlenecks, '
     'in JAX/Flax: models, training, statistics.'
@@ -41,8 +41,18 @@ setuptools.setup(
     'test': [
       'pytest>=9.0,<10',
       'pytest-xdist>=3.8,<4',
-      'hypothesis>=6.155,<7',
-    ],  # tests/test_config_fuzz.py
+      'hypothesis>=6.155,<7',  # tests/test_config_fuzz.py
+      'ruff>=0.17.6,<0.18',  # format and lint (.ci/run)
+      'import-linter>=2.17,<3',  # the layer contracts in pyproject.toml
+    ],
+    # The PyTorch parity tests (tests/test_convert.py) and the PyTorch rows
+    # of benchmarks/speed.py. pip takes the CPU build (2.13.0+cpu) where an
+    # index or --find-links offers it, else PyPI's, which also runs on the
+    # CPU. torchvision is not listed: no CPU build of it for torch 2.13.0 is
+    # on the registries CI reaches (the 0.28.0 wheels there link
+    # libc10_cuda.so), so the tests use torchvision's model where it imports
+    # and tests/torch_reference.py otherwise, and say which.
+    'parity': ['torch==2.13.0'],
     # Accelerators: JAX's plugins (jax's own extras pin the plugin to the
     # installed jax version).
     'cuda12': ['jax[cuda12]>=0.10.2,<0.13'],

@@ -487,32 +487,16 @@ def bench_keras(args, recorder: Recorder) -> dict | None:
 def torch_model(torch, args):
   """torchvision's mobilenet_v2, or tests/torch_reference.py's (the reason
   printed)."""
-  try:
-    import torchvision
-
-    return (
-      torchvision.models.mobilenet_v2(
-        num_classes=args.num_classes, width_mult=args.width_multiplier
-      ),
-      f'torchvision {torchvision.__version__} mobilenet_v2',
-    )
-  except Exception as e:
-    reason = str(e).splitlines()[0][:160] if str(e) else ''
-    print(
-      f'torch: torchvision unavailable ({type(e).__name__}: {reason}); '
-      'using tests/torch_reference.py',
-      flush=True,
-    )
   sys.path.insert(0, str(REPO_ROOT / 'tests'))
   import torch_reference
 
   sys.path.pop(0)
-  return (
-    torch_reference.mobilenet_v2(
-      torch, args.num_classes, args.width_multiplier
-    ),
-    'torch.nn MobileNetV2 of tests/torch_reference.py',
+  model, description, fallback = torch_reference.torchvision_or_reference(
+    torch, args.num_classes, args.width_multiplier
   )
+  if fallback:
+    print(f'torch: {fallback}; using tests/torch_reference.py', flush=True)
+  return model, description
 
 
 def bench_torch(args, recorder: Recorder, compiled: bool) -> dict | None:

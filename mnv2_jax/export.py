@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from absl import logging
 
+from mnv2_jax.training import provenance
 from mnv2_jax.weights import export
 
 
@@ -31,14 +33,21 @@ def main(argv=None) -> int:
     default=None,
     help='default: <workdir>/export/model[_int8][.tflite]',
   )
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  parser.add_argument(
+    '--result_file',
+    default=None,
+    help="also write the check's figures, with the command, machine, date "
+    'and versions, to this JSON file (e.g. experiments/results/...)',
+  )
+  argv_used = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv_used)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   try:
     result = export.export(
       args.workdir, args.format, args.quantize, args.output
     )
-  except (FileNotFoundError, ValueError) as error:
+  except (FileNotFoundError, ValueError, export.ExportError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   print(
@@ -49,6 +58,10 @@ def main(argv=None) -> int:
     f'{100 * result["top1_agreement"]:.2f}%. On 8 random inputs: relative '
     f'difference {result["random_max_rel_diff"]:.2e}.'
   )
+  if args.result_file:
+    command = shlex.join(['python', '-m', 'mnv2_jax.export'] + argv_used)
+    provenance.write(args.result_file, provenance.record(command, **result))
+    print(f'Wrote {args.result_file}.')
   return 0
 
 

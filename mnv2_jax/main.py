@@ -9,6 +9,8 @@ This file is intentionally kept short: everything else is importable from
 """
 
 import os
+import shlex
+import sys
 import time
 
 from mnv2_jax.training import allocator
@@ -42,6 +44,13 @@ flags.DEFINE_bool(
   'Call jax.distributed.initialize() first (multi-host GPU and '
   'TPU jobs; the cluster environment supplies the addresses).',
 )
+flags.DEFINE_string(
+  'result_file',
+  None,
+  'Also write the run record (as <workdir>/result.json: the final metrics '
+  'of each split, config, command, machine, versions) to this path, e.g. '
+  "experiments/results/...; with --config.mode=eval, the evaluation's.",
+)
 config_flags.DEFINE_config_file(
   'config', None, 'An ml_collections config file.', lock_config=True
 )
@@ -61,8 +70,13 @@ def main(argv):
   print(f'compilation cache: {cache or "off"}', flush=True)
   if FLAGS.multihost:
     jax.distributed.initialize()
+  command = shlex.join(['python', '-m', 'mnv2_jax.main'] + sys.argv[1:])
   trainer.train_and_evaluate(
-    FLAGS.config, FLAGS.workdir, started_at=_STARTED_AT
+    FLAGS.config,
+    FLAGS.workdir,
+    started_at=_STARTED_AT,
+    command=command,
+    result_file=FLAGS.result_file,
   )
 
 

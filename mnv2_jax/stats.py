@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from mnv2_jax import configuration
 from mnv2_jax.models import build_model
+from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import statistics
 
 config_flags.DEFINE_config_file(
@@ -81,6 +82,12 @@ def format_statistics(stats: dict[str, Any]) -> str:
     f'{"x".join(map(str, largest["shape"]))} = {largest["elements"]:,} '
     f'values ({largest["elements"] * 4 / 2**20:.2f} MiB in float32)',
   ]
+  if 'heads_parameters' in stats:
+    lines.append(
+      '  extra layers and heads alone:  '
+      f'{stats["heads_parameters"]:,} parameters, '
+      f'{stats["heads_multiply_adds"]:,} multiply-adds'
+    )
   if 'multi_scale_multiply_adds' in stats:
     lines.append(
       f'  multiply-adds, multi-scale {stats["eval_scales"]}'
@@ -135,6 +142,17 @@ def config_statistics(config) -> dict[str, Any]:
   configuration.validate(config)
   model = build_model(config)
   stats = statistics.model_statistics(model, config.image_size)
+  if config.task == 'detection':
+    # SSDLite's extra layers and heads alone (Table 5's "heads" comparison).
+    backbone = statistics.model_statistics(
+      mobilenet_v2.backbone_of(model), config.image_size
+    )
+    stats['heads_parameters'] = (
+      stats['trainable_parameters'] - backbone['trainable_parameters']
+    )
+    stats['heads_multiply_adds'] = (
+      stats['multiply_adds'] - backbone['multiply_adds']
+    )
   if config.task == 'segmentation':
     segmentation = config.segmentation
     stats['output_stride'] = config.model.output_stride

@@ -15,14 +15,15 @@ An experiment config file defines, beside the usual `get_config()`,
 
 Every point runs through the normal entry point (`python -m mnv2_jax.main`,
 the same command `--print_commands` prints) in `<workdir>/<point-name>/`, one
-after the other. A point whose `result.json` exists is finished and skipped;
+after the other. A point whose `point.json` exists is finished and skipped;
 any other point is (re)started, and `main` resumes it from its latest
 checkpoint. When every point has finished (or with `--report` at any time)
 the finished points are summarised in `<workdir>/results.md` (one row per
 point without its seed: mean ± std over seeds of the final test metrics,
-parameters, multiply-adds), `<workdir>/results.csv` (one row per run) and
-PNG plots: the headline metric against each swept number, test metric
-against training step (Figure 6's curves) and against multiply-adds
+scored once at the end, and of the validation split, where settings are
+chosen; parameters, multiply-adds), `<workdir>/results.csv` (one row per run)
+and PNG plots: the headline metric against each swept number, the validation
+metric against training step (Figure 6's curves) and against multiply-adds
 (Figure 5's frontier, with the released ImageNet checkpoints beside ours when
 the sweep runs on ImageNet).
 """

@@ -47,7 +47,9 @@ def small_scenes(monkeypatch):
   tests, which need several batches, not the whole set."""
   from mnv2_jax.data import scenes
 
-  monkeypatch.setattr(scenes, 'SPLIT_SIZES', {'train': 48, 'test': 16})
+  monkeypatch.setattr(
+    scenes, 'SPLIT_SIZES', {'train': 48, 'validation': 16, 'test': 16}
+  )
   scenes.load_split.cache_clear()
   yield
   scenes.load_split.cache_clear()
@@ -65,9 +67,11 @@ _SLOWEST_FILES_FIRST = (
   'test_ssd',
   'test_kill_resume',
   'test_train',
+  'test_learning',
   'test_model',
   'test_convert',
   'test_deeplab',
+  'test_predict',
   'test_compilation_cache',
   'test_benchmarks',
   'test_pipeline_pins',

@@ -249,6 +249,12 @@ def main():
   parser.add_argument('--kills', type=int, default=25)
   parser.add_argument('--workdir', default='/tmp/kill_resume')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument(
+    '--result_file',
+    default=None,
+    help='also write the summary, every kill, the command, machine, date '
+    'and versions to this JSON file (experiments/results/reliability/...)',
+  )
   args = parser.parse_args()
   import shutil
 
@@ -276,20 +282,33 @@ def main():
     typical_seconds=typical,
   )
   survived = all(same_result(c) for c in comparisons)
-  print(
-    json.dumps(
-      {
-        'kills': len(kills),
-        'kills_during_save': sum(k.during_save for k in kills),
-        'kills_by_kind': {
-          kind: sum(k.kind == kind for k in kills) for kind in KILL_KINDS
-        },
-        'completed_runs_compared': len(comparisons),
-        'comparisons': comparisons,
-      },
-      indent=1,
+  summary = {
+    'kills': len(kills),
+    'kills_during_save': sum(k.during_save for k in kills),
+    'kills_before_first_step': sum(not k.steps_logged_before for k in kills),
+    'kills_by_kind': {
+      kind: sum(k.kind == kind for k in kills) for kind in KILL_KINDS
+    },
+    'completed_runs_compared': len(comparisons),
+    'every_completed_run_equal_bitwise': survived,
+    'uninterrupted_run_seconds': typical,
+    'comparisons': comparisons,
+  }
+  print(json.dumps(summary, indent=1))
+  if args.result_file:
+    from mnv2_jax.training import provenance
+
+    provenance.write(
+      args.result_file,
+      provenance.record(
+        'python tests/kill_resume.py ' + ' '.join(sys.argv[1:]),
+        **summary,
+        kill_log=[dataclasses.asdict(k) for k in kills],
+        steps=60,
+        overrides=list(OVERRIDES),
+      ),
     )
-  )
+    print(f'Wrote {args.result_file}.')
   print(
     f'SIGKILL x {len(kills)} ({sum(k.during_save for k in kills)} during '
     f'a save): '

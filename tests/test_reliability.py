@@ -97,7 +97,12 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
     assert resumed[key] == four_step_run[1][key], key
   # metrics.jsonl reads like one run: the redone step-4 lines replaced the old.
   steps = [(l['step'], l['split']) for l in metric_writers.read_jsonl(workdir)]
-  assert steps == [(2, 'train'), (4, 'train'), (4, 'test')]
+  assert steps == [
+    (2, 'train'),
+    (4, 'train'),
+    (4, 'validation'),
+    (4, 'test'),
+  ]
 
 
 def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(

@@ -15,15 +15,52 @@ from mnv2_jax.models import statistics
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Every row of the release grid, exactly: (α, resolution, parameters without
+# BatchNorm with a 1001-class head, multiply-adds). Published (TF-slim README,
+# docs/paper.md): 6.06M / 582M, 5.34M / 509M, 3.47M / 300M, 221M, 154M, 99M,
+# 56M, 2.61M / 209M, 153M, 107M, 69M, 39M, 1.95M / 97M, 71M, 50M, 32M, 18M,
+# 1.66M / 59M, 43M, 30M, 20M, 11M.
+EXACT_GRID = [
+  (1.4, 224, 6062633, 582197616),
+  (1.3, 224, 5344201, 509376224),
+  (1.0, 224, 3472041, 300775552),
+  (1.0, 192, 3472041, 221317888),
+  (1.0, 160, 3472041, 154084480),
+  (1.0, 128, 3472041, 99075328),
+  (1.0, 96, 3472041, 56290432),
+  (0.75, 224, 2611065, 209071072),
+  (0.75, 192, 2611065, 153943168),
+  (0.75, 160, 2611065, 107296480),
+  (0.75, 128, 2611065, 69131008),
+  (0.75, 96, 2611065, 39446752),
+  (0.5, 224, 1951417, 97133120),
+  (0.5, 192, 1951417, 71703040),
+  (0.5, 160, 1951417, 50185280),
+  (0.5, 128, 1951417, 32579840),
+  (0.5, 96, 1951417, 18886720),
+  (0.35, 224, 1664329, 59287088),
+  (0.35, 192, 1664329, 43897792),
+  (0.35, 160, 1664329, 30876080),
+  (0.35, 128, 1664329, 20221952),
+  (0.35, 96, 1664329, 11935408),
+]
+
+
 def test_grid_reproduces_all_22_released_checkpoints():
   rows = statistics.grid_statistics()
   assert len(rows) == 22
   mismatches = [r for r in rows if not r['matches']]
   assert not mismatches, mismatches
-  by_key = {(r['width_multiplier'], r['resolution']): r for r in rows}
-  # Exact counts behind the published "3.47M, 300M" (TF-slim README).
-  assert by_key[(1.0, 224)]['parameters'] == 3_472_041
-  assert by_key[(1.0, 224)]['multiply_adds'] == 300_775_552
+  exact = [
+    (
+      r['width_multiplier'],
+      r['resolution'],
+      r['parameters'],
+      r['multiply_adds'],
+    )
+    for r in rows
+  ]
+  assert exact == EXACT_GRID
 
 
 def test_statistics_of_one_model():
@@ -79,6 +116,36 @@ def test_stats_cli_json():
   result = json.loads(run.stdout)
   assert result['trainable_parameters'] == 6_108_776
   assert result['width_multiplier'] == 1.4
+
+
+def _stats_cli(*arguments) -> str:
+  run = subprocess.run(
+    [sys.executable, '-m', 'mnv2_jax.stats', *arguments],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
+  assert run.returncode == 0, run.stderr[-2000:]
+  return run.stdout
+
+
+def test_stats_cli_grid_memory_detection_and_segmentation():
+  rows = json.loads(_stats_cli('--grid', '--json'))
+  assert len(rows) == 22 and all(row['matches'] for row in rows)
+  assert '| max | 401K | 602K | 400K |' in _stats_cli('--memory')
+  # The README's SSDLite figures, heads alone included (Table 5, 6).
+  detection = _stats_cli(f'--config={REPO_ROOT}/configs/ssdlite_mnv2_coco.py')
+  assert 'trainable parameters:          4,337,013' in detection
+  assert (
+    'extra layers and heads alone:  2,113,141 parameters, 177,617,344 '
+    'multiply-adds' in detection
+  )
+  # Table 7's OS 8 + ASPP + MF row: 387B counted as TensorFlow does.
+  segmentation = _stats_cli(
+    f'--config={REPO_ROOT}/configs/deeplab_mnv2_voc_os8_aspp.py'
+  )
+  assert '21,136,891,328 single scale, 387,477,555,456 MF' in segmentation
 
 
 def test_stats_cli_rejects_a_bad_width_multiplier():

@@ -6,6 +6,7 @@ resuming and the report are tested without training anything.
 """
 
 import csv
+import importlib.util
 import json
 import os
 import statistics
@@ -16,11 +17,13 @@ import threading
 import numpy as np
 import pytest
 
+from mnv2_jax import configuration
 from mnv2_jax import sweep as sweep_cli
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
 from mnv2_jax.experiments import sweeps
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = textwrap.dedent("""
     from mnv2_jax import configuration
 
@@ -49,7 +52,8 @@ def _top1(overrides):
 
 class FakeMain:
   """Stands in for `python -m mnv2_jax.main`: appends the evaluations a run
-  writes to its workdir's metrics.jsonl; `fail_first` dies once midway."""
+  writes to its workdir's metrics.jsonl (validation during training, test
+  once at the end); `fail_first` dies once midway."""
 
   def __init__(self, fail_first=()):
     self.calls = []
@@ -75,17 +79,35 @@ class FakeMain:
         if os.path.basename(workdir) in self.fail_first:
           self.fail_first.remove(os.path.basename(workdir))
           return subprocess.CompletedProcess(command, 137)
-        f.write(
-          json.dumps(
-            {
-              'step': step,
-              'split': 'test',
-              'top1': _top1(overrides) * step / 20,
-            }
-          )
-          + '\n'
-        )
+        validation = {
+          'step': step,
+          'split': 'validation',
+          'top1': (_top1(overrides) + 0.05) * step / 20,
+        }
+        f.write(json.dumps(validation) + '\n')
+      test = {'step': 20, 'split': 'test', 'top1': _top1(overrides)}
+      f.write(json.dumps(test) + '\n')
     return subprocess.CompletedProcess(command, 0)
+
+
+@pytest.mark.parametrize(
+  'name',
+  sorted(
+    n[: -len('.py')]
+    for n in os.listdir(os.path.join(REPO_ROOT, 'configs'))
+    if n.endswith('.py')
+  ),
+)
+def test_every_committed_config_is_valid(name):
+  # Each file's config validates; an experiment's every point too.
+  path = os.path.join(REPO_ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  configuration.validate(module.get_config())
+  if hasattr(module, 'get_sweep'):
+    base, points = sweeps.load_experiment(path)
+    assert points and base is not None
 
 
 def test_points_names_and_commands(tmp_path):
@@ -133,7 +155,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
     workdir, {'model.bottleneck_activation': 'linear', 'seed': 0}
   )
   assert not os.path.exists(
-    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'result.json')
+    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'point.json')
   )
 
   # --print_commands lists only the unfinished point.
@@ -147,13 +169,12 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert fake.calls == ['bottleneck_activation=linear_seed=1']
   with open(
-    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'result.json')
+    os.path.join(workdir, 'bottleneck_activation=linear_seed=1', 'point.json')
   ) as f:
-    assert json.load(f)['final'] == {
-      'step': 20,
-      'split': 'test',
-      'top1': pytest.approx(0.81),
-    }
+    result = json.load(f)
+  # The test split's record is reported; the validation one is kept beside.
+  assert result['final'] == {'step': 20, 'split': 'test', 'top1': 0.81}
+  assert result['final_by_split']['validation']['top1'] == pytest.approx(0.86)
 
   # Third pass: nothing to do.
   fake.calls.clear()
@@ -208,14 +229,16 @@ def test_report_from_known_runs(tmp_path, monkeypatch):
     100 * _top1({'model.bottleneck_activation': 'relu6', 'seed': s})
     for s in (0, 1)
   ]
-  assert (
-    f'| linear | {statistics.fmean(linear):.2f} ± '
-    f'{statistics.stdev(linear):.2f} | 3 |'
-  ) in markdown
-  assert (
-    f'| relu6 | {statistics.fmean(relu6):.2f} ± '
-    f'{statistics.stdev(relu6):.2f} | 2 |'
-  ) in markdown
+  # The test split's mean ± std, then the validation split's (the fake's
+  # validation accuracy is 5 points above its test accuracy).
+  for name, values, seeds in [('linear', linear, 3), ('relu6', relu6, 2)]:
+    assert (
+      f'| {name} | {statistics.fmean(values):.2f} ± '
+      f'{statistics.stdev(values):.2f} | '
+      f'{statistics.fmean(values) + 5:.2f} ± {statistics.stdev(values):.2f} '
+      f'| {seeds} |'
+    ) in markdown
+  assert '| test top1 (%) | validation top1 (%) | seeds |' in markdown
   # Both variants have the same parameters and multiply-adds (Figure 6a
   # changes the function only).
   rows = [
@@ -228,7 +251,9 @@ def test_report_from_known_runs(tmp_path, monkeypatch):
   with open(os.path.join(workdir, 'results.csv')) as f:
     table = list(csv.DictReader(f))
   assert len(table) == 5
+  assert table[4]['split'] == 'test'
   assert float(table[4]['top1']) == pytest.approx(0.71)
+  assert float(table[4]['validation_top1']) == pytest.approx(0.76)
   for name in ('curves.png', 'frontier.png'):
     assert os.path.join(workdir, name) in written
     assert os.path.getsize(os.path.join(workdir, name)) > 1000

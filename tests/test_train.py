@@ -92,13 +92,47 @@ def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
     assert json.load(f)['model']['width_multiplier'] == 0.35
 
 
-def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir):
+def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir, tmp_path):
   workdir, results = trained_workdir
+  record_path = os.path.join(workdir, 'result.json')
+  with open(record_path) as f:
+    training_record = f.read()
+  evaluation_file = str(tmp_path / 'evaluation.json')
   evaluated = trainer.train_and_evaluate(
-    tiny_digits_config(mode='eval'), workdir
+    tiny_digits_config(mode='eval'),
+    workdir,
+    command='evaluate',
+    result_file=evaluation_file,
   )
   assert evaluated['top1'] == pytest.approx(results['top1'])
   assert evaluated['loss'] == pytest.approx(results['loss'], rel=1e-5)
+  # The evaluation's record goes to --result_file; the training run's stays.
+  with open(record_path) as f:
+    assert f.read() == training_record
+  with open(evaluation_file) as f:
+    evaluation = json.load(f)
+  assert evaluation['command'] == 'evaluate'
+  assert evaluation['config']['mode'] == 'eval'
+  assert evaluation['final']['test']['top1'] == pytest.approx(results['top1'])
+
+
+def test_run_record_has_each_split_the_config_and_the_machine(
+  trained_workdir,
+):
+  workdir, results = trained_workdir
+  with open(os.path.join(workdir, 'result.json')) as f:
+    record = json.load(f)
+  # Chosen on validation, scored once on test: both, at the final step.
+  assert set(record['final']) == {'validation', 'test'}
+  assert record['final']['validation']['num_examples'] == 180
+  assert record['final']['test'] == {
+    **final_line(workdir),
+    'top1': pytest.approx(results['top1']),
+  }
+  assert record['config']['model']['width_multiplier'] == 0.35
+  assert record['machine']['cpu_cores'] == os.cpu_count()
+  assert record['versions']['jax'] == jax.__version__
+  assert record['wall_seconds'] > 0
 
 
 def test_learning_rate_schedule_is_the_paper_recipe():
@@ -319,12 +353,21 @@ for devices in (jax.devices()[:1], jax.devices()):
                   jax.device_get((state.params, state.batch_stats))))
 (loss_1, state_1), (loss_8, state_8) = results
 np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
-# Float rounding only: reductions over the batch run in another order. Some
-# leaves are pure rounding noise near 0 (e.g. the moving mean of a 1x1 conv of
-# BatchNorm-normalised inputs, ~1e-8), hence the absolute floor.
-jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5),
-             state_1, state_8)
-print('ONE_VS_EIGHT_OK', loss_1, loss_8)
+# Compare the step's updates, not the states (mostly the shared initial
+# state): each leaf's change on 8 devices within 1e-4 of its change on 1
+# (relative L2; reductions over the batch run in another order). Leaves whose
+# update is rounding noise (a bias before a BatchNorm, whose gradient is 0 in
+# exact arithmetic) are measured against the largest update instead.
+initial_tree = (initial.params, initial.batch_stats)
+update_1 = jax.tree.map(np.subtract, state_1, initial_tree)
+update_8 = jax.tree.map(np.subtract, state_8, initial_tree)
+largest = max(float(np.linalg.norm(u)) for u in jax.tree.leaves(update_1))
+worst = 0.0
+for u1, u8 in zip(jax.tree.leaves(update_1), jax.tree.leaves(update_8)):
+  scale = max(float(np.linalg.norm(u1)), 1e-4 * largest)
+  worst = max(worst, float(np.linalg.norm(u8 - u1)) / scale)
+assert largest > 0 and worst < 1e-4, worst  # measured 1.1e-6
+print('ONE_VS_EIGHT_OK', loss_1, loss_8, worst)
 """
 
 
@@ -353,6 +396,7 @@ def test_one_and_eight_devices_agree():
   )
   assert run.returncode == 0, run.stderr[-3000:]
   assert 'ONE_VS_EIGHT_OK' in run.stdout
+  print(run.stdout.strip().splitlines()[-1])
 
 
 def test_prefetcher_takes_out_and_adds_up_the_repair_counts():

@@ -1,7 +1,9 @@
-"""A plain torch.nn MobileNetV2 with torchvision's module layout and names.
+"""torchvision's MobileNetV2, or a plain torch.nn one with its layout and names.
 
-torchvision itself may not import (its wheels are often a CUDA build), so the
-PyTorch parity tests build this instead: `features.0` (3x3 stem),
+`torchvision_or_reference` gives torchvision's own `mobilenet_v2` where
+torchvision imports. It often does not: its wheels are CUDA builds that fail
+against the CPU build of torch (`libc10_cuda.so` missing). Then the parity
+tests and benchmarks build `mobilenet_v2` below and say so: `features.0` (3x3 stem),
 `features.1..17` (inverted residuals, `.conv` as torchvision nests it),
 `features.18` (1x1 to 1280), `classifier.1` (Linear). Padding is PyTorch's
 symmetric (k - 1) // 2, BatchNorm epsilon 1e-5.
@@ -73,6 +75,26 @@ def mobilenet_v2(torch, num_classes=1000, width_multiplier=1.0):
       return self.classifier(x)
 
   return MobileNetV2()
+
+
+def torchvision_or_reference(torch, num_classes=1000, width_multiplier=1.0):
+  """(model, what it is, why torchvision was not used or None)."""
+  try:
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(
+      num_classes=num_classes, width_mult=width_multiplier
+    )
+    return model, f'torchvision {torchvision.__version__} mobilenet_v2', None
+  except Exception as e:  # ImportError, or a CUDA build's RuntimeError
+    reason = (
+      f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}'
+    )
+  return (
+    mobilenet_v2(torch, num_classes, width_multiplier),
+    'torch.nn MobileNetV2 of tests/torch_reference.py',
+    f'torchvision unavailable ({reason})',
+  )
 
 
 def randomize(torch, model, seed=0):

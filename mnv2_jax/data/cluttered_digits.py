@@ -32,7 +32,7 @@ from mnv2_jax.data import photos
 
 NUM_CLASSES = 10
 VERSION = 2  # of make_example's code: bump when it changes
-SPLIT_SIZES = {'train': 10_000, 'test': 2_000}
+SPLIT_SIZES = {'train': 10_000, 'validation': 2_000, 'test': 2_000}
 DIGIT_SIZE = (0.8, 1.0)  # glyph side as a fraction of the image side
 MAX_ROTATION = 15.0  # degrees
 INK_OPACITY = (0.7, 1.0)
@@ -43,7 +43,14 @@ NOISE_STD = 0.05  # of the [0, 1] pixel range
 INK_CONTRAST = (80.0, 160.0)
 # The photo's contrast around its mean colour (1: as shot).
 PHOTO_CONTRAST = 0.5
-_SPLIT_TAG = {'train': 10, 'test': 11}  # apart from the scenes' streams
+_SPLIT_TAG = {'train': 10, 'test': 11, 'validation': 12}  # apart from scenes'
+# The digits split whose glyphs each split's images show: test digits only in
+# test images; train and validation images from the same 1,437.
+GLYPHS = {
+  'train': 'train_and_validation',
+  'validation': 'train_and_validation',
+  'test': 'test',
+}
 
 
 def _paste(image, glyph, top, left, colour, opacity):
@@ -89,7 +96,7 @@ def make_example(
   image = photos.resize(photo[top : top + side, left : left + side], image_size)
   mean = image.mean(axis=(0, 1))
   image = mean + PHOTO_CONTRAST * (image - mean)
-  glyphs, labels = digits.raw_split(split)
+  glyphs, labels = digits.raw_split(GLYPHS[split])
 
   def ink_colour():
     return rng.uniform(0, 255, 3)

@@ -20,6 +20,7 @@ from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import common
 from mnv2_jax.data import digits
 from mnv2_jax.data import scene_batches
+from mnv2_jax.data import scenes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,18 +31,24 @@ class DatasetSpec:
   tasks: tuple[str, ...]
   segmentation_classes: int = 0  # with the background
   tfds: bool = False  # read through TFDS (prepared once)
+  splits: tuple[str, ...] = ()  # the built-in ones' (TFDS: any split name)
 
 
 # config.dataset.name -> its facts.
 DATASETS = {
-  'digits': DatasetSpec(10, ('classification',)),
-  'cluttered_digits': DatasetSpec(10, ('classification',)),
+  'digits': DatasetSpec(10, ('classification',), splits=digits.SPLITS),
+  'cluttered_digits': DatasetSpec(
+    10, ('classification',), splits=tuple(cluttered_digits.SPLIT_SIZES)
+  ),
   'imagenet2012': DatasetSpec(1000, ('classification',), tfds=True),
   'cifar10': DatasetSpec(10, ('classification',), tfds=True),
   'imagenette/160px-v2': DatasetSpec(10, ('classification',), tfds=True),
   'imagenette/320px-v2': DatasetSpec(10, ('classification',), tfds=True),
   'scenes': DatasetSpec(
-    10, ('detection', 'segmentation'), segmentation_classes=11
+    10,
+    ('detection', 'segmentation'),
+    segmentation_classes=11,
+    splits=tuple(scenes.SPLIT_SIZES),
   ),
   'coco/2017': DatasetSpec(80, ('detection',), tfds=True),
   'voc2012': DatasetSpec(
@@ -68,19 +75,14 @@ def _tfds_module(name: str):
 
 def dataset_info(config) -> common.DatasetInfo:
   name = config.dataset.name
-  if name == 'digits':
+  train, evaluation = config.dataset.train_split, config.dataset.eval_split
+  if name in ('digits', 'cluttered_digits'):
+    module = digits if name == 'digits' else cluttered_digits
     return common.DatasetInfo(
-      digits.NUM_CLASSES,
-      digits.num_examples('train'),
-      digits.num_examples('test'),
-      'test',
-    )
-  if name == 'cluttered_digits':
-    return common.DatasetInfo(
-      cluttered_digits.NUM_CLASSES,
-      cluttered_digits.num_examples('train'),
-      cluttered_digits.num_examples('test'),
-      'test',
+      module.NUM_CLASSES,
+      module.num_examples(train),
+      module.num_examples(evaluation),
+      evaluation,
     )
   if name == 'scenes':
     return scene_batches.dataset_info(config)
@@ -123,7 +125,9 @@ def train_batches(
       config, start_step=start_step, per_host_batch_size=per_host_batch_size
     )
   elif name == 'cluttered_digits':
-    images, labels = cluttered_digits.load_split('train', config.image_size)
+    images, labels = cluttered_digits.load_split(
+      config.dataset.train_split, config.image_size
+    )
     batches = digits.array_train_batches(
       images,
       labels,
@@ -157,7 +161,9 @@ def eval_batches(config, *, per_host_batch_size: int) -> Iterator[common.Batch]:
       config, per_host_batch_size=per_host_batch_size
     )
   elif name == 'cluttered_digits':
-    images, labels = cluttered_digits.load_split('test', config.image_size)
+    images, labels = cluttered_digits.load_split(
+      config.dataset.eval_split, config.image_size
+    )
     batches = digits.array_eval_batches(
       images, labels, per_host_batch_size=per_host_batch_size
     )

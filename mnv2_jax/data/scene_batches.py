@@ -38,17 +38,17 @@ def dataset_info(config):
   if config.task == 'segmentation':
     return common.DatasetInfo(
       scenes.NUM_CLASSES + 1,
-      scenes.SPLIT_SIZES['train'],
-      scenes.SPLIT_SIZES['test'],
-      'test',
+      scenes.SPLIT_SIZES[config.dataset.train_split],
+      scenes.SPLIT_SIZES[config.dataset.eval_split],
+      config.dataset.eval_split,
       category_names=('background',)
       + tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
     )
   return common.DatasetInfo(
     scenes.NUM_CLASSES,
-    scenes.SPLIT_SIZES['train'],
-    scenes.SPLIT_SIZES['test'],
-    'test',
+    scenes.SPLIT_SIZES[config.dataset.train_split],
+    scenes.SPLIT_SIZES[config.dataset.eval_split],
+    config.dataset.eval_split,
     category_ids=tuple(range(1, scenes.NUM_CLASSES + 1)),
     category_names=tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
   )
@@ -142,7 +142,9 @@ def train_batches(
   config, *, start_step: int, per_host_batch_size: int
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's part of each global training batch, forever."""
-  data = scenes.load_split('train', config.image_size, config.dataset.seed)
+  data = scenes.load_split(
+    config.dataset.train_split, config.image_size, config.dataset.seed
+  )
   for step, chosen in common.shuffled_host_batches(
     len(data), config.seed, per_host_batch_size, start_step, 'training scenes'
   ):
@@ -164,7 +166,9 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's share of the test scenes, the last batch
   padded (`mask`)."""
-  data = scenes.load_split('test', config.image_size, config.dataset.seed)
+  data = scenes.load_split(
+    config.dataset.eval_split, config.image_size, config.dataset.seed
+  )
   ids = np.array_split(np.arange(len(data)), jax.process_count())[
     jax.process_index()
   ]

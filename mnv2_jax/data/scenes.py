@@ -12,8 +12,10 @@ on every machine and run:
     where its ink is solid, 0 on the photo, and 255 ('ignore', as VOC's
     object borders) on the anti-aliased rim of every digit.
 
-Train scenes paste digits of the digits train split, test scenes those of the
-test split, so no test digit is seen in training.
+Splits: 'train' (2,000), 'validation' (200) and 'test' (200). Train and
+validation scenes paste digits of the digits 'train_and_validation' split,
+test scenes those of its 'test' split, so no test digit is seen in training;
+settings are chosen on 'validation' and 'test' is scored once, at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from mnv2_jax.data import photos
 
 NUM_CLASSES = 10
 MAX_OBJECTS = 4
-SPLIT_SIZES = {'train': 2000, 'test': 200}
+SPLIT_SIZES = {'train': 2000, 'validation': 200, 'test': 200}
 # Digit sizes as a fraction of the image side, and the largest IoU allowed
 # between two digits of a scene (they may touch, not hide each other). From
 # 0.15-0.45 to 0.3-0.6: more digits have an SSD anchor at IoU >= 0.5 at
@@ -38,7 +40,13 @@ SPLIT_SIZES = {'train': 2000, 'test': 200}
 MIN_SIZE, MAX_SIZE = 0.3, 0.6
 MAX_OVERLAP = 0.1
 INK_SOLID, INK_EDGE = 0.5, 0.1
-_SPLIT_TAG = {'train': 0, 'test': 1}
+_SPLIT_TAG = {'train': 0, 'test': 1, 'validation': 2}
+# The digits split whose glyphs each split's scenes show (as cluttered_digits).
+GLYPHS = {
+  'train': 'train_and_validation',
+  'validation': 'train_and_validation',
+  'test': 'test',
+}
 
 
 def _resize_glyph(image: np.ndarray, size: int) -> np.ndarray:
@@ -71,7 +79,7 @@ def make_scene(
   if rng.random() < 0.5:
     image = image[:, ::-1]
   mask = np.zeros((image_size, image_size), np.uint8)
-  glyphs, glyph_labels = digits.raw_split(split)
+  glyphs, glyph_labels = digits.raw_split(GLYPHS[split])
   boxes, labels = [], []
   for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
     for _attempt in range(20):

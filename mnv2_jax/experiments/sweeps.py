@@ -8,12 +8,15 @@ An experiment config file defines, beside the usual `get_config()`,
             for a in ('linear', 'relu6') for s in (0, 1, 2)]
 
 Every point runs through the normal entry point (`python -m mnv2_jax.main`)
-in `<workdir>/<point-name>/`. A point whose `result.json` exists is finished
+in `<workdir>/<point-name>/`. A point whose `point.json` exists is finished
 and skipped; any other point is (re)started, and `main` resumes it from its
-latest checkpoint. The report summarises the finished points in
+latest checkpoint. A run evaluates its eval split (the built-in sets:
+'validation', where settings are chosen) during training and its test split
+once, at the end; the report gives both. It summarises the finished points in
 `results.md` (one row per point without its seed: mean ± std over seeds of
 the final metrics, parameters, multiply-adds), `results.csv` (one row per run)
-and PNG plots. The command line is `python -m mnv2_jax.sweep`.
+and PNG plots (the curves are the eval split's). The command line is
+`python -m mnv2_jax.sweep`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from mnv2_jax.models import statistics
 from mnv2_jax.training import metric_writers
 
 SEED_KEY = 'seed'
-RESULT_FILE = 'result.json'
+RESULT_FILE = 'point.json'
+# What sweeps before the test split wrote (the trainer's run record now has
+# this name): read when a point has no RESULT_FILE, never written.
+LEGACY_RESULT_FILE = 'result.json'
 
 
 # --------------------------------------------------------------- the sweep
@@ -143,22 +149,53 @@ def point_command(
   return command
 
 
+def _read_point_result(point_dir: str) -> Optional[dict]:
+  """The point's result, or None while it is unfinished."""
+  path = os.path.join(point_dir, RESULT_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  legacy = os.path.join(point_dir, LEGACY_RESULT_FILE)
+  if os.path.exists(legacy):
+    with open(legacy) as f:
+      result = json.load(f)
+    if 'overrides' in result:  # a sweep's, not the trainer's run record
+      return result
+  return None
+
+
 def is_finished(workdir: str, overrides: dict[str, Any]) -> bool:
-  return os.path.exists(
-    os.path.join(workdir, point_name(overrides), RESULT_FILE)
-  )
+  point_dir = os.path.join(workdir, point_name(overrides))
+  return _read_point_result(point_dir) is not None
+
+
+def final_evaluations(records: Sequence[dict]) -> dict[str, dict]:
+  """The evaluation records (not 'train') of the last evaluated step, by
+  split, in the order written: the eval split, then the test split if the
+  run has one."""
+  evaluations = [r for r in records if r.get('split') != 'train']
+  if not evaluations:
+    return {}
+  last = evaluations[-1]['step']
+  return {r['split']: r for r in evaluations if r['step'] == last}
 
 
 def final_evaluation(records: Sequence[dict]) -> Optional[dict]:
-  """The last evaluation record (not 'train') at the largest step."""
-  evaluations = [r for r in records if r.get('split') != 'train']
-  return evaluations[-1] if evaluations else None
+  """The record a sweep reports: the last one written at the last step (the
+  test split's when the run has one)."""
+  finals = final_evaluations(records)
+  return list(finals.values())[-1] if finals else None
+
+
+def curve_split(records: Sequence[dict]) -> Optional[str]:
+  """The split evaluated during training (the first evaluation's)."""
+  return next((r['split'] for r in records if r.get('split') != 'train'), None)
 
 
 def run_point(
   config_argument: str, workdir: str, overrides: dict[str, Any]
 ) -> dict:
-  """Trains (or resumes) one point and writes its result.json."""
+  """Trains (or resumes) one point and writes its point.json."""
   point_dir = os.path.join(workdir, point_name(overrides))
   os.makedirs(point_dir, exist_ok=True)
   command = point_command(config_argument, workdir, overrides)
@@ -176,7 +213,8 @@ def run_point(
       f'{point_name(overrides)} failed (exit {returncode}); '
       f'the end of {point_dir}/log.txt:\n{tail}'
     )
-  final = final_evaluation(metric_writers.read_jsonl(point_dir))
+  records = metric_writers.read_jsonl(point_dir)
+  final = final_evaluation(records)
   if final is None:
     raise RuntimeError(
       f'{point_name(overrides)} exited without an evaluation '
@@ -185,6 +223,7 @@ def run_point(
   result = {
     'overrides': overrides,
     'final': final,
+    'final_by_split': final_evaluations(records),
     'wall_seconds_last_attempt': time.time() - start,
   }
   with open(os.path.join(point_dir, RESULT_FILE), 'w') as f:
@@ -209,22 +248,24 @@ def collect(base, points: Sequence[dict], workdir: str) -> list[dict]:
   runs = []
   for overrides in points:
     point_dir = os.path.join(workdir, point_name(overrides))
-    path = os.path.join(point_dir, RESULT_FILE)
-    if not os.path.exists(path):
+    result = _read_point_result(point_dir)
+    if result is None:
       continue
-    with open(path) as f:
-      result = json.load(f)
     records = metric_writers.read_jsonl(point_dir)
     final = result['final']
-    curve = [
-      (r['step'], r) for r in records if r.get('split') == final.get('split')
-    ]
+    by_split = result.get('final_by_split', {final['split']: final})
+    during = curve_split(records)
     runs.append(
       {
         'overrides': overrides,
         'group': group_name(overrides),
         'final': final,
-        'curve': curve,
+        # The eval split's final record when it is not the reported one.
+        'validation': (
+          by_split.get(during) if during != final['split'] else None
+        ),
+        'curve': [(r['step'], r) for r in records if r.get('split') == during],
+        'curve_split': during,
         'seconds': result.get('wall_seconds_last_attempt', 0.0),
       }
     )
@@ -247,27 +288,40 @@ def summarise(base, points: Sequence[dict], runs: Sequence[dict]) -> list[dict]:
         'group': name,
         'overrides': rest,
         'values': [],
+        'validation_values': [],
         'seeds': [],
       }
   for run in runs:
     group = groups[run['group']]
     group['values'].append(float(run['final'][metric]))
+    if run['validation'] is not None:
+      group['validation_values'].append(float(run['validation'][metric]))
     group['seeds'].append(run['overrides'].get(SEED_KEY, base.seed))
   rows = []
   for group in groups.values():
-    values = group['values']
     counts = _model_counts(base, group['overrides'])
     rows.append(
       {
         **group,
         **counts,
         'metric': metric,
-        'runs': len(values),
-        'mean': stats_lib.fmean(values) if values else math.nan,
-        'std': stats_lib.stdev(values) if len(values) > 1 else 0.0,
+        'split': runs[0]['final']['split'] if runs else 'test',
+        'runs': len(group['values']),
+        **_mean_and_std(group['values']),
+        **{
+          f'validation_{k}': v
+          for k, v in _mean_and_std(group['validation_values']).items()
+        },
       }
     )
   return rows
+
+
+def _mean_and_std(values: Sequence[float]) -> dict[str, float]:
+  return {
+    'mean': stats_lib.fmean(values) if values else math.nan,
+    'std': stats_lib.stdev(values) if len(values) > 1 else 0.0,
+  }
 
 
 def _swept_keys(items: Sequence[dict]) -> list[str]:
@@ -286,10 +340,16 @@ def format_markdown(
   seconds: float = 0.0,
 ) -> str:
   metric = rows[0]['metric'] if rows else 'metric'
+  split = rows[0]['split'] if rows else 'test'
+  with_validation = any(row['validation_values'] for row in rows)
   percent = metric in ('top1', 'top5')
   scale = 100.0 if percent else 1.0
   unit = ' (%)' if percent else ''
   keys = _swept_keys(rows)
+  columns = keys + [f'{split} {metric}{unit}']
+  if with_validation:
+    columns.append(f'validation {metric}{unit}')
+  columns += ['seeds', 'parameters', 'multiply-adds']
   lines = [
     f'# {title}',
     '',
@@ -297,21 +357,30 @@ def format_markdown(
     f"{seconds / 60:.1f} minutes of training: each run's wall time "
     f'(its last attempt), added up, so runs side by side (--jobs) '
     f'count twice. Mean ± standard deviation over seeds of the final '
-    f'test {metric}.',
+    f'{split} {metric}'
+    + (
+      ' (scored once, at the end) and of the validation split (where '
+      'settings are chosen).'
+      if with_validation
+      else '.'
+    ),
     '',
-    '| '
-    + ' | '.join(
-      keys + [f'{metric}{unit}', 'seeds', 'parameters', 'multiply-adds']
-    )
-    + ' |',
-    '|' + '---|' * (len(keys) + 4),
+    '| ' + ' | '.join(columns) + ' |',
+    '|' + '---|' * len(columns),
   ]
+
+  def mean_and_std(row, prefix=''):
+    if not row[f'{prefix}values']:
+      return 'not run'
+    return (
+      f'{row[f"{prefix}mean"] * scale:.2f} ± {row[f"{prefix}std"] * scale:.2f}'
+    )
+
   for row in rows:
     cells = [_format_value(row['overrides'].get(k, '')) for k in keys]
-    if row['runs']:
-      cells.append(f'{row["mean"] * scale:.2f} ± {row["std"] * scale:.2f}')
-    else:
-      cells.append('not run')
+    cells.append(mean_and_std(row))
+    if with_validation:
+      cells.append(mean_and_std(row, 'validation_'))
     cells += [
       str(row['runs']),
       f'{row["parameters"]:,}',
@@ -322,21 +391,33 @@ def format_markdown(
 
 
 def write_csv(path: str, runs: Sequence[dict]) -> None:
+  """One row per run: its overrides, its final metrics and, prefixed
+  `validation_`, its eval split's when the final ones are the test split's."""
   keys, finals = _swept_keys(runs), []
-  for run in runs:
-    finals += [
-      k
+
+  def numbers(run):
+    values = {
+      k: v
       for k, v in run['final'].items()
-      if isinstance(v, (int, float)) and k not in finals
-    ]
+      if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    for k, v in (run['validation'] or {}).items():
+      if isinstance(v, (int, float)) and not isinstance(v, bool):
+        values[f'validation_{k}'] = v
+    return values
+
+  for run in runs:
+    finals += [k for k in numbers(run) if k not in finals]
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(['group'] + keys + finals)
+    writer.writerow(['group'] + keys + ['split'] + finals)
     for run in runs:
+      values = numbers(run)
       writer.writerow(
         [run['group']]
         + [_format_value(run['overrides'].get(k, '')) for k in keys]
-        + [run['final'].get(k, '') for k in finals]
+        + [run['final']['split']]
+        + [values.get(k, '') for k in finals]
       )
 
 
@@ -351,10 +432,11 @@ def plot(
 
   metric = rows[0]['metric']
   scale = 100.0 if metric in ('top1', 'top5') else 1.0
-  label = f'test {metric}' + (' (%)' if scale == 100.0 else '')
+  unit = ' (%)' if scale == 100.0 else ''
+  final_label = f'{rows[0]["split"]} {metric}{unit}'
   written = []
 
-  def save(figure, axes, xlabel, name):
+  def save(figure, axes, xlabel, name, label=final_label):
     axes.set_xlabel(xlabel)
     axes.set_ylabel(label)
     axes.set_title(title)
@@ -366,7 +448,8 @@ def plot(
     plt.close(figure)
     written.append(path)
 
-  # Test metric against training step, mean over seeds (Figure 6's curves).
+  # The eval split's metric against training step, mean over seeds (Figure
+  # 6's curves).
   figure, axes = plt.subplots(figsize=(6, 4))
   for row in rows:
     curves = [run['curve'] for run in runs if run['group'] == row['group']]
@@ -378,7 +461,14 @@ def plot(
       values = [r[metric] for curve in curves for s, r in curve if s == step]
       means.append(stats_lib.fmean(values) * scale)
     axes.plot(steps, means, marker='.', label=row['group'])
-  save(figure, axes, 'training step', 'curves.png')
+  during = next((run['curve_split'] for run in runs), None) or 'eval'
+  save(
+    figure,
+    axes,
+    'training step',
+    'curves.png',
+    label=f'{during} {metric}{unit}',
+  )
 
   # The metric against multiply-adds (Figure 5), with the released ImageNet
   # checkpoints beside ours when the sweep runs on ImageNet.

@@ -42,6 +42,7 @@ from mnv2_jax.training import checkpointing
 from mnv2_jax.training import compilation_cache
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import optimization
+from mnv2_jax.training import provenance
 from mnv2_jax.training import state as state_lib
 from mnv2_jax.training import workdir as workdir_lib
 
@@ -209,19 +210,26 @@ class Trainer:
       state = jax.device_get(self._create_state(variables))
     return state_lib.replicate(state, self.replicated)
 
-  def evaluate(self, state: state_lib.TrainState) -> dict[str, float]:
-    """The task's metrics over the whole eval split (top1/top5/loss for
-    classification, COCO AP for detection), and ema_* with EMA."""
+  def evaluate(
+    self, state: state_lib.TrainState, split: Optional[str] = None
+  ) -> dict[str, float]:
+    """The task's metrics over the whole eval split, or over `split` (top1/
+    top5/loss for classification, COCO AP for detection, mIoU for
+    segmentation), and ema_* with EMA."""
+    config = self.config
+    if split is not None and split != config.dataset.eval_split:
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.dataset.eval_split = split
     weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
     if state.ema_params is not None:
       weights['ema_'] = {
         'params': state.ema_params,
         'batch_stats': state.ema_batch_stats,
       }
-    per_host = self.config.eval_batch_size // jax.process_count()
+    per_host = config.eval_batch_size // jax.process_count()
     accumulators = {prefix: self.task.accumulator() for prefix in weights}
     for host_batch in datasets.eval_batches(
-      self.config, per_host_batch_size=per_host
+      config, per_host_batch_size=per_host
     ):
       batch = global_batch(host_batch, self.data_sharding)
       for prefix, variables in weights.items():
@@ -308,12 +316,18 @@ def train_and_evaluate(
   devices=None,
   *,
   started_at: Optional[float] = None,
+  command: Optional[str] = None,
+  result_file: Optional[str] = None,
 ) -> dict[str, float]:
-  """Trains (resuming from the latest checkpoint) and evaluates at the end.
+  """Trains (resuming from the latest checkpoint) and evaluates at the end;
+  with `config.mode == 'eval'`, only evaluates the latest checkpoint.
 
   `started_at` (a `time.time()`; default: now) is when the command started,
-  for the log's start-up time. Returns the final evaluation metrics, also
-  written to metrics.jsonl.
+  for the log's start-up time. A finished training run's record (the final
+  metrics of each split, the config, `command`, the machine, the versions)
+  goes to `<workdir>/result.json`, and also to `result_file` if given; an
+  evaluation's record only to `result_file` (the training run's stays).
+  Returns the final evaluation metrics, also written to metrics.jsonl.
   """
   started_at = time.time() if started_at is None else started_at
   trainer = Trainer(config, devices)
@@ -339,13 +353,57 @@ def train_and_evaluate(
     try:
       if config.mode == 'eval':
         state = checkpointing.restore(manager, trainer.abstract_state)
-        return _final_evaluation(trainer, state, writer)
-      _record_config(config, workdir, writer)
-      return _train(trainer, workdir, writer, manager, started_at)
+        results = _final_evaluation(trainer, state, writer)
+        paths = [result_file] if result_file else []
+      else:
+        _record_config(config, workdir, writer)
+        results = _train(trainer, workdir, writer, manager, started_at)
+        paths = [epath.Path(workdir) / 'result.json'] + (
+          [result_file] if result_file else []
+        )
+      _write_result(workdir, paths, config, writer, started_at, command)
+      return results
     finally:
       manager.wait_until_finished()
       manager.close()
       writer.close()
+
+
+def run_record(
+  config, evaluations: list[dict], started_at: float, command: Optional[str]
+) -> dict[str, Any]:
+  """What a finished run gave, and under which conditions: the final
+  evaluation of each split, the wall time, the config, the command, the
+  machine, the date and the versions."""
+  return provenance.record(
+    command,
+    final={record['split']: record for record in evaluations},
+    wall_seconds=time.time() - started_at,
+    config=json.loads(config.to_json_best_effort()),
+  )
+
+
+def _write_result(
+  workdir: str,
+  paths: list,
+  config,
+  writer: metric_writers.MetricWriter,
+  started_at: float,
+  command: Optional[str],
+) -> None:
+  """Writes the run's record (`run_record`: the evaluations of the last
+  step in metrics.jsonl) to each of `paths` (process 0)."""
+  if jax.process_index() != 0 or not paths:
+    return
+  records = metric_writers.read_jsonl(workdir)
+  last_step = max(record['step'] for record in records)
+  evaluations = [
+    r for r in records if r['step'] == last_step and r['split'] != 'train'
+  ]
+  record = run_record(config, evaluations, started_at, command)
+  for path in paths:
+    provenance.write(path, record)
+    writer.log(f'Wrote {path}.')
 
 
 def _final_evaluation(
@@ -353,15 +411,21 @@ def _final_evaluation(
   state: state_lib.TrainState,
   writer: metric_writers.MetricWriter,
 ) -> dict[str, float]:
+  """Evaluates the eval split, then the test split if the config has one
+  (scored once, here); returns the last one's metrics."""
   step = int(jax.device_get(state.step))
-  results = trainer.evaluate(state)
-  writer.write(step, trainer.info.eval_split, results)
-  writer.log(
-    f'[{trainer.info.eval_split}] step {step}: '
-    + ', '.join(
-      f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'
+  splits = [trainer.info.eval_split]
+  if trainer.config.dataset.test_split:
+    splits.append(trainer.config.dataset.test_split)
+  for split in splits:
+    results = trainer.evaluate(state, split)
+    writer.write(step, split, results)
+    writer.log(
+      f'[{split}] step {step}: '
+      + ', '.join(
+        f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'
+      )
     )
-  )
   return results
 
 
@@ -514,12 +578,3 @@ def _train(
   finally:
     batches.close()
   return _final_evaluation(trainer, state, writer)
-
-
-def evaluate_checkpoint(
-  config: ml_collections.ConfigDict, workdir: str
-) -> dict[str, float]:
-  """Evaluates the latest checkpoint in `workdir` (config.mode='eval')."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.mode = 'eval'
-  return train_and_evaluate(config, workdir)
