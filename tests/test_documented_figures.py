@@ -1,0 +1,341 @@
+"""The figures the README and the docs state are the ones in the committed
+result files (experiments/results/, benchmarks/results/) and the exact
+counts the other tests pin: a re-run that moves a number, or an edit of the
+text alone, fails here until both agree.
+
+Each result file was written by the command it records (its "command" field),
+with the machine, the date and the package versions beside the figures.
+"""
+
+import csv
+import json
+import os
+import re
+import statistics
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO_ROOT, 'experiments', 'results')
+sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
+import test_deeplab  # noqa: E402 (tests/ on the path first)
+import test_ssd  # noqa: E402
+import test_stats  # noqa: E402
+
+
+def _text(*path: str) -> str:
+  with open(os.path.join(REPO_ROOT, *path)) as f:
+    return f.read()
+
+
+def _json(*path: str) -> dict:
+  with open(os.path.join(RESULTS, *path)) as f:
+    return json.load(f)
+
+
+def _csv(*path: str) -> list[dict]:
+  with open(os.path.join(RESULTS, *path)) as f:
+    return list(csv.DictReader(f))
+
+
+def _find(pattern: str, text: str, where: str) -> tuple[str, ...]:
+  match = re.search(pattern, text, re.S)
+  assert match, f'{where}: no match for {pattern!r}'
+  return match.groups()
+
+
+def _percent(value: float, digits: int = 2) -> str:
+  return f'{100 * value:.{digits}f}'
+
+
+def _scientific(value: float) -> str:
+  """1.2e-06 as the docs write it: 1.2e-6 (and 0 as 0)."""
+  if value == 0:
+    return '0'
+  mantissa, exponent = f'{value:.1e}'.split('e')
+  return f'{mantissa}e{int(exponent)}'
+
+
+def _billions(count: int) -> str:
+  """Multiply-adds as the docs write them: 2.741B, 152.3B."""
+  return f'{count / 1e9:.3f}B' if count < 1e10 else f'{count / 1e9:.1f}B'
+
+
+def _minutes_seconds(seconds: float) -> str:
+  return f'{int(seconds) // 60} min {round(seconds) % 60} s'
+
+
+# ------------------------------------------------------------ quickstarts
+
+
+def test_digits_quickstart_in_the_readme():
+  result = _json('quickstarts', 'digits.json')
+  test = result['final']['test']
+  assert result['command'] == (
+    'python -m mnv2_jax.main --config configs/quickstart.py --workdir '
+    '/tmp/qs_digits --result_file experiments/results/quickstarts/digits.json'
+  )
+  readme = _text('README.md')
+  percent, correct, total = _find(
+    r'\*\*(\d+\.\d+)% test top-1\*\* \((\d+)/(\d+)[;)]', readme, 'README'
+  )
+  assert percent == _percent(test['top1'])
+  assert int(total) == test['num_examples'] == 360
+  assert int(correct) == round(test['top1'] * test['num_examples'])
+  (validation,) = _find(
+    r'(\d+\.\d+)% on the validation digits', readme, 'README'
+  )
+  assert validation == _percent(result['final']['validation']['top1'])
+  (about,) = _find(r'in about (\d+(?:\.\d+)?)\s+minutes', readme, 'README')
+  assert abs(float(about) * 60 - result['wall_seconds']) < 30
+
+
+def test_built_in_quickstarts_line_in_the_readme():
+  digits = _json('quickstarts', 'digits.json')['final']['test']
+  ssdlite = _json('quickstarts', 'ssdlite.json')['final']['test']
+  deeplab = _json('quickstarts', 'deeplab.json')['final']['test']
+  line = _find(
+    r'Built-in quickstarts \(2-core CPU, test splits\): digits classification '
+    r'(\d+\.\d+)% top-1; SSDLite AP50 (0\.\d+)\s+and DeepLab mIoU (0\.\d+)',
+    _text('README.md'),
+    'README',
+  )
+  assert line == (
+    _percent(digits['top1']),
+    f'{ssdlite["AP50"]:.3f}',
+    f'{deeplab["mIoU"]:.3f}',
+  )
+
+
+def test_ssdlite_quickstart_in_docs_detection():
+  result = _json('quickstarts', 'ssdlite.json')
+  test, validation = result['final']['test'], result['final']['validation']
+  text = _text('docs', 'detection.md')
+  headline = _find(
+    r'\*\*Quickstart: AP50 (0\.\d+) on the test scenes in (\d+ min \d+ s) '
+    r'on 2 CPU cores\*\*',
+    text,
+    'docs/detection.md',
+  )
+  assert headline == (
+    f'{test["AP50"]:.3f}',
+    _minutes_seconds(result['wall_seconds']),
+  )
+  figures = _find(
+    r'\*\*AP (0\.\d+), AP50 (0\.\d+), AP75 (0\.\d+)\*\*,\s+AR100 (0\.\d+)',
+    text,
+    'docs/detection.md',
+  )
+  assert figures == tuple(
+    f'{test[k]:.3f}' for k in ('AP', 'AP50', 'AP75', 'AR100')
+  )
+  (chosen_on,) = _find(
+    r'validation scenes: AP50 (0\.\d+)', text, 'docs/detection.md'
+  )
+  assert chosen_on == f'{validation["AP50"]:.3f}'
+
+
+def test_deeplab_quickstart_in_docs_segmentation():
+  result = _json('quickstarts', 'deeplab.json')
+  test, validation = result['final']['test'], result['final']['validation']
+  text = _text('docs', 'segmentation.md')
+  headline = _find(
+    r'\*\*Quickstart: mIoU (0\.\d+) on the test scenes in (\d+ min \d+ s) '
+    r'on 2 CPU cores\*\*',
+    text,
+    'docs/segmentation.md',
+  )
+  assert headline == (
+    f'{test["mIoU"]:.3f}',
+    _minutes_seconds(result['wall_seconds']),
+  )
+  (pixel_accuracy,) = _find(
+    r'pixel accuracy (0\.\d+)', text, 'docs/segmentation.md'
+  )
+  assert pixel_accuracy == f'{test["pixel_accuracy"]:.3f}'
+  (chosen_on,) = _find(
+    r'validation scenes: mIoU (0\.\d+)', text, 'docs/segmentation.md'
+  )
+  assert chosen_on == f'{validation["mIoU"]:.3f}'
+
+
+def test_reproducibility_table_in_docs_development():
+  text = _text('docs', 'development.md')
+  for label, name in [
+    ('fresh install 1', 'fresh_install_1'),
+    ('fresh install 2', 'fresh_install_2'),
+    ('XLA limited to AVX2', 'xla_avx2'),
+    ('seed 1', 'seed_1'),
+    ('seed 2', 'seed_2'),
+  ]:
+    test = _json('quickstarts', 'reproducibility', f'{name}.json')['final'][
+      'test'
+    ]
+    row = _find(
+      rf'\| {re.escape(label)}[^|]*\| (\d+\.\d+)% \| (0\.\d+) \|',
+      text,
+      f'docs/development.md ({label})',
+    )
+    assert row == (_percent(test['top1']), f'{test["loss"]:.5f}'), label
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def test_sizes_in_the_readme_are_the_pinned_counts():
+  readme = _text('README.md')
+  grid = {(width, size): row for width, size, *row in test_stats.EXACT_GRID}
+  parameters, multiply_adds = grid[(1.0, 224)][:2]
+  assert (
+    f'1.0-224: {parameters / 1e6:.2f}M, {multiply_adds / 1e6:.1f}M MACs'
+    in readme
+  )
+  assert f'all {len(test_stats.EXACT_GRID)} match' in readme
+  assert f'{test_ssd.SSDLITE_PARAMETERS:,} and ' in readme
+  assert f'{test_ssd.SSDLITE_MULTIPLY_ADDS / 1e9:.3f}B' in readme
+  table_7 = test_deeplab.TABLE_7
+  assert (
+    f'{table_7[(16, False)][0]:,} / {table_7[(16, True)][0]:,}; '
+    f'{table_7[(16, False)][1] / 1e9:.3f}B / '
+    f'{table_7[(16, True)][2] / 1e9:.3f}B / '
+    f'{table_7[(8, False)][3] / 1e9:.1f}B / '
+    f'{table_7[(8, True)][4] / 1e9:.1f}B'
+  ) in readme
+
+
+def test_table_7_in_docs_segmentation_is_the_pinned_counts():
+  text = _text('docs', 'segmentation.md')
+  for (stride, aspp), counts in test_deeplab.TABLE_7.items():
+    name = f'deeplab_mnv2_voc_os{stride}{"_aspp" if aspp else ""}.py'
+    row = _find(
+      rf'\| `{name}` \|([^\n]*)\|\n', text, f'docs/segmentation.md {name}'
+    )[0]
+    parameters, single, space_to_batch, multi, multi_space_to_batch = counts
+    row = row.replace('**', '').replace('¹', '')
+    assert f'{parameters:,}' in row, name
+    if aspp:  # both counts: plain / SpaceToBatchND accounting
+      assert f'{_billions(single)} / {_billions(space_to_batch)}' in row
+      assert f'{_billions(multi)} / {_billions(multi_space_to_batch)}' in row
+    else:
+      assert f'{_billions(single)}' in row, name
+      assert f'{_billions(multi)}' in row, name
+
+
+def test_ssdlite_sizes_in_docs_detection_are_the_pinned_counts():
+  text = _text('docs', 'detection.md')
+  assert f'**{test_ssd.SSDLITE_PARAMETERS:,}\nparameters**' in text
+  assert f'**{test_ssd.SSDLITE_MULTIPLY_ADDS / 1e9:.3f}B' in text
+  assert f'{test_ssd.SSDLITE_HEADS_PARAMETERS:,}' in text
+
+
+# ------------------------------------------------------------ experiments
+
+
+def _seed_means(rows: list[dict], group: str, key: str = 'top1'):
+  values = [100 * float(r[key]) for r in rows if r['group'] == group]
+  return statistics.fmean(values), statistics.stdev(values), values
+
+
+def test_figure_6_ablations_in_the_readme_and_experiments():
+  bottleneck = _csv('ablation_bottleneck', 'results.csv')
+  shortcut = _csv('ablation_shortcut', 'results.csv')
+  linear, linear_std, linear_seeds = _seed_means(
+    bottleneck, 'bottleneck_activation=linear'
+  )
+  relu6, relu6_std, _ = _seed_means(bottleneck, 'bottleneck_activation=relu6')
+  readme = _text('README.md')
+  assert (
+    f'{linear:.1f} ± {linear_std:.1f}% vs {relu6:.1f} ± {relu6_std:.1f}%'
+    in readme
+  )
+  means = [
+    _seed_means(shortcut, f'residual={where}')[0]
+    for where in ('bottleneck', 'expansion', 'none')
+  ]
+  assert ' / '.join(f'{m:.1f}' for m in means) + '%' in readme
+  experiments = _text('experiments', 'README.md')
+  assert (
+    f"| linear (the paper's) | {linear_seeds[0]:.2f}% | "
+    f'{linear_seeds[1]:.2f}% | {linear_seeds[2]:.2f}% | '
+    f'**{linear:.2f} ± {linear_std:.2f}%** |'
+  ) in experiments
+
+
+def test_calibration_on_validation_in_experiments():
+  rows = _csv('calibration_cluttered_digits', 'results.csv')
+  text = _text('experiments', 'README.md')
+  for size in (32, 48):
+    for row in (r for r in rows if r['group'] == f'image_size={size}'):
+      cells = (
+        f'| {size}×{size} | {row["seed"]} | '
+        f'{_percent(float(row["validation_top1"]))}% | '
+        f'{_percent(float(row["top1"]))}% |'
+      )
+      assert cells in text, cells
+
+
+# ------------------------------------------------- export and reliability
+
+
+@pytest.mark.parametrize(
+  'name,label',
+  [('tflite', 'TFLite float32'), ('tflite_int8', 'TFLite int8')],
+)
+def test_export_table_in_docs_weights(name, label):
+  result = _json('export', f'{name}.json')
+  row = _find(
+    rf'\| {label} \| ([\d.]+) MB \|[^|]*?([\d.]+e-\d+) relative[^|]*\| '
+    r'\**([\d.]+)%\**',
+    _text('docs', 'weights.md'),
+    f'docs/weights.md {label}',
+  )
+  assert row == (
+    f'{result["bytes"] / 1e6:.2f}',
+    _scientific(result['max_rel_diff']),
+    f'{100 * result["top1_agreement"]:.2f}'.rstrip('0').rstrip('.'),
+  )
+
+
+def test_kill_resume_figures_in_docs_reliability():
+  result = _json('reliability', 'kill_resume.json')
+  assert result['every_completed_run_equal_bitwise']
+  text = _text('docs', 'reliability.md')
+  figures = _find(
+    r'(\d+) kills \((\d+) at a random time, (\d+) after the first step, '
+    r'(\d+) at a save; (\d+) landed while a save was in progress, (\d+) '
+    r'before the first step\) \| (\d+)/(\d+) resumed; the (\d+) runs',
+    text,
+    'docs/reliability.md',
+  )
+  by_kind = result['kills_by_kind']
+  assert tuple(int(f) for f in figures) == (
+    result['kills'],
+    by_kind['anytime'],
+    by_kind['training'],
+    by_kind['saving'],
+    result['kills_during_save'],
+    result['kills_before_first_step'],
+    result['kills'],
+    result['kills'],
+    result['completed_runs_compared'],
+  )
+
+
+def test_memory_table_in_experiments_is_benchmarks_memory_json():
+  with open(
+    os.path.join(REPO_ROOT, 'benchmarks', 'results', 'memory.json')
+  ) as f:
+    rows = json.load(f)
+  text = _text('experiments', 'README.md')
+  base = rows[0]
+  for row in rows:
+    cells = (
+      f'| {row["splits"]} | {row["temp_bytes"] / 2**20:.2f} MiB | '
+      f'{row["temp_bytes"] / base["temp_bytes"]:.2f} | '
+      f'{row["median_ms"]:.1f} ms | '
+      f'{row["median_ms"] / base["median_ms"]:.2f} | '
+      f'{_scientific(row["relative_difference_vs_unsplit"])} | '
+      f'{_scientific(row["pool_relative_difference_vs_unsplit"])} |'
+    )
+    assert cells in text, cells
