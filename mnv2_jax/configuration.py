@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   # built-in sets hold out a test split; ImageNet's is the validation set.
   config.dataset.test_split = ''
   config.dataset.shuffle_buffer_size = 16_384
+  # How ImageNet's training batches leave the host: 'float32' (normalised
+  # there) or 'uint8' (a quarter of the bytes; normalised on the device).
+  config.dataset.train_image_dtype = 'float32'
   config.dataset.seed = 0  # the built-in scenes: which generated set
   config.num_classes = 1000
   config.image_size = 224
@@ -428,6 +431,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'model.implementation', layers.IMPLEMENTATIONS)
   _check_choice(config, 'optimizer', OPTIMIZERS)
   _check_choice(config, 'preprocessing', common.PREPROCESSING)
+  _check_choice(config, 'dataset.train_image_dtype', common.TRAIN_IMAGE_DTYPES)
+  spec = datasets.DATASETS[config.dataset.name]
+  if config.dataset.train_image_dtype == 'uint8' and not (
+    spec.tfds and config.task == 'classification'
+  ):
+    tfds_classification = [
+      name
+      for name, spec in datasets.DATASETS.items()
+      if spec.tfds and 'classification' in spec.tasks
+    ]
+    _fail(
+      'dataset.train_image_dtype',
+      'uint8',
+      'uint8 training batches are made by the TFDS classification pipelines '
+      f'({", ".join(tfds_classification)}), not by {config.dataset.name!r}',
+      'float32',
+    )
   _check_choice(config, 'background_class', (False, True))
   _check_choice(config, 'lr_schedule', LR_SCHEDULES)
 

@@ -55,6 +55,34 @@ class DatasetInfo:
   category_names: Optional[tuple[str, ...]] = None
 
 
+# torchvision's ImageNet normalisation (of pixels scaled to [0, 1]).
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+# How training images leave the host (`config.dataset.train_image_dtype`, the
+# TFDS classification pipelines): 'float32', normalised on the host; or
+# 'uint8', the resized, flipped pixels rounded to integers, normalised on the
+# device inside the jitted step (`pixels_to_input`). uint8 copies and
+# transfers a quarter of the bytes and moves the normalisation off the host;
+# the rounding changes each input by at most half a grey level.
+TRAIN_IMAGE_DTYPES = ('float32', 'uint8')
+
+
+def pixels_to_input(pixels, preprocessing: str):
+  """Float pixels in [0, 255] to the network's input, as `preprocessing`
+  normalises them ('inception', 'cifar': [-1, 1]; 'torchvision': ImageNet
+  mean/std). Works on NumPy, JAX and TensorFlow float arrays alike."""
+  if preprocessing in ('inception', 'cifar'):
+    return scale_pixels(pixels)
+  if preprocessing == 'torchvision':
+    mean = np.asarray(TORCHVISION_MEAN, np.float32)
+    std = np.asarray(TORCHVISION_STD, np.float32)
+    return (pixels / 255.0 - mean) / std
+  raise ValueError(
+    f'preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}.'
+  )
+
+
 def scale_pixels(image):
   """Pixels in [0, 255] to [-1, 1], the input range of the released models
   and the paper's recipe (the 'inception' preprocessing). Works on NumPy

@@ -89,9 +89,8 @@ def _decode_and_crop(
 
 
 PREPROCESSING = common.PREPROCESSING
-# torchvision's ImageNet normalisation (of pixels scaled to [0, 1]).
-TORCHVISION_MEAN = (0.485, 0.456, 0.406)
-TORCHVISION_STD = (0.229, 0.224, 0.225)
+TORCHVISION_MEAN = common.TORCHVISION_MEAN
+TORCHVISION_STD = common.TORCHVISION_STD
 
 
 def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
@@ -128,7 +127,8 @@ def _pad_crop_and_flip(
 ) -> tf.Tensor:
   """CIFAR's standard augmentation: the image (resized to `image_size` if it
   is not that size already) zero-padded by image_size / 8 on each side (4
-  pixels at 32), a random `image_size` crop of that and a random flip."""
+  pixels at 32), a random `image_size` crop of that and a random flip. Returns
+  float pixels in [0, 255]."""
   crop_seed, flip_seed = tf.unstack(
     tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
   )
@@ -139,11 +139,48 @@ def _pad_crop_and_flip(
   image = tf.image.stateless_random_crop(
     image, [image_size, image_size, 3], seed=crop_seed
   )
-  image = tf.image.stateless_random_flip_left_right(
-    normalize(image, 'cifar'), seed=flip_seed
-  )
+  return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def _training_image(
+  pixels: tf.Tensor, image_size: int, preprocessing: str, image_dtype: str
+) -> tf.Tensor:
+  """Float pixels in [0, 255] as the training batch carries them: normalised
+  ('float32') or rounded to integers for the device to normalise ('uint8',
+  see common.TRAIN_IMAGE_DTYPES)."""
+  if image_dtype == 'uint8':
+    image = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+  elif image_dtype == 'float32':
+    image = normalize(pixels, preprocessing)
+  else:
+    raise ValueError(
+      f'image_dtype must be one of {common.TRAIN_IMAGE_DTYPES}, got '
+      f'{image_dtype!r}.'
+    )
   image.set_shape([image_size, image_size, 3])
   return image
+
+
+def random_crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """The Inception-style random crop of an image of int32 ``shape`` ([height,
+  width, channels]), as ``[offset_y, offset_x, crop_height, crop_width]``:
+  area in [0.05, 1] of the image, aspect ratio in [0.75, 1.33], up to 100
+  attempts, else the whole image. Sampled from the shape alone, before
+  anything is decoded."""
+  # The whole image is the only "object", so the crop is sampled over it.
+  whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+    shape,
+    bounding_boxes=whole_image,
+    seed=seed,
+    min_object_covered=_CROP_MIN_OBJECT_COVERED,
+    aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
+    area_range=_CROP_AREA_RANGE,
+    max_attempts=_CROP_MAX_ATTEMPTS,
+    use_image_if_no_bounding_boxes=True,
+  )
+  # If no window satisfies the constraints the op returns the whole image.
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
 def preprocess_for_train(
@@ -151,6 +188,7 @@ def preprocess_for_train(
   seed: tf.Tensor,
   image_size: int,
   preprocessing: str = 'inception',
+  image_dtype: str = 'float32',
 ) -> tf.Tensor:
   """Inception-style training preprocessing of one encoded image.
 
@@ -165,36 +203,29 @@ def preprocess_for_train(
     seed: int32/int64 tensor of shape ``[2]``; the stateless RNG seed.
     image_size: Output height and width.
     preprocessing: input normalisation, see `normalize`.
+    image_dtype: 'float32' (normalised) or 'uint8' (pixels, normalised later
+      by `common.pixels_to_input`).
 
   Returns:
-    float32 tensor ``[image_size, image_size, 3]`` (in [-1, 1] for
-    'inception').
+    ``[image_size, image_size, 3]``: float32 (in [-1, 1] for 'inception'), or
+    uint8 pixels.
   """
   if preprocessing == 'cifar':
-    return _pad_crop_and_flip(image_bytes, seed, image_size)
+    pixels = _pad_crop_and_flip(image_bytes, seed, image_size)
+    return _training_image(pixels, image_size, preprocessing, image_dtype)
   crop_seed, flip_seed = tf.unstack(
     tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
   )
 
-  def random_crop_window(shape: tf.Tensor) -> tf.Tensor:
-    # The whole image is the only "object", so the crop is sampled over it.
-    whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape,
-      bounding_boxes=whole_image,
-      seed=crop_seed,
-      min_object_covered=_CROP_MIN_OBJECT_COVERED,
-      aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
-      area_range=_CROP_AREA_RANGE,
-      max_attempts=_CROP_MAX_ATTEMPTS,
-      use_image_if_no_bounding_boxes=True,
-    )
-    # If no window satisfies the constraints the op returns the whole image.
-    return tf.stack([begin[0], begin[1], size[0], size[1]])
-
-  image = _decode_and_crop(image_bytes, random_crop_window)
-  image = _resize_and_scale(image, image_size, preprocessing)
-  return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+  image = _decode_and_crop(
+    image_bytes, lambda shape: random_crop_window(shape, crop_seed)
+  )
+  image = tf.image.resize(
+    image, [image_size, image_size], method='bilinear', antialias=False
+  )
+  # The flip is exact and commutes with the per-pixel normalisation.
+  pixels = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+  return _training_image(pixels, image_size, preprocessing, image_dtype)
 
 
 def preprocess_for_eval(
@@ -286,15 +317,21 @@ def train_batches(
   deterministic function of `config.seed`, the step and the host.
 
   Yields:
-    {'image': float32 [B, S, S, 3] in [-1, 1], 'label': int32 [B],
+    {'image': float32 [B, S, S, 3] in [-1, 1] (uint8 pixels with
+     config.dataset.train_image_dtype='uint8'), 'label': int32 [B],
      'skipped_examples': int64}.
   """
   image_size, preprocessing = config.image_size, config.preprocessing
+  image_dtype = config.dataset.get('train_image_dtype', 'float32')
 
   def preprocess(example, seed):
     return {
       'image': preprocess_for_train(
-        example['image'], seed, image_size, preprocessing
+        example['image'],
+        seed,
+        image_size,
+        preprocessing,
+        image_dtype=image_dtype,
       ),
       'label': tf.cast(example['label'], tf.int32),
     }

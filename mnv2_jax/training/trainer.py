@@ -24,6 +24,7 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -72,10 +73,16 @@ def train_step(
   dropout_rng = jax.random.fold_in(rng, state.step)
   mask = optimization.weight_decay_mask(state.params)
 
+  images = batch['image']
+  if images.dtype == jnp.uint8:  # config.dataset.train_image_dtype='uint8'
+    images = common.pixels_to_input(
+      images.astype(jnp.float32), config.preprocessing
+    )
+
   def loss_fn(params):
     outputs, updates = model.apply(
       {'params': params, 'batch_stats': state.batch_stats},
-      batch['image'],
+      images,
       train=True,
       mutable=['batch_stats'],
       rngs={'dropout': dropout_rng},
