@@ -25,7 +25,6 @@ if __name__ == '__main__':
   allocator.reexec_with_tuned_malloc()
 _STARTED_AT = float(os.environ.pop(_STARTED_ENV, time.time()))
 
-import jax  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -33,6 +32,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from mnv2_jax import configuration  # noqa: E402
 from mnv2_jax.training import compilation_cache  # noqa: E402
+from mnv2_jax.training import distributed  # noqa: E402
 from mnv2_jax.training import trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -41,8 +41,9 @@ flags.mark_flags_as_required(['workdir'])
 flags.DEFINE_bool(
   'multihost',
   False,
-  'Call jax.distributed.initialize() first (multi-host GPU and '
-  'TPU jobs; the cluster environment supplies the addresses).',
+  'Join a job of several processes first (jax.distributed.initialize(): '
+  'on a GPU cluster or TPU pod slice the environment supplies the '
+  'addresses; python -m mnv2_jax.launch sets them on one machine).',
 )
 flags.DEFINE_string(
   'result_file',
@@ -60,6 +61,8 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.multihost:  # before any other JAX call
+    distributed.initialize()
   if not FLAGS['verbosity'].present:
     # Progress goes to stdout; library INFO logs (Orbax writes several lines
     # per save) only with --verbosity=0.
@@ -68,16 +71,18 @@ def main(argv):
   print(f'malloc: {allocator.status()}', flush=True)
   cache = compilation_cache.enable(FLAGS.config.compilation_cache_dir)
   print(f'compilation cache: {cache or "off"}', flush=True)
-  if FLAGS.multihost:
-    jax.distributed.initialize()
   command = shlex.join(['python', '-m', 'mnv2_jax.main'] + sys.argv[1:])
-  trainer.train_and_evaluate(
-    FLAGS.config,
-    FLAGS.workdir,
-    started_at=_STARTED_AT,
-    command=command,
-    result_file=FLAGS.result_file,
-  )
+  try:
+    trainer.train_and_evaluate(
+      FLAGS.config,
+      FLAGS.workdir,
+      started_at=_STARTED_AT,
+      command=command,
+      result_file=FLAGS.result_file,
+    )
+  except trainer.Preempted as preempted:
+    print(preempted, flush=True)
+    sys.exit(distributed.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == '__main__':

@@ -63,6 +63,7 @@ def small_scenes(monkeypatch):
 # worker, so that they find the tiny classifier's programs (the same config,
 # tests/test_train.py's tiny_digits_config) in the compilation cache.
 _SLOWEST_FILES_FIRST = (
+  'test_multihost',
   'test_reliability',
   'test_ssd',
   'test_kill_resume',
@@ -78,6 +79,7 @@ _SLOWEST_FILES_FIRST = (
   'test_stats',
   'test_layers',
   'test_imagenet',
+  'test_imagenet_paths',
   'test_config_fuzz',
 )
 

@@ -95,9 +95,16 @@ def shift_augment(
   images: np.ndarray,
   rng: np.random.Generator,
   background: Optional[float] = -1.0,
+  *,
+  first: int = 0,
+  global_batch_size: Optional[int] = None,
 ) -> np.ndarray:
   """Light augmentation: a random shift of up to 1/8 of the side, filled
-  with `background` (the digits' -1), or mirrored where it is None."""
+  with `background` (the digits' -1), or mirrored where it is None.
+
+  The shifts are drawn for the whole global batch (`global_batch_size`,
+  default: these images) and this host's images, at `first`, take theirs: a
+  job of several processes augments each example as one process does."""
   size = images.shape[1]
   shift = max(1, size // 8)
   pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
@@ -106,7 +113,9 @@ def shift_augment(
     if background is None
     else np.pad(images, pad, constant_values=background)
   )
-  offsets = rng.integers(0, 2 * shift + 1, size=(len(images), 2))
+  total = len(images) if global_batch_size is None else global_batch_size
+  offsets = rng.integers(0, 2 * shift + 1, size=(total, 2))
+  offsets = offsets[first : first + len(images)]
   return np.stack(
     [
       padded[i, dy : dy + size, dx : dx + size]
@@ -156,6 +165,8 @@ def array_train_batches(
       images[batch_index],
       np.random.default_rng([config.seed, step, 1]),
       background,
+      first=jax.process_index() * per_host_batch_size,
+      global_batch_size=per_host_batch_size * jax.process_count(),
     )
     yield {'image': batch_images, 'label': labels[batch_index]}
 

@@ -148,7 +148,12 @@ def train_batches(
   for step, chosen in common.shuffled_host_batches(
     len(data), config.seed, per_host_batch_size, start_step, 'training scenes'
   ):
-    rng = np.random.default_rng([config.seed, step, 1])
+    # Each host its own stream (one process: the stream it always had). The
+    # draws per example vary (zoom-out, crops), so unlike the digits' shifts
+    # they cannot be drawn for the global batch: a job of several processes
+    # augments the scenes differently from one process, equally at random.
+    host = [jax.process_index()] if jax.process_count() > 1 else []
+    rng = np.random.default_rng([config.seed, step, 1, *host])
     examples = []
     for i in chosen:
       if config.task == 'segmentation':

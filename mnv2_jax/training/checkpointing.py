@@ -22,6 +22,7 @@ from typing import Optional
 
 import flax
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -247,7 +248,11 @@ def read_variables(workdir: str) -> tuple[int, dict[str, Any]]:
     FileNotFoundError: no checkpoint in `workdir`.
     ValueError: the checkpoint cannot be read.
   """
-  manager = create_manager(workdir, read_only=True)
+  manager = ocp.CheckpointManager(
+    checkpoint_dir(workdir),
+    item_handlers=ocp.StandardCheckpointHandler(),
+    options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+  )
   try:
     step = manager.latest_step()
     if step is None:
@@ -256,7 +261,14 @@ def read_variables(workdir: str) -> tuple[int, dict[str, Any]]:
         'of a finished run or of `python -m mnv2_jax.convert`.'
       )
     try:
-      tree = manager.restore(step, args=ocp.args.StandardRestore())
+      # Into host arrays of the saved shapes: a checkpoint written by other
+      # devices or processes (8 devices, 2 hosts) carries their shardings,
+      # which this process cannot build.
+      saved = manager.item_metadata(step)
+      target = jax.tree.map(
+        lambda leaf: np.zeros(leaf.shape, leaf.dtype), dict(saved)
+      )
+      tree = manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # Orbax raises many types for damaged files.
       raise ValueError(
         f'Could not read the checkpoint of step {step} in '

@@ -54,6 +54,11 @@ class TrainingDivergedError(FloatingPointError):
   """The loss became NaN or infinite."""
 
 
+class Preempted(Exception):
+  """The job was told to stop (SIGTERM to a process of a multi-process job);
+  every process saved the same step and stopped."""
+
+
 def train_step(
   state: state_lib.TrainState,
   batch: dict[str, jax.Array],
@@ -528,10 +533,11 @@ def _train(
       # notice. Not Orbax's should_save(), which also saves the first step:
       # a run resumed there would log a mean over fewer steps at the next
       # log line than an uninterrupted run.
+      # Every process asks at every step: the step they stop at is agreed
+      # through the coordination service (JAX's preemption sync point).
+      preempted = manager.reached_preemption(step) and not is_last
       due_save = (
-        step % config.checkpoint_every_steps == 0
-        or is_last
-        or manager.reached_preemption(step)
+        step % config.checkpoint_every_steps == 0 or is_last or preempted
       )
       due_eval = step % schedule.eval_every_steps == 0 and not is_last
       if not (due_log or due_save or due_eval):
@@ -582,6 +588,12 @@ def _train(
         headline = trainer.task.headline_metric
         writer.log(f'[eval] step {step}: {headline} {results[headline]:.4f}')
       excluded_seconds += time.perf_counter() - side_work_start
+      if preempted:
+        manager.wait_until_finished()
+        raise Preempted(
+          f'Preempted at step {step}: every process saved it in '
+          f'{manager.directory}. Run the same command again to resume.'
+        )
   finally:
     batches.close()
   return _final_evaluation(trainer, state, writer)

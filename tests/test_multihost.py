@@ -1,0 +1,386 @@
+"""Several processes under jax.distributed on this machine (CPU, gloo).
+
+`python -m mnv2_jax.launch` starts 2 processes of 4 CPU devices each, the
+layout of 2 hosts with 4 accelerators; they are compared with 1 process of 8
+devices (`JAX_NUM_CPU_DEVICES=8`) on the digits:
+
+* the same training: final metrics and parameters within float rounding;
+* checkpoints written by 2 processes restored by 1, and the reverse, and a
+  resumed 2-process job equal to an uninterrupted one;
+* SIGTERM to one process: every process saves the same step and stops;
+* SIGKILL of one process: the other ends within a bound (the coordination
+  service's heartbeat timeout) instead of hanging in a collective, and the
+  job resumes from the last complete checkpoint.
+
+The per-host data shards are tested in-process (a patched process index),
+below.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from mnv2_jax.data import common
+from mnv2_jax.data import datasets
+from mnv2_jax.training import checkpointing
+from mnv2_jax.training import trainer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEARTBEAT_SECONDS = 5
+# The survivor of a SIGKILL must end within this (measured: see the test).
+EXIT_BOUND_SECONDS = 45
+
+TINY = [
+  '--config',
+  os.path.join(REPO_ROOT, 'configs', 'quickstart.py'),
+  '--config.model.width_multiplier=0.35',
+  '--config.batch_size=16',
+  '--config.eval_batch_size=120',
+  '--config.warmup_epochs=0',
+  '--config.lr_schedule=exponential',
+  '--config.base_learning_rate=0.01',
+  '--config.log_every_steps=2',
+  '--config.checkpoint_every_steps=2',
+  '--config.eval_every_epochs=1000',
+]
+
+
+def _launch_command(workdir, steps, *extra, grace=60):
+  return [
+    sys.executable,
+    '-m',
+    'mnv2_jax.launch',
+    '--num_processes',
+    '2',
+    '--devices_per_process',
+    '4',
+    '--heartbeat_timeout',
+    str(HEARTBEAT_SECONDS),
+    '--grace_seconds',
+    str(grace),
+    '--',
+    *TINY,
+    f'--workdir={workdir}',
+    f'--config.num_train_steps={steps}',
+    *extra,
+  ]
+
+
+def _one_process_command(workdir, steps, *extra):
+  return [
+    sys.executable,
+    '-m',
+    'mnv2_jax.main',
+    *TINY,
+    f'--workdir={workdir}',
+    f'--config.num_train_steps={steps}',
+    *extra,
+  ]
+
+
+def _run(command, devices=None) -> str:
+  env = dict(os.environ)
+  if devices:
+    env['JAX_NUM_CPU_DEVICES'] = str(devices)
+  out = subprocess.run(
+    command,
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
+  assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+  return out.stdout
+
+
+def _final(workdir) -> dict:
+  with open(os.path.join(workdir, 'result.json')) as f:
+    return json.load(f)['final']
+
+
+def _assert_same_metrics(a: dict, b: dict, *, rtol: float) -> None:
+  for split in ('validation', 'test'):
+    assert a[split]['top1'] == b[split]['top1'], split
+    np.testing.assert_allclose(a[split]['loss'], b[split]['loss'], rtol=rtol)
+
+
+def _at_step(workdir: str, step: int, root) -> str:
+  """A copy of `workdir` holding only the checkpoints up to `step`."""
+  copy = str(root / f'{os.path.basename(workdir)}_at_{step}')
+  if not os.path.isdir(copy):
+    shutil.copytree(workdir, copy)
+    for name in os.listdir(os.path.join(copy, 'checkpoints')):
+      if name.isdigit() and int(name) > step:
+        shutil.rmtree(os.path.join(copy, 'checkpoints', name))
+  return copy
+
+
+EVERY_STEP = (
+  '--config.log_every_steps=1',
+  '--config.checkpoint_every_steps=1',
+  '--config.keep_checkpoints=4',
+)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """4 steps, a checkpoint after each, by 2 processes and by 1."""
+  root = tmp_path_factory.mktemp('multihost')
+  two, one = str(root / 'two'), str(root / 'one')
+  start = time.perf_counter()
+  two_out = _run(_launch_command(two, 4, *EVERY_STEP))
+  two_seconds = time.perf_counter() - start
+  _run(_one_process_command(one, 4, *EVERY_STEP), devices=8)
+  return {
+    'root': root,
+    'two': two,
+    'one': one,
+    'two_out': two_out,
+    'two_seconds': two_seconds,
+  }
+
+
+def _train_losses(workdir: str) -> list[float]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  return [line['loss'] for line in lines if line['split'] == 'train']
+
+
+def test_two_processes_take_the_step_of_one_process_of_eight_devices(runs):
+  assert 'on 8 device(s), 2 host(s)' in runs['two_out']
+  # Both processes ran and finished; only process 0 writes the metrics.
+  assert '[process 1]' in runs['two_out']
+  assert '[process 0] Wrote' in runs['two_out']
+  # The same global batches and initial state: the first step's loss and
+  # update agree to float rounding (the sums over the batch run across
+  # processes through gloo instead of within one). Updates are compared, not
+  # parameters, which are mostly the shared initial state.
+  np.testing.assert_allclose(
+    _train_losses(runs['two'])[0], _train_losses(runs['one'])[0], rtol=1e-5
+  )
+  import test_train  # noqa: PLC0415 (a test module: tests/ is on the path)
+
+  initial = trainer.Trainer(test_train.tiny_digits_config()).init_state()
+  initial = jax.tree.leaves(jax.device_get(initial.params))
+  updates = []
+  for workdir in (runs['two'], runs['one']):
+    _, variables = checkpointing.read_variables(
+      _at_step(workdir, 1, runs['root'])
+    )
+    updates.append(
+      [p - q for p, q in zip(jax.tree.leaves(variables['params']), initial)]
+    )
+  # Each leaf's update within 3e-2 of the 1-process one (relative L2; leaves
+  # whose update is rounding noise measured against the largest update).
+  # Measured: the five largest 3.5e-3 to 1.4e-2, against under 1e-4 between
+  # 1 and 8 devices in one process (tests/test_train.py). The cause of the
+  # difference across processes (gloo's summation order amplified through
+  # BatchNorm's batch variance is a guess) was not isolated: an open
+  # question, not float rounding shown.
+  largest = max(float(np.linalg.norm(u)) for u in updates[1])
+  ratios = []
+  for two, one in zip(*updates, strict=True):
+    scale = max(float(np.linalg.norm(one)), 1e-3 * largest)
+    ratios.append(float(np.linalg.norm(two - one)) / scale)
+  assert max(ratios) <= 3e-2, sorted(ratios)[-5:]
+  # After 4 steps the runs have drifted apart about as far as 1 and 8
+  # devices in one process do: the same top-1, the losses within 1e-2.
+  _assert_same_metrics(_final(runs['two']), _final(runs['one']), rtol=1e-2)
+
+
+def _eval_elsewhere(runs, source: str, command, devices=None) -> dict:
+  """Evaluates `source`'s last checkpoint with another process layout."""
+  name = os.path.basename(source)
+  result = str(runs['root'] / f'{name}_eval_elsewhere.json')
+  _run(
+    command(source, 4, '--config.mode=eval', f'--result_file={result}'),
+    devices=devices,
+  )
+  with open(result) as f:
+    return json.load(f)['final']
+
+
+def test_checkpoints_restore_across_process_counts(runs):
+  root = runs['root']
+  # The same weights evaluated by the other layout give the same metrics:
+  # 2 processes' checkpoint restored into 1 process of 8 devices (a job
+  # rescheduled on fewer hosts), and the reverse.
+  _assert_same_metrics(
+    _eval_elsewhere(runs, runs['two'], _one_process_command, devices=8),
+    _final(runs['two']),
+    rtol=1e-5,
+  )
+  _assert_same_metrics(
+    _eval_elsewhere(runs, runs['one'], _launch_command),
+    _final(runs['one']),
+    rtol=1e-5,
+  )
+  # A resumed 2-process job equals the uninterrupted one, bitwise.
+  resumed = _at_step(runs['two'], 2, root)
+  out = _run(_launch_command(resumed, 4, *EVERY_STEP))
+  assert 'Resumed from step 2' in out, out[-3000:]
+  assert _final(resumed) == _final(runs['two'])
+  assert _train_losses(resumed) == _train_losses(runs['two'])
+  # Training continues across a changed process count (the optimizer state
+  # restores too).
+  moved = _at_step(runs['two'], 3, root)
+  out = _run(_one_process_command(moved, 4, *EVERY_STEP), devices=8)
+  assert 'Resumed from step 3' in out, out[-3000:]
+
+
+def _start(command) -> tuple[subprocess.Popen, list[int]]:
+  launcher = subprocess.Popen(
+    command,
+    cwd=REPO_ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+  first = launcher.stdout.readline()
+  pids = [int(p) for p in re.findall(r'\d+', first.split('pids')[1])]
+  return launcher, pids
+
+
+def _read_until(launcher, pattern: str, lines: list[str]) -> None:
+  for line in launcher.stdout:
+    lines.append(line)
+    if re.search(pattern, line):
+      return
+  raise AssertionError(f'{pattern!r} never came:\n' + ''.join(lines[-40:]))
+
+
+def test_sigterm_saves_on_every_process_and_sigkill_ends_the_other(tmp_path):
+  workdir = str(tmp_path / 'job')
+  # No periodic checkpoints: only the preemption saves.
+  command = _launch_command(
+    workdir, 400, '--config.checkpoint_every_steps=1000', grace=300
+  )
+  launcher, pids = _start(command)
+  lines = []
+  _read_until(launcher, r'\[process 0\] step 2/400', lines)
+  os.kill(pids[1], signal.SIGTERM)  # what a cluster scheduler sends
+  rest, _ = launcher.communicate(timeout=300)
+  out = ''.join(lines) + rest
+  assert launcher.returncode == 75, out[-3000:]
+  stopped = {
+    int(m)
+    for m in re.findall(r'\] Preempted at step (\d+): every process', out)
+  }
+  # Both processes stopped at one step, agreed between them, and saved it.
+  assert len(stopped) == 1 and out.count('Preempted at step') == 2, out[-3000:]
+  (step,) = stopped
+  assert 2 < step < 400
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.all_steps() == [step]
+
+  # The same command resumes; then one process is killed outright.
+  launcher, pids = _start(command)
+  lines = []
+  _read_until(launcher, rf'Resumed from step {step}', lines)
+  _read_until(launcher, r'\[process 0\] step \d+/400', lines)
+  os.kill(pids[1], signal.SIGKILL)
+  rest, _ = launcher.communicate(timeout=600)
+  out = ''.join(lines) + rest
+  (after,) = re.findall(
+    r'\[launch\] process 0 ended \(([^)]*)\) ([\d.]+) s after process 1', out
+  )
+  # The survivor was ended by JAX's coordination service (an abort naming
+  # the task that stopped sending heartbeats), not by the launcher's grace
+  # period, within the bound.
+  print(f'process 0 ended ({after[0]}) {after[1]} s after the SIGKILL')
+  assert float(after[1]) < EXIT_BOUND_SECONDS, out[-3000:]
+  assert 'killed by SIGKILL' in out and after[0] != 'exit status 0'
+  assert 'heartbeat' in out.lower() or 'unavailable' in out.lower()
+  assert launcher.returncode != 0
+  # The job resumes from the last complete checkpoint, the preemption's.
+  assert checkpointing.create_manager(workdir, read_only=True).all_steps() == [
+    step
+  ]
+  out = _run(
+    _launch_command(workdir, step + 2, '--config.checkpoint_every_steps=1000')
+  )
+  assert f'Resumed from step {step}' in out
+
+
+# ------------------------------------------------------ per-host data
+
+
+@pytest.fixture
+def hosts(monkeypatch):
+  """Makes the pipelines believe they run as process `i` of `n`."""
+
+  def become(index: int, count: int) -> None:
+    monkeypatch.setattr(jax, 'process_index', lambda: index)
+    monkeypatch.setattr(jax, 'process_count', lambda: count)
+
+  return become
+
+
+@pytest.mark.parametrize('count', [2, 3])
+def test_in_memory_training_shards_are_disjoint_and_make_the_global_batch(
+  hosts, count
+):
+  per_host = 8
+  hosts(0, 1)
+  whole = list(
+    itertools.islice(
+      common.shuffled_host_batches(1000, 0, per_host * count, 0, 'x'), 20
+    )
+  )
+  shards = []
+  for index in range(count):
+    hosts(index, count)
+    shards.append(
+      list(
+        itertools.islice(
+          common.shuffled_host_batches(1000, 0, per_host, 0, 'x'), 20
+        )
+      )
+    )
+  for step, (_, indices) in enumerate(whole):
+    parts = [shards[i][step][1] for i in range(count)]
+    assert len(set(np.concatenate(parts))) == per_host * count  # disjoint
+    np.testing.assert_array_equal(np.concatenate(parts), indices)
+
+
+@pytest.mark.parametrize('name', ['digits', 'cluttered_digits', 'scenes'])
+def test_in_memory_evaluation_counts_every_example_once(
+  hosts, small_scenes, name
+):
+  import test_train  # noqa: PLC0415 (a test module: tests/ is on the path)
+
+  config = test_train.tiny_digits_config()
+  config.dataset.name = name
+  if name == 'scenes':
+    config.task = 'segmentation'
+    config.num_classes = 11
+    config.image_size = 33
+  seen, batches_per_host = [], []
+  for index in range(3):  # 3 hosts: the split does not divide evenly
+    hosts(index, 3)
+    batches = list(datasets.eval_batches(config, per_host_batch_size=7))
+    batches_per_host.append(len(batches))
+    for batch in batches:
+      for image in batch['image'][batch['mask']]:
+        seen.append(hash(np.asarray(image).tobytes()))
+  hosts(0, 1)
+  total = datasets.dataset_info(config).num_eval_examples
+  # Every host runs the same number of batches (no host waits in a
+  # collective for one that has none), padded and masked.
+  assert len(set(batches_per_host)) == 1
+  assert len(seen) == total
+  assert len(set(seen)) == total
