@@ -15,10 +15,13 @@ An experiment config file defines, beside the usual `get_config()`,
 
 Every point runs through the normal entry point (`python -m mnv2_jax.main`,
 the same command `--print_commands` prints) in `<workdir>/<point-name>/`, one
-after the other. A point whose `point.json` exists is finished and skipped;
+after the other or `--jobs` at a time (on one GPU each point gets
+`--memory_fraction` of the card, default 0.9 / jobs, and no preallocation);
+after each point the runner prints how many are done and to go, with an ETA.
+A point whose `point.json` exists is finished and never trained again;
 any other point is (re)started, and `main` resumes it from its latest
-checkpoint. When every point has finished (or with `--report` at any time)
-the finished points are summarised in `<workdir>/results.md` (one row per
+checkpoint. When every point has finished (or with `--report` at any time,
+also while a sweep is running: the points finished so far) the finished points are summarised in `<workdir>/results.md` (one row per
 point without its seed: mean ± std over seeds of the final test metrics,
 scored once at the end, and of the validation split, where settings are
 chosen; parameters, multiply-adds), `<workdir>/results.csv` (one row per run)
@@ -73,7 +76,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     '(each its own process); on a 2-core CPU, 2 finish '
     'a sweep of small runs sooner than 1.',
   )
+  parser.add_argument(
+    '--memory_fraction',
+    type=float,
+    default=None,
+    help='GPU memory each point may take (XLA_PYTHON_CLIENT_MEM_FRACTION); '
+    'default 0.9 / --jobs when --jobs > 1. Each point allocates on demand '
+    '(no preallocation), so several share one card.',
+  )
   args = parser.parse_args(argv)
+  if args.memory_fraction is not None and not (
+    0.0 < args.memory_fraction * args.jobs <= 1.0
+  ):
+    parser.error(
+      f'--memory_fraction={args.memory_fraction} x --jobs={args.jobs} must '
+      'be in (0, 1]: the points share one card.'
+    )
   if args.jobs < 1:
     parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
   base, points = sweeps.load_experiment(args.config)
@@ -101,6 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
       sweeps.headline_metric(base),
       args.jobs,
       say,
+      args.memory_fraction,
     )
     if failures:
       print(

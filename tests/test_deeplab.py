@@ -376,7 +376,7 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
     voc_builder.read_mask(str(bad))
 
 
-def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
+def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 
   from mnv2_jax import voc as voc_cli
@@ -419,6 +419,20 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path):
     ((b['label'] != 255) & b['mask'][:, None, None]).sum() for b in evaluation
   )
   assert scored == sum((masks[n] != 255).sum() for n in ('b1', 'b2', 'b3'))
+  # As two hosts: the same number of (padded) batches on each, and the
+  # three validation images split between them, each scored once.
+  images, batch_counts = [], []
+  for host in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
+    monkeypatch.setattr(jax, 'process_count', lambda: 2)
+    shard = list(voc.eval_batches(config, per_host_batch_size=2))
+    batch_counts.append(len(shard))
+    images += [i.tobytes() for b in shard for i in b['image'][b['mask']]]
+  assert batch_counts[0] == batch_counts[1]
+  assert len(images) == len(set(images)) == 3
+  assert set(images) == {
+    i.tobytes() for b in evaluation for i in b['image'][b['mask']]
+  }
   del tfds
 
 

@@ -59,8 +59,8 @@ class FakeMain:
     self.calls = []
     self.fail_first = set(fail_first)
 
-  def __call__(self, command, stdout=None, stderr=None, check=False):
-    del stdout, stderr, check
+  def __call__(self, command, stdout=None, stderr=None, check=False, env=None):
+    del stdout, stderr, check, env
     workdir = next(
       c.split('=', 1)[1] for c in command if c.startswith('--workdir=')
     )
@@ -302,3 +302,76 @@ def test_every_experiment_config_is_valid_at_every_scale(experiment):
     assert (
       base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
     )
+
+
+def test_jobs_share_a_gpu_and_progress_has_an_eta(tmp_path, monkeypatch):
+  """--jobs on one card: every point's process gets a memory fraction and no
+  preallocation (what XLA reads on a GPU; set and checked here on CPU), and
+  each finished point prints the progress with an ETA. A report taken while
+  points are still running shows the finished ones."""
+  config = _experiment(tmp_path, points=4)
+  workdir = str(tmp_path / 'runs')
+  fake = FakeMain()
+  environments = []
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_MEM_FRACTION', raising=False)
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE', raising=False)
+  lines = []
+
+  def run(command, env=None, **kwargs):
+    environments.append(env)
+    if len(environments) == 3:  # a report taken mid-sweep
+      base, points = sweeps.load_experiment(config)
+      sweeps.report(base, points, workdir, 'partial')
+      with open(os.path.join(workdir, 'results.md')) as f:
+        lines.append(f.read())
+    return fake(command, **kwargs)
+
+  monkeypatch.setattr(sweeps.subprocess, 'run', run)
+  printed = []
+  monkeypatch.setattr(
+    'builtins.print', lambda *a, **k: printed.append(' '.join(map(str, a)))
+  )
+  assert (
+    sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '2'])
+    == 0
+  )
+  for env in environments:
+    assert env['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
+    assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
+  assert 'of 4 runs finished' in lines[0]
+  assert not lines[0].startswith('4 of 4')
+  # One process alone keeps JAX's defaults; a fraction too large is refused.
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in sweeps.point_environment(
+    1, environ={}
+  )
+  assert (
+    sweeps.point_environment(3, 0.3, environ={})[
+      'XLA_PYTHON_CLIENT_MEM_FRACTION'
+    ]
+    == '0.300'
+  )
+  with pytest.raises(SystemExit):
+    sweep_cli.main(
+      [
+        '--config',
+        config,
+        '--workdir',
+        workdir,
+        '--jobs',
+        '2',
+        '--memory_fraction',
+        '0.6',
+      ]
+    )
+
+
+def test_progress_lines_count_points_and_give_an_eta(tmp_path, monkeypatch):
+  config = _experiment(tmp_path, points=3)
+  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  said = []
+  base, points = sweeps.load_experiment(config)
+  sweeps.run_all(config, str(tmp_path / 'runs'), points, 'top1', 1, said.append)
+  done = [line for line in said if 'ETA' in line]
+  assert len(done) == 3
+  assert '1 of 3 done, 2 to go, ETA' in done[0]
+  assert '3 of 3 done, 0 to go, ETA 0 s' in done[2]

@@ -31,6 +31,7 @@ import shlex
 import statistics as stats_lib
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 from typing import Optional
@@ -192,8 +193,37 @@ def curve_split(records: Sequence[dict]) -> Optional[str]:
   return next((r['split'] for r in records if r.get('split') != 'train'), None)
 
 
+def point_environment(
+  jobs: int,
+  memory_fraction: Optional[float] = None,
+  environ: Optional[dict[str, str]] = None,
+) -> dict[str, str]:
+  """The environment of each point's process when `jobs` share a machine.
+
+  On a GPU, JAX would otherwise take 75% of the card's memory in the first
+  process that starts, and the next ones would fail: each process gets
+  `memory_fraction` of it (default 0.9 / jobs) and allocates on demand
+  (no preallocation). A setting the user made in the environment stays.
+  CPU runs ignore both.
+  """
+  env = dict(os.environ if environ is None else environ)
+  if jobs > 1 or memory_fraction is not None:
+    fraction = 0.9 / jobs if memory_fraction is None else memory_fraction
+    if not 0.0 < fraction <= 1.0:
+      raise ValueError(
+        f'memory_fraction must be in (0, 1], got {fraction}: give '
+        '--memory_fraction with --jobs so that jobs x fraction <= 1.'
+      )
+    env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+    env.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', f'{fraction:.3f}')
+  return env
+
+
 def run_point(
-  config_argument: str, workdir: str, overrides: dict[str, Any]
+  config_argument: str,
+  workdir: str,
+  overrides: dict[str, Any],
+  env: Optional[dict[str, str]] = None,
 ) -> dict:
   """Trains (or resumes) one point and writes its point.json."""
   point_dir = os.path.join(workdir, point_name(overrides))
@@ -204,7 +234,7 @@ def run_point(
     log.write('$ ' + ' '.join(shlex.quote(c) for c in command) + '\n')
     log.flush()
     returncode = subprocess.run(
-      command, stdout=log, stderr=subprocess.STDOUT, check=False
+      command, stdout=log, stderr=subprocess.STDOUT, check=False, env=env
     ).returncode
   if returncode:
     with open(os.path.join(point_dir, 'log.txt')) as log:
@@ -567,33 +597,56 @@ def run_all(
   metric: str,
   jobs: int = 1,
   say=print,
+  memory_fraction: Optional[float] = None,
 ) -> list[str]:
   """Trains every unfinished point, `jobs` at a time (each its own
-  process), reporting progress through `say(line)`. Returns the names of
-  the points that failed."""
+  process, sharing the machine: `point_environment`), reporting progress
+  and an ETA through `say(line)`. Returns the names of the points that
+  failed."""
   todo = [p for p in points if not is_finished(workdir, p)]
+  env = point_environment(jobs, memory_fraction)
   say(
     f'{len(points)} points, {len(points) - len(todo)} finished, '
     f'{len(todo)} to run in {workdir}.'
   )
   failures = []
+  done_seconds: list[float] = []
+  lock = threading.Lock()
 
   def run(numbered):
     number, overrides = numbered
     name = point_name(overrides)
     say(f'[{number}/{len(todo)}] {name} ...')
     try:
-      result = run_point(config_argument, workdir, overrides)
+      result = run_point(config_argument, workdir, overrides, env)
     except RuntimeError as e:
       say(f'  [{number}] FAILED: {e}')
-      failures.append(name)
+      with lock:
+        failures.append(name)
       return
+    with lock:
+      done_seconds.append(result['wall_seconds_last_attempt'])
+      done = len(done_seconds) + len(failures)
+      remaining = len(todo) - done
+      # Points of one sweep take about as long as each other; `jobs` run
+      # at once.
+      eta = stats_lib.fmean(done_seconds) * remaining / jobs
     say(
       f'  [{number}] {metric} {result["final"][metric]:.4f} in '
-      f'{result["wall_seconds_last_attempt"]:.0f} s'
+      f'{result["wall_seconds_last_attempt"]:.0f} s; {done} of {len(todo)} '
+      f'done, {remaining} to go, ETA {_duration(eta)}'
     )
 
   # Each point is a subprocess, so threads suffice to keep `jobs` running.
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
     list(pool.map(run, enumerate(todo, 1)))
   return failures
+
+
+def _duration(seconds: float) -> str:
+  minutes = round(seconds / 60)
+  return (
+    f'{minutes // 60} h {minutes % 60:02d} min'
+    if minutes >= 60
+    else (f'{minutes} min' if minutes else f'{seconds:.0f} s')
+  )
