@@ -384,3 +384,63 @@ def test_in_memory_evaluation_counts_every_example_once(
   assert len(set(batches_per_host)) == 1
   assert len(seen) == total
   assert len(set(seen)) == total
+
+
+def _write_coco(data_dir: str, splits: dict[str, int]) -> None:
+  """coco/2017-format TFRecord files and metadata (image ids 1, 2, ...)."""
+  import tensorflow as tf  # noqa: PLC0415 (heavy; this test only)
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  builder = tfds.builder('coco/2017', data_dir=data_dir)
+  version = os.path.join(data_dir, 'coco', '2017', str(builder.version))
+  os.makedirs(version)
+  rng = np.random.default_rng(0)
+  image_id = 0
+  for split, count in splits.items():
+    path = os.path.join(version, f'coco-{split}.tfrecord-00000-of-00001')
+    with tf.io.TFRecordWriter(path) as writer:
+      for _ in range(count):
+        image_id += 1
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        writer.write(
+          builder.info.features.serialize_example(
+            {
+              'image': tf.io.encode_jpeg(pixels).numpy(),
+              'image/filename': f'{image_id}.jpg',
+              'image/id': image_id,
+              'objects': {
+                'area': [100],
+                'bbox': [np.asarray([0.1, 0.2, 0.6, 0.7], np.float32)],
+                'id': [image_id],
+                'is_crowd': [False],
+                'label': [image_id % 80],
+              },
+            }
+          )
+        )
+  tfds.folder_dataset.write_metadata(
+    data_dir=version, features=builder.info.features, check_data=False
+  )
+
+
+def test_coco_evaluation_counts_every_image_once_across_hosts(hosts, tmp_path):
+  import test_ssd  # noqa: PLC0415 (a test module: tests/ is on the path)
+
+  from mnv2_jax.data import coco  # noqa: PLC0415 (TensorFlow: this test only)
+
+  data_dir = str(tmp_path / 'tfds')
+  _write_coco(data_dir, {'train': 6, 'validation': 7})
+  config = test_ssd._tiny_detection_config(eval_batch_size=4)
+  config.dataset.name = 'coco/2017'
+  config.dataset.data_dir = data_dir
+  config.dataset.eval_split = 'validation'
+  config.num_classes = 80
+  ids, batch_counts = [], []
+  for index in range(2):  # 7 images over 2 hosts: 4 and 3
+    hosts(index, 2)
+    batches = list(coco.eval_batches(config, per_host_batch_size=2))
+    batch_counts.append(len(batches))
+    for batch in batches:
+      ids += batch['image_id'][batch['mask']].tolist()
+  assert batch_counts == [2, 2]  # the host with fewer pads and masks
+  assert sorted(ids) == list(range(7, 14))  # the validation ids, once each
