@@ -180,6 +180,21 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   fake.calls.clear()
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert not fake.calls
+  assert not [
+    name
+    for _, _, names in os.walk(workdir)
+    for name in names
+    if name.endswith('.tmp')
+  ]
+
+  # A point.json cut short (edited, or copied mid-write) is named, with the fix.
+  with open(
+    os.path.join(workdir, 'bottleneck_activation=linear_seed=0', 'point.json'),
+    'w',
+  ) as f:
+    f.write('{"overrides": ')
+  with pytest.raises(ValueError, match=r'linear_seed=0/point.json .*Delete'):
+    sweep_cli.main(['--config', config, '--workdir', workdir])
 
 
 def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):

@@ -42,6 +42,7 @@ from mnv2_jax import tasks
 from mnv2_jax.models import build_model
 from mnv2_jax.models import statistics
 from mnv2_jax.training import metric_writers
+from mnv2_jax.training import provenance
 
 SEED_KEY = 'seed'
 RESULT_FILE = 'point.json'
@@ -150,16 +151,25 @@ def point_command(
   return command
 
 
+def _load_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as error:
+    raise ValueError(
+      f'{path} is not valid JSON ({error}). Delete it to train that point '
+      'again (its checkpoints are kept and it resumes from the last one).'
+    ) from error
+
+
 def _read_point_result(point_dir: str) -> Optional[dict]:
   """The point's result, or None while it is unfinished."""
   path = os.path.join(point_dir, RESULT_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+    return _load_json(path)
   legacy = os.path.join(point_dir, LEGACY_RESULT_FILE)
   if os.path.exists(legacy):
-    with open(legacy) as f:
-      result = json.load(f)
+    result = _load_json(legacy)
     if 'overrides' in result:  # a sweep's, not the trainer's run record
       return result
   return None
@@ -256,8 +266,9 @@ def run_point(
     'final_by_split': final_evaluations(records),
     'wall_seconds_last_attempt': time.time() - start,
   }
-  with open(os.path.join(point_dir, RESULT_FILE), 'w') as f:
-    json.dump(result, f, indent=2)
+  # Atomic (a temporary file renamed): a report taken while other points
+  # run never reads half a file.
+  provenance.write(os.path.join(point_dir, RESULT_FILE), result)
   return result
 
 
