@@ -22,6 +22,7 @@ from mnv2_jax import sweep as sweep_cli
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
 from mnv2_jax.experiments import sweeps
+from mnv2_jax.models import statistics as statistics_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = textwrap.dedent("""
@@ -46,6 +47,13 @@ def _experiment(tmp_path, points=6, body=EXPERIMENT):
 
 def _top1(overrides):
   """The known final accuracy of each fake run."""
+  if 'model.bottleneck_activation' not in overrides:  # a Figure 5 grid
+    return (
+      0.5
+      + 0.2 * overrides['model.width_multiplier']
+      + 0.001 * overrides['image_size']
+      + 0.01 * overrides['seed']
+    )
   base = 0.8 if overrides['model.bottleneck_activation'] == 'linear' else 0.7
   return base + 0.01 * overrides['seed']
 
@@ -68,7 +76,10 @@ class FakeMain:
     for c in command:
       if c.startswith('--config.'):
         key, value = c[len('--config.') :].split('=', 1)
-        overrides[key] = int(value) if value.isdigit() else value
+        try:
+          overrides[key] = float(value) if '.' in value else int(value)
+        except ValueError:
+          overrides[key] = value
     self.calls.append(os.path.basename(workdir))
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
@@ -272,6 +283,64 @@ def test_report_from_known_runs(tmp_path, monkeypatch):
   for name in ('curves.png', 'frontier.png'):
     assert os.path.join(workdir, name) in written
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
+
+
+WIDTH_RESOLUTION = textwrap.dedent("""
+    from mnv2_jax import configuration
+
+    def get_config(scale=None):
+      return configuration.cluttered_digits_config()
+
+    def get_sweep(scale=None):
+      return [{'model.width_multiplier': w, 'image_size': r, 'seed': s}
+              for w in (0.35, 0.5) for r in (32, 40) for s in (0, 1)]
+""")
+
+
+def test_grid_curves_join_each_width_and_each_resolution():
+  # (width, resolution, multiply-adds, mean, std), as Figure 5 draws them.
+  points = [
+    (0.5, 40, 9.0, 80.0, 1.0),
+    (0.35, 32, 2.0, 70.0, 1.0),
+    (0.5, 32, 6.0, 75.0, 1.0),
+    (0.35, 40, 3.0, 72.0, 1.0),
+    (1.4, 224, 582.0, 75.0, 0.0),  # a width with one resolution: no line
+  ]
+  curves = sweeps.grid_curves(points)
+  assert list(curves) == ['α = 0.35', 'α = 0.5', '32 px', '40 px']
+  assert [p[2] for p in curves['α = 0.5']] == [6.0, 9.0]
+  assert [p[0] for p in curves['40 px']] == [0.35, 0.5]
+  assert [p[2] for p in curves['32 px']] == [2.0, 6.0]
+  # The released grid: four widths with five resolutions each, and the five
+  # resolutions across those widths (224 px also through 1.3 and 1.4).
+  released = sweeps.grid_curves(
+    [
+      (w, r, macs, top1, 0.0)
+      for (w, r), (top1, _, macs) in statistics_lib.PUBLISHED_GRID.items()
+    ]
+  )
+  assert len(released) == 4 + 5
+  assert [p[0] for p in released['224 px']] == [0.35, 0.5, 0.75, 1.0, 1.3, 1.4]
+
+
+def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch):
+  config = _experiment(tmp_path, body=WIDTH_RESOLUTION)
+  workdir = str(tmp_path / 'runs')
+  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  base, points = sweeps.load_experiment(config)
+  for overrides in points:
+    sweeps.run_point(config, workdir, overrides)
+  written = sweeps.report(base, points, workdir, 'Figure 5')
+  path = os.path.join(workdir, 'width_resolution.png')
+  assert path in written and os.path.getsize(path) > 10_000
+  markdown = open(os.path.join(workdir, 'results.md')).read()
+  wide = [
+    100 * _top1({'model.width_multiplier': 0.5, 'image_size': 40, 'seed': s})
+    for s in (0, 1)
+  ]
+  assert f'{statistics.fmean(wide):.2f} ± {statistics.stdev(wide):.2f}' in (
+    markdown
+  )
 
 
 def test_cluttered_digits_are_deterministic_and_disjoint():

@@ -46,6 +46,10 @@ from mnv2_jax.training import provenance
 
 SEED_KEY = 'seed'
 RESULT_FILE = 'point.json'
+# The two axes of Figure 5: a sweep over both is also drawn as the paper's
+# grid (`grid_curves`).
+WIDTH_KEY = 'model.width_multiplier'
+RESOLUTION_KEY = 'image_size'
 # What sweeps before the test split wrote (the trainer's run record now has
 # this name): read when a point has no RESULT_FILE, never written.
 LEGACY_RESULT_FILE = 'result.json'
@@ -470,6 +474,7 @@ def plot(
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.ticker  # noqa: PLC0415
 
   metric = rows[0]['metric']
   scale = 100.0 if metric in ('top1', 'top5') else 1.0
@@ -542,6 +547,57 @@ def plot(
   axes.set_xscale('log')
   save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
 
+  swept = _swept_keys(done)
+  if WIDTH_KEY in swept and RESOLUTION_KEY in swept:
+    # Figure 5 as the paper draws it: the runs joined along each width
+    # multiplier and along each resolution; beside it, the same drawing of
+    # the released ImageNet checkpoints' published top-1, for the shape.
+    ours = [
+      (
+        row['overrides'][WIDTH_KEY],
+        row['overrides'][RESOLUTION_KEY],
+        row['multiply_adds'] / 1e6,
+        row['mean'] * scale,
+        row['std'] * scale,
+      )
+      for row in done
+    ]
+    published = [
+      (width, size, macs, top1, 0.0)
+      for (width, size), (top1, _, macs) in statistics.PUBLISHED_GRID.items()
+    ]
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4.5))
+    for axes, points, name in [
+      (panels[0], ours, f'{title}: {final_label}'),
+      (panels[1], published, 'released ImageNet checkpoints: top-1 (%)'),
+    ]:
+      for label, curve in grid_curves(points).items():
+        axes.errorbar(
+          [p[2] for p in curve],
+          [p[3] for p in curve],
+          yerr=[p[4] for p in curve] if any(p[4] for p in curve) else None,
+          marker='o' if label.startswith('α') else None,
+          linestyle='-' if label.startswith('α') else '--',
+          capsize=3,
+          label=label,
+        )
+      axes.set_xscale('log')
+      plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
+      axes.xaxis.set_major_formatter(plain)
+      macs = [p[2] for p in points]
+      if max(macs) < 10 * min(macs):  # within a decade: label 2, 3, 4 too
+        axes.xaxis.set_minor_formatter(plain)
+      axes.set_xlabel('multiply-adds (millions)')
+      axes.set_title(name, fontsize=9)
+      axes.grid(alpha=0.3)
+      axes.legend(fontsize=7, ncol=2)
+    panels[0].set_ylabel(final_label)
+    figure.tight_layout()
+    path = os.path.join(results_dir, 'width_resolution.png')
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    written.append(path)
+
   # The metric against each numeric swept field, one line per other setting.
   for key in _swept_keys(rows):
     values = [row['overrides'].get(key) for row in done]
@@ -566,6 +622,23 @@ def plot(
       )
     save(figure, axes, key, f'{metric}_vs_{key.split(".")[-1]}.png')
   return written
+
+
+def grid_curves(points: Sequence[tuple]) -> dict[str, list[tuple]]:
+  """Figure 5's lines through (width, resolution, multiply-adds, mean, std)
+  points: one per width multiplier ('α = 0.5', ordered by resolution) and
+  one per resolution ('224 px', ordered by width), each by increasing
+  multiply-adds. A width or resolution with a single point has no line."""
+  curves: dict[str, list[tuple]] = {}
+  for width in sorted({p[0] for p in points}):
+    curves[f'α = {width:g}'] = sorted(
+      (p for p in points if p[0] == width), key=lambda p: p[2]
+    )
+  for size in sorted({p[1] for p in points}):
+    curves[f'{size} px'] = sorted(
+      (p for p in points if p[1] == size), key=lambda p: p[2]
+    )
+  return {label: curve for label, curve in curves.items() if len(curve) > 1}
 
 
 def report(
