@@ -25,6 +25,8 @@ benchmarks/results/gradient_conditioning.json.
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -112,6 +114,14 @@ def child(args) -> None:
   np.savez(args.output, **grads)
 
 
+def cpu_name() -> str:
+  with open('/proc/cpuinfo') as f:
+    for line in f:
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  return 'unknown'
+
+
 def relative_differences(grads, reference) -> dict[str, float]:
   return {
     name: float(
@@ -191,6 +201,11 @@ def main(argv=None) -> int:
     'float64 1-device gradient (parameters with norm > 1e-4)',
     'command': f'python benchmarks/gradient_conditioning.py --images '
     f'{args.images}',
+    'machine': {
+      'cpu': cpu_name(),
+      'jax': importlib.metadata.version('jax'),
+      'date': datetime.date.today().isoformat(),
+    },
     **results,
   }
   with open(args.output, 'w') as f:

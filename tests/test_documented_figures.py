@@ -262,6 +262,59 @@ def test_figure_6_ablations_in_the_readme_and_experiments():
   ) in experiments
 
 
+def _seed_row(rows: list[dict], group: str) -> str:
+  """A sweep table's cells: each seed's test top-1, then the test and
+  validation mean ± std, as experiments/README.md writes them."""
+  test, test_std, seeds = _seed_means(rows, group)
+  validation, validation_std, _ = _seed_means(rows, group, 'validation_top1')
+  return (
+    ' | '.join(f'{value:.2f}%' for value in seeds)
+    + f' | {test:.2f} ± {test_std:.2f}% | '
+    f'{validation:.2f} ± {validation_std:.2f}% |'
+  )
+
+
+def test_expansion_sweep_tables_in_experiments():
+  rows = _csv('sweep_expansion', 'results.csv')
+  text = _text('experiments', 'README.md')
+  for width in ('0.35', '0.5'):
+    table = _find(rf'\nα = {width}\n(.*?)\n\n', text, f'§4 table α = {width}')[
+      0
+    ]
+    for t in (2, 3, 4, 5, 6, 8, 10):
+      group = f'width_multiplier={width}_expansion_ratio={t}'
+      cells = f'| {t} | ' + _seed_row(rows, group)
+      assert cells in table, cells
+
+
+def test_multihost_quickstarts_in_docs_training():
+  text = _text('docs', 'training.md')
+
+  def top1(name, split='test'):
+    return _percent(_json(*name)['final'][split]['top1'])
+
+  two_by_four = ('multihost', 'quickstart_2_processes_4_devices_each.json')
+  one_by_eight = ('multihost', 'quickstart_1_process_8_devices.json')
+  assert (
+    f'ends at {top1(two_by_four)}% test top-1 (356 of 360) and '
+    f'{top1(two_by_four, "validation")}% validation,\n  against '
+    f'{top1(one_by_eight)}% and {top1(one_by_eight, "validation")}% for 1 '
+    'process of 8 devices'
+  ) in text
+  one_process = [('quickstarts', 'digits.json')] + [
+    ('multihost', f'quickstart_1_process_{n}_devices.json') for n in (2, 4, 8)
+  ]
+  tests = sorted(top1(name) for name in one_process)
+  validations = sorted(top1(name, 'validation') for name in one_process)
+  assert (
+    f'end between {tests[0]}% and {tests[-1]}% test and {validations[0]}% and '
+    f'{validations[-1]}%'
+  ) in ' '.join(text.split())
+  assert round(356 / 360, 4) == round(
+    _json(*two_by_four)['final']['test']['top1'], 4
+  )
+
+
 def test_calibration_on_validation_in_experiments():
   rows = _csv('calibration_cluttered_digits', 'results.csv')
   text = _text('experiments', 'README.md')
