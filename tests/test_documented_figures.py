@@ -287,6 +287,16 @@ def test_expansion_sweep_tables_in_experiments():
       assert cells in table, cells
 
 
+def test_figure_5_table_in_experiments():
+  rows = _csv('sweep_width_resolution', 'results.csv')
+  text = _text('experiments', 'README.md')
+  for width in ('0.35', '0.5', '1'):
+    for size in (32, 40, 48):
+      group = f'width_multiplier={width}_image_size={size}'
+      cells = f'| {width} | {size} | ' + _seed_row(rows, group)
+      assert cells in text, cells
+
+
 def test_multihost_quickstarts_in_docs_training():
   text = _text('docs', 'training.md')
 

@@ -585,8 +585,12 @@ def plot(
       plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
       axes.xaxis.set_major_formatter(plain)
       macs = [p[2] for p in points]
-      if max(macs) < 10 * min(macs):  # within a decade: label 2, 3, 4 too
-        axes.xaxis.set_minor_formatter(plain)
+      # Up to about a decade, label the minor ticks (2, 3, 4) too.
+      axes.xaxis.set_minor_formatter(
+        plain
+        if max(macs) < 20 * min(macs)
+        else matplotlib.ticker.NullFormatter()
+      )
       axes.set_xlabel('multiply-adds (millions)')
       axes.set_title(name, fontsize=9)
       axes.grid(alpha=0.3)
