@@ -164,7 +164,11 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as scratch:
     for name, dtype, devices, perturbation in RUNS:
       path = os.path.join(scratch, f'{name}.npz')
-      environment = {**os.environ, 'JAX_NUM_CPU_DEVICES': str(devices)}
+      environment = {
+        **os.environ,
+        'JAX_PLATFORMS': 'cpu',  # 8 CPU devices even where a GPU is
+        'JAX_NUM_CPU_DEVICES': str(devices),
+      }
       subprocess.run(
         [
           sys.executable,
@@ -198,7 +202,9 @@ def main(argv=None) -> int:
       previous = json.load(f)
   previous[args.images] = {
     'what': 'relative L2 difference of each parameter gradient from the '
-    'float64 1-device gradient (parameters with norm > 1e-4)',
+    'float64 1-device gradient (float32_1_device_vs_8_devices: from the '
+    'float32 1-device gradient), median and max over the parameters whose '
+    'gradient norm is > 1e-4',
     'command': f'python benchmarks/gradient_conditioning.py --images '
     f'{args.images}',
     'machine': {

@@ -293,23 +293,70 @@ def test_figure_5_table_in_experiments():
   for width in ('0.35', '0.5', '1'):
     for size in (32, 40, 48):
       group = f'width_multiplier={width}_image_size={size}'
-      cells = f'| {width} | {size} | ' + _seed_row(rows, group)
+      macs = _find(
+        rf'\| {width} \| {size} \| [^\n]* \| ([\d.]+M) \|\n',
+        _text('experiments', 'results', 'sweep_width_resolution', 'results.md'),
+        f'results.md {group}',
+      )[0]
+      cells = f'| {width} | {size} | ' + _seed_row(rows, group) + f' {macs} |'
       assert cells in text, cells
 
+  def paired_gain(before, after):
+    by_seed = {(r['group'], r['seed']): 100 * float(r['top1']) for r in rows}
+    return statistics.fmean(
+      by_seed[(after, seed)] - by_seed[(before, seed)] for seed in '012'
+    )
 
-def test_multihost_quickstarts_in_docs_training():
-  text = _text('docs', 'training.md')
+  claims = ' '.join(text.split())
+  for size, words in [(48, 'at 48 px'), (40, 'at 40 px')]:
+    gain = paired_gain(
+      f'width_multiplier=0.5_image_size={size}',
+      f'width_multiplier=1_image_size={size}',
+    )
+    assert f'+{gain:.2f} points {words}' in claims or (
+      f'+{gain:.2f} {words}' in claims
+    ), (size, gain)
+  gains = [
+    paired_gain(
+      f'width_multiplier={width}_image_size=40',
+      f'width_multiplier={width}_image_size=48',
+    )
+    for width in ('0.35', '0.5', '1')
+  ]
+  assert f'(+{gains[0]:.2f}, +{gains[1]:.2f} points)' in claims
+  assert f'and +{gains[2]:.2f} at α = 1.0' in claims
+  readme = _text('README.md')
+  assert f'40 → 48 px adds {min(gains):.1f}–{max(gains):.1f} points' in readme
+
+  def train_losses(condition):
+    losses = [
+      float(r['train_loss'])
+      for r in rows
+      if condition(float(r['model.width_multiplier']), int(r['image_size']))
+    ]
+    return f'{min(losses):.2f}–{max(losses):.2f}'
+
+  assert (
+    f'is {train_losses(lambda w, s: s == 32 and w <= 0.5)} at 32 px and '
+    f'α ≤ 0.5 and {train_losses(lambda w, s: s == 32 and w == 1.0)} at '
+    f'α = 1.0, against {train_losses(lambda w, s: s > 32)} at 40 and 48 px'
+  ) in claims
+
+
+def test_multihost_figures_in_docs_training():
+  text = ' '.join(_text('docs', 'training.md').split())
 
   def top1(name, split='test'):
-    return _percent(_json(*name)['final'][split]['top1'])
+    return _json(*name)['final'][split]['top1']
 
   two_by_four = ('multihost', 'quickstart_2_processes_4_devices_each.json')
   one_by_eight = ('multihost', 'quickstart_1_process_8_devices.json')
+  assert round(top1(two_by_four) * 360) == 356
   assert (
-    f'ends at {top1(two_by_four)}% test top-1 (356 of 360) and '
-    f'{top1(two_by_four, "validation")}% validation,\n  against '
-    f'{top1(one_by_eight)}% and {top1(one_by_eight, "validation")}% for 1 '
-    'process of 8 devices'
+    f'ends at {_percent(top1(two_by_four))}% test top-1 (356 of 360) and '
+    f'{_percent(top1(two_by_four, "validation"))}% validation, against '
+    f'{_percent(top1(one_by_eight))}% and '
+    f'{_percent(top1(one_by_eight, "validation"))}% for 1 process of 8 devices'
   ) in text
   one_process = [('quickstarts', 'digits.json')] + [
     ('multihost', f'quickstart_1_process_{n}_devices.json') for n in (2, 4, 8)
@@ -317,12 +364,43 @@ def test_multihost_quickstarts_in_docs_training():
   tests = sorted(top1(name) for name in one_process)
   validations = sorted(top1(name, 'validation') for name in one_process)
   assert (
-    f'end between {tests[0]}% and {tests[-1]}% test and {validations[0]}% and '
-    f'{validations[-1]}%'
-  ) in ' '.join(text.split())
-  assert round(356 / 360, 4) == round(
-    _json(*two_by_four)['final']['test']['top1'], 4
-  )
+    f'end between {_percent(tests[0])}% and {_percent(tests[-1])}% test and '
+    f'{_percent(validations[0])}% and {_percent(validations[-1])}% validation'
+  ) in text
+
+  differences = _json('multihost', 'checkpoint_differences.json')
+  assert differences['/tmp/qs_two vs /tmp/qs_one2']['bitwise_equal'] == 262
+  assert (
+    'differ far beyond rounding: '
+    f'{differences["/tmp/qs_2x4 vs /tmp/qs_1x8"]["relative_l2_median"]:.2f} '
+    'relative L2'
+  ) in text
+  assert (
+    f'differs by as much '
+    f'({differences["/tmp/qs_1x4 vs /tmp/qs_1x8"]["relative_l2_median"]:.2f};'
+  ) in text
+
+  with open(
+    os.path.join(REPO_ROOT, 'benchmarks/results/gradient_conditioning.json')
+  ) as f:
+    digits = json.load(f)['digits']
+  assert (
+    'moves the float64 gradient by '
+    f'{100 * digits["float64_input_times_1e-7_noise"]["median"]:.2f}%'
+  ) in text
+  assert (
+    f'1e-9 moves it by '
+    f'{digits["float64_input_times_1e-9_noise"]["median"]:.0e}'.replace(
+      'e-0', 'e-'
+    )
+  ) in text
+  assert (
+    f'float32 on 1 device is {100 * digits["float32_1_device"]["median"]:.2f}%'
+  ) in text
+  assert (
+    f'8 devices happen to be '
+    f'{100 * digits["float32_8_devices"]["median"]:.3f}% from it'
+  ) in text
 
 
 def test_calibration_on_validation_in_experiments():

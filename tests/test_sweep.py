@@ -191,12 +191,6 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   fake.calls.clear()
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 0
   assert not fake.calls
-  assert not [
-    name
-    for _, _, names in os.walk(workdir)
-    for name in names
-    if name.endswith('.tmp')
-  ]
 
   # A point.json cut short (edited, or copied mid-write) is named, with the fix.
   with open(
@@ -206,6 +200,30 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
     f.write('{"overrides": ')
   with pytest.raises(ValueError, match=r'linear_seed=0/point.json .*Delete'):
     sweep_cli.main(['--config', config, '--workdir', workdir])
+
+
+def test_point_result_is_written_atomically(tmp_path, monkeypatch):
+  """point.json appears whole or not at all (a temporary file renamed): a
+  report taken while the point finishes never reads half of it."""
+  config = _experiment(tmp_path, points=1)
+  workdir = str(tmp_path / 'runs')
+  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  opened_for_writing = []
+  real_open = open
+
+  def spying_open(file, mode='r', *args, **kwargs):
+    if str(file).endswith('point.json') and set(mode) & set('wa+'):
+      opened_for_writing.append(str(file))
+    return real_open(file, mode, *args, **kwargs)
+
+  monkeypatch.setattr('builtins.open', spying_open)
+  monkeypatch.setattr('io.open', spying_open)
+  overrides = sweeps.load_experiment(config)[1][0]
+  sweeps.run_point(config, workdir, overrides)
+  assert sweeps.is_finished(workdir, overrides)
+  assert not opened_for_writing
+  names = os.listdir(os.path.join(workdir, sweeps.point_name(overrides)))
+  assert 'point.json' in names and not [n for n in names if n.endswith('.tmp')]
 
 
 def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
@@ -280,9 +298,12 @@ def test_report_from_known_runs(tmp_path, monkeypatch):
   assert table[4]['split'] == 'test'
   assert float(table[4]['top1']) == pytest.approx(0.71)
   assert float(table[4]['validation_top1']) == pytest.approx(0.76)
+  assert float(table[4]['train_loss']) == 1.0  # the fake's last train record
   for name in ('curves.png', 'frontier.png'):
     assert os.path.join(workdir, name) in written
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
+  # Figure 5's drawing only for a sweep over width and resolution alone.
+  assert os.path.join(workdir, 'width_resolution.png') not in written
 
 
 WIDTH_RESOLUTION = textwrap.dedent("""

@@ -300,6 +300,7 @@ def collect(base, points: Sequence[dict], workdir: str) -> list[dict]:
     final = result['final']
     by_split = result.get('final_by_split', {final['split']: final})
     during = curve_split(records)
+    training = [r for r in records if r.get('split') == 'train']
     runs.append(
       {
         'overrides': overrides,
@@ -311,6 +312,9 @@ def collect(base, points: Sequence[dict], workdir: str) -> list[dict]:
         ),
         'curve': [(r['step'], r) for r in records if r.get('split') == during],
         'curve_split': during,
+        # The last logged training loss: a run still far above the others'
+        # has not converged at its budget.
+        'final_train_loss': training[-1].get('loss') if training else None,
         'seconds': result.get('wall_seconds_last_attempt', 0.0),
       }
     )
@@ -436,8 +440,9 @@ def format_markdown(
 
 
 def write_csv(path: str, runs: Sequence[dict]) -> None:
-  """One row per run: its overrides, its final metrics and, prefixed
-  `validation_`, its eval split's when the final ones are the test split's."""
+  """One row per run: its overrides, its final metrics, prefixed
+  `validation_` its eval split's when the final ones are the test split's,
+  and its last logged training loss (`train_loss`)."""
   keys, finals = _swept_keys(runs), []
 
   def numbers(run):
@@ -449,6 +454,8 @@ def write_csv(path: str, runs: Sequence[dict]) -> None:
     for k, v in (run['validation'] or {}).items():
       if isinstance(v, (int, float)) and not isinstance(v, bool):
         values[f'validation_{k}'] = v
+    if run.get('final_train_loss') is not None:
+      values['train_loss'] = run['final_train_loss']
     return values
 
   for run in runs:
@@ -547,8 +554,7 @@ def plot(
   axes.set_xscale('log')
   save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
 
-  swept = _swept_keys(done)
-  if WIDTH_KEY in swept and RESOLUTION_KEY in swept:
+  if set(_swept_keys(done)) == {WIDTH_KEY, RESOLUTION_KEY}:
     # Figure 5 as the paper draws it: the runs joined along each width
     # multiplier and along each resolution; beside it, the same drawing of
     # the released ImageNet checkpoints' published top-1, for the shape.
@@ -585,7 +591,8 @@ def plot(
       plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
       axes.xaxis.set_major_formatter(plain)
       macs = [p[2] for p in points]
-      # Up to about a decade, label the minor ticks (2, 3, 4) too.
+      # A narrow range (under 20x) has few major ticks: label the minor
+      # ones (2, 3, ... 9) too.
       axes.xaxis.set_minor_formatter(
         plain
         if max(macs) < 20 * min(macs)
