@@ -343,6 +343,48 @@ def test_figure_5_table_in_experiments():
   ) in claims
 
 
+def test_sweep_statistics_in_experiments(capsys):
+  """The paired comparisons and fits experiments/README.md quotes are what
+  experiments/analyse.py computes from the committed results."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
+  import analyse  # noqa: PLC0415 (a script beside the results, not a module)
+
+  text = ' '.join(_text('experiments', 'README.md').split())
+  analyse.main(['expansion'])
+  for line in capsys.readouterr().out.splitlines():
+    mean, seeds, p = re.search(
+      r': ([+-][\d.]+) \((.*); paired p = ([\d.]+)\)', line
+    ).groups()
+    width = re.match(r'α = ([\d.]+)', line)[1]
+    assert re.search(rf'by {re.escape(mean)} (points )?at α = {width}', text)
+    assert f'{seeds}; paired t-test p = {float(p):.3f}' in text or (
+      f'{seeds}; p = {float(p):.2f}' in text
+    ), line
+  analyse.main(['width_resolution'])
+  out = capsys.readouterr().out
+  released = re.search(
+    r'released checkpoints: top-1 = ([\d.]+) \+ ([\d.]+) '
+    r'ln MACs \+ ([\d.]+) ln α; width term [\d.-]+ ± ([\d.]+), '
+    r'residual ([\d.]+)',
+    out,
+  ).groups()
+  a, b, c, c_error, residual = map(float, released)
+  assert (
+    f'top-1 = {a:.1f} + {b:.2f} ln MACs + {c:.2f} ln α: at fixed '
+    f'multiply-adds, the width adds {c:.2f} ± {c_error:.2f} points per e-fold; '
+    f'residual {residual:.1f} points'
+  ) in text
+  for label in ('every run', 'without 32 px'):
+    c, c_error = map(
+      float,
+      re.search(
+        rf'ours, {label}: .*width term ([\d.-]+) ± ([\d.]+)', out
+      ).groups(),
+    )
+    digits = 0 if abs(c) > 10 else 1
+    assert f'{c:.{digits}f} ± {c_error:.{digits}f}'.replace('-', '−') in text
+
+
 def test_multihost_figures_in_docs_training():
   text = ' '.join(_text('docs', 'training.md').split())
 
