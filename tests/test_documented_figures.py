@@ -343,6 +343,38 @@ def test_figure_5_table_in_experiments():
   ) in claims
 
 
+def test_figure_5_at_three_times_the_budget_in_experiments():
+  text = _text('experiments', 'README.md')
+  folder = os.path.join('sweep_width_resolution', '32px_24_epochs')
+  untrained_losses = []
+  for width in ('0.35', '0.5', '1.0'):
+    tests, validations = [], []
+    for seed in range(3):
+      name = f'width_multiplier={width}_image_size=32_seed={seed}'
+      result = _json(folder, f'{name}.json')
+      assert '--config.num_epochs=24' in result['command']
+      tests.append(100 * result['final']['test']['top1'])
+      validations.append(100 * result['final']['validation']['top1'])
+      with open(os.path.join(RESULTS, folder, f'{name}.metrics.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+      loss = [r['loss'] for r in records if r['split'] == 'train'][-1]
+      if tests[-1] < 50:
+        untrained_losses.append(loss)
+    row = (
+      f'  | {float(width):g} | '
+      + ' | '.join(f'{value:.2f}%' for value in tests)
+      + f' | {statistics.fmean(tests):.2f} ± {statistics.stdev(tests):.2f}% | '
+      f'{statistics.fmean(validations):.2f} ± '
+      f'{statistics.stdev(validations):.2f}% |'
+    )
+    assert row in text, row
+  assert len(untrained_losses) == 5
+  assert (
+    f'The other five end with a training loss of {min(untrained_losses):.2f}–'
+    f'{max(untrained_losses):.2f}'
+  ) in text
+
+
 def test_sweep_statistics_in_experiments(capsys):
   """The paired comparisons and fits experiments/README.md quotes are what
   experiments/analyse.py computes from the committed results."""
