@@ -126,17 +126,23 @@ class MetricWriter:
     temporary.write_text(''.join(json.dumps(line) + '\n' for line in kept))
     temporary.replace(self._jsonl_path)
 
-  def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+  def write(
+    self, step: int, split: str, metrics: Mapping[str, Any]
+  ) -> dict[str, Any]:
+    """Writes one line and returns it as written (`line`), on every
+    process (only process 0 writes)."""
+    written = line(step, split, metrics)
     if not self._active:
-      return
-    values = {key: _to_python(value) for key, value in metrics.items()}
+      return written
+    values = {k: v for k, v in written.items() if k not in ('step', 'split')}
     with self._jsonl_path.open('a') as f:
-      f.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+      f.write(json.dumps(written) + '\n')
     if self._summary_writer is not None:
       for key, value in values.items():
         if isinstance(value, (int, float)):
           self._summary_writer.scalar(f'{split}/{key}', value, step)
       self._summary_writer.flush()
+    return written
 
   def log(self, message: str) -> None:
     if self._active:
@@ -145,6 +151,13 @@ class MetricWriter:
   def close(self) -> None:
     if self._summary_writer is not None:
       self._summary_writer.close()
+
+
+def line(step: int, split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+  """One line of metrics.jsonl: the step, the split and plain-Python
+  values."""
+  values = {key: _to_python(value) for key, value in metrics.items()}
+  return {'step': int(step), 'split': split, **values}
 
 
 def read_jsonl(workdir: str) -> list[dict[str, Any]]:

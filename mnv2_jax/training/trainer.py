@@ -365,15 +365,18 @@ def train_and_evaluate(
     try:
       if config.mode == 'eval':
         state = checkpointing.restore(manager, trainer.abstract_state)
-        results = _final_evaluation(trainer, state, writer)
+        evaluations = _final_evaluation(trainer, state, writer)
         paths = [result_file] if result_file else []
       else:
         _record_config(config, workdir, writer)
-        results = _train(trainer, workdir, writer, manager, started_at)
+        evaluations = _train(trainer, workdir, writer, manager, started_at)
         paths = [epath.Path(workdir) / 'result.json'] + (
           [result_file] if result_file else []
         )
-      _write_result(workdir, paths, config, writer, started_at, command)
+      _write_result(paths, config, evaluations, writer, started_at, command)
+      results = {
+        k: v for k, v in evaluations[-1].items() if k not in ('step', 'split')
+      }
       return results
     finally:
       manager.wait_until_finished()
@@ -396,22 +399,21 @@ def run_record(
 
 
 def _write_result(
-  workdir: str,
   paths: list,
   config,
+  evaluations: list[dict[str, Any]],
   writer: metric_writers.MetricWriter,
   started_at: float,
   command: Optional[str],
 ) -> None:
-  """Writes the run's record (`run_record`: the evaluations of the last
-  step in metrics.jsonl) to each of `paths` (process 0)."""
+  """Writes the run's record (`run_record`) to each of `paths` (process 0).
+
+  `evaluations` are the lines this run wrote at its end (its final
+  evaluation of each split), not what metrics.jsonl holds at the last step:
+  an evaluation-only run without a test split would otherwise carry the
+  training run's test figure into its own record."""
   if jax.process_index() != 0 or not paths:
     return
-  records = metric_writers.read_jsonl(workdir)
-  last_step = max(record['step'] for record in records)
-  evaluations = [
-    r for r in records if r['step'] == last_step and r['split'] != 'train'
-  ]
   record = run_record(config, evaluations, started_at, command)
   for path in paths:
     provenance.write(path, record)
@@ -422,23 +424,25 @@ def _final_evaluation(
   trainer: Trainer,
   state: state_lib.TrainState,
   writer: metric_writers.MetricWriter,
-) -> dict[str, float]:
+) -> list[dict[str, Any]]:
   """Evaluates the eval split, then the test split if the config has one
-  (scored once, here); returns the last one's metrics."""
+  (scored once, here); returns the lines written to metrics.jsonl, one per
+  split, in that order."""
   step = int(jax.device_get(state.step))
   splits = [trainer.info.eval_split]
   if trainer.config.dataset.test_split:
     splits.append(trainer.config.dataset.test_split)
+  evaluations = []
   for split in splits:
     results = trainer.evaluate(state, split)
-    writer.write(step, split, results)
+    evaluations.append(writer.write(step, split, results))
     writer.log(
       f'[{split}] step {step}: '
       + ', '.join(
         f'{k} {v:.4f}' for k, v in results.items() if k != 'num_examples'
       )
     )
-  return results
+  return evaluations
 
 
 def _check_finite(metrics: dict[str, Any], step: int, manager) -> None:
@@ -468,7 +472,9 @@ def _train(
   writer: metric_writers.MetricWriter,
   manager,
   started_at: float,
-) -> dict[str, float]:
+) -> list[dict[str, Any]]:
+  """Trains from the latest usable checkpoint to the end of the schedule,
+  then evaluates (`_final_evaluation`, whose lines it returns)."""
   config, schedule = trainer.config, trainer.schedule
   # A resumed run restores into the state's shapes; only a new one makes it.
   state = checkpointing.restore_latest_usable(
