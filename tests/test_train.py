@@ -16,6 +16,7 @@ from mnv2_jax.data import datasets
 from mnv2_jax.training import checkpointing
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import optimization
+from mnv2_jax.training import provenance
 from mnv2_jax.training import trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,6 +117,27 @@ def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir, tmp_path):
   assert evaluation['final']['test']['top1'] == pytest.approx(results['top1'])
 
 
+def test_evaluation_record_holds_only_its_own_evaluations(
+  trained_workdir, tmp_path
+):
+  """An evaluation without a test split records its validation figure only.
+  The record used to take every evaluation at the last step of
+  metrics.jsonl, so it carried the training run's test figure as its own
+  (the DeepLab eval-scale checks showed one test mIoU for every scale)."""
+  workdir, _ = trained_workdir
+  evaluation_file = str(tmp_path / 'validation_only.json')
+  evaluated = trainer.train_and_evaluate(
+    tiny_digits_config(mode='eval', **{'dataset.test_split': ''}),
+    workdir,
+    result_file=evaluation_file,
+  )
+  with open(evaluation_file) as f:
+    record = json.load(f)
+  assert set(record['final']) == {'validation'}
+  assert record['final']['validation'] == final_line(workdir, 'validation')
+  assert record['final']['validation']['top1'] == evaluated['top1']
+
+
 def test_run_record_has_each_split_the_config_and_the_machine(
   trained_workdir,
 ):
@@ -131,6 +153,12 @@ def test_run_record_has_each_split_the_config_and_the_machine(
   }
   assert record['config']['model']['width_multiplier'] == 0.35
   assert record['machine']['cpu_cores'] == os.cpu_count()
+  # What decides a run's rounding besides the code: the CPU's vector
+  # instruction sets and the XLA flags.
+  assert set(record['machine']['cpu_features']) <= set(
+    provenance.VECTOR_FEATURES
+  )
+  assert record['machine']['xla_flags'] == os.environ.get('XLA_FLAGS', '')
   assert record['versions']['jax'] == jax.__version__
   assert record['wall_seconds'] > 0
 

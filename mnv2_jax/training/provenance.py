@@ -55,10 +55,32 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+# The vector instruction sets that change float rounding from one x86 CPU to
+# the next (XLA:CPU's code generation and the matrix libraries' kernels).
+VECTOR_FEATURES = ('avx', 'avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_tile')
+
+
+def cpu_features() -> list[str]:
+  """Which of VECTOR_FEATURES the CPU has (Linux; [] where unknown)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          flags = set(line.split(':', 1)[1].split())
+          return [name for name in VECTOR_FEATURES if name in flags]
+  except OSError:
+    pass
+  return []
+
+
 def machine() -> dict[str, Any]:
+  """The machine, the CPU's vector features and the XLA flags in force:
+  together they decide the rounding of a run's sums."""
   return {
     'platform': platform.platform(),
     'cpu': cpu_name(),
+    'cpu_features': cpu_features(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
     'cpu_cores': os.cpu_count(),
     'devices': [str(device) for device in jax.devices()],
     'hosts': jax.process_count(),
