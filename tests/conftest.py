@@ -15,11 +15,17 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _OLD_EMITTERS = tuple(
   int(part) for part in importlib.metadata.version('jaxlib').split('.')[:2]
 ) < (0, 11)
-os.environ.setdefault(
-  'XLA_FLAGS',
-  '--xla_backend_optimization_level=0'
-  + (' --xla_cpu_use_fusion_emitters=false' if _OLD_EMITTERS else ''),
+# Flags given by the user come after ours (XLA reads the last of a repeated
+# flag): e.g. XLA_FLAGS="--xla_cpu_max_isa=AVX2
+# --xla_cpu_experimental_ynn_fusion_type=" runs the suite without AVX-512
+# (docs/development.md).
+_TEST_XLA_FLAGS = '--xla_backend_optimization_level=0' + (
+  ' --xla_cpu_use_fusion_emitters=false' if _OLD_EMITTERS else ''
 )
+if _TEST_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (
+    f'{_TEST_XLA_FLAGS} {os.environ.get("XLA_FLAGS", "")}'.strip()
+  )
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
