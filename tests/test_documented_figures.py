@@ -316,17 +316,37 @@ def test_figure_5_table_in_experiments():
     assert f'+{gain:.2f} points {words}' in claims or (
       f'+{gain:.2f} {words}' in claims
     ), (size, gain)
-  gains = [
-    paired_gain(
-      f'width_multiplier={width}_image_size=40',
-      f'width_multiplier={width}_image_size=48',
+  # 40 -> 48 px, paired by seed, as experiments/analyse.py gives them
+  # (experiments/results/analysis.txt): shown at α = 1.0 only.
+  analysis = _text('experiments', 'results', 'analysis.txt')
+  steps = {
+    width: re.search(
+      rf'α = {width}, 40 -> 48 px: \+([\d.]+) \((.*); paired p = ([\d.]+)\)',
+      analysis,
+    ).groups()
+    for width in ('0.35', '0.5', '1.0')
+  }
+  for width, group_width in (('0.35', '0.35'), ('0.5', '0.5'), ('1.0', '1')):
+    gain = paired_gain(
+      f'width_multiplier={group_width}_image_size=40',
+      f'width_multiplier={group_width}_image_size=48',
     )
-    for width in ('0.35', '0.5', '1')
-  ]
-  assert f'(+{gains[0]:.2f}, +{gains[1]:.2f} points)' in claims
-  assert f'and +{gains[2]:.2f} at α = 1.0' in claims
-  readme = _text('README.md')
-  assert f'40 → 48 px adds {min(gains):.1f}–{max(gains):.1f} points' in readme
+    assert f'{gain:.2f}' == steps[width][0], width
+  (small_gain, _, small_p), (middle_gain, _, middle_p) = (
+    steps['0.35'],
+    steps['0.5'],
+  )
+  large_gain, large_seeds, large_p = steps['1.0']
+  assert f'+{large_gain} points there ({large_seeds}; p = {large_p})' in claims
+  assert (
+    f'+{small_gain} and +{middle_gain} points (p = {small_p} and {middle_p})'
+    in claims
+  )
+  readme = ' '.join(_text('README.md').split())
+  assert (
+    f'40 → 48 px adds +{large_gain} points at α = 1.0 (p = {large_p})' in readme
+  )
+  assert f'(p = {small_p}, {middle_p})' in readme
 
   def train_losses(condition):
     losses = [
@@ -376,14 +396,54 @@ def test_figure_5_at_three_times_the_budget_in_experiments():
 
 
 def test_sweep_statistics_in_experiments(capsys):
-  """The paired comparisons and fits experiments/README.md quotes are what
-  experiments/analyse.py computes from the committed results."""
+  """The paired comparisons and fits experiments/README.md and the README
+  quote are what experiments/analyse.py computes from the committed results,
+  and experiments/results/analysis.txt is its output."""
   sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
   import analyse  # noqa: PLC0415 (a script beside the results, not a module)
 
+  assert analyse.report() == _text('experiments', 'results', 'analysis.txt')
   text = ' '.join(_text('experiments', 'README.md').split())
-  analyse.main(['expansion'])
+  readme = ' '.join(_text('README.md').split())
+  analyse.main(['ablations'])
+  claims = {
+    'Figure 6a, linear minus ReLU6': 'Consistent with the paper, not decided',
+    'Figure 6b, bottleneck minus expansion': 'Bottleneck shortcut > expansion '
+    'shortcut: consistent with the paper, not decided',
+    'Figure 6b, expansion minus none': 'Expansion shortcut > none: reproduced',
+  }
   for line in capsys.readouterr().out.splitlines():
+    label, mean, seeds, p, verdict = re.match(
+      r'(.*): ([+-][\d.]+) \((.*); paired p = ([\d.]+)\): (.*)', line
+    ).groups()
+    assert f'{mean} points on the mean ({seeds})' in text or (
+      f'{mean} points ({seeds}; paired t-test p = {p})' in text
+    ), line
+    assert f'p = {p}' in text and f'p = {p}' in readme, line
+    assert claims[label] in text, line
+    assert verdict in {'reproduced', 'consistent, not decided'}
+    assert ('reproduced' in claims[label]) == (verdict == 'reproduced')
+  analyse.main(['expansion'])
+  matched, curve, *fixed_width = capsys.readouterr().out.splitlines()
+  mean, seeds, p = re.search(
+    r': ([+-][\d.]+) \((.*); paired p = ([\d.]+)\)', matched
+  ).groups()
+  assert (
+    f't = 10 is ahead by {mean} points ({seeds}; paired t-test p = {p})'.replace(
+      '-', '−'
+    )
+    in text.replace('-', '−')
+  )
+  assert f'ahead of t = 5 by {mean} points (p = {p})' in readme
+  c, c_error, c_p, residual = re.search(
+    r't term ([\d.-]+) ± ([\d.]+) .*\(p = ([\d.]+)\), residual ([\d.]+)',
+    curve,
+  ).groups()
+  assert (
+    f'c = {c} ± {c_error} points per unit of t beyond its cost (p = {c_p}, '
+    f'residual {residual} points)'
+  ) in text
+  for line in fixed_width:
     mean, seeds, p = re.search(
       r': ([+-][\d.]+) \((.*); paired p = ([\d.]+)\)', line
     ).groups()
