@@ -1,9 +1,19 @@
 """Each task learns: a tiny network overfits a small fixed batch within a few
 dozen steps, through the package's own training step and evaluation.
 
-These are the tests that fail when a gradient is wrong: a sign error in a
-hand-written backward pass (models/layers.py) or in the optimizer leaves the
-loss where it started, which every other test would let through.
+What they catch: a task, a loss, a training step or an evaluation that does
+not learn at all, e.g. a sign error in a hand-written backward pass
+(models/layers.py) or in the optimizer, which leaves the loss where it
+started, or a metric that does not follow the loss.
+
+What they do not catch: a gradient that is wrong in scale, or wrong in a few
+layers. Adam divides each parameter's step by its own gradient's size, so a
+gradient scaled by 2 in one layer trains the same, and a small network
+memorises 16 images even with some layers' gradients wrong. Gradients are
+checked exactly elsewhere: every layer's formulations against plain Flax's
+autodiff in values and gradients (tests/test_layers.py), and the whole
+network's gradient of every parameter in float64 against plain Flax within
+1e-6 relative (tests/test_layers.py::test_network_formulations_match_plain_flax).
 """
 
 import functools
