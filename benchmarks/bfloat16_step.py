@@ -5,7 +5,8 @@ bfloat16; parameters, BatchNorm statistics, the classifier, the loss and the
 optimizer stay float32. From the same initial state and batch, this runs one
 `trainer.train_step` in each dtype and reports relative errors of the loss, of
 the parameter update (new params - old params, all leaves concatenated) and of
-the updated BatchNorm running statistics.
+the updated BatchNorm running statistics, with the command, the machine, the
+date and the package versions (`mnv2_jax.training.provenance.record`).
 
   python benchmarks/bfloat16_step.py                  # MobileNetV2 1.0-224, batch 32
   python benchmarks/bfloat16_step.py --resolution 96 --batch 8
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import pathlib
+import shlex
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -117,13 +118,18 @@ def main(argv=None) -> int:
     '--json_out',
     default=str(REPO_ROOT / 'benchmarks' / 'results' / 'bfloat16_step.json'),
   )
-  args = parser.parse_args(argv)
+  argv_used = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv_used)
   result = compare_one_step(args.width_multiplier, args.resolution, args.batch)
   for key, value in result.items():
     print(f'{key}: {value}')
-  path = pathlib.Path(args.json_out)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(result, indent=2) + '\n')
+  from mnv2_jax.training import provenance
+
+  # The command, the machine, the date and the versions beside the figures,
+  # so that the file can be traced to its run.
+  command = shlex.join(['python', 'benchmarks/bfloat16_step.py'] + argv_used)
+  provenance.write(args.json_out, provenance.record(command, **result))
+  print(f'wrote {args.json_out}')
   return 0
 
 
