@@ -424,7 +424,7 @@ def test_sweep_statistics_in_experiments(capsys):
     assert verdict in {'reproduced', 'consistent, not decided'}
     assert ('reproduced' in claims[label]) == (verdict == 'reproduced')
   analyse.main(['expansion'])
-  matched, curve, *fixed_width = capsys.readouterr().out.splitlines()
+  matched, curve, from_fit, *fixed_width = capsys.readouterr().out.splitlines()
   mean, seeds, p = re.search(
     r': ([+-][\d.]+) \((.*); paired p = ([\d.]+)\)', matched
   ).groups()
@@ -443,6 +443,10 @@ def test_sweep_statistics_in_experiments(capsys):
     f'c = {c} ± {c_error} points per unit of t beyond its cost (p = {c_p}, '
     f'residual {residual} points)'
   ) in text
+  gain, gain_error = re.search(
+    r': ([+-][\d.]+) ± ([\d.]+) points', from_fit
+  ).groups()
+  assert f'ahead of t = 5 by {gain} ± {gain_error} points' in text
   for line in fixed_width:
     mean, seeds, p = re.search(
       r': ([+-][\d.]+) \((.*); paired p = ([\d.]+)\)', line
@@ -614,3 +618,17 @@ def test_memory_table_in_experiments_is_benchmarks_memory_json():
       f'{_scientific(row["pool_relative_difference_vs_unsplit"])} |'
     )
     assert cells in text, cells
+
+
+def test_table_3_in_experiments_is_the_stats_output():
+  """experiments/README.md's Table 3 is what `python -m mnv2_jax.stats
+  --memory` prints (models/statistics.py's §5.1 rule)."""
+  from mnv2_jax import stats  # noqa: PLC0415 (absl flags, only here)
+  from mnv2_jax.models import statistics  # noqa: PLC0415
+
+  table = stats.format_memory_table(statistics.memory_table())
+  rows = [line for line in table.splitlines() if line.startswith('| ')]
+  assert len(rows) == 8  # header, 6 sizes, max
+  text = _text('experiments', 'README.md')
+  for row in rows[1:]:
+    assert row in text, row
