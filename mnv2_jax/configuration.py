@@ -14,10 +14,12 @@ from typing import Any
 
 import ml_collections
 
+from mnv2_jax import models
 from mnv2_jax.data import common
 from mnv2_jax.data import datasets
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import shufflenet
 
 TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
@@ -73,7 +75,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = 'auto'
 
   config.model = ml_collections.ConfigDict()
+  # The classification network: the paper's MobileNetV2, or one of its
+  # peers of Table 4 (models/__init__.py ARCHITECTURES).
+  config.model.architecture = 'mobilenet_v2'
+  # α (MobileNetV1, V2) or the scale s (ShuffleNet s×).
   config.model.width_multiplier = 1.0
+  config.model.shufflenet_groups = 3  # g of ShuffleNet's group convolutions
   # t of every block but the first (paper §4); a non-empty per-block tuple of
   # 17 values replaces it.
   config.model.expansion_ratio = 6.0
@@ -413,6 +420,48 @@ def _check_positive_integers(config, fields) -> None:
       )
 
 
+def _check_peer_options(config) -> None:
+  """The options only MobileNetV2 has stay at their defaults for its peers,
+  and the peers' own options are in range."""
+  architecture = config.model.architecture
+  if architecture == 'mobilenet_v2':
+    return
+  if config.task != 'classification':
+    _fail(
+      'model.architecture',
+      architecture,
+      f'the {config.task} heads are built on MobileNetV2 only so far',
+      'mobilenet_v2',
+    )
+  defaults = base_config().model
+  for field in (
+    'expansion_ratio',
+    'expansion_ratio_per_block',
+    'bottleneck_activation',
+    'residual',
+    'inference_splits',
+  ):
+    if _tuple_or_value(config.model[field]) != _tuple_or_value(defaults[field]):
+      _fail(
+        f'model.{field}',
+        config.model[field],
+        f'it is a MobileNetV2 option, and model.architecture is '
+        f'{architecture!r}',
+        defaults[field],
+      )
+  if architecture == 'shufflenet':
+    _check_choice(config, 'model.width_multiplier', shufflenet.SCALES)
+    _check_choice(
+      config, 'model.shufflenet_groups', tuple(shufflenet.STAGE_CHANNELS)
+    )
+    _check_choice(config, 'model.output_stride', (32,))
+
+
+def _tuple_or_value(value):
+  """Lists and tuples compare as tuples (a config may hold either)."""
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field, the allowed values and a fix.
 
@@ -421,6 +470,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)
   _check_choice(config, 'dataset.name', tuple(datasets.DATASETS))
+  _check_choice(config, 'model.architecture', tuple(models.ARCHITECTURES))
+  _check_peer_options(config)
   _check_choice(
     config, 'model.bottleneck_activation', mobilenet_v2.BOTTLENECK_ACTIVATIONS
   )

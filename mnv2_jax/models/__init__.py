@@ -1,6 +1,7 @@
 """The networks: MobileNetV2 (paper Table 2), SSDLite on it (paper §6.2) and
-Mobile DeepLabv3 on it (paper §6.3), their layers, initial values, anchors
-and statistics. Nothing here knows about data or training.
+Mobile DeepLabv3 on it (paper §6.3), the classification peers of paper
+Table 4 (MobileNetV1, ShuffleNet), their layers, initial values, anchors and
+statistics. Nothing here knows about data or training.
 
 `build_model(config)` builds the network of any experiment config.
 """
@@ -12,8 +13,17 @@ from typing import Optional
 import flax.linen as nn
 
 from mnv2_jax.models import deeplab
+from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import shufflenet
 from mnv2_jax.models import ssdlite
+
+# config.model.architecture -> the classification network.
+ARCHITECTURES = {
+  'mobilenet_v2': mobilenet_v2.MobileNetV2,
+  'mobilenet_v1': mobilenet_v1.MobileNetV1,
+  'shufflenet': shufflenet.ShuffleNet,
+}
 
 
 def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
@@ -26,8 +36,8 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
       with the background).
 
   Returns:
-    MobileNetV2 (classification), SSDLite (detection) or MobileDeepLabV3
-    (segmentation).
+    The classifier of `config.model.architecture` (ARCHITECTURES), SSDLite
+    (detection) or MobileDeepLabV3 (segmentation).
   """
   num_classes = config.num_classes if num_classes is None else num_classes
   options = config.model
@@ -46,6 +56,20 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
       num_classes=num_classes,
       output_stride=options.output_stride,
       aspp=config.segmentation.aspp,
+      dropout_rate=options.dropout_rate,
+      **common,
+    )
+  if options.architecture == 'mobilenet_v1':
+    return mobilenet_v1.MobileNetV1(
+      num_classes=num_classes,
+      output_stride=options.output_stride,
+      dropout_rate=options.dropout_rate,
+      **common,
+    )
+  if options.architecture == 'shufflenet':
+    return shufflenet.ShuffleNet(
+      num_classes=num_classes,
+      groups=options.shufflenet_groups,
       dropout_rate=options.dropout_rate,
       **common,
     )

@@ -430,6 +430,89 @@ class Conv(nn.Module):
     )
 
 
+def grouped_pointwise_conv(inputs: Array, kernel: Array, groups: int) -> Array:
+  """A 1x1 convolution of `groups` groups as one batched matrix product.
+
+  `kernel` is Flax's grouped layout [1, 1, C_in / g, C_out]: group i reads
+  input channels [i·C_in/g, (i+1)·C_in/g) and writes output channels
+  [i·C_out/g, (i+1)·C_out/g). XLA:CPU runs a grouped convolution far below
+  matrix-product speed (as for the depthwise one); a batched matmul over the
+  group axis is the same sums (ShuffleNet's pointwise group convolutions).
+  """
+  *batch, in_channels = inputs.shape
+  per_group_in, out_channels = kernel.shape[2], kernel.shape[3]
+  per_group_out = out_channels // groups
+  grouped = inputs.reshape(*batch, groups, per_group_in)
+  weights = kernel[0, 0].reshape(per_group_in, groups, per_group_out)
+  outputs = jnp.einsum('...gi,igo->...go', grouped, weights)
+  return outputs.reshape(*batch, out_channels)
+
+
+class GroupConv(nn.Module):
+  """A k x k convolution of `groups` groups, without bias (a BatchNorm
+  follows): ShuffleNet's pointwise group convolution (Zhang et al. 2017).
+
+  The kernel is Flax's [k, k, C_in / groups, C_out], so the parameters equal
+  `nn.Conv(feature_group_count=groups)`'s. With the 'cpu' formulation a 1x1
+  one is `grouped_pointwise_conv`; otherwise XLA's grouped convolution.
+  """
+
+  features: int
+  groups: int
+  kernel_size: int = 1
+  strides: int = 1
+  padding: str = 'same'
+  implementation: str = 'auto'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable[..., Array] = initializers.HE_NORMAL
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    in_channels = inputs.shape[-1]
+    if in_channels % self.groups or self.features % self.groups:
+      raise ValueError(
+        f'A group convolution of {self.groups} groups needs input and '
+        f'output channels divisible by {self.groups}; got {in_channels} '
+        f'and {self.features}.'
+      )
+    kernel = self.param(
+      'kernel',
+      self.kernel_init,
+      (
+        self.kernel_size,
+        self.kernel_size,
+        in_channels // self.groups,
+        self.features,
+      ),
+      self.param_dtype,
+    )
+    inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
+    cpu = resolve_implementation(self.implementation) == 'cpu'
+    if cpu and self.kernel_size == 1 and self.strides == 1:
+      return grouped_pointwise_conv(inputs, kernel, self.groups)
+    padding = conv_padding(
+      inputs.shape[1:3], self.kernel_size, self.strides, 1, self.padding
+    )
+    return lax.conv_general_dilated(
+      inputs,
+      kernel,
+      window_strides=(self.strides, self.strides),
+      padding=padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=self.groups,
+    )
+
+
+def channel_shuffle(inputs: Array, groups: int) -> Array:
+  """ShuffleNet's channel shuffle (Zhang et al. 2017, Figure 1): the
+  channels as [groups, C / groups], transposed and flattened, so that the
+  next group convolution's groups each read from every previous group."""
+  *batch, channels = inputs.shape
+  shaped = inputs.reshape(*batch, groups, channels // groups)
+  return jnp.swapaxes(shaped, -1, -2).reshape(*batch, channels)
+
+
 def _relu6_mask(z: Array) -> Array:
   # jax.nn.relu6's derivative: 1 strictly inside (0, 6), 0 elsewhere.
   return (z > 0) & (z < 6)

@@ -170,6 +170,8 @@ def _batch_norm_parameters(params) -> int:
 MODEL_NAMES = {
   'SSDLite': 'MobileNetV2 + SSDLite',
   'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3',
+  'MobileNetV1': 'MobileNetV1',
+  'ShuffleNet': 'ShuffleNet',
 }
 
 

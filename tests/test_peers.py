@@ -1,0 +1,220 @@
+"""The paper's classification peers (Table 4): MobileNetV1 and ShuffleNet.
+
+Their counts against Table 4 and their own papers and releases, their layers
+(the group convolution, the channel shuffle) against plain Flax in values
+and gradients, and training through `python -m mnv2_jax.main`.
+"""
+
+import functools
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnv2_jax import configuration
+from mnv2_jax.models import build_model
+from mnv2_jax.models import layers
+from mnv2_jax.models import mobilenet_v1
+from mnv2_jax.models import shufflenet
+from mnv2_jax.models import statistics
+from mnv2_jax.training import metric_writers
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _counts(model, size=224):
+  stats = statistics.model_statistics(model, size)
+  return stats['parameters_without_batch_norm'], stats['multiply_adds']
+
+
+# (network, parameters without BatchNorm, multiply-adds) at 224 with a
+# 1000-class head, exactly. Table 4 (rounded): MobileNetV1 4.2M / 575M,
+# ShuffleNet (1.5) 3.4M / 292M, ShuffleNet (2x) 5.4M / 524M.
+# MobileNetV1's own paper (Tables 6 and 7) gives 569M / 4.2M at α = 1.0,
+# 325M / 2.6M at 0.75, 149M / 1.3M at 0.5, 41M / 0.5M at 0.25; the 575M of
+# MobileNetV2's Table 4 is 6M more than MobileNetV1's own 569M, which the
+# paper does not explain. ShuffleNet's Table 2: 38M (0.5x), 140M (1x),
+# 292M (1.5x), 524M (2x).
+EXACT_PEERS = [
+  ('mobilenet_v1', 1.0, 4210088, 568740352),
+  ('mobilenet_v1', 0.75, 2569144, 325400448),
+  ('mobilenet_v1', 0.5, 1320648, 149497088),
+  ('mobilenet_v1', 0.25, 464600, 41030272),
+  ('shufflenet', 0.5, 706084, 37589856),
+  ('shufflenet', 1.0, 1841248, 137460672),
+  ('shufflenet', 1.5, 3405448, 292443552),
+  ('shufflenet', 2.0, 5401816, 524045184),
+]
+PUBLISHED = {  # (network, α): (million parameters, million multiply-adds)
+  ('mobilenet_v1', 1.0): (4.2, 569),
+  ('mobilenet_v1', 0.75): (2.6, 325),
+  ('mobilenet_v1', 0.5): (1.3, 149),
+  ('mobilenet_v1', 0.25): (0.5, 41),
+  ('shufflenet', 0.5): (None, 38),
+  ('shufflenet', 1.0): (None, 140),
+  ('shufflenet', 1.5): (3.4, 292),
+  ('shufflenet', 2.0): (5.4, 524),
+}
+
+
+def _peer(architecture, width, num_classes=1000, **options):
+  config = configuration.base_config()
+  config.model.architecture = architecture
+  config.model.width_multiplier = width
+  config.model.update(options)
+  return build_model(config, num_classes=num_classes)
+
+
+@pytest.mark.parametrize('architecture,width,parameters,macs', EXACT_PEERS)
+def test_peer_counts_match_table_4_and_their_papers(
+  architecture, width, parameters, macs
+):
+  assert _counts(_peer(architecture, width)) == (parameters, macs)
+  published_parameters, published_macs = PUBLISHED[(architecture, width)]
+  if published_parameters is not None:
+    assert round(parameters / 1e6, 1) == published_parameters
+  # ShuffleNet 1x: 137.5M against its paper's 140M (the authors' release
+  # lists 138M).
+  tolerance = 3 if (architecture, width) == ('shufflenet', 1.0) else 0.5
+  assert abs(macs / 1e6 - published_macs) <= tolerance
+
+
+def test_mobilenet_v1_endpoints_and_output_stride():
+  images = jnp.zeros((1, 224, 224, 3))
+  for output_stride, final in [(32, 7), (16, 14), (8, 28)]:
+    model = mobilenet_v1.MobileNetV1(
+      num_classes=0, output_stride=output_stride, implementation='xla'
+    )
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    _, endpoints = jax.eval_shape(model.apply, variables, images)
+    assert endpoints['Conv2d_13_pointwise'].shape == (1, final, final, 1024)
+  # Huang et al.'s SSD setup (paper §6.2): conv_11 at stride 16, conv_13 at
+  # 32.
+  assert endpoints['Conv2d_11_pointwise'].shape[1] == 28  # output stride 8
+  model = mobilenet_v1.MobileNetV1(num_classes=0, implementation='xla')
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  _, endpoints = jax.eval_shape(model.apply, variables, images)
+  assert endpoints['Conv2d_11_pointwise'].shape == (1, 14, 14, 512)
+
+
+def test_channel_shuffle_interleaves_the_groups():
+  x = jnp.arange(12.0).reshape(1, 1, 1, 12)
+  shuffled = layers.channel_shuffle(x, 3)
+  # Groups [0..3], [4..7], [8..11] -> each group's first channel, then each
+  # one's second, ...
+  np.testing.assert_array_equal(
+    shuffled[0, 0, 0], [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
+  )
+  # A permutation: shuffling g times by g... undoes with C/g groups.
+  np.testing.assert_array_equal(layers.channel_shuffle(shuffled, 4), x)
+
+
+@pytest.mark.parametrize('implementation', ['cpu', 'xla'])
+@pytest.mark.parametrize('kernel_size,strides', [(1, 1), (3, 2)])
+def test_group_conv_matches_plain_flax(implementation, kernel_size, strides):
+  groups, in_channels, features = 3, 12, 18
+  x = jax.random.normal(jax.random.key(0), (2, 7, 7, in_channels))
+  ours = layers.GroupConv(
+    features,
+    groups,
+    kernel_size=kernel_size,
+    strides=strides,
+    implementation=implementation,
+  )
+  variables = ours.init(jax.random.key(1), x)
+  reference = nn.Conv(
+    features,
+    (kernel_size, kernel_size),
+    (strides, strides),
+    padding='SAME',
+    feature_group_count=groups,
+    use_bias=False,
+  )
+
+  def loss(module, params, inputs):
+    out = module.apply({'params': params}, inputs)
+    return jnp.sum(jnp.sin(out)), out
+
+  (_, y), grads = jax.value_and_grad(
+    functools.partial(loss, ours), argnums=(0, 1), has_aux=True
+  )(variables['params'], x)
+  (_, y_ref), grads_ref = jax.value_and_grad(
+    functools.partial(loss, reference), argnums=(0, 1), has_aux=True
+  )(variables['params'], x)
+  fan_in = kernel_size * kernel_size * in_channels // groups
+  rtol = helpers.sum_rtol(fan_in)
+  scale = float(jnp.abs(y_ref).max())
+  np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=rtol * scale)
+  for g, g_ref in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    g_scale = float(jnp.abs(g_ref).max())
+    np.testing.assert_allclose(g, g_ref, rtol=rtol, atol=rtol * g_scale)
+
+
+def test_peer_options_are_checked():
+  config = configuration.base_config()
+  config.model.architecture = 'shufflenet'
+  config.model.width_multiplier = 0.75
+  with pytest.raises(ValueError, match=r'model.width_multiplier=0.75.*0.5'):
+    configuration.validate(config)
+  config.model.width_multiplier = 1.0
+  config.model.residual = 'none'
+  with pytest.raises(ValueError, match='a MobileNetV2 option'):
+    configuration.validate(config)
+  config.model.residual = 'bottleneck'
+  config.model.architecture = 'resnet'
+  with pytest.raises(ValueError, match='allowed values are'):
+    configuration.validate(config)
+
+
+def test_shufflenet_scale_table():
+  assert shufflenet.stage_channels(3, 1.5) == (360, 720, 1440)
+  with pytest.raises(ValueError, match='released sizes'):
+    shufflenet.stage_channels(3, 0.75)
+
+
+@pytest.mark.parametrize(
+  'architecture,width', [('mobilenet_v1', 0.25), ('shufflenet', 0.5)]
+)
+def test_peer_trains_through_main(architecture, width, tmp_path):
+  """A few steps of the digits quickstart: the loss falls, evaluation and
+  the result file work, and a second command resumes the checkpoint."""
+  workdir = str(tmp_path / architecture)
+  command = [
+    sys.executable,
+    '-m',
+    'mnv2_jax.main',
+    '--config',
+    os.path.join(REPO_ROOT, 'configs', 'quickstart.py'),
+    '--workdir',
+    workdir,
+    f'--config.model.architecture={architecture}',
+    f'--config.model.width_multiplier={width}',
+    '--config.num_train_steps=24',
+    '--config.batch_size=32',
+    '--config.base_learning_rate=0.01',
+    '--config.lr_schedule=exponential',
+    '--config.warmup_epochs=0',
+    '--config.log_every_steps=4',
+    '--config.checkpoint_every_steps=12',
+  ]
+  run = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+  assert run.returncode == 0, run.stderr[-3000:]
+  lines = metric_writers.read_jsonl(workdir)
+  losses = [line['loss'] for line in lines if line['split'] == 'train']
+  assert losses[-1] < losses[0], losses
+  test = [line for line in lines if line['split'] == 'test'][-1]
+  assert test['num_examples'] == 360 and test['step'] == 24
+  resumed = subprocess.run(
+    command + ['--config.num_train_steps=28'],
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resumed from step 24' in resumed.stdout + resumed.stderr
