@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   # α (MobileNetV1, V2) or the scale s (ShuffleNet s×).
   config.model.width_multiplier = 1.0
   config.model.shufflenet_groups = 3  # g of ShuffleNet's group convolutions
+  # NASNet-A "N @ F": the first stack's filters (F = 24 × filters) and N.
+  config.model.nasnet_filters = 44  # NASNet-A Mobile, 4 @ 1056
+  config.model.nasnet_cells_per_stack = 4
   # t of every block but the first (paper §4); a non-empty per-block tuple of
   # 17 values replaces it.
   config.model.expansion_ratio = 6.0
@@ -455,6 +458,19 @@ def _check_peer_options(config) -> None:
       config, 'model.shufflenet_groups', tuple(shufflenet.STAGE_CHANNELS)
     )
     _check_choice(config, 'model.output_stride', (32,))
+  if architecture == 'nasnet_a':
+    _check_choice(config, 'model.width_multiplier', (1.0,))
+    _check_choice(config, 'model.output_stride', (32,))
+    _check_positive_integers(config, ('model.nasnet_cells_per_stack',))
+    filters = config.model.nasnet_filters
+    if not _is_int(filters) or filters < 4 or filters % 4:
+      _fail(
+        'model.nasnet_filters',
+        filters,
+        'it must be a positive multiple of 4 (the stem cells use a quarter '
+        'and a half of it)',
+        44,
+      )
 
 
 def _tuple_or_value(value):

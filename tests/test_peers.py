@@ -1,4 +1,5 @@
-"""The paper's classification peers (Table 4): MobileNetV1 and ShuffleNet.
+"""The paper's classification peers (Table 4): MobileNetV1, ShuffleNet and
+NASNet-A.
 
 Their counts against Table 4 and their own papers and releases, their layers
 (the group convolution, the channel shuffle) against plain Flax in values
@@ -21,6 +22,7 @@ from mnv2_jax import configuration
 from mnv2_jax.models import build_model
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v1
+from mnv2_jax.models import nasnet
 from mnv2_jax.models import shufflenet
 from mnv2_jax.models import statistics
 from mnv2_jax.training import metric_writers
@@ -40,7 +42,8 @@ def _counts(model, size=224):
 # 325M / 2.6M at 0.75, 149M / 1.3M at 0.5, 41M / 0.5M at 0.25; the 575M of
 # MobileNetV2's Table 4 is 6M more than MobileNetV1's own 569M, which the
 # paper does not explain. ShuffleNet's Table 2: 38M (0.5x), 140M (1x),
-# 292M (1.5x), 524M (2x).
+# 292M (1.5x), 524M (2x). NASNet-A Mobile: 5.3M / 564M in Table 4 and in
+# NASNet's own Table 2 (its auxiliary head, a training device, not counted).
 EXACT_PEERS = [
   ('mobilenet_v1', 1.0, 4210088, 568740352),
   ('mobilenet_v1', 0.75, 2569144, 325400448),
@@ -50,6 +53,7 @@ EXACT_PEERS = [
   ('shufflenet', 1.0, 1841248, 137460672),
   ('shufflenet', 1.5, 3405448, 292443552),
   ('shufflenet', 2.0, 5401816, 524045184),
+  ('nasnet_a', 1.0, 5253240, 563638816),
 ]
 PUBLISHED = {  # (network, α): (million parameters, million multiply-adds)
   ('mobilenet_v1', 1.0): (4.2, 569),
@@ -60,6 +64,7 @@ PUBLISHED = {  # (network, α): (million parameters, million multiply-adds)
   ('shufflenet', 1.0): (None, 140),
   ('shufflenet', 1.5): (3.4, 292),
   ('shufflenet', 2.0): (5.4, 524),
+  ('nasnet_a', 1.0): (5.3, 564),  # NASNet-A (4 @ 1056), Table 4
 }
 
 
@@ -178,12 +183,105 @@ def test_shufflenet_scale_table():
     shufflenet.stage_channels(3, 0.75)
 
 
+class _PlainSeparableStack(nn.Module):
+  """NASNet's separable stack in plain Flax: twice ReLU, a grouped
+  (depthwise) convolution, a 1x1 convolution, BatchNorm."""
+
+  features: int
+  kernel_size: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x):
+    for repeat, stride in enumerate((self.stride, 1), 1):
+      x = nn.relu(x)
+      x = nn.Conv(
+        x.shape[-1],
+        (self.kernel_size, self.kernel_size),
+        (stride, stride),
+        padding='SAME',
+        feature_group_count=x.shape[-1],
+        use_bias=False,
+        name=f'depthwise_{repeat}',
+      )(x)
+      x = nn.Conv(
+        self.features, (1, 1), use_bias=False, name=f'pointwise_{repeat}'
+      )(x)
+      x = nn.BatchNorm(
+        use_running_average=False,
+        momentum=0.9,
+        epsilon=1e-3,
+        name=f'bn_{repeat}',
+      )(x)
+    return x
+
+
+@pytest.mark.parametrize('implementation', ['cpu', 'xla'])
+@pytest.mark.parametrize('kernel_size,stride', [(5, 1), (7, 2)])
+def test_nasnet_separable_stack_matches_plain_flax(
+  implementation, kernel_size, stride
+):
+  norm, conv, depthwise = layers.module_factories(
+    train=True,
+    momentum=0.9,
+    epsilon=1e-3,
+    padding='same',
+    dtype=jnp.float32,
+    implementation=implementation,
+  )
+  ours = nasnet.SeparableStack(16, kernel_size, stride, conv, depthwise, norm)
+  reference = _PlainSeparableStack(16, kernel_size, stride)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 8))
+  variables = ours.init(jax.random.key(1), x)
+  # Our depthwise kernels are [k, k, 1, C], as Flax's grouped ones.
+  assert jax.tree.map(jnp.shape, variables['params']) == jax.tree.map(
+    jnp.shape, reference.init(jax.random.key(1), x)['params']
+  )
+
+  def loss(module, params, inputs):
+    out, updates = module.apply(
+      {'params': params, 'batch_stats': variables['batch_stats']},
+      inputs,
+      mutable=['batch_stats'],
+    )
+    return jnp.sum(jnp.sin(out)), (out, updates['batch_stats'])
+
+  results = [
+    jax.value_and_grad(
+      functools.partial(loss, module), argnums=(0, 1), has_aux=True
+    )(variables['params'], x)
+    for module in (ours, reference)
+  ]
+  ((_, (y, stats)), grads), ((_, (y_ref, stats_ref)), grads_ref) = results
+  # Two BatchNorm-normalised layers of k·k + 16-term sums.
+  rtol = helpers.network_rtol(4, kernel_size * kernel_size)
+  np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=rtol)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    scale = float(jnp.abs(b).max())
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_ref)):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+
+
 @pytest.mark.parametrize(
-  'architecture,width', [('mobilenet_v1', 0.25), ('shufflenet', 0.5)]
+  'architecture,width,options',
+  [
+    ('mobilenet_v1', 0.25, []),
+    ('shufflenet', 0.5, []),
+    (
+      'nasnet_a',
+      1.0,
+      [
+        '--config.model.nasnet_filters=8',
+        '--config.model.nasnet_cells_per_stack=1',
+      ],
+    ),
+  ],
 )
-def test_peer_trains_through_main(architecture, width, tmp_path):
+def test_peer_trains_through_main(architecture, width, options, tmp_path):
   """A few steps of the digits quickstart: the loss falls, evaluation and
-  the result file work, and a second command resumes the checkpoint."""
+  the result file work, and (MobileNetV1) a second command resumes the
+  checkpoint."""
   workdir = str(tmp_path / architecture)
   command = [
     sys.executable,
@@ -202,6 +300,7 @@ def test_peer_trains_through_main(architecture, width, tmp_path):
     '--config.warmup_epochs=0',
     '--config.log_every_steps=4',
     '--config.checkpoint_every_steps=12',
+    *options,
   ]
   run = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
   assert run.returncode == 0, run.stderr[-3000:]
@@ -210,6 +309,8 @@ def test_peer_trains_through_main(architecture, width, tmp_path):
   assert losses[-1] < losses[0], losses
   test = [line for line in lines if line['split'] == 'test'][-1]
   assert test['num_examples'] == 360 and test['step'] == 24
+  if architecture != 'mobilenet_v1':
+    return  # resuming is the trainer's, the same for every network
   resumed = subprocess.run(
     command + ['--config.num_train_steps=28'],
     capture_output=True,

@@ -1,6 +1,6 @@
 """The networks: MobileNetV2 (paper Table 2), SSDLite on it (paper §6.2) and
 Mobile DeepLabv3 on it (paper §6.3), the classification peers of paper
-Table 4 (MobileNetV1, ShuffleNet), their layers, initial values, anchors and
+Table 4 (MobileNetV1, ShuffleNet, NASNet-A), their layers, initial values, anchors and
 statistics. Nothing here knows about data or training.
 
 `build_model(config)` builds the network of any experiment config.
@@ -15,6 +15,7 @@ import flax.linen as nn
 from mnv2_jax.models import deeplab
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import nasnet
 from mnv2_jax.models import shufflenet
 from mnv2_jax.models import ssdlite
 
@@ -23,6 +24,7 @@ ARCHITECTURES = {
   'mobilenet_v2': mobilenet_v2.MobileNetV2,
   'mobilenet_v1': mobilenet_v1.MobileNetV1,
   'shufflenet': shufflenet.ShuffleNet,
+  'nasnet_a': nasnet.NASNetA,
 }
 
 
@@ -70,6 +72,15 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
     return shufflenet.ShuffleNet(
       num_classes=num_classes,
       groups=options.shufflenet_groups,
+      dropout_rate=options.dropout_rate,
+      **common,
+    )
+  if options.architecture == 'nasnet_a':
+    del common['width_multiplier']  # its size is its filters and cells
+    return nasnet.NASNetA(
+      num_classes=num_classes,
+      filters=options.nasnet_filters,
+      cells_per_stack=options.nasnet_cells_per_stack,
       dropout_rate=options.dropout_rate,
       **common,
     )

@@ -63,6 +63,8 @@ def _padding_1d(
     # PyTorch ports pad (k-1)/2 on both sides whatever the stride.
     half = (effective_kernel - 1) // 2
     return half, half
+  if mode == 'valid':  # no padding (NASNet's stem convolution)
+    return 0, 0
   raise ValueError(f'padding must be one of {PADDING_MODES}, got {mode!r}.')
 
 

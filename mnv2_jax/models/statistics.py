@@ -159,12 +159,13 @@ def _tree_size(tree) -> int:
 
 
 def _batch_norm_parameters(params) -> int:
-  """BatchNorm scale and bias entries (the release does not count them)."""
-  total = 0
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    if any(getattr(entry, 'key', None) == 'bn' for entry in path):
-      total += int(np.prod(leaf.shape))
-  return total
+  """BatchNorm scale and bias entries (the release does not count them):
+  every module whose parameters are exactly a scale and a bias."""
+  if not isinstance(params, dict):
+    return 0
+  if set(params) == {'scale', 'bias'}:
+    return _tree_size(params)
+  return sum(_batch_norm_parameters(value) for value in params.values())
 
 
 MODEL_NAMES = {
@@ -172,6 +173,7 @@ MODEL_NAMES = {
   'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3',
   'MobileNetV1': 'MobileNetV1',
   'ShuffleNet': 'ShuffleNet',
+  'NASNetA': 'NASNet-A',
 }
 
 
