@@ -3,6 +3,7 @@ r"""Parameter and multiply-add counts, checked against the paper and the release
   python -m mnv2_jax.stats --config configs/imagenet_mnv2.py [--config.model.width_multiplier=0.5] [--json]
   python -m mnv2_jax.stats --grid [--json]    # the 22 released checkpoints
   python -m mnv2_jax.stats --memory           # Table 3 by §5.1's rule
+  python -m mnv2_jax.stats --paper            # Tables 3-7: the paper's rows, ours
   python -m mnv2_jax.stats --config configs/ssdlite_mnv2_coco.py      # Table 6
   python -m mnv2_jax.stats --config configs/deeplab_mnv2_voc_os16.py  # Table 7
 
@@ -24,6 +25,7 @@ from ml_collections import config_flags
 from mnv2_jax import configuration
 from mnv2_jax.models import build_model
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models import paper_tables
 from mnv2_jax.models import statistics
 
 config_flags.DEFINE_config_file(
@@ -37,7 +39,48 @@ flags.DEFINE_bool(
   "Paper Table 3's MobileNetV2 column by §5.1's rule (at "
   "--config's width and resolution; default 1.0, 224).",
 )
+flags.DEFINE_bool(
+  'paper',
+  False,
+  "Every row of the paper's Tables 3-7: its figure, ours, the difference "
+  'and why they differ.',
+)
 FLAGS = flags.FLAGS
+
+TABLE_TITLES = {
+  '3': "Table 3: memory of inference by §5.1's rule (KB, 16-bit values)",
+  '4': 'Table 4: ImageNet classifiers at 224x224, 1000 classes',
+  '5': 'Table 5: SSD and SSDLite prediction layers alone, 80 classes, 320x320',
+  '6': 'Table 6: detectors on COCO, 80 classes, 320x320',
+  '7': 'Table 7: DeepLabv3 heads on VOC, 21 classes, 513x513',
+}
+
+
+def format_paper_tables(rows: list[paper_tables.Row]) -> str:
+  """One Markdown table per paper table: the paper's figure, ours, the
+  difference, whether they agree within its rounding, and the note."""
+  lines = []
+  for table, title in TABLE_TITLES.items():
+    lines += [
+      f'{title}',
+      '| network | quantity | paper | ours | ours - paper | agrees | note |',
+      '|---|---|---|---|---|---|---|',
+    ]
+    for row in (r for r in rows if r.table == table):
+      digits = row.digits + 2
+      paper = f'{row.paper:.{row.digits}f}{row.unit}'
+      if row.ours is None:
+        ours = difference = agrees = '-'
+      else:
+        ours = f'{row.ours:.{digits}f}{row.unit}'
+        difference = f'{row.ours - row.paper:+.{digits}f}'
+        agrees = 'yes' if row.agrees else 'no'
+      lines.append(
+        f'| {row.network} | {row.quantity} | {paper} | {ours} | '
+        f'{difference} | {agrees} | {row.note} |'
+      )
+    lines.append('')
+  return '\n'.join(lines)
 
 
 def format_grid(rows: list[dict[str, Any]]) -> str:
@@ -186,12 +229,20 @@ def run(argv) -> None:
       json.dumps(rows, indent=2) if FLAGS.json else format_memory_table(rows)
     )
     return
+  if FLAGS.paper:
+    rows = paper_tables.paper_tables()
+    print(
+      json.dumps([row.as_dict() for row in rows], indent=2)
+      if FLAGS.json
+      else format_paper_tables(rows)
+    )
+    return
   if FLAGS.grid:
     rows = statistics.grid_statistics()
     print(json.dumps(rows, indent=2) if FLAGS.json else format_grid(rows))
     return
   if FLAGS.config is None:
-    raise app.UsageError('Give --config <file>, --grid or --memory.')
+    raise app.UsageError('Give --config <file>, --grid, --memory or --paper.')
   stats = config_statistics(FLAGS.config)
   print(json.dumps(stats, indent=2) if FLAGS.json else format_statistics(stats))
 
