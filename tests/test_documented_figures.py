@@ -10,6 +10,7 @@ with the machine, the date and the package versions beside the figures.
 import csv
 import json
 import os
+import pathlib
 import re
 import statistics
 import sys
@@ -160,24 +161,59 @@ def test_deeplab_quickstart_in_docs_segmentation():
   assert chosen_on == f'{validation["mIoU"]:.3f}'
 
 
-def test_reproducibility_table_in_docs_development():
-  text = _text('docs', 'development.md')
-  for label, name in [
-    ('fresh install 1', 'fresh_install_1'),
-    ('fresh install 2', 'fresh_install_2'),
-    ('XLA limited to AVX2', 'xla_avx2'),
-    ('seed 1', 'seed_1'),
-    ('seed 2', 'seed_2'),
-  ]:
-    test = _json('quickstarts', 'reproducibility', f'{name}.json')['final'][
-      'test'
-    ]
-    row = _find(
-      rf'\| {re.escape(label)}[^|]*\| (\d+\.\d+)% \| (0\.\d+) \|',
-      text,
-      f'docs/development.md ({label})',
-    )
-    assert row == (_percent(test['top1']), f'{test["loss"]:.5f}'), label
+def _spread(name: str) -> dict:
+  return _json('quickstarts', 'spread', 'spread.json')[name]
+
+
+def test_quickstart_spread_in_docs_development():
+  """The digits spread docs/development.md gives is spread.json's, spread.json
+  is what experiments/quickstart_spread.py computes from the run files, and
+  the runs it says repeat earlier ones bitwise do."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
+  import quickstart_spread  # noqa: PLC0415 (a script, not a module)
+
+  folder = os.path.join(RESULTS, 'quickstarts', 'spread')
+  for name in ('digits',):
+    recomputed = quickstart_spread.summarise(name, pathlib.Path(folder))
+    assert recomputed == _spread(name)
+  digits = _spread('digits')
+  assert len(digits['runs']) == 6
+  assert {(r['isa'], r['seed']) for r in digits['runs']} == {
+    (isa, seed) for isa in ('native', 'avx2') for seed in range(3)
+  }
+  text = ' '.join(_text('docs', 'development.md').split())
+  test, validation = digits['test'], digits['validation']
+  assert (
+    f'test top-1 {_percent(test["min"])}–{_percent(test["max"])}% over the 6 '
+    f'runs (mean {_percent(test["mean"])}%), validation '
+    f'{_percent(validation["min"])}–{_percent(validation["max"])}%; the '
+    f'target, {100 * digits["target"]:.0f}%, holds at the bottom'
+  ) in text
+  assert digits['target_holds_at_the_bottom']
+  earlier = {
+    'digits_native_seed0.json': _json('quickstarts', 'digits.json'),
+    'digits_native_seed1.json': _json(
+      'quickstarts', 'reproducibility', 'seed_1.json'
+    ),
+    'digits_native_seed2.json': _json(
+      'quickstarts', 'reproducibility', 'seed_2.json'
+    ),
+  }
+  for name, before in earlier.items():
+    now = _json('quickstarts', 'spread', name)
+    for split in ('validation', 'test'):
+      drop = ('step', 'split')
+      assert {
+        k: v for k, v in now['final'][split].items() if k not in drop
+      } == {k: v for k, v in before['final'][split].items() if k not in drop}, (
+        name,
+        split,
+      )
+  avx2_alone = _json('quickstarts', 'reproducibility', 'xla_avx2.json')
+  assert (
+    avx2_alone['final']['test']
+    == earlier['digits_native_seed0.json']['final']['test']
+  )
 
 
 # ---------------------------------------------------------------- sizes
