@@ -39,7 +39,7 @@ def get_config():
   config.model.batch_norm_momentum = 0.9  # few steps
   config.segmentation.aspp = False
   config.segmentation.flip = False  # a mirrored digit is another glyph
-  # Table 7's MF evaluation: logits averaged over the paper's six scales
+  # Table 7's MF evaluation: logits averaged over DeepLab's six scales
   # (0.5-1.75), without the flip for the same reason. At output stride 8 a
   # 129-pixel scene gives 17x17 logits, too coarse for thin strokes; the
   # larger scales see them finer (measured on one checkpoint: 0.719
