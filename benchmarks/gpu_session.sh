@@ -19,6 +19,11 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export TF_CPP_MIN_LOG_LEVEL=2
 CACHE="$OUT/jax_cache"
+# The targets this session's figures are read against (docs/performance.md
+# cites them). The script records the times and does not fail a run that
+# misses one.
+QUICKSTART_TARGET_S=60  # the digits quickstart from a cold cache: <= 60 s wall
+FIRST_STEP_TARGET_S=10  # benchmarks/startup.py: first step <= 10 s, warm and resumed
 log() { echo "=== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/session.log"; }
 
 log "setup"
