@@ -70,6 +70,7 @@ def small_scenes(monkeypatch):
 # tests/test_train.py's tiny_digits_config) in the compilation cache.
 _SLOWEST_FILES_FIRST = (
   'test_multihost',
+  'test_peers',
   'test_reliability',
   'test_ssd',
   'test_kill_resume',
@@ -86,6 +87,7 @@ _SLOWEST_FILES_FIRST = (
   'test_layers',
   'test_imagenet',
   'test_imagenet_paths',
+  'test_paper_tables',
   'test_config_fuzz',
 )
 
