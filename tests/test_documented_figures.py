@@ -668,3 +668,30 @@ def test_table_3_in_experiments_is_the_stats_output():
   text = _text('experiments', 'README.md')
   for row in rows[1:]:
     assert row in text, row
+
+
+def test_eval_scale_checks_in_docs_segmentation():
+  """Each evaluation-only check holds its own validation figures and no test
+  figure (an evaluation without a test split used to inherit the training
+  run's), and docs/segmentation.md's table is theirs."""
+  text = _text('docs', 'segmentation.md')
+  for name, label in [
+    ('05_075_10_125_15_175', '0.5, 0.75, 1.0, 1.25, 1.5, 1.75'),
+    ('10_125_15_175', '1.0, 1.25, 1.5, 1.75'),
+    ('10_125_15_175_20', '1.0 … 2.0'),
+    ('15', '1.5'),
+    ('10', '1.0 (single scale)'),
+  ]:
+    record = _json(
+      'quickstarts', 'validation_checks', f'deeplab_eval_scales_{name}.json'
+    )
+    assert set(record['final']) == {'validation'}, name
+    assert record['config']['mode'] == 'eval'
+    validation = record['final']['validation']
+    row = _find(
+      rf'\| {re.escape(label)}[^|]*\| (0\.\d+) \| (0\.\d+) \|', text, label
+    )
+    assert row == (
+      f'{validation["mIoU"]:.3f}',
+      f'{validation["pixel_accuracy"]:.3f}',
+    ), name
