@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import pathlib
@@ -68,7 +69,12 @@ def run_one(name, isa, seed, results_dir, workdir_root, overrides, log_dir):
   if path.exists():
     print(f'{path} exists: skipped', flush=True)
     return
-  workdir = workdir_root / f'{name}_{isa}_seed{seed}'
+  # A workdir per config version: a run whose config changed starts afresh
+  # instead of resuming the old one's checkpoints under the new schedule.
+  version = hashlib.sha256(
+    (REPOSITORY / config).read_bytes() + ' '.join(overrides).encode()
+  ).hexdigest()[:8]
+  workdir = workdir_root / f'{name}_{isa}_seed{seed}_{version}'
   command = [
     sys.executable,
     '-m',
