@@ -3,16 +3,17 @@ r"""SSDLite quickstart: MobileNetV2 + SSDLite on the built-in scenes, on a CPU.
 Not a paper row: the detection pipeline of paper §6.2 (anchors, matching,
 SSD loss with hard-negative mining, NMS, COCO evaluation through pycocotools)
 trained end to end on real shipped pixels, no download: scikit-learn digits
-pasted on crops of scikit-image's photos (mnv2_jax/scenes.py), 2,000 train
-and 200 test scenes with 1-4 digits each (30-60% of the image side), 10
-classes.
+pasted on crops of scikit-image's photos (mnv2_jax/data/scenes.py), 2,000
+train, 200 validation and 200 test scenes with 1-4 digits each (30-60% of the
+image side), 10 classes.
 
   python -m mnv2_jax.main --config configs/ssdlite_quickstart.py --workdir /tmp/ssdlite_quickstart
 
-Target: AP50 >= 0.80 on the 200 test scenes within 20 minutes. Measured
-(README): AP 0.612, AP50 0.822, AP75 0.761 in 18:37 on 2 CPU cores. The
-model is the paper's SSDLite at α = 0.5 and 160x160; the anchor scales are
-set for the scenes' digits (below).
+Target: AP50 >= 0.80 on the 200 test scenes, at the bottom of the spread
+over seeds and instruction sets (experiments/README.md gives the measured
+spread; experiments/results/quickstarts/spread/ holds the runs). The model is
+the paper's SSDLite at α = 0.5 and 160x160; the anchor scales are set for the
+scenes' digits (below).
 """
 
 from mnv2_jax import configuration
@@ -43,7 +44,11 @@ def get_config():
   config.detection.min_scale = 0.3
   config.detection.max_scale = 0.8
 
-  config.num_epochs = 20.0  # ~20 minutes on 2 cores
+  # 26 epochs, not 20: at 20 the spread over seeds and instruction sets
+  # reached down to test AP50 0.754 (validation 0.798; XLA without AVX-512,
+  # seed 0), below the target (experiments/results/quickstarts/spread/
+  # ssdlite_20_epochs/, experiments/README.md).
+  config.num_epochs = 26.0
   config.batch_size = 32
   config.eval_batch_size = 100
   # The reference recipe is RMSProp lr 0.004 at batch 24 for 200k steps
@@ -58,7 +63,7 @@ def get_config():
   config.ema_decay = 0.0
 
   config.log_every_steps = 50
-  config.eval_every_epochs = 10.0
+  config.eval_every_epochs = 13.0
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   return config

@@ -135,6 +135,83 @@ def summarise(name: str, results_dir: pathlib.Path) -> dict:
   return spread
 
 
+# How experiments/README.md names each summary's row.
+LABELS = {
+  'digits': 'digits (`quickstart.py`)',
+  'ssdlite': 'SSDLite, 26 epochs (`ssdlite_quickstart.py`)',
+  'ssdlite_20_epochs': 'SSDLite, 20 epochs (the config before)',
+  'deeplab': 'DeepLab (`deeplab_quickstart.py`)',
+}
+
+
+def _figure(metric: str, value: float) -> str:
+  return f'{100 * value:.2f}%' if metric == 'top1' else f'{value:.3f}'
+
+
+FULL_SPREAD = 6  # 3 seeds x 2 instruction-set settings
+
+
+def _verdict(spread: dict) -> str:
+  """Whether the target holds at the bottom; a spread of fewer than
+  FULL_SPREAD runs cannot say it holds, only that it has not failed."""
+  if not spread['target_holds_at_the_bottom']:
+    return 'fails'
+  return 'holds' if len(spread['runs']) >= FULL_SPREAD else 'holds so far'
+
+
+def table_rows(summary: dict) -> list[str]:
+  """experiments/README.md's rows of the spread table, from spread.json."""
+  rows = []
+  for key, label in LABELS.items():
+    if key not in summary:
+      continue
+    spread = summary[key]
+    metric, test, validation = (
+      spread['metric'],
+      spread['test'],
+      spread['validation'],
+    )
+    target = (
+      f'top-1 ≥ {100 * spread["target"]:.0f}%'
+      if metric == 'top1'
+      else f'{metric} ≥ {spread["target"]:.2f}'
+    )
+    rows.append(
+      f'| {label} | {target} | {len(spread["runs"])} | '
+      f'{_figure(metric, test["min"])}–{_figure(metric, test["max"])} '
+      f'({_figure(metric, test["mean"])}) | '
+      f'{_figure(metric, validation["min"])}–'
+      f'{_figure(metric, validation["max"])} | '
+      f'{_verdict(spread)} |'
+    )
+  return rows
+
+
+def readme_line(summary: dict) -> str:
+  """The README's one-line summary of the spreads: each quickstart's
+  lowest and highest test figure and how many of its 6 runs exist."""
+  parts = []
+  for key, name in (
+    ('digits', 'digits top-1'),
+    ('ssdlite', 'SSDLite AP50'),
+    ('deeplab', 'DeepLab mIoU'),
+  ):
+    if key not in summary:
+      continue
+    spread = summary[key]
+    runs = len(spread['runs'])
+    count = (
+      f'{runs} runs'
+      if runs >= FULL_SPREAD
+      else f'{runs} of {FULL_SPREAD} runs so far'
+    )
+    parts.append(
+      f'{name} {_figure(spread["metric"], spread["test"]["min"])}–'
+      f'{_figure(spread["metric"], spread["test"]["max"])} ({count})'
+    )
+  return '; '.join(parts)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('quickstarts', nargs='+', choices=sorted(QUICKSTARTS))
@@ -169,6 +246,12 @@ def main(argv=None) -> None:
   summary = (
     json.loads(summary_path.read_text()) if summary_path.exists() else {}
   )
+  # Earlier recipes' runs kept in sub-folders named <quickstart>_<recipe>
+  # (e.g. ssdlite_20_epochs) are summarised under the folder's name.
+  for folder in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+    quickstart = folder.name.split('_')[0]
+    if quickstart in QUICKSTARTS and any(folder.glob('*_seed*.json')):
+      summary[folder.name] = summarise(quickstart, folder)
   for name in args.quickstarts:
     summary[name] = summarise(name, results_dir)
     test = summary[name]['test']
