@@ -17,9 +17,11 @@ import ml_collections
 from mnv2_jax import models
 from mnv2_jax.data import common
 from mnv2_jax.data import datasets
+from mnv2_jax.models import backbones
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import shufflenet
+from mnv2_jax.models import ssdlite
 
 TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
@@ -76,7 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # The classification network: the paper's MobileNetV2, or one of its
-  # peers of Table 4 (models/__init__.py ARCHITECTURES).
+  # peers of Table 4 (models/__init__.py ARCHITECTURES). For detection and
+  # segmentation, the backbone under the heads (models/backbones.py):
+  # MobileNetV2 or MobileNetV1 (Tables 6, 7), or ResNet-101 (Table 7).
   config.model.architecture = 'mobilenet_v2'
   # α (MobileNetV1, V2) or the scale s (ShuffleNet s×).
   config.model.width_multiplier = 1.0
@@ -148,6 +152,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.detection.nms_iou_threshold = 0.6
   config.detection.max_detections = 100
   config.detection.zoom_out_probability = 0.5  # built-in scenes' augmentation
+  # 'separable': SSDLite's depthwise-separable prediction layers (paper
+  # §6.2); 'regular': SSD's 3x3 convolutions (Table 5's comparison).
+  config.detection.prediction_layers = 'separable'
 
   # Mobile DeepLabv3 (config.task == 'segmentation'; paper §6.3). The
   # backbone's output stride is config.model.output_stride (16 or 8); the
@@ -429,11 +436,15 @@ def _check_peer_options(config) -> None:
   architecture = config.model.architecture
   if architecture == 'mobilenet_v2':
     return
-  if config.task != 'classification':
+  heads_run_on = {
+    'detection': backbones.DETECTION_BACKBONES,
+    'segmentation': backbones.SEGMENTATION_BACKBONES,
+  }.get(config.task)
+  if heads_run_on is not None and architecture not in heads_run_on:
     _fail(
       'model.architecture',
       architecture,
-      f'the {config.task} heads are built on MobileNetV2 only so far',
+      f'the {config.task} heads run on {", ".join(heads_run_on)}',
       'mobilenet_v2',
     )
   defaults = base_config().model
@@ -678,6 +689,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_range(
       config, field, low, high, low_inclusive=True, high_inclusive=True
     )
+  _check_choice(
+    config, 'detection.prediction_layers', ssdlite.PREDICTION_LAYERS
+  )
   if config.task == 'segmentation':
     if config.model.output_stride not in (8, 16):
       _fail(

@@ -23,8 +23,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from mnv2_jax import configuration
+from mnv2_jax.models import backbones
 from mnv2_jax.models import build_model
-from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import paper_tables
 from mnv2_jax.models import statistics
 
@@ -188,7 +188,7 @@ def config_statistics(config) -> dict[str, Any]:
   if config.task == 'detection':
     # SSDLite's extra layers and heads alone (Table 5's "heads" comparison).
     backbone = statistics.model_statistics(
-      mobilenet_v2.backbone_of(model), config.image_size
+      backbones.build(model, model.backbone_architecture), config.image_size
     )
     stats['heads_parameters'] = (
       stats['trainable_parameters'] - backbone['trainable_parameters']

@@ -20,7 +20,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO_ROOT, 'experiments', 'results')
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
-import test_deeplab  # noqa: E402 (tests/ on the path first)
+import test_paper_tables  # noqa: E402 (tests/ on the path first)
 import test_ssd  # noqa: E402
 import test_stats  # noqa: E402
 
@@ -235,7 +235,11 @@ def test_sizes_in_the_readme_are_the_pinned_counts():
   assert f'all {len(test_stats.EXACT_GRID)} match' in readme
   assert f'{test_ssd.SSDLITE_PARAMETERS:,} and ' in readme
   assert f'{test_ssd.SSDLITE_MULTIPLY_ADDS / 1e9:.3f}B' in readme
-  table_7 = test_deeplab.TABLE_7
+  table_7 = {
+    (stride, aspp): counts
+    for (backbone, stride, aspp), counts in test_paper_tables.TABLE_7.items()
+    if backbone == 'mobilenet_v2'
+  }
   assert (
     f'{table_7[(16, False)][0]:,} / {table_7[(16, True)][0]:,}; '
     f'{table_7[(16, False)][1] / 1e9:.3f}B / '
@@ -247,7 +251,9 @@ def test_sizes_in_the_readme_are_the_pinned_counts():
 
 def test_table_7_in_docs_segmentation_is_the_pinned_counts():
   text = _text('docs', 'segmentation.md')
-  for (stride, aspp), counts in test_deeplab.TABLE_7.items():
+  for (backbone, stride, aspp), counts in test_paper_tables.TABLE_7.items():
+    if backbone != 'mobilenet_v2':
+      continue
     name = f'deeplab_mnv2_voc_os{stride}{"_aspp" if aspp else ""}.py'
     row = _find(
       rf'\| `{name}` \|([^\n]*)\|\n', text, f'docs/segmentation.md {name}'

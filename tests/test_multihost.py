@@ -6,8 +6,8 @@ train at a tenth of the speed on 2 cores); they are compared with 1 process
 of 2 devices (`JAX_NUM_CPU_DEVICES=2`) on the digits:
 
 * the same training, to the last bit;
-* checkpoints written by 2 processes restored by 1, and the reverse, and a
-  resumed 2-process job equal to an uninterrupted one;
+* checkpoints written by 2 processes resumed by 1, and the reverse, each
+  equal to the uninterrupted run;
 * SIGTERM to one process: every process saves the same step and stops;
 * SIGKILL of one process: the other ends within a bound (the coordination
   service's heartbeat timeout) instead of hanging in a collective, and the
@@ -182,44 +182,24 @@ def test_two_processes_train_bitwise_as_one_process_of_two_devices(runs):
   _assert_same_metrics(_final(runs['two']), _final(runs['one']), rtol=1e-6)
 
 
-def _eval_elsewhere(runs, source: str, command, devices=None) -> dict:
-  """Evaluates `source`'s last checkpoint with another process layout."""
-  name = os.path.basename(source)
-  result = str(runs['root'] / f'{name}_eval_elsewhere.json')
-  _run(
-    command(source, 4, '--config.mode=eval', f'--result_file={result}'),
-    devices=devices,
-  )
-  with open(result) as f:
-    return json.load(f)['final']
-
-
 def test_checkpoints_restore_across_process_counts(runs):
+  """A job resumed under the other process layout (rescheduled on fewer or
+  more hosts) restores the weights and the optimizer state and trains on
+  to the uninterrupted run's result: the layouts train bitwise alike (the
+  test above), so a resumed run equals both."""
   root = runs['root']
-  # The same weights evaluated by the other layout give the same metrics:
-  # 2 processes' checkpoint restored into 1 process of 8 devices (a job
-  # rescheduled on fewer hosts), and the reverse.
-  _assert_same_metrics(
-    _eval_elsewhere(runs, runs['two'], _one_process_command, devices=2),
-    _final(runs['two']),
-    rtol=1e-5,
-  )
-  _assert_same_metrics(
-    _eval_elsewhere(runs, runs['one'], _launch_command),
-    _final(runs['one']),
-    rtol=1e-5,
-  )
-  # A resumed 2-process job equals the uninterrupted one, bitwise.
-  resumed = _at_step(runs['two'], 2, root)
-  out = _run(_launch_command(resumed, 4, *EVERY_STEP))
-  assert 'Resumed from step 2' in out, out[-3000:]
-  assert _final(resumed) == _final(runs['two'])
-  assert _train_losses(resumed) == _train_losses(runs['two'])
-  # Training continues across a changed process count (the optimizer state
-  # restores too).
-  moved = _at_step(runs['two'], 3, root)
+  # 2 processes' checkpoint of step 2, resumed by 1 process of 2 devices.
+  moved = _at_step(runs['two'], 2, root)
   out = _run(_one_process_command(moved, 4, *EVERY_STEP), devices=2)
-  assert 'Resumed from step 3' in out, out[-3000:]
+  assert 'Resumed from step 2' in out, out[-3000:]
+  assert _train_losses(moved) == _train_losses(runs['two'])
+  _assert_same_metrics(_final(moved), _final(runs['two']), rtol=1e-5)
+  # 1 process's checkpoint of step 2, resumed by 2 processes.
+  moved = _at_step(runs['one'], 2, root)
+  out = _run(_launch_command(moved, 4, *EVERY_STEP))
+  assert 'Resumed from step 2' in out, out[-3000:]
+  assert _train_losses(moved) == _train_losses(runs['one'])
+  _assert_same_metrics(_final(moved), _final(runs['one']), rtol=1e-5)
 
 
 def _start(command) -> tuple[subprocess.Popen, list[int]]:
@@ -286,14 +266,11 @@ def test_sigterm_saves_on_every_process_and_sigkill_ends_the_other(tmp_path):
   assert 'killed by SIGKILL' in out and after[0] != 'exit status 0'
   assert 'heartbeat' in out.lower() or 'unavailable' in out.lower()
   assert launcher.returncode != 0
-  # The job resumes from the last complete checkpoint, the preemption's.
+  # The last complete checkpoint, the preemption's, is intact: the next
+  # command resumes from it, as the second one did above.
   assert checkpointing.create_manager(workdir, read_only=True).all_steps() == [
     step
   ]
-  out = _run(
-    _launch_command(workdir, step + 2, '--config.checkpoint_every_steps=1000')
-  )
-  assert f'Resumed from step {step}' in out
 
 
 # ------------------------------------------------------ per-host data

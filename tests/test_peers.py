@@ -23,10 +23,12 @@ from mnv2_jax.models import build_model
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import nasnet
+from mnv2_jax.models import resnet
 from mnv2_jax.models import shufflenet
 from mnv2_jax.models import statistics
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import trainer
+from mnv2_jax.weights import export
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -338,6 +340,17 @@ def test_mobilenet_v1_trains_and_resumes_through_main(tmp_path):
   )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resumed from step 24' in resumed.stdout + resumed.stderr
+  _exports_with_parity(workdir)
+
+
+def _exports_with_parity(workdir):
+  """TFLite float32 from the workdir's checkpoint computes JAX's logits on
+  the held test images (weights/export.py's check)."""
+  result = export.export(workdir, 'tflite', None, None)
+  # float32 throughout: within rounding of the network's sums (measured
+  # 7e-7 for MobileNetV1, 1.5e-6 for ShuffleNet).
+  assert result['max_rel_diff'] < 1e-4, result
+  assert result['top1_agreement'] == 1.0, result
 
 
 @pytest.mark.parametrize(
@@ -365,3 +378,96 @@ def test_peer_trains_and_evaluates(architecture, width, overrides, tmp_path):
   config = _tiny_quickstart(architecture, width, **overrides)
   trainer.train_and_evaluate(config, workdir)
   _trained(workdir)
+  if architecture == 'shufflenet':
+    # (NASNet-A's export takes 33 s here: measured once, docs/model.md.)
+    _exports_with_parity(workdir)
+
+
+# ------------------------------------------- the heads' other backbones
+
+
+@pytest.mark.parametrize(
+  'depth,parameters', [(50, 25_557_032), (101, 44_549_160)]
+)
+def test_resnet_counts_match_the_original(depth, parameters):
+  # The original 7x7 stem with 1000 classes: every parameter with BatchNorm's
+  # scale and bias, as torchvision's resnet50 / resnet101 count them
+  # (25,557,032 and 44,549,160). DeepLab's beta stem adds 123,776.
+  original = resnet.ResNet(num_classes=1000, depth=depth, stem='original')
+  beta = resnet.ResNet(num_classes=1000, depth=depth, stem='beta')
+  assert (
+    statistics.model_statistics(original, 224)['trainable_parameters']
+    == parameters
+  )
+  assert (
+    statistics.model_statistics(beta, 224)['trainable_parameters'] - parameters
+    == 123_776
+  )
+
+
+def test_resnet_output_stride_and_multi_grid():
+  def block_4(output_stride):
+    return [
+      (unit.stride, unit.dilation)
+      for unit in resnet.unit_configs(101, output_stride)
+      if unit.block == 4
+    ]
+
+  # Strides on the last unit of blocks 1-3 (TF-slim); below output stride 32
+  # they become dilations, and block 4 takes DeepLabv3's multi-grid (1, 2, 4).
+  assert block_4(32) == [(1, 1)] * 3
+  assert block_4(16) == [(1, 2), (1, 4), (1, 8)]
+  assert block_4(8) == [(1, 4), (1, 8), (1, 16)]
+  units = resnet.unit_configs(101, 8)
+  assert [u.stride for u in units if u.index == 1] == [1, 1, 1, 1]
+  assert [u.stride for u in units if u.stride > 1] == [2]  # block 1's last
+  images = jax.ShapeDtypeStruct((1, 65, 65, 3), jnp.float32)
+  model = resnet.ResNet(num_classes=0, output_stride=8, width_multiplier=0.25)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  _, endpoints = jax.eval_shape(model.apply, variables, images)
+  assert endpoints['block4'].shape == (1, 9, 9, 512)
+
+
+@pytest.mark.parametrize(
+  'task,architecture,overrides',
+  [
+    # MobileNetV1 + SSD's regular prediction layers (Tables 5, 6).
+    ('detection', 'mobilenet_v1', {'detection.prediction_layers': 'regular'}),
+    # ResNet-101 under DeepLab (Table 7), at a width for this test.
+    ('segmentation', 'resnet_101', {'model.width_multiplier': 0.125}),
+  ],
+)
+def test_heads_on_other_backbones_learn(
+  task, architecture, overrides, small_scenes
+):
+  """A fixed batch of scenes, a few dozen steps: the loss falls (the heads
+  and backbone are counted exactly in tests/test_paper_tables.py)."""
+  del small_scenes
+  import test_learning  # noqa: PLC0415 (a test module: tests/ is on the path)
+
+  config = configuration.base_config()
+  config.task = task
+  config.dataset.name = 'scenes'
+  config.dataset.eval_split = 'train'
+  config.model.architecture = architecture
+  config.model.width_multiplier = 0.25
+  if task == 'detection':
+    config.num_classes = 10
+    config.image_size = 64
+    config.detection.max_boxes = 8
+  else:
+    config.num_classes = 11
+    config.image_size = 33
+    config.model.output_stride = 16
+    config.segmentation.flip = False
+  config.update_from_flattened_dict(overrides)
+  config = test_learning._common(config, steps=20)
+  config.base_batch_size = 4
+  config.base_learning_rate = 0.01
+  batch = test_learning._fixed_batch(config, 4)
+  first, last, metrics = test_learning._overfit(config, batch, 20)
+  assert last < first / 2, (first, last)
+  headline = {'detection': 'AP50', 'segmentation': 'mIoU'}[task]
+  assert 0 < metrics[headline] <= 1, metrics
+  model = build_model(config)
+  assert model.backbone_architecture == architecture

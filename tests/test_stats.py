@@ -130,9 +130,8 @@ def _stats_cli(*arguments) -> str:
   return run.stdout
 
 
-def test_stats_cli_grid_memory_detection_and_segmentation():
-  rows = json.loads(_stats_cli('--grid', '--json'))
-  assert len(rows) == 22 and all(row['matches'] for row in rows)
+def test_stats_cli_memory_detection_and_segmentation():
+  # (--grid's rows are grid_statistics', tested in this process above.)
   assert '| max | 401K | 602K | 400K |' in _stats_cli('--memory')
   # The README's SSDLite figures, heads alone included (Table 5, 6).
   detection = _stats_cli(f'--config={REPO_ROOT}/configs/ssdlite_mnv2_coco.py')

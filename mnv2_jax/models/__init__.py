@@ -1,7 +1,8 @@
-"""The networks: MobileNetV2 (paper Table 2), SSDLite on it (paper §6.2) and
-Mobile DeepLabv3 on it (paper §6.3), the classification peers of paper
-Table 4 (MobileNetV1, ShuffleNet, NASNet-A), their layers, initial values, anchors and
-statistics. Nothing here knows about data or training.
+"""The networks: MobileNetV2 (paper Table 2), SSDLite and SSD on it (paper
+§6.2) and Mobile DeepLabv3 on it (paper §6.3), the classification peers of
+paper Table 4 (MobileNetV1, ShuffleNet, NASNet-A) and ResNet, the heads' other
+backbones (MobileNetV1, ResNet-101; Tables 6, 7), their layers, initial
+values, anchors and statistics. Nothing here knows about data or training.
 
 `build_model(config)` builds the network of any experiment config.
 """
@@ -16,6 +17,7 @@ from mnv2_jax.models import deeplab
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import nasnet
+from mnv2_jax.models import resnet
 from mnv2_jax.models import shufflenet
 from mnv2_jax.models import ssdlite
 
@@ -25,6 +27,7 @@ ARCHITECTURES = {
   'mobilenet_v1': mobilenet_v1.MobileNetV1,
   'shufflenet': shufflenet.ShuffleNet,
   'nasnet_a': nasnet.NASNetA,
+  'resnet_101': resnet.ResNet,
 }
 
 
@@ -38,8 +41,8 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
       with the background).
 
   Returns:
-    The classifier of `config.model.architecture` (ARCHITECTURES), SSDLite
-    (detection) or MobileDeepLabV3 (segmentation).
+    The classifier of `config.model.architecture` (ARCHITECTURES), or SSDLite
+    (detection) or MobileDeepLabV3 (segmentation) on that backbone.
   """
   num_classes = config.num_classes if num_classes is None else num_classes
   options = config.model
@@ -52,10 +55,16 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
     implementation=options.implementation,
   )
   if config.task == 'detection':
-    return ssdlite.SSDLite(num_classes=num_classes, **common)
+    return ssdlite.SSDLite(
+      num_classes=num_classes,
+      backbone_architecture=options.architecture,
+      prediction_layers=config.detection.prediction_layers,
+      **common,
+    )
   if config.task == 'segmentation':
     return deeplab.MobileDeepLabV3(
       num_classes=num_classes,
+      backbone_architecture=options.architecture,
       output_stride=options.output_stride,
       aspp=config.segmentation.aspp,
       dropout_rate=options.dropout_rate,
@@ -64,6 +73,14 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
   if options.architecture == 'mobilenet_v1':
     return mobilenet_v1.MobileNetV1(
       num_classes=num_classes,
+      output_stride=options.output_stride,
+      dropout_rate=options.dropout_rate,
+      **common,
+    )
+  if options.architecture == 'resnet_101':
+    return resnet.ResNet(
+      num_classes=num_classes,
+      depth=101,
       output_stride=options.output_stride,
       dropout_rate=options.dropout_rate,
       **common,

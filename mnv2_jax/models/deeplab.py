@@ -1,5 +1,9 @@
 """Mobile DeepLabv3 on MobileNetV2 (paper §6.3, Table 7): the network.
 
+The same head runs on MobileNetV1 and ResNet-101, Table 7's other backbones
+(`backbone_architecture`, models/backbones.py, which names the feature map
+each one gives the head).
+
 MNetV2* (paper §6.3): the backbone runs at output stride 16 or 8 (later
 strides become atrous rates, `model.block_configs`) and ends at the
 320-channel output of the last bottleneck, without the 1x1 conv to 1280. The
@@ -23,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnv2_jax.models import backbones
 from mnv2_jax.models import initializers
 from mnv2_jax.models import layers
-from mnv2_jax.models import mobilenet_v2
 
 Array = jax.Array
 
@@ -66,11 +70,12 @@ def resize_bilinear(x: Array, size: Sequence[int]) -> Array:
 
 
 class MobileDeepLabV3(nn.Module):
-  """MobileNetV2 (MNetV2*) + the reduced DeepLabv3 head.
+  """MobileNetV2 (MNetV2*), MobileNetV1 or ResNet-101 + the DeepLabv3 head.
 
   Attributes:
     num_classes: classes including background (21 for VOC).
     width_multiplier, output_stride: of the backbone (output stride 16 or 8).
+    backbone_architecture: one of backbones.SEGMENTATION_BACKBONES.
     aspp: adds the three 3x3 atrous branches.
     dropout_rate: before the classifier (DeepLab: keep probability 0.9).
   """
@@ -78,6 +83,7 @@ class MobileDeepLabV3(nn.Module):
   num_classes: int = 21
   width_multiplier: float = 1.0
   output_stride: int = 16
+  backbone_architecture: str = 'mobilenet_v2'
   aspp: bool = False
   dropout_rate: float = 0.1
   batch_norm_momentum: float = 0.997
@@ -96,10 +102,20 @@ class MobileDeepLabV3(nn.Module):
         'DeepLab runs the backbone at output stride 8 or 16 '
         f'(model.output_stride), got {self.output_stride}.'
       )
-    backbone = mobilenet_v2.backbone_of(
-      self, output_stride=self.output_stride, last_conv=False
+    if self.backbone_architecture not in backbones.SEGMENTATION_BACKBONES:
+      raise ValueError(
+        f'DeepLab runs on {backbones.SEGMENTATION_BACKBONES}, got '
+        f'{self.backbone_architecture!r}.'
+      )
+    options = {'output_stride': self.output_stride}
+    if self.backbone_architecture == 'mobilenet_v2':
+      options['last_conv'] = False  # MNetV2* (paper §6.3)
+    outputs, endpoints = backbones.build(
+      self, self.backbone_architecture, **options
+    )(images, train=train)
+    features = backbones.deeplab_features(
+      self.backbone_architecture, outputs, endpoints
     )
-    features, endpoints = backbone(images, train=train)
     norm, conv, _ = layers.network_factories(self, train=train)
 
     def branch(name: str, **conv_kwargs) -> Callable[[Array], Array]:

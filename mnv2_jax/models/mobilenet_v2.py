@@ -565,20 +565,3 @@ class MobileNetV2(nn.Module):
     )(x)
     endpoints['logits'] = logits
     return logits, endpoints
-
-
-def backbone_of(head, **options) -> MobileNetV2:
-  """The MobileNetV2 under a head network (SSDLite, DeepLab), named
-  'backbone', without a classifier and with the head's width and layer
-  options; `options` sets the rest (e.g. output_stride)."""
-  return MobileNetV2(
-    num_classes=0,
-    width_multiplier=head.width_multiplier,
-    batch_norm_momentum=head.batch_norm_momentum,
-    batch_norm_epsilon=head.batch_norm_epsilon,
-    padding=head.padding,
-    dtype=head.dtype,
-    implementation=head.implementation,
-    name='backbone',
-    **options,
-  )

@@ -1,11 +1,21 @@
-"""SSDLite on MobileNetV2 (paper §6.2, Tables 5-6): the network and its anchors.
+"""SSDLite and SSD (paper §6.2, Tables 5-6): the network and its anchors.
 
 SSDLite is SSD with every regular convolution of the prediction layers
 replaced by a depthwise 3x3 + 1x1 pair (paper §6.2). Feature maps (paper
-§6.2): the expansion output of layer 15 (output stride 16), the last layer
-(stride 32), and four extra layers of 512, 256, 256 and 128 channels, each a
-1x1 conv to half width and a stride-2 depthwise-separable 3x3. The loss and
-the post-processing are the detection task's (tasks/detection.py).
+§6.2): the backbone's stride-16 and stride-32 maps (for MobileNetV2 the
+expansion output of layer 15 and the last layer; for MobileNetV1 conv_11 and
+conv_13, models/backbones.py), and four extra layers of 512, 256, 256 and 128
+channels, each a 1x1 conv to half width and a stride-2 3x3.
+
+`prediction_layers` chooses between the two heads of Table 5:
+
+- 'separable' (SSDLite): the extra layers' 3x3 is depthwise followed by a 1x1
+  projection, and each predictor is a depthwise 3x3 (BN, ReLU6) and a 1x1;
+- 'regular' (SSD, Liu et al. 2016): the extra layers' 3x3 is a regular
+  convolution and each predictor a regular 3x3 convolution with bias.
+
+The loss and the post-processing are the detection task's
+(tasks/detection.py).
 """
 
 from __future__ import annotations
@@ -19,33 +29,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnv2_jax.models import backbones
 from mnv2_jax.models import box_ops
 from mnv2_jax.models import initializers
 from mnv2_jax.models import layers
-from mnv2_jax.models import mobilenet_v2
 
 Array = jax.Array
 
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 MIN_DEPTH = 16  # the reference config's min_depth
-FIRST_FEATURE = 'layer_15/expansion_output'  # stride 16
-SECOND_FEATURE = 'layer_19'  # stride 32
+PREDICTION_LAYERS = ('separable', 'regular')  # SSDLite, SSD
 
 
 class SSDLite(nn.Module):
-  """MobileNetV2 + SSDLite.
+  """SSDLite (or SSD) on MobileNetV2 or MobileNetV1.
 
   Attributes:
     num_classes: foreground classes; the heads predict num_classes + 1 logits
       per anchor (index 0 = background).
     width_multiplier: α of the backbone; also scales the extra layers (never
       below MIN_DEPTH channels).
+    backbone_architecture: one of backbones.DETECTION_BACKBONES.
+    prediction_layers: 'separable' (SSDLite) or 'regular' (SSD).
     boxes_per_location: anchors per location on each of the six maps.
-    backbone: keyword arguments for `model.MobileNetV2` (padding, BN, dtype).
+    batch_norm_momentum, batch_norm_epsilon, padding, dtype, implementation:
+      the backbone's and the heads' layer options.
   """
 
   num_classes: int = 80
   width_multiplier: float = 1.0
+  backbone_architecture: str = 'mobilenet_v2'
+  prediction_layers: str = 'separable'
   boxes_per_location: Sequence[int] = (3, 6, 6, 6, 6, 6)
   batch_norm_momentum: float = 0.997
   batch_norm_epsilon: float = 1e-3
@@ -58,11 +72,26 @@ class SSDLite(nn.Module):
     self, images: Array, train: bool = False
   ) -> tuple[Array, Array, dict[str, Array]]:
     """Returns box encodings [N, A, 4], class logits [N, A, C + 1], endpoints."""
-    backbone = mobilenet_v2.backbone_of(self)
-    _, endpoints = backbone(images, train=train)
+    if self.backbone_architecture not in backbones.SSD_FEATURES:
+      raise ValueError(
+        f'SSD runs on {tuple(backbones.SSD_FEATURES)}, got '
+        f'{self.backbone_architecture!r}.'
+      )
+    if self.prediction_layers not in PREDICTION_LAYERS:
+      raise ValueError(
+        f'prediction_layers must be one of {PREDICTION_LAYERS}, got '
+        f'{self.prediction_layers!r}.'
+      )
+    regular = self.prediction_layers == 'regular'
+    _, endpoints = backbones.build(self, self.backbone_architecture)(
+      images, train=train
+    )
     norm, conv, depthwise = layers.network_factories(self, train=train)
 
-    features = [endpoints[FIRST_FEATURE], endpoints[SECOND_FEATURE]]
+    features = [
+      endpoints[name]
+      for name in backbones.SSD_FEATURES[self.backbone_architecture]
+    ]
     x = features[-1]
     for i, depth in enumerate(EXTRA_LAYER_DEPTHS):
       depth = max(int(depth * self.width_multiplier), MIN_DEPTH)
@@ -73,15 +102,26 @@ class SSDLite(nn.Module):
         nn.relu6,
         name=f'{name}_reduce',
       )(x)
-      x = layers.ConvBN(
-        functools.partial(depthwise, strides=2),
-        norm,
-        nn.relu6,
-        name=f'{name}_depthwise',
-      )(x)
-      x = layers.ConvBN(
-        functools.partial(conv, depth), norm, nn.relu6, name=f'{name}_project'
-      )(x)
+      if regular:
+        x = layers.ConvBN(
+          functools.partial(conv, depth, kernel_size=3, strides=2),
+          norm,
+          nn.relu6,
+          name=f'{name}_conv',
+        )(x)
+      else:
+        x = layers.ConvBN(
+          functools.partial(depthwise, strides=2),
+          norm,
+          nn.relu6,
+          name=f'{name}_depthwise',
+        )(x)
+        x = layers.ConvBN(
+          functools.partial(conv, depth),
+          norm,
+          nn.relu6,
+          name=f'{name}_project',
+        )(x)
       features.append(x)
 
     box_encodings, class_logits = [], []
@@ -93,13 +133,17 @@ class SSDLite(nn.Module):
         ('box', 4, box_encodings),
         ('class', self.num_classes + 1, class_logits),
       ):
-        # SSDLite predictor: depthwise 3x3 + BN + ReLU6, then 1x1 with bias.
-        y = layers.ConvBN(
-          depthwise, norm, nn.relu6, name=f'head_{i}_{kind}_depthwise'
-        )(feature)
+        # SSDLite predictor: depthwise 3x3 + BN + ReLU6, then 1x1 with bias;
+        # SSD's: one 3x3 with bias.
+        y = feature
+        if not regular:
+          y = layers.ConvBN(
+            depthwise, norm, nn.relu6, name=f'head_{i}_{kind}_depthwise'
+          )(feature)
+        kernel = (3, 3) if regular else (1, 1)
         y = nn.Conv(
           boxes * width,
-          (1, 1),
+          kernel,
           dtype=jnp.float32,
           kernel_init=initializers.LECUN_NORMAL,
           bias_init=initializers.ZEROS,

@@ -13,6 +13,8 @@ roofline of benchmarks/speed.py). `python -m mnv2_jax.stats` prints them.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from typing import Any
 
@@ -194,13 +196,33 @@ def multi_scale_multiply_adds(
   }
 
 
+@functools.lru_cache(maxsize=64)
+def _variable_shapes(model, image_size: int):
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), images)
+
+
+# Traced shapes, by model: a network's parameters do not depend on the image
+# size (every one here is convolutional up to a global pool), so the
+# multi-scale counts trace `init` once, at the first size asked for.
+_FIRST_SIZE: dict[Any, int] = {}
+
+
 def model_statistics(model, image_size: int) -> dict[str, Any]:
-  """Counts of one model at one square resolution (batch of one image)."""
+  """Counts of one model at one square resolution (batch of one image).
+
+  Computed once per (model, image_size) in a process: Flax modules compare
+  and hash by their attributes."""
+  return copy.deepcopy(_model_statistics(model, image_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _model_statistics(model, image_size: int) -> dict[str, Any]:
   # Count with XLA's convolution ops: the CPU formulations are the same
   # arithmetic spread over slices and elementwise ops the counter does not see.
   model = model.clone(implementation='xla')
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  variables = _variable_shapes(model, _FIRST_SIZE.setdefault(model, image_size))
   closed, outputs = jax.make_jaxpr(model.apply, return_shape=True)(
     variables, images
   )
