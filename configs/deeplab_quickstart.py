@@ -5,7 +5,7 @@ Not a paper row: the segmentation pipeline of paper §6.3 (atrous backbone at
 output stride 8, the reduced head of MNetV2*, cross-entropy ignoring 255,
 mIoU from the confusion matrix of the whole split) trained end to end on real
 shipped pixels, no download: scikit-learn digits pasted on crops of
-scikit-image's photos (mnv2_jax/scenes.py); 11 classes (photo + 10 digits),
+scikit-image's photos (mnv2_jax/data/scenes.py); 11 classes (photo + 10 digits),
 the anti-aliased rim of each digit ignored.
 
   python -m mnv2_jax.main --config configs/deeplab_quickstart.py --workdir /tmp/deeplab_quickstart

@@ -108,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
   # this many channel slices (1: whole). Inference only; same outputs.
   config.model.inference_splits = 1
 
-  # Durations: epochs, converted to steps once in train.py. A positive
+  # Durations: epochs, converted to steps once in training/trainer.py. A positive
   # num_train_steps overrides num_epochs (tests, smoke runs).
   config.num_epochs = 300.0
   config.num_train_steps = -1
@@ -492,7 +492,7 @@ def _tuple_or_value(value):
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field, the allowed values and a fix.
 
-  Data availability is checked by `input_pipeline.check_available`.
+  Data availability is checked by `data.datasets.check_available`.
   """
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)

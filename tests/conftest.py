@@ -39,7 +39,7 @@ _CACHE_DIR = os.path.join(REPO_ROOT, '.pytest_cache', 'jax_compilation_cache')
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 # Commands the tests start (`python -m mnv2_jax.main`, the sweeps) use it too,
-# instead of the user's own cache (mnv2_jax/compilation_cache.py).
+# instead of the user's own cache (mnv2_jax/training/compilation_cache.py).
 os.environ.setdefault('MNV2_JAX_COMPILATION_CACHE', _CACHE_DIR)
 
 

@@ -3,9 +3,9 @@
 
 The reference that both formulations of mnv2_jax's layers ('cpu', 'xla') are
 tested against (tests/test_layers.py), and the "plain Flax" row of
-benchmarks/speed.py. Its modules carry the names of `model.MobileNetV2`'s
+benchmarks/speed.py. Its modules carry the names of `mobilenet_v2.MobileNetV2`'s
 ('layer_N/expand/conv', '.../bn', 'classifier'), so the two take the same
-variables. The channel counts come from `model.block_configs` (paper Table 2
+variables. The channel counts come from `mobilenet_v2.block_configs` (paper Table 2
 with the release's rounding); everything else is stock Flax.
 """
 

@@ -2,7 +2,8 @@
 
 An experiment config file defines, beside the usual `get_config()`,
 
-  def get_sweep(config_string=None) -> list[dict[str, Any]]:
+  def get_sweep(scale=None) -> list[dict[str, Any]]:
+    # `scale`: the text after the colon of `--config file.py:scale`
     # one dict of dotted config overrides per point; seeds are an axis
     return [{'model.bottleneck_activation': a, 'seed': s}
             for a in ('linear', 'relu6') for s in (0, 1, 2)]

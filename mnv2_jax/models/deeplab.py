@@ -5,7 +5,7 @@ The same head runs on MobileNetV1 and ResNet-101, Table 7's other backbones
 each one gives the head).
 
 MNetV2* (paper §6.3): the backbone runs at output stride 16 or 8 (later
-strides become atrous rates, `model.block_configs`) and ends at the
+strides become atrous rates, `mobilenet_v2.block_configs`) and ends at the
 320-channel output of the last bottleneck, without the 1x1 conv to 1280. The
 head has a 1x1 conv branch and an image-level pooling branch (256 channels
 each); with ASPP, three 3x3 atrous branches as well (rates 6, 12, 18 at output
