@@ -121,6 +121,37 @@ def test_channel_shuffle_interleaves_the_groups():
   np.testing.assert_array_equal(layers.channel_shuffle(shuffled, 4), x)
 
 
+@pytest.mark.parametrize('padding', ['same', 'symmetric'])
+@pytest.mark.parametrize('stride,size', [(1, 7), (2, 7), (2, 8)])
+def test_average_pool_formulations_match_flax(padding, stride, size):
+  """ShuffleNet's and NASNet's pool: the 'xla' formulation (a depthwise
+  convolution of ones over each position's count, for int8 export) equals
+  Flax's average pool without the padding, in values and gradients."""
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 5))
+  pads = layers.conv_padding((size, size), 3, stride, 1, padding)
+
+  def reference(inputs):
+    return nn.avg_pool(
+      inputs, (3, 3), (stride, stride), padding=pads, count_include_pad=False
+    )
+
+  for implementation in ('cpu', 'xla'):
+    ours = functools.partial(
+      layers.average_pool,
+      window=3,
+      stride=stride,
+      padding=padding,
+      implementation=implementation,
+    )
+    y, y_ref = ours(x), reference(x)
+    # Sums of 9 terms at most, then one division or multiplication.
+    rtol = helpers.sum_rtol(9) + helpers.sum_rtol(1)
+    np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=rtol)
+    grad = jax.grad(lambda v, f=ours: jnp.sum(jnp.sin(f(v))))(x)
+    grad_ref = jax.grad(lambda v: jnp.sum(jnp.sin(reference(v))))(x)
+    np.testing.assert_allclose(grad, grad_ref, rtol=rtol, atol=rtol)
+
+
 @pytest.mark.parametrize('implementation', ['cpu', 'xla'])
 @pytest.mark.parametrize('kernel_size,strides', [(1, 1), (3, 2)])
 def test_group_conv_matches_plain_flax(implementation, kernel_size, strides):

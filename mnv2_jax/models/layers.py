@@ -46,6 +46,7 @@ PADDING_MODES = ('same', 'symmetric')
 # config.model.dtype -> the computation dtype (parameters stay float32).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 IMPLEMENTATIONS = ('auto', 'cpu', 'xla')
+POOLING_SCOPE = 'average_pool'  # layers.average_pool's convolution
 
 
 def _padding_1d(
@@ -430,6 +431,64 @@ class Conv(nn.Module):
       rhs_dilation=(self.dilation, self.dilation),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
     )
+
+
+def _valid_counts_1d(
+  size: int, window: int, stride: int, padding: tuple[int, int]
+) -> np.ndarray:
+  """How many positions of each output's window lie inside the input."""
+  output_size = (size + sum(padding) - window) // stride + 1
+  starts = np.arange(output_size) * stride - padding[0]
+  return np.minimum(starts + window, size) - np.maximum(starts, 0)
+
+
+def average_pool(
+  inputs: Array,
+  window: int,
+  stride: int,
+  padding: str = 'same',
+  implementation: str = 'auto',
+) -> Array:
+  """A window x window average over the positions inside the input (the
+  padding is not counted, as TensorFlow's 'SAME' average pool; ShuffleNet's
+  and NASNet's pools), NHWC.
+
+  'cpu': XLA's windowed reduction (`nn.avg_pool`). 'xla' (GPU, TPU, export):
+  a depthwise convolution with a constant kernel of ones, divided by each
+  output position's constant count: the same sums, and in an int8 TFLite
+  export a convolution keeps its own output scale, where TFLite's int8
+  AVERAGE_POOL_2D must keep its input's; a concatenation after the pool (a
+  ShuffleNet shortcut) then narrowed the input's range and clipped it
+  (docs/model.md).
+  """
+  pads = conv_padding(inputs.shape[1:3], window, stride, 1, padding)
+  if resolve_implementation(implementation) == 'cpu':
+    return nn.avg_pool(
+      inputs,
+      (window, window),
+      (stride, stride),
+      padding=pads,
+      count_include_pad=False,
+    )
+  channels = inputs.shape[-1]
+  kernel = jnp.ones((window, window, 1, channels), inputs.dtype)
+  # Under this name, statistics.count_multiply_adds leaves it out: pooling,
+  # not a layer's multiply-adds.
+  with jax.named_scope(POOLING_SCOPE):
+    sums = lax.conv_general_dilated(
+      inputs,
+      kernel,
+      window_strides=(stride, stride),
+      padding=pads,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=channels,
+    )
+  rows, columns = (
+    _valid_counts_1d(size, window, stride, pad)
+    for size, pad in zip(inputs.shape[1:3], pads, strict=True)
+  )
+  inverse = 1.0 / np.outer(rows, columns)[None, :, :, None]
+  return sums * jnp.asarray(inverse, sums.dtype)
 
 
 def grouped_pointwise_conv(inputs: Array, kernel: Array, groups: int) -> Array:

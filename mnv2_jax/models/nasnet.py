@@ -132,13 +132,10 @@ class SeparableStack(nn.Module):
     return x
 
 
-def _pool(inputs: Array, kind: str, stride: int) -> Array:
-  window, strides = (3, 3), (stride, stride)
+def _pool(inputs: Array, kind: str, stride: int, implementation: str) -> Array:
   if kind == 'max':
-    return nn.max_pool(inputs, window, strides, padding='SAME')
-  return nn.avg_pool(
-    inputs, window, strides, padding='SAME', count_include_pad=False
-  )
+    return nn.max_pool(inputs, (3, 3), (stride, stride), padding='SAME')
+  return layers.average_pool(inputs, 3, stride, 'same', implementation)
 
 
 class Cell(nn.Module):
@@ -150,6 +147,7 @@ class Cell(nn.Module):
   conv: functools.partial
   depthwise_conv: functools.partial
   norm: functools.partial
+  implementation: str = 'auto'  # of the average pools (layers.average_pool)
 
   def _conv_bn(self, x, name, stride=1):
     x = self.conv(self.features, strides=stride, name=f'{name}_conv')(x)
@@ -170,7 +168,7 @@ class Cell(nn.Module):
       if stride > 1 or x.shape[-1] != self.features:
         return self._conv_bn(nn.relu(x), name, stride)
       return x
-    x = _pool(x, operation.split('_')[0], stride)
+    x = _pool(x, operation.split('_')[0], stride, self.implementation)
     if x.shape[-1] != self.features:
       x = self._conv_bn(x, name)
     return x
@@ -246,7 +244,11 @@ class NASNetA(nn.Module):
     x = norm(name='conv0_bn', relu6=False)(x)
     endpoints['conv0'] = x
     cell = functools.partial(
-      Cell, conv=conv, depthwise_conv=depthwise_conv, norm=norm
+      Cell,
+      conv=conv,
+      depthwise_conv=depthwise_conv,
+      norm=norm,
+      implementation=self.implementation,
     )
     outputs = [None, x]
     for index in range(STEM_CELLS):

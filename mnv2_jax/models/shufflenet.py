@@ -76,6 +76,7 @@ class ShuffleUnit(nn.Module):
   depthwise_conv: functools.partial
   norm: functools.partial
   padding: str = 'same'
+  implementation: str = 'auto'  # of the shortcut's pool (layers.average_pool)
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
@@ -110,12 +111,8 @@ class ShuffleUnit(nn.Module):
     )(x)
     if self.stride == 1:
       return nn.relu(x + inputs)
-    shortcut = nn.avg_pool(
-      inputs,
-      (3, 3),
-      (self.stride, self.stride),
-      padding=_pool_padding(self.padding),
-      count_include_pad=False,
+    shortcut = layers.average_pool(
+      inputs, 3, self.stride, self.padding, self.implementation
     )
     return nn.relu(jnp.concatenate([shortcut.astype(x.dtype), x], axis=-1))
 
@@ -182,6 +179,7 @@ class ShuffleNet(nn.Module):
           depthwise_conv=depthwise_conv,
           norm=norm,
           padding=self.padding,
+          implementation=self.implementation,
           name=f'stage_{stage}_unit_{unit + 1}',
         )(x)
         endpoints[f'stage_{stage}_unit_{unit + 1}'] = x

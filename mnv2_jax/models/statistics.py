@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnv2_jax.models import deeplab
+from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v2
 
 # TF-slim README (docs/paper.md): (α, resolution) -> (top-1, top-5, million MACs);
@@ -81,6 +82,10 @@ def _space_to_batch_elements(shape, out_spec, rates) -> int:
   return math.prod(sizes)
 
 
+def _is_pooling(eqn) -> bool:
+  return layers.POOLING_SCOPE in str(eqn.source_info.name_stack).split('/')
+
+
 def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
   """Multiply-adds of every convolution and matrix product in a jaxpr.
 
@@ -92,7 +97,9 @@ def count_multiply_adds(jaxpr, space_to_batch: bool = False) -> int:
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
-    if name == 'conv_general_dilated':
+    if name == 'conv_general_dilated' and _is_pooling(eqn):
+      pass  # layers.average_pool as a convolution: not counted
+    elif name == 'conv_general_dilated':
       out_elements = math.prod(eqn.outvars[0].aval.shape)
       lhs_spec, rhs_spec, out_spec = eqn.params['dimension_numbers']
       rates = eqn.params['rhs_dilation']
