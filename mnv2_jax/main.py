@@ -31,6 +31,7 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mnv2_jax import configuration  # noqa: E402
+from mnv2_jax.data import datasets  # noqa: E402
 from mnv2_jax.training import compilation_cache  # noqa: E402
 from mnv2_jax.training import distributed  # noqa: E402
 from mnv2_jax.training import trainer  # noqa: E402
@@ -67,7 +68,14 @@ def main(argv):
     # Progress goes to stdout; library INFO logs (Orbax writes several lines
     # per save) only with --verbosity=0.
     logging.set_verbosity(logging.WARNING)
-  configuration.validate(FLAGS.config)
+  try:
+    configuration.validate(FLAGS.config)
+    datasets.check_available(FLAGS.config)
+  except ValueError as error:
+    # The message names the field or the missing files and the fix; a
+    # traceback above it would bury it (the argparse tools print the same).
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    sys.exit(2)
   print(f'malloc: {allocator.status()}', flush=True)
   cache = compilation_cache.enable(FLAGS.config.compilation_cache_dir)
   print(f'compilation cache: {cache or "off"}', flush=True)

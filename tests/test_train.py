@@ -453,3 +453,30 @@ def test_prefetcher_takes_out_and_adds_up_the_repair_counts():
     'clipped_boxes': 3,
     'dropped_boxes': 1,
   }
+
+
+def test_main_rejects_a_bad_value_in_one_line_and_writes_nothing(tmp_path):
+  workdir = tmp_path / 'run'
+  run = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'mnv2_jax.main',
+      '--config',
+      os.path.join(REPO_ROOT, 'configs', 'quickstart.py'),
+      '--workdir',
+      str(workdir),
+      '--config.optimizer=adamw',
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert run.returncode == 2
+  # The project's message alone, naming the field and the fix: no traceback.
+  assert run.stderr.strip().splitlines() == [
+    "error: config.optimizer='adamw' is invalid: allowed values are "
+    "['rmsprop', 'sgd', 'adam']. Fix it in the config file or with "
+    '--config.optimizer=rmsprop.'
+  ]
+  assert not workdir.exists()
