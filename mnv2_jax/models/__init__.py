@@ -27,6 +27,7 @@ ARCHITECTURES = {
   'mobilenet_v1': mobilenet_v1.MobileNetV1,
   'shufflenet': shufflenet.ShuffleNet,
   'nasnet_a': nasnet.NASNetA,
+  'resnet_50': resnet.ResNet,
   'resnet_101': resnet.ResNet,
 }
 
@@ -77,10 +78,10 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
       dropout_rate=options.dropout_rate,
       **common,
     )
-  if options.architecture == 'resnet_101':
+  if options.architecture in resnet.ARCHITECTURES:
     return resnet.ResNet(
       num_classes=num_classes,
-      depth=101,
+      depth=resnet.ARCHITECTURES[options.architecture],
       output_stride=options.output_stride,
       dropout_rate=options.dropout_rate,
       **common,

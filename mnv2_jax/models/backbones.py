@@ -29,7 +29,12 @@ Array = jax.Array
 
 # config.model.architecture values each head takes.
 DETECTION_BACKBONES = ('mobilenet_v2', 'mobilenet_v1')
-SEGMENTATION_BACKBONES = ('mobilenet_v2', 'mobilenet_v1', 'resnet_101')
+SEGMENTATION_BACKBONES = (
+  'mobilenet_v2',
+  'mobilenet_v1',
+  'resnet_101',
+  'resnet_50',
+)
 SSD_FEATURES = {
   'mobilenet_v2': ('layer_15/expansion_output', 'layer_19'),
   'mobilenet_v1': ('Conv2d_11_pointwise', 'Conv2d_13_pointwise'),
@@ -54,8 +59,10 @@ def build(head, architecture: str, **options) -> nn.Module:
     return mobilenet_v2.MobileNetV2(**common, **options)
   if architecture == 'mobilenet_v1':
     return mobilenet_v1.MobileNetV1(**common, **options)
-  if architecture == 'resnet_101':
-    return resnet.ResNet(depth=101, **common, **options)
+  if architecture in resnet.ARCHITECTURES:
+    return resnet.ResNet(
+      depth=resnet.ARCHITECTURES[architecture], **common, **options
+    )
   raise ValueError(
     f'no backbone {architecture!r}; one of {SEGMENTATION_BACKBONES}.'
   )
@@ -69,4 +76,4 @@ def deeplab_features(
     return outputs  # without a classifier, MobileNetV2 returns its last map
   if architecture == 'mobilenet_v1':
     return endpoints['Conv2d_13_pointwise']
-  return endpoints['block4']
+  return endpoints['block4']  # ResNet

@@ -39,6 +39,8 @@ OUTPUT_STRIDES = (8, 16, 32)
 STEMS = ('beta', 'original')
 # ResNet's Table 1: units per block.
 UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# config.model.architecture -> depth.
+ARCHITECTURES = {'resnet_50': 50, 'resnet_101': 101}
 BOTTLENECK_CHANNELS = (64, 128, 256, 512)
 EXPANSION = 4  # a unit's output is 4x its bottleneck
 BETA_STEM_CHANNELS = (64, 64, 128)
