@@ -5,6 +5,8 @@ r"""Sweeps: the paper's experiments (§4, Figure 5, Figure 6) as one command eac
       --workdir gs://bucket/fig6a --print_commands     # one line per point
   python -m mnv2_jax.sweep --config configs/ablation_bottleneck.py \
       --workdir /tmp/fig6a --report                     # tables + plots now
+  python -m mnv2_jax.sweep --config configs/ablation_bottleneck.py \
+      --workdir /tmp/fig6a_short --config.num_train_steps=100  # every point
 
 An experiment config file defines, beside the usual `get_config()`,
 
@@ -85,7 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     'default 0.9 / --jobs when --jobs > 1. Each point allocates on demand '
     '(no preallocation), so several share one card.',
   )
-  args = parser.parse_args(argv)
+  args, config_overrides = parser.parse_known_args(argv)
   if args.memory_fraction is not None and not (
     0.0 < args.memory_fraction * args.jobs <= 1.0
   ):
@@ -95,7 +97,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
   if args.jobs < 1:
     parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
-  base, points = sweeps.load_experiment(args.config)
+  try:
+    base, points = sweeps.load_experiment(args.config, config_overrides)
+  except (FileNotFoundError, ValueError) as error:
+    parser.error(str(error))
   title = sweeps.experiment_title(args.config)
   if args.print_commands:
     for overrides in points:

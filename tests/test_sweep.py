@@ -139,6 +139,40 @@ def test_points_names_and_commands(tmp_path):
   ]
 
 
+def test_overrides_for_every_point(tmp_path, capsys):
+  """`--config.<key>=<value>` beside the sweep's flags joins every point (its
+  own names and directories: a point is never resumed under another
+  schedule), typed as the field, and reaches each point's command."""
+  path = _experiment(tmp_path)
+  base, points = sweeps.load_experiment(
+    path, ['--config.num_train_steps=100', '--config.base_learning_rate=1']
+  )
+  assert base.num_train_steps == 100 and base.base_learning_rate == 1.0
+  assert isinstance(base.base_learning_rate, float)
+  assert sweeps.point_name(points[0]) == (
+    'num_train_steps=100_base_learning_rate=1_bottleneck_activation=linear'
+    '_seed=0'
+  )
+  assert '--config.num_train_steps=100' in sweeps.point_command(
+    path, '/w', points[0]
+  )
+  for arguments, message in (
+    (['--config.num_train_step=100'], 'no such config field'),
+    (['--config.num_train_steps=1.5'], 'expected int'),
+    (['--config.seed=3'], 'swept by'),
+    (['--jbos=2'], 'besides its own flags'),
+  ):
+    with pytest.raises(ValueError, match=message):
+      sweeps.load_experiment(path, arguments)
+  # The command line names the problem in one line and exits 2.
+  with pytest.raises(SystemExit) as exit_info:
+    sweep_cli.main(
+      ['--config', path, '--workdir', str(tmp_path), '--config.sed=1']
+    )
+  assert exit_info.value.code == 2
+  assert 'no such config field' in capsys.readouterr().err
+
+
 def test_unknown_field_or_invalid_value_is_named(tmp_path):
   bad_key = EXPERIMENT.replace(
     "'model.bottleneck_activation'", "'model.bottleneck_activaton'"

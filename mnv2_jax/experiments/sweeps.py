@@ -22,6 +22,7 @@ and PNG plots (the curves are the eval split's). The command line is
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import csv
 import importlib.util
@@ -65,8 +66,12 @@ def split_config_argument(argument: str) -> tuple[str, Optional[str]]:
   return path, (config_string or None)
 
 
-def load_experiment(argument: str):
-  """The base config and the list of override dicts of an experiment file."""
+def load_experiment(argument: str, arguments: Sequence[str] = ()):
+  """The base config and the list of override dicts of an experiment file.
+
+  `arguments`: `--config.<key>=<value>` for every point (e.g. a shorter
+  schedule for all of them); they join each point's overrides, so a point
+  with them has its own name and directory, and apply to `base`."""
   path, config_string = split_config_argument(argument)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--config: no such file {path!r}.')
@@ -81,8 +86,62 @@ def load_experiment(argument: str):
   call = lambda fn: fn(config_string) if config_string is not None else fn()
   base = call(module.get_config)
   points = [dict(point) for point in call(module.get_sweep)]
+  common = command_line_overrides(base, arguments)
+  swept = {key for point in points for key in point} & set(common)
+  if swept:
+    raise ValueError(
+      f'{", ".join(sorted(swept))}: swept by {path}; a --config. override '
+      'for every point can set only fields the sweep does not.'
+    )
+  points = [{**common, **point} for point in points]
   check_points(base, points, path)
-  return base, points
+  return apply_overrides(base, common), points
+
+
+def command_line_overrides(base, arguments: Sequence[str]) -> dict[str, Any]:
+  """{'key': value} of `--config.<key>=<value>` arguments, each value of its
+  field's type in `base`."""
+  fields = configuration.flatten(base.to_dict())
+  overrides = {}
+  for argument in arguments:
+    key, equals, text = argument.partition('=')
+    if not key.startswith('--config.') or not equals:
+      raise ValueError(
+        f'{argument!r}: besides its own flags a sweep takes '
+        '--config.<key>=<value> overrides for every point.'
+      )
+    key = key[len('--config.') :]
+    if key not in fields:
+      raise ValueError(
+        f'--config.{key}: no such config field (e.g. --config.num_train_steps'
+        '=100).'
+      )
+    overrides[key] = _parse_value(fields[key], text, key)
+  return overrides
+
+
+def _parse_value(current: Any, text: str, key: str) -> Any:
+  """`text` as the type of the field's current value."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(text)
+      return text.lower() in ('true', '1')
+    if isinstance(current, (int, float)):
+      value = ast.literal_eval(text)
+      wanted = float if isinstance(current, float) else int
+      if isinstance(value, bool) or not isinstance(value, (int, wanted)):
+        raise ValueError(text)
+      return wanted(value)
+    if isinstance(current, (list, tuple)):
+      value = ast.literal_eval(text if text.strip() else '()')
+      return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(
+      f'--config.{key}={text}: expected {type(current).__name__}, like '
+      f"the field's {current!r}."
+    ) from error
+  return text
 
 
 def check_points(base, points: Sequence[dict], path: str) -> None:
