@@ -34,11 +34,11 @@ from PIL import Image
 from PIL import ImageDraw
 
 from mnv2_jax import configuration
+from mnv2_jax import tasks
 from mnv2_jax.data import image_files
 from mnv2_jax.models import deeplab
 from mnv2_jax.tasks import detection
 from mnv2_jax.tasks import inference
-from mnv2_jax.tasks import segmentation
 from mnv2_jax.training import workdir as workdir_lib
 
 
@@ -72,7 +72,7 @@ def detect(
   """Yields (path, detections above `min_score` or an error message); saves
   `<output_dir>/<image name>.detections.png` for each image."""
   config, variables, _ = workdir_lib.load(workdir)
-  task = detection.Detection(config)
+  task = tasks.build_task(config)
   names = image_files.detection_names(config)
 
   @jax.jit
@@ -130,7 +130,7 @@ def segment(
   saves `<output_dir>/<image name>.segmentation.png`: the image with the
   predicted classes in VOC's palette blended over it."""
   config, variables, _ = workdir_lib.load(workdir)
-  task = segmentation.Segmentation(config)
+  task = tasks.build_task(config)
   names = image_files.segmentation_names(config)
   palette = voc_palette()
 
@@ -202,60 +202,75 @@ def main(argv=None) -> int:
   parser.add_argument('images', nargs='+')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
-  status = 0
   config_path = os.path.join(args.workdir, 'config.json')
   task = (
     configuration.from_json(config_path).task
     if os.path.exists(config_path)
     else 'classification'
   )
-  if task == 'segmentation':
-    output_dir = args.output_dir or os.path.join(args.workdir, 'segmentations')
-    try:
-      for path, result in segment(args.workdir, args.images, output_dir):
-        if isinstance(result, str):
-          print(f'error: {result}', file=sys.stderr)
-          status = 1
-          continue
-        print(f'{path}: mask -> {output_dir}')
-        for name, fraction in sorted(result.items(), key=lambda kv: -kv[1]):
-          print(f'  {100 * fraction:6.2f}% of pixels  {name}')
-    except (FileNotFoundError, ValueError) as error:
-      print(f'error: {error}', file=sys.stderr)
-      return 2
-    return status
-  if task == 'detection':
-    output_dir = args.output_dir or os.path.join(args.workdir, 'detections')
-    try:
-      for path, result in detect(
-        args.workdir, args.images, output_dir, args.min_score
-      ):
-        if isinstance(result, str):
-          print(f'error: {result}', file=sys.stderr)
-          status = 1
-          continue
-        print(f'{path}: {len(result)} detections -> {output_dir}')
-        for d in result:
-          box = ', '.join(f'{v:.0f}' for v in d['box'])
-          print(f'  {100 * d["score"]:6.2f}%  {d["name"]}  [{box}]')
-    except (FileNotFoundError, ValueError) as error:
-      print(f'error: {error}', file=sys.stderr)
-      return 2
-    return status
+  results, show = _PRESENTATIONS[task]
+  status = 0
   try:
-    for path, result in predict(args.workdir, args.images, args.top):
-      if isinstance(result, str):
+    for path, result in results(args):
+      if isinstance(result, str):  # this image could not be read
         print(f'error: {result}', file=sys.stderr)
         status = 1
         continue
-      print(path)
-      for name, probability in result:
-        print(f'  {100 * probability:6.2f}%  {name}')
-  except (FileNotFoundError, ValueError) as error:
+      show(path, result, args)
+  except (FileNotFoundError, ValueError) as error:  # the workdir
     print(f'error: {error}', file=sys.stderr)
     return 2
   return status
 
+
+def _output_dir(args, task_folder: str) -> str:
+  return args.output_dir or os.path.join(args.workdir, task_folder)
+
+
+def _show_classes(path, result, args) -> None:
+  del args
+  print(path)
+  for name, probability in result:
+    print(f'  {100 * probability:6.2f}%  {name}')
+
+
+def _show_detections(path, result, args) -> None:
+  print(
+    f'{path}: {len(result)} detections -> {_output_dir(args, "detections")}'
+  )
+  for d in result:
+    box = ', '.join(f'{v:.0f}' for v in d['box'])
+    print(f'  {100 * d["score"]:6.2f}%  {d["name"]}  [{box}]')
+
+
+def _show_segmentation(path, result, args) -> None:
+  print(f'{path}: mask -> {_output_dir(args, "segmentations")}')
+  for name, fraction in sorted(result.items(), key=lambda kv: -kv[1]):
+    print(f'  {100 * fraction:6.2f}% of pixels  {name}')
+
+
+# config.task -> (the results for the command's images, how one is printed).
+_PRESENTATIONS = {
+  'classification': (
+    lambda args: predict(args.workdir, args.images, args.top),
+    _show_classes,
+  ),
+  'detection': (
+    lambda args: detect(
+      args.workdir,
+      args.images,
+      _output_dir(args, 'detections'),
+      args.min_score,
+    ),
+    _show_detections,
+  ),
+  'segmentation': (
+    lambda args: segment(
+      args.workdir, args.images, _output_dir(args, 'segmentations')
+    ),
+    _show_segmentation,
+  ),
+}
 
 if __name__ == '__main__':
   sys.exit(main())
