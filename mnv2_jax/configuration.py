@@ -494,6 +494,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   Data availability is checked by `data.datasets.check_available`.
   """
+  _check_choices(config)
+  _check_model(config)
+  _check_data(config)
+  _check_paths(config)
+  _check_detection(config)
+  _check_segmentation(config)
+  _check_run(config)
+
+
+def _check_choices(config) -> None:
+  """The fields that take one of a list of values."""
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)
   _check_choice(config, 'dataset.name', tuple(datasets.DATASETS))
@@ -529,6 +540,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, 'background_class', (False, True))
   _check_choice(config, 'lr_schedule', LR_SCHEDULES)
 
+
+def _check_model(config) -> None:
+  """config.model's numbers, and the optimizer's and schedule's ranges."""
   model = config.model
   if not _is_number(model.width_multiplier) or model.width_multiplier <= 0:
     _fail(
@@ -584,6 +598,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       config, field, low, high, low_inclusive=low_in, high_inclusive=high_in
     )
 
+
+def _check_data(config) -> None:
+  """The image size, the splits, the task and the classes of the dataset."""
   if not _is_int(config.image_size) or config.image_size < MIN_IMAGE_SIZE:
     _fail(
       'image_size',
@@ -641,6 +658,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       + (' with the background class' if config.background_class else ''),
       str(expected_classes),
     )
+
+
+def _check_paths(config) -> None:
+  """The compilation cache and init_from paths."""
   if not isinstance(config.compilation_cache_dir, str):
     _fail(
       'compilation_cache_dir',
@@ -655,6 +676,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       'it must be a workdir path or empty',
       '/path/to/workdir',
     )
+
+
+def _check_detection(config) -> None:
+  """config.detection (SSDLite)."""
   _check_positive_integers(
     config,
     (
@@ -692,6 +717,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(
     config, 'detection.prediction_layers', ssdlite.PREDICTION_LAYERS
   )
+
+
+def _check_segmentation(config) -> None:
+  """config.segmentation (DeepLab) and its output stride."""
   if config.task == 'segmentation':
     if config.model.output_stride not in (8, 16):
       _fail(
@@ -743,6 +772,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         'it must be a non-empty list of positive scales',
         '"(0.5,0.75,1.0,1.25,1.5,1.75)"',
       )
+
+
+def _check_run(config) -> None:
+  """Batch sizes, intervals, seeds and the length of the run."""
   _check_positive_integers(
     config,
     (
