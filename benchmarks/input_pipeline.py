@@ -90,26 +90,21 @@ def parse_args(argv=None):
 
 
 def _config(data_dir: str, args):
-  import ml_collections
+  """The ImageNet experiment's config (configuration.imagenet_config) at the
+  benchmark's size and batch."""
+  from mnv2_jax import configuration
 
-  return ml_collections.ConfigDict(
+  config = configuration.imagenet_config()
+  config.update_from_flattened_dict(
     {
-      'dataset': {
-        'name': 'imagenet2012',
-        'data_dir': data_dir,
-        'manual_dir': None,
-        'train_split': 'train',
-        'eval_split': 'validation',
-        'shuffle_buffer_size': 1024,
-        'train_image_dtype': args.image_dtype,
-      },
+      'dataset.data_dir': data_dir,
+      'dataset.shuffle_buffer_size': 1024,
+      'dataset.train_image_dtype': args.image_dtype,
       'image_size': args.image_size,
-      'seed': 0,
       'batch_size': args.batch,
-      'eval_crop_fraction': 0.875,
-      'preprocessing': 'inception',
     }
   )
+  return config
 
 
 def _stage_dataset(stage: str, data_dir: str, args):

@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mnv2_jax import configuration
 from mnv2_jax.data import datasets
 from mnv2_jax.data import imagenet
 
@@ -32,24 +33,18 @@ IMAGE_SIZE = 32
 def _config(
   data_dir: str | None = None, seed: int = 0
 ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
+  """The ImageNet experiment's config (configuration.imagenet_config), small."""
+  config = configuration.imagenet_config()
+  config.update_from_flattened_dict(
     {
-      'dataset': {
-        'name': 'imagenet2012',
-        'data_dir': data_dir,
-        'manual_dir': None,
-        'train_split': 'train',
-        'eval_split': 'validation',
-        'shuffle_buffer_size': 64,
-      },
+      'dataset.data_dir': data_dir,
+      'dataset.shuffle_buffer_size': 64,
       'image_size': IMAGE_SIZE,
       'seed': seed,
       'batch_size': 4,
-      'eval_crop_fraction': 0.875,
-      'preprocessing': 'inception',
-      'background_class': False,
     }
   )
+  return config
 
 
 def _photo() -> np.ndarray:

@@ -43,25 +43,18 @@ TRAIN, VALIDATION = 24, 6
 def _config(
   data_dir: str, image_dtype: str = 'float32'
 ) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
+  """The ImageNet experiment's config (configuration.imagenet_config), small."""
+  config = configuration.imagenet_config()
+  config.update_from_flattened_dict(
     {
-      'dataset': {
-        'name': 'imagenet2012',
-        'data_dir': data_dir,
-        'manual_dir': None,
-        'train_split': 'train',
-        'eval_split': 'validation',
-        'shuffle_buffer_size': 16,
-        'train_image_dtype': image_dtype,
-      },
+      'dataset.data_dir': data_dir,
+      'dataset.shuffle_buffer_size': 16,
+      'dataset.train_image_dtype': image_dtype,
       'image_size': IMAGE_SIZE,
-      'seed': 0,
       'batch_size': 4,
-      'eval_crop_fraction': 0.875,
-      'preprocessing': 'inception',
-      'background_class': False,
     }
   )
+  return config
 
 
 def _raw(data_dir: str, split: str) -> list[dict]:
