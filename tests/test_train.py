@@ -480,3 +480,21 @@ def test_main_rejects_a_bad_value_in_one_line_and_writes_nothing(tmp_path):
     '--config.optimizer=rmsprop.'
   ]
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  'task', ['classification', 'detection', 'segmentation']
+)
+def test_every_task_implements_the_interface(task, small_scenes):
+  from mnv2_jax import tasks  # noqa: PLC0415
+
+  del small_scenes
+  config = configuration.base_config()
+  config.task = task
+  config.dataset.name = 'digits' if task == 'classification' else 'scenes'
+  config.num_classes = {'classification': 10, 'detection': 10}.get(task, 11)
+  config.image_size = 64
+  built = tasks.build_task(config)
+  assert isinstance(built, tasks.interface.Task)
+  assert built.name == task
+  assert isinstance(built.accumulator(), tasks.interface.Accumulator)

@@ -1,5 +1,5 @@
 """What differs between classification, detection and segmentation, behind
-one interface.
+one interface (`interface.Task`).
 
 The trainer (training/trainer.py) and its loop are shared; a task supplies
 the network (`models.build_model`), the loss of its training outputs, the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from mnv2_jax.tasks import classification
 from mnv2_jax.tasks import detection
+from mnv2_jax.tasks import interface
 from mnv2_jax.tasks import segmentation
 
 # config.task -> its task.
@@ -25,7 +26,7 @@ TASK_CLASSES = {
 }
 
 
-def build_task(config, dataset_info=None):
+def build_task(config, dataset_info=None) -> interface.Task:
   """The task `config.task` names. `dataset_info` (data.common.DatasetInfo)
   gives COCO's category ids and the classes' names where the dataset has
   them."""

@@ -9,6 +9,7 @@ import optax
 
 from mnv2_jax.models import build_model
 from mnv2_jax.tasks import inference
+from mnv2_jax.tasks import interface
 
 
 def cross_entropy(
@@ -66,7 +67,7 @@ class Classification:
     return ClassificationAccumulator()
 
 
-class ClassificationAccumulator(inference.EvaluationSums):
+class ClassificationAccumulator(interface.EvaluationSums):
   """Top-1, top-5 and loss over the split from the summed hits."""
 
   def result(self) -> dict[str, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from mnv2_jax.models import build_model
 
@@ -68,23 +67,3 @@ def logits_function(
   TensorFlow: XLA's convolution ops)."""
   model = build_model(config).clone(implementation=implementation)
   return lambda images: model.apply(variables, images, train=False)[0]
-
-
-class EvaluationSums:
-  """Adds up the (device) outputs of every evaluation step; a task's
-  accumulator turns the totals into metrics (`result`), so metrics are exact
-  over the whole split, not means of per-batch values."""
-
-  def __init__(self):
-    self.sums = None
-
-  def add(self, outputs, host_batch) -> None:
-    del host_batch
-    self.sums = (
-      outputs
-      if self.sums is None
-      else jax.tree.map(jnp.add, self.sums, outputs)
-    )
-
-  def totals(self):
-    return jax.device_get(self.sums)

@@ -15,6 +15,7 @@ from mnv2_jax.data.common import IGNORE_LABEL
 from mnv2_jax.models import build_model
 from mnv2_jax.models import deeplab
 from mnv2_jax.tasks import inference
+from mnv2_jax.tasks import interface
 
 Array = jax.Array
 
@@ -168,7 +169,7 @@ class Segmentation:
     return SegmentationAccumulator(self.category_names)
 
 
-class SegmentationAccumulator(inference.EvaluationSums):
+class SegmentationAccumulator(interface.EvaluationSums):
   """Sums the confusion matrices of all batches: mIoU is exact over the
   split (not a mean of per-batch IoUs)."""
 
