@@ -819,3 +819,31 @@ def network_factories(
     dtype=DTYPES[network.dtype],
     implementation=network.implementation,
   )
+
+
+def pooled_classifier(
+  features: Array,
+  num_classes: int,
+  dropout_rate: float,
+  train: bool,
+  endpoints: dict[str, Array],
+) -> tuple[Array, dict[str, Array]]:
+  """Every classifier's end: global average pooling (in float32), dropout and
+  a dense layer with bias named 'classifier'. Call inside the network's
+  compact method. With `num_classes` 0 it returns the pooled features (a
+  backbone without classifier). Adds 'global_pool' and 'logits' to
+  `endpoints`."""
+  x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+  endpoints['global_pool'] = x
+  if not num_classes:
+    return x, endpoints
+  x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+  logits = nn.Dense(
+    num_classes,
+    dtype=jnp.float32,
+    kernel_init=initializers.LECUN_NORMAL,
+    bias_init=initializers.ZEROS,
+    name='classifier',
+  )(x)
+  endpoints['logits'] = logits
+  return logits, endpoints

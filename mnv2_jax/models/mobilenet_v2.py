@@ -26,7 +26,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import initializers
 from mnv2_jax.models import layers
 
 Array = jax.Array
@@ -551,17 +550,6 @@ class MobileNetV2(nn.Module):
 
     # Global average pooling over whatever resolution arrives (Table 2's 7x7
     # at 224), computed in float32.
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    endpoints['global_pool'] = x
-    if not self.num_classes:
-      return x, endpoints
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(
-      self.num_classes,
-      dtype=jnp.float32,
-      kernel_init=initializers.LECUN_NORMAL,
-      bias_init=initializers.ZEROS,
-      name='classifier',
-    )(x)
-    endpoints['logits'] = logits
-    return logits, endpoints
+    return layers.pooled_classifier(
+      x, self.num_classes, self.dropout_rate, train, endpoints
+    )

@@ -28,9 +28,7 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from mnv2_jax.models import initializers
 from mnv2_jax.models import layers
 
 Array = jax.Array
@@ -223,17 +221,6 @@ class ResNet(nn.Module):
         unit, conv, norm, name=f'block{unit.block}_unit{unit.index}'
       )(x)
       endpoints[f'block{unit.block}'] = x
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    endpoints['global_pool'] = x
-    if not self.num_classes:
-      return x, endpoints
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(
-      self.num_classes,
-      dtype=jnp.float32,
-      kernel_init=initializers.LECUN_NORMAL,
-      bias_init=initializers.ZEROS,
-      name='classifier',
-    )(x)
-    endpoints['logits'] = logits
-    return logits, endpoints
+    return layers.pooled_classifier(
+      x, self.num_classes, self.dropout_rate, train, endpoints
+    )

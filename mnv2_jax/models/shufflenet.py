@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import initializers
 from mnv2_jax.models import layers
 
 Array = jax.Array
@@ -183,17 +182,6 @@ class ShuffleNet(nn.Module):
           name=f'stage_{stage}_unit_{unit + 1}',
         )(x)
         endpoints[f'stage_{stage}_unit_{unit + 1}'] = x
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    endpoints['global_pool'] = x
-    if not self.num_classes:
-      return x, endpoints
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(
-      self.num_classes,
-      dtype=jnp.float32,
-      kernel_init=initializers.LECUN_NORMAL,
-      bias_init=initializers.ZEROS,
-      name='classifier',
-    )(x)
-    endpoints['logits'] = logits
-    return logits, endpoints
+    return layers.pooled_classifier(
+      x, self.num_classes, self.dropout_rate, train, endpoints
+    )
