@@ -51,7 +51,10 @@ TABLE_TITLES = {
   '3': "Table 3: memory of inference by §5.1's rule (KB, 16-bit values)",
   '4': 'Table 4: ImageNet classifiers at 224x224, 1000 classes',
   '5': 'Table 5: SSD and SSDLite prediction layers alone, 80 classes, 320x320',
-  '6': 'Table 6: detectors on COCO, 80 classes, 320x320',
+  '6': (
+    'Table 6: detectors on COCO, 80 classes, 320x320 (SSD at 300 and 512, '
+    'YOLOv2 at 544)'
+  ),
   '7': 'Table 7: DeepLabv3 heads on VOC, 21 classes, 513x513',
 }
 

@@ -6,8 +6,8 @@ train at a tenth of the speed on 2 cores); they are compared with 1 process
 of 2 devices (`JAX_NUM_CPU_DEVICES=2`) on the digits:
 
 * the same training, to the last bit;
-* checkpoints written by 2 processes resumed by 1, and the reverse, each
-  equal to the uninterrupted run;
+* checkpoints written by 2 processes resumed by 1, equal to the
+  uninterrupted run (and 2 processes resuming their own, after SIGTERM);
 * SIGTERM to one process: every process saves the same step and stops;
 * SIGKILL of one process: the other ends within a bound (the coordination
   service's heartbeat timeout) instead of hanging in a collective, and the
@@ -183,10 +183,11 @@ def test_two_processes_train_bitwise_as_one_process_of_two_devices(runs):
 
 
 def test_checkpoints_restore_across_process_counts(runs):
-  """A job resumed under the other process layout (rescheduled on fewer or
-  more hosts) restores the weights and the optimizer state and trains on
-  to the uninterrupted run's result: the layouts train bitwise alike (the
-  test above), so a resumed run equals both."""
+  """A job resumed under another process layout (rescheduled on fewer
+  hosts) restores the weights and the optimizer state and trains on to the
+  uninterrupted run's result: the layouts train bitwise alike (the test
+  above), so the resumed run equals both. (Restoring onto 2 processes is
+  the SIGTERM test's second command below.)"""
   root = runs['root']
   # 2 processes' checkpoint of step 2, resumed by 1 process of 2 devices.
   moved = _at_step(runs['two'], 2, root)
@@ -194,11 +195,6 @@ def test_checkpoints_restore_across_process_counts(runs):
   assert 'Resumed from step 2' in out, out[-3000:]
   assert _train_losses(moved) == _train_losses(runs['two'])
   _assert_same_metrics(_final(moved), _final(runs['two']), rtol=1e-5)
-  # 1 process's checkpoint of step 2, resumed by 2 processes.
-  moved = _at_step(runs['one'], 2, root)
-  out = _run(_launch_command(moved, 4, *EVERY_STEP))
-  assert 'Resumed from step 2' in out, out[-3000:]
-  assert _train_losses(moved) == _train_losses(runs['one'])
   _assert_same_metrics(_final(moved), _final(runs['one']), rtol=1e-5)
 
 
