@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import hashlib
 import math
 from typing import Any
@@ -148,7 +149,9 @@ class InitPlan:
 
 
 def plan(model, input_shape: tuple[int, ...], **init_kwargs) -> InitPlan:
-  """Traces `model.init` abstractly (nothing compiled or computed).
+  """Traces `model.init` abstractly (nothing compiled or computed), once per
+  (model, input shape, arguments) in a process: Flax modules compare and
+  hash by their attributes, and a plan holds only shapes and initializers.
 
   Args:
     model: a Flax module whose variables are all made by `Initializer`s.
@@ -158,6 +161,12 @@ def plan(model, input_shape: tuple[int, ...], **init_kwargs) -> InitPlan:
   Raises:
     TypeError: a variable was made by another initializer (its path named).
   """
+  return _plan(model, tuple(input_shape), tuple(sorted(init_kwargs.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(model, input_shape: tuple[int, ...], init_kwargs) -> InitPlan:
+  init_kwargs = dict(init_kwargs)
   initializer_of = {}
 
   def init_and_record():
