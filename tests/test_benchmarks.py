@@ -14,9 +14,7 @@ def test_gpu_mode_of_the_speed_benchmark_runs_on_cpu(tmp_path):
     sys.executable,
     os.path.join(REPO_ROOT, 'benchmarks', 'speed.py'),
     '--mode=gpu',
-    # mnv2_jax only (the suite's time): the flax worker is the same function
-    # in both modes, run in float32 by the CPU mode's committed results.
-    '--frameworks=mnv2_jax',
+    '--frameworks=mnv2_jax,flax',
     '--dtypes=bfloat16',
     '--resolution=32',
     '--batch=4',
@@ -29,13 +27,14 @@ def test_gpu_mode_of_the_speed_benchmark_runs_on_cpu(tmp_path):
   output = subprocess.run(
     command, check=True, capture_output=True, text=True, cwd=REPO_ROOT
   ).stdout
-  assert output.count('in a new process') == 2  # limits, mnv2_jax
+  assert output.count('in a new process') == 3  # limits, mnv2_jax, flax
   result = json.loads((tmp_path / 'speed_cpu.json').read_text())
   rows = {(r['framework'], r['kind'], r['batch']): r for r in result['rows']}
-  for kind, batch in (('inference', 1), ('inference', 4), ('training', 4)):
-    row = rows[('mnv2_jax', kind, batch)]
-    assert row['dtype'] == 'bfloat16' and row['images_per_s'] > 0
-    assert row['percent_of_roofline'] > 0
+  for framework in ('mnv2_jax', 'flax'):
+    for kind, batch in (('inference', 1), ('inference', 4), ('training', 4)):
+      row = rows[(framework, kind, batch)]
+      assert row['dtype'] == 'bfloat16' and row['images_per_s'] > 0
+      assert row['percent_of_roofline'] > 0
   assert result['frameworks']['mnv2_jax bfloat16']['implementation'] == 'cpu'
   traffic = result['roofline']['bfloat16']
   assert traffic['training_bytes'] == 5 * 2 * traffic['conv_output_elements']

@@ -161,7 +161,12 @@ def plan(model, input_shape: tuple[int, ...], **init_kwargs) -> InitPlan:
   Raises:
     TypeError: a variable was made by another initializer (its path named).
   """
-  return _plan(model, tuple(input_shape), tuple(sorted(init_kwargs.items())))
+  arguments = (model, tuple(input_shape), tuple(sorted(init_kwargs.items())))
+  try:
+    hash(arguments)
+  except TypeError:  # a module built by hand with a list attribute
+    return _plan.__wrapped__(*arguments)
+  return _plan(*arguments)
 
 
 @functools.lru_cache(maxsize=64)

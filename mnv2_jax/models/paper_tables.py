@@ -128,22 +128,22 @@ NOTES = {
     for size, paper, ours in ((56, 32, 24), (28, 64, 32), (14, 160, 96))
   },
   ('6', 'SSD300', 'parameters'): (
-    '34.31M with 80 classes (+ background): SSD300 has six source layers, '
-    "SSD512 seven; 36.1M is SSD512's count (36.04M here), which the paper "
-    'gives for both'
+    '34.31M with 80 classes (+ background); SSD300 has six source layers, '
+    "SSD512 seven, and the paper's 36.1M is within 0.2% of SSD512's count "
+    "(36.04M here): the paper likely gives SSD512's figure for both"
   ),
   ('6', 'SSD300', 'multiply-adds'): (
-    "34.36B counted plainly, 35.37B with fc6's dilation-6 convolution as "
-    "SpaceToBatchND runs it; the paper's 35.2B lies between the two (0.5% "
-    'under the second); the paper does not say how it counted'
+    "2.4% under the paper's 35.2B; counted as TensorFlow's SpaceToBatchND "
+    "would run fc6's dilation-6 convolution, 35.37B (0.5% over); the paper "
+    'does not say how it counted'
   ),
   ('6', 'SSD512', 'parameters'): (
     "0.2% under the paper's 36.1M with 80 classes (+ background); COCO's 90 "
     'category ids (+ background) would give 37.5M'
   ),
   ('6', 'SSD512', 'multiply-adds'): (
-    '98.63B counted plainly, 99.91B as SpaceToBatchND runs fc6; the '
-    "paper's 99.5B lies between the two (0.4% under the second)"
+    "0.9% under the paper's 99.5B; 99.91B with fc6 counted as "
+    'SpaceToBatchND runs it (0.4% over)'
   ),
   ('6', 'YOLOv2', 'parameters'): (
     "Darknet's COCO YOLOv2 (Darknet-19, the 64-channel passthrough, 5 "
@@ -152,9 +152,10 @@ NOTES = {
     'it counted'
   ),
   ('6', 'YOLOv2', 'multiply-adds'): (
-    "at 544, the largest size YOLOv2's paper evaluates; 14.73B at 416; "
+    'the paper gives no input size, so 544 here is an assumption (the '
+    "largest size YOLOv2's paper evaluates); 14.73B at 416, 31.47B at 608; "
     "the paper's 17.5B fits no size the network takes (448 gives 17.09B, "
-    '480 19.61B) and the paper does not say at which size it counted'
+    '480 19.61B)'
   ),
   ('7', 'MNet V1 OS16 ASPP', 'multiply-adds'): (
     '12.76B counted plainly, 14.23B as SpaceToBatchND runs it: 0.16% under '
@@ -410,8 +411,8 @@ def _ssdlite_rows() -> list[Row]:
 
 
 # Table 6's large detectors: (network, model, image size, paper parameters
-# (M), paper MACs (B)). YOLOv2 at 544, the largest size its paper evaluates
-# (the note gives 416's count too).
+# (M), paper MACs (B)). YOLOv2 at 544, an assumption: the largest size its
+# paper evaluates (the note gives 416's and 608's counts too).
 TABLE_6_REFERENCE = (
   ('SSD300', reference_detectors.SSDVGG16(image_size=300), 300, 36.1, 35.2),
   ('SSD512', reference_detectors.SSDVGG16(image_size=512), 512, 36.1, 99.5),
@@ -423,9 +424,9 @@ def _reference_detector_rows() -> list[Row]:
   rows = []
   for network, model, size, paper_parameters, paper_macs in TABLE_6_REFERENCE:
     stats = statistics.model_statistics(model, size)
-    # SSD's fc6 is atrous (dilation 6): counted as SpaceToBatchND runs it,
-    # like Table 7's ASPP (the note gives the plain count).
-    macs = stats['multiply_adds_space_to_batch'] / BILLION
+    # Counted plainly: SSD is a Caffe model, and Caffe computes its atrous fc6
+    # directly (the note gives the SpaceToBatchND count too).
+    macs = stats['multiply_adds'] / BILLION
     rows.append(
       _row(
         '6',

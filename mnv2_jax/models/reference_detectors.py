@@ -48,7 +48,7 @@ VGG16_LAYERS = (
   *(512, 512, 512, 'pool'),
   *(512, 512, 512),
 )
-CONV4_3_INDEX = 12  # the 10th convolution, after 12 entries
+CONV4_3_INDEX = 12  # conv4_3, the 10th convolution (entry 12 of the list)
 # SSD's extra layers: (1x1 channels, 3x3 channels, stride, padding).
 SSD_EXTRA_LAYERS = {
   300: (
@@ -113,14 +113,15 @@ class SSDVGG16(nn.Module):
     endpoints, sources = {}, []
     x = images
     for index, layer in enumerate(VGG16_LAYERS):
-      if index == CONV4_3_INDEX:
-        sources.append(L2Norm(name='conv4_3_norm')(x))
       if layer == 'pool':
         # Caffe rounds pooled sizes up (300: 75 -> 38 at the third pool).
         pad = ((0, x.shape[1] % 2), (0, x.shape[2] % 2))
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding=pad)
       else:
         x = nn.relu(conv(layer, (3, 3), name=f'vgg_{index}')(x))
+      if index == CONV4_3_INDEX:  # the first source: conv4_3, normalised
+        endpoints['conv4_3'] = x
+        sources.append(L2Norm(name='conv4_3_norm')(x))
     x = nn.max_pool(x, (3, 3), strides=(1, 1), padding='SAME')  # pool5
     x = nn.relu(
       conv(
