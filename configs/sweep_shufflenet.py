@@ -1,0 +1,40 @@
+r"""Figure 5's ShuffleNet line on the built-in proxy (paper Figure 5 and
+Table 4 compare MobileNetV2 with ShuffleNet v1, g = 3, at equal
+multiply-adds).
+
+The recipe and budget are configs/sweep_width_resolution.py's (the
+cluttered digits, `configuration.experiment_base`), at 48 pixels, the
+largest resolution of its MobileNetV2 points; g = 3 at the scales ShuffleNet
+defines (0.5×, 1×, 1.5×, 2×), 3 seeds each. Nothing in the recipe is
+changed for ShuffleNet.
+
+  python -m mnv2_jax.sweep --config configs/sweep_shufflenet.py \
+      --workdir experiments/runs/peers_shufflenet --jobs 2
+"""
+
+from mnv2_jax import configuration
+
+SCALES = (0.5, 1.0, 1.5, 2.0)  # models/shufflenet.py's SCALES
+RESOLUTION = 48
+SEEDS = (0, 1, 2)
+
+
+def get_config(scale=None):
+  if scale not in (None, 'builtin'):
+    raise ValueError(
+      f'this sweep is defined on the built-in proxy only, not {scale!r}'
+    )
+  config = configuration.experiment_base(scale)
+  config.model.architecture = 'shufflenet'
+  config.model.shufflenet_groups = 3
+  config.image_size = RESOLUTION
+  return config
+
+
+def get_sweep(scale=None):
+  del scale  # the built-in proxy only (get_config)
+  return [
+    {'model.width_multiplier': width, 'seed': seed}
+    for width in SCALES
+    for seed in SEEDS
+  ]
