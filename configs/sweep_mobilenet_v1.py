@@ -18,13 +18,7 @@ SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  if scale not in (None, 'builtin'):
-    raise ValueError(
-      f'this sweep is defined on the built-in proxy only, not {scale!r}'
-    )
-  config = configuration.experiment_base(scale)
-  config.model.architecture = 'mobilenet_v1'
-  config.image_size = RESOLUTION
+  config = configuration.peer_proxy_config('mobilenet_v1', scale, RESOLUTION)
   return config
 
 

@@ -22,15 +22,9 @@ SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  if scale not in (None, 'builtin'):
-    raise ValueError(
-      f'this sweep is defined on the built-in proxy only, not {scale!r}'
-    )
-  config = configuration.experiment_base(scale)
-  config.model.architecture = 'nasnet_a'
+  config = configuration.peer_proxy_config('nasnet_a', scale, RESOLUTION)
   config.model.width_multiplier = 1.0
   config.model.nasnet_cells_per_stack = CELLS_PER_STACK
-  config.image_size = RESOLUTION
   return config
 
 

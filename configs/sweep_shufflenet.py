@@ -20,14 +20,8 @@ SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  if scale not in (None, 'builtin'):
-    raise ValueError(
-      f'this sweep is defined on the built-in proxy only, not {scale!r}'
-    )
-  config = configuration.experiment_base(scale)
-  config.model.architecture = 'shufflenet'
+  config = configuration.peer_proxy_config('shufflenet', scale, RESOLUTION)
   config.model.shufflenet_groups = 3
-  config.image_size = RESOLUTION
   return config
 
 

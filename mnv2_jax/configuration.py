@@ -281,6 +281,23 @@ def experiment_base(scale) -> ml_collections.ConfigDict:
   return EXPERIMENT_SCALES[scale]()
 
 
+def peer_proxy_config(
+  architecture: str, scale=None, image_size: int = 48
+) -> ml_collections.ConfigDict:
+  """Figure 5's proxy for a peer network: `experiment_base`'s built-in
+  recipe and budget (configs/sweep_width_resolution.py's), unchanged, with
+  `architecture` at `image_size`. The peers' sweeps are defined on the
+  built-in proxy only."""
+  if scale not in (None, 'builtin'):
+    raise ValueError(
+      f'the peer sweeps are defined on the built-in proxy only, not {scale!r}'
+    )
+  config = experiment_base(scale)
+  config.model.architecture = architecture
+  config.image_size = image_size
+  return config
+
+
 def from_json(path: str) -> ml_collections.ConfigDict:
   """The config recorded in a workdir's config.json (base config + its
   values), e.g. for evaluating, exporting or predicting with that run."""

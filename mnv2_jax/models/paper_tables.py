@@ -385,29 +385,33 @@ def _ssdlite_rows() -> list[Row]:
     ('MNet V1 + SSDLite', v1_ssdlite, 5.1, 1.3),
     ('MNet V2 + SSDLite', v2_ssdlite, 4.3, 0.8),
   ):
-    rows.append(
-      _row(
-        '6',
-        network,
-        'parameters',
-        'M',
-        1,
-        paper_parameters,
-        full['trainable_parameters'] / MILLION,
-      )
-    )
-    rows.append(
-      _row(
-        '6',
-        network,
-        'multiply-adds',
-        'B',
-        1,
-        paper_macs,
-        full['multiply_adds'] / BILLION,
-      )
-    )
+    rows += _table_6_rows(network, full, paper_parameters, paper_macs)
   return rows
+
+
+def _table_6_rows(network, stats, paper_parameters, paper_macs) -> list[Row]:
+  """A detector's two Table 6 rows: parameters (M) and plain multiply-adds
+  (B), both to one decimal as the paper prints them."""
+  return [
+    _row(
+      '6',
+      network,
+      'parameters',
+      'M',
+      1,
+      paper_parameters,
+      stats['trainable_parameters'] / MILLION,
+    ),
+    _row(
+      '6',
+      network,
+      'multiply-adds',
+      'B',
+      1,
+      paper_macs,
+      stats['multiply_adds'] / BILLION,
+    ),
+  ]
 
 
 # Table 6's large detectors: (network, model, image size, paper parameters
@@ -421,24 +425,12 @@ TABLE_6_REFERENCE = (
 
 
 def _reference_detector_rows() -> list[Row]:
+  # Counted plainly: SSD is a Caffe model, and Caffe computes its atrous fc6
+  # directly (the note gives the SpaceToBatchND count too).
   rows = []
   for network, model, size, paper_parameters, paper_macs in TABLE_6_REFERENCE:
     stats = statistics.model_statistics(model, size)
-    # Counted plainly: SSD is a Caffe model, and Caffe computes its atrous fc6
-    # directly (the note gives the SpaceToBatchND count too).
-    macs = stats['multiply_adds'] / BILLION
-    rows.append(
-      _row(
-        '6',
-        network,
-        'parameters',
-        'M',
-        1,
-        paper_parameters,
-        stats['trainable_parameters'] / MILLION,
-      )
-    )
-    rows.append(_row('6', network, 'multiply-adds', 'B', 1, paper_macs, macs))
+    rows += _table_6_rows(network, stats, paper_parameters, paper_macs)
   return rows
 
 
