@@ -46,6 +46,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
+from mnv2_jax.experiments import sweeps  # noqa: E402
 from mnv2_jax.models import statistics as model_statistics  # noqa: E402
 
 RESULTS = os.path.join(REPO_ROOT, 'experiments', 'results')
@@ -258,10 +259,193 @@ def width_resolution() -> None:
   print('released checkpoints:', fit(released))
 
 
+# Figure 5's families on the proxy, all at 48 px: MobileNetV2's points from
+# its two sweeps, each peer's from its own, with the column that sets its
+# size and how to name a point.
+MOBILENET_V2_48PX = (
+  ('sweep_width_resolution', {'image_size': '48'}),
+  ('sweep_mobilenet_v2_48px', {}),
+)
+PEERS = {
+  'MobileNetV1': ('sweep_mobilenet_v1', 'model.width_multiplier', 'α = {}'),
+  'ShuffleNet v1, g = 3': ('sweep_shufflenet', 'model.width_multiplier', '{}×'),
+  'NASNet-A, 4 cells per stack': (
+    'sweep_nasnet',
+    'model.nasnet_filters',
+    '{} filters',
+  ),
+}
+# Table 4's comparisons as pairs of the same configurations at 48 px:
+# (MobileNetV2 width, peer, peer's size cell, the paper's two top-1 and
+# multiply-adds at 224).
+TABLE_4_PAIRS = (
+  ('1', 'ShuffleNet v1, g = 3', '1.5', (72.0, 300), (71.5, 292)),
+  ('1', 'MobileNetV1', '1', (72.0, 300), (70.6, 575)),
+  ('1.4', 'MobileNetV1', '1', (74.7, 585), (70.6, 575)),
+  ('1.4', 'ShuffleNet v1, g = 3', '2', (74.7, 585), (73.7, 524)),
+  ('1.4', 'NASNet-A, 4 cells per stack', '44', (74.7, 585), (74.0, 564)),
+)
+
+
+def family_points(sources) -> list[dict]:
+  """`sweeps.read_family` points of (results folder, row filter) sources
+  that have been reported, test and validation top-1 in %, by cost."""
+  points = []
+  for folder, where in sources:
+    if os.path.exists(os.path.join(RESULTS, folder, 'results.md')):
+      points += sweeps.read_family(os.path.join(RESULTS, folder), where)
+  for point in points:
+    for split in ('test', 'validation'):
+      point[split] = {s: 100 * v for s, v in point[split].items()}
+  return sorted(points, key=lambda p: p['multiply_adds'])
+
+
+def interpolated(curve: list[dict], macs: float):
+  """MobileNetV2's test top-1 by seed at `macs` (millions), linear in ln
+  MACs between the two points of `curve` around it (the point itself at
+  equal cost), and the widths used; None outside the curve's range."""
+  for low, high in zip(curve, curve[1:]):
+    if low['multiply_adds'] <= macs <= high['multiply_adds']:
+      weight = np.log(macs / low['multiply_adds']) / np.log(
+        high['multiply_adds'] / low['multiply_adds']
+      )
+      seeds = sorted(set(low['test']) & set(high['test']))
+      by_seed = {
+        s: (1 - weight) * low['test'][s] + weight * high['test'][s]
+        for s in seeds
+      }
+      return by_seed, (low, high)
+  return None
+
+
+def _mean_std(by_seed: dict[int, float]) -> str:
+  values = list(by_seed.values())
+  spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
+  return f'{np.mean(values):.2f} ± {spread:.2f}'
+
+
+def _within_one_std(a: dict[int, float], b: dict[int, float]) -> bool:
+  """The issue's rule for 5 seeds: the two means closer than either's
+  standard deviation over seeds."""
+  spread = max(
+    np.std(list(a.values()), ddof=1), np.std(list(b.values()), ddof=1)
+  )
+  return abs(np.mean(list(a.values())) - np.mean(list(b.values()))) < spread
+
+
+def _width(point: dict) -> str:
+  return point['cells']['model.width_multiplier']
+
+
+def peers() -> None:
+  curve = family_points(MOBILENET_V2_48PX)
+  low, high = curve[0]['multiply_adds'], curve[-1]['multiply_adds']
+  print(
+    'MobileNetV2 at 48 px: '
+    + ', '.join(
+      f'α = {_width(p)} {p["multiply_adds"]}M {_mean_std(p["test"])}'
+      for p in curve
+    )
+  )
+  for family, (folder, column, name) in PEERS.items():
+    points = family_points(((folder, {}),))
+    if not points:
+      print(f'{family}: not run')
+      continue
+    differences, verdicts = [], []
+    for point in points:
+      label = (
+        f'{family} {name.format(point["cells"][column])} '
+        f'({point["multiply_adds"]}M): {_mean_std(point["test"])}'
+      )
+      found = interpolated(curve, point['multiply_adds'])
+      if found is None:
+        print(
+          f"{label}; outside MobileNetV2's {low}M-{high}M at 48 px: not "
+          'compared at equal cost'
+        )
+        continue
+      mobilenet_v2, (below, above) = found
+      differences += [
+        mobilenet_v2[s] - point['test'][s]
+        for s in sorted(set(mobilenet_v2) & set(point['test']))
+      ]
+      verdicts.append(verdict(point['test'], mobilenet_v2))
+      needs_seeds = (
+        '; within one standard deviation: 5 seeds needed'
+        if len(point['test']) < 5
+        and _within_one_std(mobilenet_v2, point['test'])
+        else ''
+      )
+      print(
+        f'{label}; MobileNetV2 there (α = {_width(below)}-{_width(above)}, '
+        f'interpolated in ln MACs) {_mean_std(mobilenet_v2)}; V2 minus '
+        f'peer {paired(point["test"], mobilenet_v2)}: '
+        f'{verdicts[-1]}{needs_seeds}'
+      )
+    if not differences:
+      continue
+    pooled = stats.ttest_1samp(differences, 0.0).pvalue
+    shown = pooled < SIGNIFICANCE
+    if shown and all(d > 0 for d in differences):
+      claim = 'reproduced'
+    elif shown and np.mean(differences) < 0:
+      claim = 'not reproduced'
+    else:
+      claim = 'not decided at this scale'
+    print(
+      f'{family}, every point at matched cost ({len(verdicts)} points, '
+      f'{len(differences)} seed pairs): V2 minus peer '
+      f'{np.mean(differences):+.2f} (range {min(differences):+.2f} to '
+      f'{max(differences):+.2f}; one-sample p = {pooled:.3f}); by point: '
+      f'{", ".join(verdicts)}: {claim}'
+    )
+  by_width = {_width(p): p for p in curve}
+  for width, family, size, (paper_v2, paper_v2_macs), (
+    paper_peer,
+    paper_peer_macs,
+  ) in TABLE_4_PAIRS:
+    folder, column, name = PEERS[family]
+    peer = {p['cells'][column]: p for p in family_points(((folder, {}),))}.get(
+      size
+    )
+    mobilenet_v2 = by_width.get(width)
+    title = (
+      f'Table 4, MobileNetV2 α = {width} against {family} '
+      f'{name.format(size)} (paper {paper_v2} against {paper_peer} at '
+      f'{paper_v2_macs}M against {paper_peer_macs}M)'
+    )
+    if peer is None or mobilenet_v2 is None:
+      print(f'{title}: not run at 48 px')
+      continue
+    print(
+      f'{title}: at 48 px {mobilenet_v2["multiply_adds"]}M against '
+      f'{peer["multiply_adds"]}M, {_mean_std(mobilenet_v2["test"])} '
+      f'against {_mean_std(peer["test"])}; V2 minus peer '
+      f'{paired(peer["test"], mobilenet_v2["test"])}: '
+      f'{verdict(peer["test"], mobilenet_v2["test"])}'
+    )
+
+
+def plot_peers(path: str) -> str:
+  """Figure 5 with its peers on the proxy (`sweeps.plot_families`)."""
+  families = {'MobileNetV2': family_points(MOBILENET_V2_48PX)}
+  for family, (folder, _, _) in PEERS.items():
+    points = family_points(((folder, {}),))
+    if points:
+      families[family] = points
+  for points in families.values():  # plot_families scales top-1 itself
+    for point in points:
+      for split in ('test', 'validation'):
+        point[split] = {s: v / 100 for s, v in point[split].items()}
+  return sweeps.plot_families(path, families, 'cluttered digits, 48 px')
+
+
 STUDIES = {
   'ablations': ablations,
   'expansion': expansion,
   'width_resolution': width_resolution,
+  'peers': peers,
 }
 
 
@@ -280,6 +464,11 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('study', choices=[*sorted(STUDIES), 'all'])
   parser.add_argument('--output', help='write the lines to this file too')
+  parser.add_argument(
+    '--plot',
+    help="peers: draw Figure 5 with its peers (every family's validation "
+    'and test top-1 against multiply-adds) to this PNG',
+  )
   args = parser.parse_args(argv)
   if args.study == 'all':
     text = report()
@@ -289,6 +478,8 @@ def main(argv=None) -> int:
       STUDIES[args.study]()
     text = buffer.getvalue()
   print(text, end='')
+  if args.plot:
+    print(f'wrote {plot_peers(args.plot)}')
   if args.output:
     with open(args.output, 'w') as f:
       f.write(text)

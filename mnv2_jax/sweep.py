@@ -7,6 +7,10 @@ r"""Sweeps: the paper's experiments (§4, Figure 5, Figure 6) as one command eac
       --workdir /tmp/fig6a --report                     # tables + plots now
   python -m mnv2_jax.sweep --config configs/ablation_bottleneck.py \
       --workdir /tmp/fig6a_short --config.num_train_steps=100  # every point
+  python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v1.py \
+      --workdir experiments/runs/peers_mobilenet_v1 --report \
+      --compare_with MobileNetV2=experiments/results/sweep_width_resolution:image_size=48
+                                        # + families.png: Figure 5 with peers
 
 An experiment config file defines, beside the usual `get_config()`,
 
@@ -37,6 +41,7 @@ the sweep runs on ImageNet).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from typing import Optional
@@ -72,6 +77,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     help='Only write the tables and plots of the finished points.',
   )
   parser.add_argument(
+    '--compare_with',
+    action='append',
+    default=[],
+    metavar='LABEL=RESULTS_DIR[:FIELD=VALUE,...]',
+    help='Another reported sweep to draw beside this one in families.png '
+    '(Figure 5 with peers: validation and test metric against '
+    'multiply-adds, one line per family); FIELD=VALUE keeps its rows with '
+    'that value, e.g. MobileNetV2=experiments/results/'
+    'sweep_width_resolution:image_size=48. A label given twice joins '
+    'both sweeps into one line. Repeatable.',
+  )
+  parser.add_argument(
     '--jobs',
     type=int,
     default=1,
@@ -99,6 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
   try:
     base, points = sweeps.load_experiment(args.config, config_overrides)
+    compared = [_compared_sweep(c) for c in args.compare_with]
   except (FileNotFoundError, ValueError) as error:
     parser.error(str(error))
   title = sweeps.experiment_title(args.config)
@@ -134,11 +152,45 @@ def main(argv: Optional[list[str]] = None) -> int:
         flush=True,
       )
       return 1
-  for path in sweeps.report(
-    base, points, args.workdir, title, args.results_dir
-  ):
+  written = sweeps.report(base, points, args.workdir, title, args.results_dir)
+  if compared:
+    results_dir = args.results_dir or args.workdir
+    families = {title: sweeps.read_family(results_dir)}
+    for label, points_of_label in compared:
+      families.setdefault(label, []).extend(points_of_label)
+    written.append(
+      sweeps.plot_families(os.path.join(results_dir, 'families.png'), families)
+    )
+  for path in written:
     print(f'wrote {path}')
   return 0
+
+
+def _compared_sweep(argument: str) -> tuple[str, list[dict]]:
+  """'LABEL=RESULTS_DIR[:FIELD=VALUE,...]' -> (label, its points)."""
+  label, separator, rest = argument.partition('=')
+  if not separator or not label or not rest:
+    raise ValueError(
+      f'--compare_with={argument}: give LABEL=RESULTS_DIR, optionally '
+      'followed by :FIELD=VALUE,..., e.g. '
+      'MobileNetV2=experiments/results/sweep_width_resolution:image_size=48.'
+    )
+  results_dir, _, selection = rest.partition(':')
+  where = {}
+  for item in filter(None, selection.split(',')):
+    field, separator, value = item.partition('=')
+    if not separator:
+      raise ValueError(
+        f'--compare_with={argument}: {item!r} is not FIELD=VALUE.'
+      )
+    where[field] = value
+  points = sweeps.read_family(results_dir, where)
+  if not points:
+    raise ValueError(
+      f'--compare_with={argument}: no row of {results_dir}/results.md has '
+      f'{where}.'
+    )
+  return label, points
 
 
 if __name__ == '__main__':

@@ -378,7 +378,7 @@ def test_grid_curves_join_each_width_and_each_resolution():
   assert [p[0] for p in released['224 px']] == [0.35, 0.5, 0.75, 1.0, 1.3, 1.4]
 
 
-def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch):
+def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch, capsys):
   config = _experiment(tmp_path, body=WIDTH_RESOLUTION)
   workdir = str(tmp_path / 'runs')
   monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
@@ -396,6 +396,47 @@ def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch):
   assert f'{statistics.fmean(wide):.2f} ± {statistics.stdev(wide):.2f}' in (
     markdown
   )
+  # Read back as one family of Figure 5 with peers: each seed's test and
+  # validation top-1, the row's multiply-adds, only the rows asked for.
+  family = sweeps.read_family(workdir, {'image_size': '40'})
+  assert [p['cells']['model.width_multiplier'] for p in family] == [
+    '0.35',
+    '0.5',
+  ]
+  assert family[1]['test'] == pytest.approx(
+    {s: w / 100 for s, w in enumerate(wide)}
+  )
+  assert family[1]['validation'][0] == pytest.approx(
+    family[1]['test'][0] + 0.05
+  )
+  assert family[0]['multiply_adds'] < family[1]['multiply_adds']
+  # The command line draws it beside the sweep; a malformed one is named.
+  assert (
+    sweep_cli.main(
+      [
+        f'--config={config}',
+        f'--workdir={workdir}',
+        '--report',
+        f'--compare_with=peer={workdir}:image_size=40',
+      ]
+    )
+    == 0
+  )
+  assert os.path.getsize(os.path.join(workdir, 'families.png')) > 10_000
+  for bad, named in [
+    (workdir, 'give LABEL=RESULTS_DIR'),
+    (f'peer={workdir}:image_size=41', 'no row of'),
+  ]:
+    with pytest.raises(SystemExit):
+      sweep_cli.main(
+        [
+          f'--config={config}',
+          f'--workdir={workdir}',
+          '--report',
+          f'--compare_with={bad}',
+        ]
+      )
+    assert named in capsys.readouterr().err
 
 
 def test_cluttered_digits_are_deterministic_and_disjoint():

@@ -739,6 +739,117 @@ def report(
   )
 
 
+# ------------------------------------------- families side by side (Figure 5)
+
+
+def read_family(
+  results_dir: str, where: Optional[dict[str, str]] = None
+) -> list[dict]:
+  """A reported sweep's points, read back from its results.md (each row's
+  cells and multiply-adds, to the 0.1M it prints) and results.csv (each
+  run's final test and validation metric, by seed). `where` keeps the rows
+  whose columns equal the given text, e.g. {'image_size': '48'}.
+
+  Each point: {'cells': {column: text}, 'multiply_adds': millions,
+  'test': {seed: value}, 'validation': {seed: value}, 'metric': name}."""
+  markdown = os.path.join(results_dir, 'results.md')
+  table = os.path.join(results_dir, 'results.csv')
+  for path in (markdown, table):
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+        f'{path} does not exist: report the sweep first (python -m '
+        'mnv2_jax.sweep --config ... --workdir ... --report --results_dir '
+        f'{results_dir}).'
+      )
+  with open(markdown) as f:
+    rows = [
+      [cell.strip() for cell in line.strip().strip('|').split('|')]
+      for line in f
+      if line.startswith('|') and not line.startswith('|---')
+    ]
+  header, body = rows[0], rows[1:]
+  # The columns before the first metric column are the swept fields.
+  first_metric = next(i for i, c in enumerate(header) if c.startswith('test '))
+  keys = header[:first_metric]
+  metric = header[first_metric].split()[1]
+  with open(table, newline='') as f:
+    runs = list(csv.DictReader(f))
+  points = []
+  for row in body:
+    cells = dict(zip(header, row))
+    if any(cells.get(k) != v for k, v in (where or {}).items()):
+      continue
+    mine = [r for r in runs if all(r[k] == cells[k] for k in keys)]
+    points.append(
+      {
+        'cells': cells,
+        'multiply_adds': float(cells['multiply-adds'].rstrip('M')),
+        'metric': metric,
+        'test': {int(r[SEED_KEY]): float(r[metric]) for r in mine},
+        'validation': {
+          int(r[SEED_KEY]): float(r[f'validation_{metric}'])
+          for r in mine
+          if r.get(f'validation_{metric}')
+        },
+      }
+    )
+  return points
+
+
+def plot_families(
+  path: str, families: dict[str, list[dict]], title: str = ''
+) -> str:
+  """Figure 5 with peers: the validation and the test metric against
+  multiply-adds (log scale), one line per family through its points (mean ±
+  standard deviation over seeds). `families`: label -> `read_family`
+  points."""
+  import matplotlib  # noqa: PLC0415 (only for the plots)
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.ticker  # noqa: PLC0415
+
+  metric = next(p['metric'] for ps in families.values() for p in ps)
+  scale = 100.0 if metric in ('top1', 'top5') else 1.0
+  unit = ' (%)' if scale == 100.0 else ''
+  figure, panels = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+  for axes, split in zip(panels, ('validation', 'test')):
+    for label, points in families.items():
+      points = sorted(
+        (p for p in points if p[split]), key=lambda p: p['multiply_adds']
+      )
+      values = [[v * scale for v in p[split].values()] for p in points]
+      axes.errorbar(
+        [p['multiply_adds'] for p in points],
+        [stats_lib.fmean(v) for v in values],
+        yerr=[stats_lib.stdev(v) if len(v) > 1 else 0.0 for v in values],
+        marker='o',
+        capsize=3,
+        label=label,
+      )
+    axes.set_xscale('log')
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
+    axes.xaxis.set_major_formatter(plain)
+    # Minor labels at 2, 3 and 5 times each power of ten only: all eight
+    # crowd each other.
+    axes.xaxis.set_minor_formatter(
+      matplotlib.ticker.FuncFormatter(
+        lambda value, _: f'{value:g}' if f'{value:.0e}'[0] in '235' else ''
+      )
+    )
+    axes.tick_params(axis='x', which='minor', labelsize=7)
+    axes.set_xlabel('multiply-adds (millions)')
+    axes.set_title(f'{title}: {split} {metric}' if title else split, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+  panels[0].set_ylabel(f'{metric}{unit}, mean ± std over seeds')
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+  return path
+
+
 def experiment_title(argument: str) -> str:
   path, config_string = split_config_argument(argument)
   name = os.path.splitext(os.path.basename(path))[0]

@@ -9,7 +9,10 @@ The latest checkpoint of `--workdir` (its EMA weights if the run kept them)
 and the workdir's config.json define the model. The function exported is
 `images -> logits`: float32 images [batch, S, S, 3] already normalised as the
 config's `preprocessing` says ([-1, 1] for 'inception'), logits [batch,
-classes]. It goes through `jax2tf` (StableHLO), built with XLA's convolution
+classes]; a segmenter's logits are [batch, S, S, classes], and a
+detector's output is its box encodings and class logits side by side,
+[batch, anchors, 4 + classes + 1] (`inference.logits_function`). It goes
+through `jax2tf` (StableHLO), built with XLA's convolution
 ops (`model.implementation='xla'`), which the TFLite converter turns
 into CONV_2D / DEPTHWISE_CONV_2D with the BatchNorms folded in.
 
