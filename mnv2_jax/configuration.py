@@ -14,14 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from mnv2_jax import models
-from mnv2_jax.data import common
-from mnv2_jax.data import datasets
-from mnv2_jax.models import backbones
-from mnv2_jax.models import layers
-from mnv2_jax.models import mobilenet_v2
-from mnv2_jax.models import shufflenet
-from mnv2_jax.models import ssdlite
+from mnv2_jax import choices
+from mnv2_jax.data import registry
 
 TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
@@ -454,8 +448,8 @@ def _check_peer_options(config) -> None:
   if architecture == 'mobilenet_v2':
     return
   heads_run_on = {
-    'detection': backbones.DETECTION_BACKBONES,
-    'segmentation': backbones.SEGMENTATION_BACKBONES,
+    'detection': choices.DETECTION_BACKBONES,
+    'segmentation': choices.SEGMENTATION_BACKBONES,
   }.get(config.task)
   if heads_run_on is not None and architecture not in heads_run_on:
     _fail(
@@ -481,10 +475,8 @@ def _check_peer_options(config) -> None:
         defaults[field],
       )
   if architecture == 'shufflenet':
-    _check_choice(config, 'model.width_multiplier', shufflenet.SCALES)
-    _check_choice(
-      config, 'model.shufflenet_groups', tuple(shufflenet.STAGE_CHANNELS)
-    )
+    _check_choice(config, 'model.width_multiplier', choices.SHUFFLENET_SCALES)
+    _check_choice(config, 'model.shufflenet_groups', choices.SHUFFLENET_GROUPS)
     _check_choice(config, 'model.output_stride', (32,))
   if architecture == 'nasnet_a':
     _check_choice(config, 'model.width_multiplier', (1.0,))
@@ -524,27 +516,29 @@ def _check_choices(config) -> None:
   """The fields that take one of a list of values."""
   _check_choice(config, 'mode', MODES)
   _check_choice(config, 'task', TASKS)
-  _check_choice(config, 'dataset.name', tuple(datasets.DATASETS))
-  _check_choice(config, 'model.architecture', tuple(models.ARCHITECTURES))
+  _check_choice(config, 'dataset.name', tuple(registry.DATASETS))
+  _check_choice(config, 'model.architecture', choices.ARCHITECTURES)
   _check_peer_options(config)
   _check_choice(
-    config, 'model.bottleneck_activation', mobilenet_v2.BOTTLENECK_ACTIVATIONS
+    config, 'model.bottleneck_activation', choices.BOTTLENECK_ACTIVATIONS
   )
-  _check_choice(config, 'model.residual', mobilenet_v2.RESIDUAL_PLACEMENTS)
-  _check_choice(config, 'model.output_stride', mobilenet_v2.OUTPUT_STRIDES)
-  _check_choice(config, 'model.padding', layers.PADDING_MODES)
-  _check_choice(config, 'model.dtype', tuple(mobilenet_v2.DTYPES))
-  _check_choice(config, 'model.implementation', layers.IMPLEMENTATIONS)
+  _check_choice(config, 'model.residual', choices.RESIDUAL_PLACEMENTS)
+  _check_choice(config, 'model.output_stride', choices.OUTPUT_STRIDES)
+  _check_choice(config, 'model.padding', choices.PADDING_MODES)
+  _check_choice(config, 'model.dtype', choices.DTYPES)
+  _check_choice(config, 'model.implementation', choices.IMPLEMENTATIONS)
   _check_choice(config, 'optimizer', OPTIMIZERS)
-  _check_choice(config, 'preprocessing', common.PREPROCESSING)
-  _check_choice(config, 'dataset.train_image_dtype', common.TRAIN_IMAGE_DTYPES)
-  spec = datasets.DATASETS[config.dataset.name]
+  _check_choice(config, 'preprocessing', registry.PREPROCESSING)
+  _check_choice(
+    config, 'dataset.train_image_dtype', registry.TRAIN_IMAGE_DTYPES
+  )
+  spec = registry.DATASETS[config.dataset.name]
   if config.dataset.train_image_dtype == 'uint8' and not (
     spec.tfds and config.task == 'classification'
   ):
     tfds_classification = [
       name
-      for name, spec in datasets.DATASETS.items()
+      for name, spec in registry.DATASETS.items()
       if spec.tfds and 'classification' in spec.tasks
     ]
     _fail(
@@ -581,15 +575,15 @@ def _check_model(config) -> None:
     not isinstance(per_block, (tuple, list))
     or per_block
     and (
-      len(per_block) != mobilenet_v2.NUM_BLOCKS
+      len(per_block) != choices.MOBILENET_V2_BLOCKS
       or not all(_is_number(t) and t >= 1 for t in per_block)
     )
   ):
     _fail(
       'model.expansion_ratio_per_block',
       per_block,
-      f'it must be empty or {mobilenet_v2.NUM_BLOCKS} numbers >= 1',
-      '"(1,' + ','.join(['6'] * (mobilenet_v2.NUM_BLOCKS - 1)) + ')"',
+      f'it must be empty or {choices.MOBILENET_V2_BLOCKS} numbers >= 1',
+      '"(1,' + ','.join(['6'] * (choices.MOBILENET_V2_BLOCKS - 1)) + ')"',
     )
   inf = float('inf')
   for field, low, high, low_in, high_in in [
@@ -626,7 +620,7 @@ def _check_data(config) -> None:
       'paper uses 96-224)',
       '224',
     )
-  dataset = datasets.DATASETS[config.dataset.name]
+  dataset = registry.DATASETS[config.dataset.name]
   for field in ('dataset.train_split', 'dataset.eval_split'):
     if not isinstance(_get(config, field), str) or not _get(config, field):
       _fail(field, _get(config, field), 'it must name a split', 'train')
@@ -732,7 +726,7 @@ def _check_detection(config) -> None:
       config, field, low, high, low_inclusive=True, high_inclusive=True
     )
   _check_choice(
-    config, 'detection.prediction_layers', ssdlite.PREDICTION_LAYERS
+    config, 'detection.prediction_layers', choices.PREDICTION_LAYERS
   )
 
 

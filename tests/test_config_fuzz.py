@@ -5,6 +5,7 @@ error that names a config field and a fix; never a traceback from JAX."""
 import math
 import os
 import re
+import subprocess
 import sys
 
 import hypothesis
@@ -271,3 +272,46 @@ def test_a_run_longer_than_the_step_counter_is_refused():
   check(config)
   with pytest.raises(ValueError, match=ERROR.pattern):
     trainer.Trainer(config)
+
+
+def test_the_light_choices_are_the_implementations():
+  """configuration validates against mnv2_jax/choices.py and
+  data/registry.py, which import nothing heavy; each must name exactly what
+  the networks and pipelines implement, and loading a config must not
+  import jax, flax or the pipelines' libraries."""
+  from mnv2_jax import choices
+  from mnv2_jax import models
+  from mnv2_jax.data import cluttered_digits
+  from mnv2_jax.data import common
+  from mnv2_jax.data import datasets
+  from mnv2_jax.data import digits
+  from mnv2_jax.data import scenes
+  from mnv2_jax.models import layers
+  from mnv2_jax.models import mobilenet_v2
+  from mnv2_jax.models import shufflenet
+
+  assert choices.ARCHITECTURES == tuple(models.ARCHITECTURES)
+  assert choices.MOBILENET_V2_BLOCKS == mobilenet_v2.NUM_BLOCKS
+  assert choices.DTYPES == tuple(layers.DTYPES)
+  assert choices.SHUFFLENET_SCALES == shufflenet.SCALES
+  assert choices.SHUFFLENET_GROUPS == tuple(shufflenet.STAGE_CHANNELS)
+  assert datasets.DATASETS['cluttered_digits'].splits == tuple(
+    cluttered_digits.SPLIT_SIZES
+  )
+  assert datasets.DATASETS['scenes'].splits == tuple(scenes.SPLIT_SIZES)
+  assert digits.SPLITS == datasets.DATASETS['digits'].splits
+  assert common.PREPROCESSING == ('inception', 'torchvision', 'cifar')
+  loaded = subprocess.run(
+    [
+      sys.executable,
+      '-c',
+      'import sys; import mnv2_jax.configuration; '
+      "print(sorted(m for m in ('jax', 'flax', 'tensorflow', 'sklearn', "
+      "'skimage', 'PIL') if m in sys.modules))",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=REPO_ROOT,
+  )
+  assert loaded.stdout.strip() == '[]', loaded.stdout

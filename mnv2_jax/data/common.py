@@ -23,12 +23,14 @@ from typing import Optional
 import jax
 import numpy as np
 
+from mnv2_jax.data import registry
+
 Batch = dict
 
 # How images become network inputs (config.preprocessing; data/imagenet.py):
 # 'inception' ([-1, 1]; the paper, TF-slim, Keras), 'torchvision' (ImageNet
 # mean/std; the PyTorch releases), 'cifar' ([-1, 1], pad-and-crop).
-PREPROCESSING = ('inception', 'torchvision', 'cifar')
+PREPROCESSING = registry.PREPROCESSING
 
 # Segmentation pixels that no loss or metric counts: VOC's object borders
 # ('void'), the padding of crops, the scenes' glyph edges.
@@ -65,7 +67,7 @@ TORCHVISION_STD = (0.229, 0.224, 0.225)
 # device inside the jitted step (`pixels_to_input`). uint8 copies and
 # transfers a quarter of the bytes and moves the normalisation off the host;
 # the rounding changes each input by at most half a grey level.
-TRAIN_IMAGE_DTYPES = ('float32', 'uint8')
+TRAIN_IMAGE_DTYPES = registry.TRAIN_IMAGE_DTYPES
 
 
 def pixels_to_input(pixels, preprocessing: str):

@@ -13,48 +13,18 @@ load TensorFlow.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterator
 
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import common
 from mnv2_jax.data import digits
+from mnv2_jax.data import registry
 from mnv2_jax.data import scene_batches
-from mnv2_jax.data import scenes
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """What a config needs to know about a dataset."""
-
-  num_classes: int  # classification and detection: without a background
-  tasks: tuple[str, ...]
-  segmentation_classes: int = 0  # with the background
-  tfds: bool = False  # read through TFDS (prepared once)
-  splits: tuple[str, ...] = ()  # the built-in ones' (TFDS: any split name)
-
-
-# config.dataset.name -> its facts.
-DATASETS = {
-  'digits': DatasetSpec(10, ('classification',), splits=digits.SPLITS),
-  'cluttered_digits': DatasetSpec(
-    10, ('classification',), splits=tuple(cluttered_digits.SPLIT_SIZES)
-  ),
-  'imagenet2012': DatasetSpec(1000, ('classification',), tfds=True),
-  'cifar10': DatasetSpec(10, ('classification',), tfds=True),
-  'imagenette/160px-v2': DatasetSpec(10, ('classification',), tfds=True),
-  'imagenette/320px-v2': DatasetSpec(10, ('classification',), tfds=True),
-  'scenes': DatasetSpec(
-    10,
-    ('detection', 'segmentation'),
-    segmentation_classes=11,
-    splits=tuple(scenes.SPLIT_SIZES),
-  ),
-  'coco/2017': DatasetSpec(80, ('detection',), tfds=True),
-  'voc2012': DatasetSpec(
-    20, ('segmentation',), segmentation_classes=21, tfds=True
-  ),
-}
+# config.dataset.name -> its facts (registry.py, which the config's
+# validation reads without importing the pipelines).
+DatasetSpec = registry.DatasetSpec
+DATASETS = registry.DATASETS
 
 
 def _tfds_module(name: str):

@@ -28,12 +28,13 @@ from sklearn import datasets as sklearn_datasets
 from sklearn import model_selection
 
 from mnv2_jax.data import common
+from mnv2_jax.data import registry
 
 TEST_FRACTION = 0.2
 VALIDATION_SIZE = 180  # 10% of the 1,797, 18 per class
 SPLIT_SEED = 0  # the split is part of the benchmark, not of the run's seed
 NUM_CLASSES = 10
-SPLITS = ('train', 'validation', 'test', 'train_and_validation')
+SPLITS = registry.DATASETS['digits'].splits
 
 
 @functools.lru_cache(maxsize=4)

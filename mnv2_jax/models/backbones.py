@@ -21,6 +21,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from mnv2_jax import choices
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import resnet
@@ -28,13 +29,8 @@ from mnv2_jax.models import resnet
 Array = jax.Array
 
 # config.model.architecture values each head takes.
-DETECTION_BACKBONES = ('mobilenet_v2', 'mobilenet_v1')
-SEGMENTATION_BACKBONES = (
-  'mobilenet_v2',
-  'mobilenet_v1',
-  'resnet_101',
-  'resnet_50',
-)
+DETECTION_BACKBONES = choices.DETECTION_BACKBONES
+SEGMENTATION_BACKBONES = choices.SEGMENTATION_BACKBONES
 SSD_FEATURES = {
   'mobilenet_v2': ('layer_15/expansion_output', 'layer_19'),
   'mobilenet_v1': ('Conv2d_11_pointwise', 'Conv2d_13_pointwise'),

@@ -37,15 +37,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mnv2_jax import choices
 from mnv2_jax.models import initializers
 
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
-PADDING_MODES = ('same', 'symmetric')
+PADDING_MODES = choices.PADDING_MODES
 # config.model.dtype -> the computation dtype (parameters stay float32).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-IMPLEMENTATIONS = ('auto', 'cpu', 'xla')
+IMPLEMENTATIONS = choices.IMPLEMENTATIONS
 POOLING_SCOPE = 'average_pool'  # layers.average_pool's convolution
 
 

@@ -26,13 +26,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnv2_jax import choices
 from mnv2_jax.models import layers
 
 Array = jax.Array
 
-BOTTLENECK_ACTIVATIONS = ('linear', 'relu6')
-RESIDUAL_PLACEMENTS = ('bottleneck', 'expansion', 'none')
-OUTPUT_STRIDES = (8, 16, 32)
+BOTTLENECK_ACTIVATIONS = choices.BOTTLENECK_ACTIVATIONS
+RESIDUAL_PLACEMENTS = choices.RESIDUAL_PLACEMENTS
+OUTPUT_STRIDES = choices.OUTPUT_STRIDES
 DTYPES = layers.DTYPES
 
 

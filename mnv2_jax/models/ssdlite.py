@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnv2_jax import choices
 from mnv2_jax.models import backbones
 from mnv2_jax.models import box_ops
 from mnv2_jax.models import initializers
@@ -38,7 +39,7 @@ Array = jax.Array
 
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
 MIN_DEPTH = 16  # the reference config's min_depth
-PREDICTION_LAYERS = ('separable', 'regular')  # SSDLite, SSD
+PREDICTION_LAYERS = choices.PREDICTION_LAYERS  # SSDLite, SSD
 
 
 class SSDLite(nn.Module):
