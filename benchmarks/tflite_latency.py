@@ -5,18 +5,22 @@ The paper timed one big core of a Pixel 1 with TFLite (2018): MobileNetV1
 113 ms, NASNet-A 183 ms, MobileNetV2 75 ms, MobileNetV2 (1.4) 143 ms (Table
 4, 224x224); MNet V1 + SSDLite 270 ms, MNet V2 + SSDLite 200 ms (Table 6,
 320x320). ShuffleNet was not timed there ("TF-Lite lacked efficient group
-convolutions"); it is timed here for what it shows.
+convolutions"); it is timed here for what it shows. The detectors' rows
+time the network (backbone, extra layers and both heads) without anchor
+decoding and non-maximum suppression, which the paper's 200 and 270 ms may
+include.
 
 For each network this writes a workdir holding its random initialisation
 (`weights.convert.save`; latency does not depend on the weights' values),
 exports it with `python -m mnv2_jax.export --format tflite`, with and without
 `--quantize int8` (the export's own check against JAX runs too), and times
 the file with the TFLite interpreter (its XNNPACK delegate, `num_threads=1`)
-in a fresh process per file: median of `--repeats` invokes after a warm-up,
-with the 10th and 90th percentiles. The physical limit is one core's float32
-multiply-add rate, measured in its own process as a one-thread 1024^3 matrix
-product (numpy, OpenBLAS held to one thread); each network's float32 row
-gives its 2 x multiply-adds / latency against it.
+in a fresh process per file, pinned to one core: median of `--repeats`
+invokes after a warm-up, with the 10th and 90th percentiles. The reference
+rate is one core's float32 matrix-product rate, measured on the same core in
+its own process as a one-thread 1024^3 product (numpy, OpenBLAS held to one
+thread), not the core's peak; each network's float32 row gives its 2 x
+multiply-adds / latency against it.
 
   python benchmarks/tflite_latency.py --out_dir benchmarks/results
 
@@ -99,6 +103,21 @@ def _slug(name: str) -> str:
   return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
 
 
+def _folder(cache_dir: str, name: str, image_size: int) -> str:
+  """Where one network's workdir and exports are kept: by name, input size
+  and the last commit that changed the package (mnv2_jax/), so that no
+  stale export is ever timed. Uncommitted changes to the package are not
+  seen: clear the cache after them."""
+  commit = subprocess.run(
+    ['git', 'log', '-1', '--format=%h', '--', 'mnv2_jax'],
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+  ).stdout.strip()
+  size = f'{image_size}px' if image_size else 'paper_size'
+  return os.path.join(cache_dir, f'{_slug(name)}_{size}_{commit or "nogit"}')
+
+
 def _config(name: str, image_size: int = 0):
   import importlib.util  # noqa: PLC0415 (worker only)
 
@@ -148,6 +167,7 @@ def matmul_limit() -> dict:
   """One core's float32 rate: a one-thread 1024^3 matrix product."""
   import numpy as np  # noqa: PLC0415
 
+  os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
   n = 1024
   a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
   a @ a
@@ -164,6 +184,8 @@ def time_tflite(path: str, warmup: int, repeats: int) -> dict:
   import numpy as np  # noqa: PLC0415
   import tensorflow as tf  # noqa: PLC0415
 
+  # One core, always the same one: the interpreter's thread and Python's.
+  os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
   interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
   interpreter.allocate_tensors()
   detail = interpreter.get_input_details()[0]
@@ -180,11 +202,12 @@ def time_tflite(path: str, warmup: int, repeats: int) -> dict:
     start = time.perf_counter()
     interpreter.invoke()
     times.append(1000 * (time.perf_counter() - start))
-  times.sort()
+  p10, median, p90 = np.percentile(times, (10, 50, 90))
   return {
-    'median_ms': times[len(times) // 2],
-    'p10_ms': times[len(times) // 10],
-    'p90_ms': times[(9 * len(times)) // 10],
+    'median_ms': float(median),
+    'p10_ms': float(p10),
+    'p90_ms': float(p90),
+    'cpu': sorted(os.sched_getaffinity(0)),
     'repeats': repeats,
     'tensorflow': tf.__version__,
   }
@@ -242,11 +265,13 @@ def markdown(record: dict) -> str:
     '',
     f'`{record["command"]}`  ',
     f'{record["machine"]["cpu"]}, {record["date"]}, TensorFlow '
-    f"{record['tensorflow']} (XNNPACK delegate, num_threads=1). One core's "
-    f'float32 matrix-product rate: {limit / 1e9:.0f} GFLOP/s. Random '
-    'initialisations: latency does not depend on the weights.',
+    f'{record["tensorflow"]} (XNNPACK delegate, num_threads=1, one pinned '
+    "core). That core's one-thread float32 matrix-product rate: "
+    f'{limit / 1e9:.0f} GFLOP/s. Random initialisations: latency does not '
+    'depend on the weights. Detectors: the network only, no anchor decoding '
+    'or NMS.',
     '',
-    '| network | input | MAdds | float32 ms (p10-p90) | % of one core | '
+    '| network | input | MAdds | float32 ms (p10-p90) | % of one-core SGEMM | '
     'int8 ms (p10-p90) | float32 / int8 | paper Pixel 1 ms |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
   ]
@@ -319,7 +344,7 @@ def main(argv=None) -> int:
     )
   rows = []
   for name in names:
-    folder = os.path.join(args.cache_dir, _slug(name))
+    folder = _folder(args.cache_dir, name, args.image_size)
     row = {
       'name': name,
       'paper_ms': next(n[3] for n in NETWORKS if n[0] == name),
@@ -330,6 +355,8 @@ def main(argv=None) -> int:
     }
     for precision in PRECISIONS:
       path = os.path.join(folder, f'{precision}.tflite')
+      if args.stage == 'time' and not os.path.exists(path):
+        parser.error(f'{path} is missing: run --stage export first.')
       _export(os.path.join(folder, 'workdir'), path, precision)
       print(f'{name} {precision}: {path}', flush=True)
     rows.append(row)
@@ -339,7 +366,8 @@ def main(argv=None) -> int:
   for row in rows:
     for precision in PRECISIONS:
       path = os.path.join(
-        args.cache_dir, _slug(row['name']), f'{precision}.tflite'
+        _folder(args.cache_dir, row['name'], args.image_size),
+        f'{precision}.tflite',
       )
       row['latency'][precision] = _run_worker(
         ['time', path, str(args.warmup), str(args.repeats)], single_thread=True

@@ -8,6 +8,9 @@ largest resolution of its MobileNetV2 points; α ∈ {0.25, 0.5, 0.75, 1.0},
 
   python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v1.py \
       --workdir experiments/runs/peers_mobilenet_v1 --jobs 2
+  python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v1.py \
+      --workdir experiments/runs/peers_mobilenet_v1 --report \
+      --results_dir experiments/results/sweep_mobilenet_v1
 """
 
 from mnv2_jax import configuration

@@ -10,6 +10,9 @@ experiments/analyse.py's `peers` study reads both sweeps' results.
 
   python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v2_48px.py \
       --workdir experiments/runs/mobilenet_v2_48px --jobs 2
+  python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v2_48px.py \
+      --workdir experiments/runs/mobilenet_v2_48px --report \
+      --results_dir experiments/results/sweep_mobilenet_v2_48px
 """
 
 from mnv2_jax import configuration

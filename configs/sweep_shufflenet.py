@@ -10,6 +10,9 @@ changed for ShuffleNet.
 
   python -m mnv2_jax.sweep --config configs/sweep_shufflenet.py \
       --workdir experiments/runs/peers_shufflenet --jobs 2
+  python -m mnv2_jax.sweep --config configs/sweep_shufflenet.py \
+      --workdir experiments/runs/peers_shufflenet --report \
+      --results_dir experiments/results/sweep_shufflenet
 """
 
 from mnv2_jax import configuration

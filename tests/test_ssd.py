@@ -505,9 +505,9 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
 
 
 def test_exported_detector_function_holds_both_heads():
-  """What `python -m mnv2_jax.export` writes for a detector: box encodings
-  and class logits side by side, both heads' values (before, only the box
-  encodings were exported, and the class head was pruned away)."""
+  """The function `python -m mnv2_jax.export` converts, for a detector: both
+  heads' outputs (before, only the box encodings, and the converter pruned
+  the class head away)."""
   from mnv2_jax.tasks import inference
 
   config = _tiny_detection_config()
@@ -515,7 +515,9 @@ def test_exported_detector_function_holds_both_heads():
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1)
   variables = model.init(jax.random.key(0), images)
   boxes, logits, _ = model.apply(variables, images)
-  exported = inference.logits_function(config, variables)(images)
-  assert exported.shape == boxes.shape[:2] + (4 + config.num_classes + 1,)
-  np.testing.assert_array_equal(exported[..., :4], boxes)
-  np.testing.assert_array_equal(exported[..., 4:], logits)
+  exported_boxes, exported_logits = inference.logits_function(
+    config, variables
+  )(images)
+  assert exported_logits.shape == boxes.shape[:2] + (config.num_classes + 1,)
+  np.testing.assert_array_equal(exported_boxes, boxes)
+  np.testing.assert_array_equal(exported_logits, logits)

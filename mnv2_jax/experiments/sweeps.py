@@ -748,7 +748,8 @@ def read_family(
   """A reported sweep's points, read back from its results.md (each row's
   cells and multiply-adds, to the 0.1M it prints) and results.csv (each
   run's final test and validation metric, by seed). `where` keeps the rows
-  whose columns equal the given text, e.g. {'image_size': '48'}.
+  whose columns equal the given text, e.g. {'image_size': '48'}; rows not
+  run yet are left out.
 
   Each point: {'cells': {column: text}, 'multiply_adds': millions,
   'test': {seed: value}, 'validation': {seed: value}, 'metric': name}."""
@@ -768,8 +769,14 @@ def read_family(
       if line.startswith('|') and not line.startswith('|---')
     ]
   header, body = rows[0], rows[1:]
-  # The columns before the first metric column are the swept fields.
-  first_metric = next(i for i, c in enumerate(header) if c.startswith('test '))
+  # The swept fields come first, then '<split> <metric>[ (%)]' (its cells
+  # 'mean ± std' or 'not run').
+  first_metric = min(
+    (i for row in body for i, cell in enumerate(row) if ' ± ' in cell),
+    default=None,
+  )
+  if first_metric is None:
+    raise ValueError(f'{markdown}: no finished point to read.')
   keys = header[:first_metric]
   metric = header[first_metric].split()[1]
   with open(table, newline='') as f:
@@ -780,14 +787,17 @@ def read_family(
     if any(cells.get(k) != v for k, v in (where or {}).items()):
       continue
     mine = [r for r in runs if all(r[k] == cells[k] for k in keys)]
+    if not mine:  # 'not run' yet
+      continue
     points.append(
       {
         'cells': cells,
         'multiply_adds': float(cells['multiply-adds'].rstrip('M')),
         'metric': metric,
-        'test': {int(r[SEED_KEY]): float(r[metric]) for r in mine},
+        # A sweep without a seed axis ran its config's seed; 0 names it.
+        'test': {int(r.get(SEED_KEY) or 0): float(r[metric]) for r in mine},
         'validation': {
-          int(r[SEED_KEY]): float(r[f'validation_{metric}'])
+          int(r.get(SEED_KEY) or 0): float(r[f'validation_{metric}'])
           for r in mine
           if r.get(f'validation_{metric}')
         },

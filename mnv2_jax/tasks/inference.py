@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from mnv2_jax.models import build_model
 
@@ -66,15 +65,14 @@ def logits_function(
   """images -> the raw outputs of the network a config builds, with
   `variables` closed over, in the given formulation of the layers ('xla' for
   export to TensorFlow: XLA's convolution ops). A classifier's logits [N, C]
-  or a segmenter's [N, H, W, C]; a detector's two heads as one array, box
-  encodings then class logits on the last axis ([N, anchors, 4 + C + 1]),
-  so that an export holds both (paper Table 6 counts both heads)."""
+  or a segmenter's [N, H, W, C]; a detector's two heads as a pair, box
+  encodings [N, anchors, 4] and class logits [N, anchors, C + 1], so that an
+  export holds both (paper Table 6 counts both heads)."""
   model = build_model(config).clone(implementation=implementation)
+  detector = config.task == 'detection'
 
   def apply(images):
     outputs = model.apply(variables, images, train=False)
-    if len(outputs) == 3:  # a detector: box encodings, class logits, endpoints
-      return jnp.concatenate(outputs[:2], axis=-1)
-    return outputs[0]
+    return tuple(outputs[:2]) if detector else outputs[0]
 
   return apply

@@ -10,9 +10,9 @@ and the workdir's config.json define the model. The function exported is
 `images -> logits`: float32 images [batch, S, S, 3] already normalised as the
 config's `preprocessing` says ([-1, 1] for 'inception'), logits [batch,
 classes]; a segmenter's logits are [batch, S, S, classes], and a
-detector's output is its box encodings and class logits side by side,
-[batch, anchors, 4 + classes + 1] (`inference.logits_function`). It goes
-through `jax2tf` (StableHLO), built with XLA's convolution
+detector has two outputs, box encodings [batch, anchors, 4] then class
+logits [batch, anchors, classes + 1] (`inference.logits_function`; two
+outputs, so that int8 gives each head its own scale). It goes through `jax2tf` (StableHLO), built with XLA's convolution
 ops (`model.implementation='xla'`), which the TFLite converter turns
 into CONV_2D / DEPTHWISE_CONV_2D with the BatchNorms folded in.
 
@@ -148,26 +148,34 @@ def export_tflite(
     f.write(converter.convert())
 
 
-def run_exported(path: str, images: np.ndarray) -> np.ndarray:
-  """Logits of the exported model (SavedModel directory or .tflite file)."""
+def run_exported(path: str, images: np.ndarray):
+  """Outputs of the exported model (SavedModel directory or .tflite file):
+  the logits, or a detector's (box encodings, class logits)."""
   if path.endswith('.tflite'):
     interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()[0]['index']
-    outputs = interpreter.get_output_details()[0]['index']
-    logits = []
+    # In the function's order: the converter names them Identity, Identity_1.
+    outputs = sorted(interpreter.get_output_details(), key=lambda d: d['name'])
+    results = [[] for _ in outputs]
     for image in images:
       interpreter.set_tensor(inputs, image[None].astype(np.float32))
       interpreter.invoke()
-      logits.append(interpreter.get_tensor(outputs)[0])
-    return np.stack(logits)
-  loaded = tf.saved_model.load(path)
-  return np.concatenate(
-    [
-      loaded.serve(tf.constant(images[i : i + 32])).numpy()
+      for result, output in zip(results, outputs):
+        result.append(interpreter.get_tensor(output['index'])[0])
+    stacked = tuple(np.stack(result) for result in results)
+  else:
+    loaded = tf.saved_model.load(path)
+    batches = [
+      loaded.serve(tf.constant(images[i : i + 32]))
       for i in range(0, len(images), 32)
     ]
-  )
+    batches = [b if isinstance(b, (tuple, list)) else (b,) for b in batches]
+    stacked = tuple(
+      np.concatenate([np.asarray(b[k]) for b in batches])
+      for k in range(len(batches[0]))
+    )
+  return stacked[0] if len(stacked) == 1 else stacked
 
 
 def _size(path: str) -> int:
@@ -219,7 +227,7 @@ def export(
     )
   reference_fn = jax.jit(inference.logits_function(config, variables))
   images = held_images(config, num_check_images)
-  reference = np.asarray(reference_fn(images))
+  reference = _outputs(reference_fn(images))
   try:
     exported = run_exported(output, images)
   except Exception as error:
@@ -236,23 +244,45 @@ def export(
       f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
       f'this jax. {output} was removed.'
     ) from None
-  scale = float(np.max(np.abs(reference)))
   noise = (
     np.random.default_rng(0)
     .uniform(-1, 1, (8, config.image_size, config.image_size, 3))
     .astype(np.float32)
   )
-  noise_reference = np.asarray(reference_fn(noise))
-  noise_diff = np.max(np.abs(run_exported(output, noise) - noise_reference))
+  noise_reference = _outputs(reference_fn(noise))
+  noise_exported = _outputs(run_exported(output, noise))
+  exported = _outputs(exported)
+  # Each output against its own range (a detector's box encodings and class
+  # logits differ in scale); top-1 on the last: the (class) logits.
   return {
     'path': output,
     'step': step,
     'bytes': _size(output),
     'num_images': len(images),
-    'max_abs_diff': float(np.max(np.abs(exported - reference))),
-    'max_rel_diff': float(np.max(np.abs(exported - reference)) / scale),
-    'random_max_rel_diff': float(noise_diff / np.max(np.abs(noise_reference))),
+    'max_abs_diff': max(
+      float(np.max(np.abs(e - r))) for e, r in zip(exported, reference)
+    ),
+    'max_rel_diff': _relative_difference(exported, reference),
+    'random_max_rel_diff': _relative_difference(
+      noise_exported, noise_reference
+    ),
     'top1_agreement': float(
-      np.mean(exported.argmax(-1) == reference.argmax(-1))
+      np.mean(exported[-1].argmax(-1) == reference[-1].argmax(-1))
     ),
   }
+
+
+def _outputs(value) -> tuple[np.ndarray, ...]:
+  """The logits, or a detector's two outputs, as a tuple of arrays."""
+  if isinstance(value, (tuple, list)):
+    return tuple(np.asarray(v) for v in value)
+  return (np.asarray(value),)
+
+
+def _relative_difference(exported, reference) -> float:
+  """The largest difference of any output, relative to that output's
+  largest magnitude."""
+  return max(
+    float(np.max(np.abs(e - r)) / np.max(np.abs(r)))
+    for e, r in zip(exported, reference)
+  )
