@@ -105,11 +105,20 @@ def _slug(name: str) -> str:
 
 def _folder(cache_dir: str, name: str, image_size: int) -> str:
   """Where one network's workdir and exports are kept: by name, input size
-  and the last commit that changed the package (mnv2_jax/), so that no
-  stale export is ever timed. Uncommitted changes to the package are not
-  seen: clear the cache after them."""
+  and the last commit that changed what an export is made of (the networks,
+  the export, the inference function), so that no stale export is ever
+  timed. Uncommitted changes are not seen: clear the cache after them."""
   commit = subprocess.run(
-    ['git', 'log', '-1', '--format=%h', '--', 'mnv2_jax'],
+    [
+      'git',
+      'log',
+      '-1',
+      '--format=%h',
+      '--',
+      'mnv2_jax/models',
+      'mnv2_jax/weights',
+      'mnv2_jax/tasks',
+    ],
     capture_output=True,
     text=True,
     cwd=REPO_ROOT,

@@ -8,9 +8,14 @@ into a run.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import math
+import os
 from typing import Any
+from typing import Optional
+from typing import Sequence
 
 import ml_collections
 
@@ -332,6 +337,126 @@ def _fail(field: str, value: Any, allowed: str, example: str) -> None:
     f'config.{field}={value!r} is invalid: {allowed}. '
     f'Fix it in the config file or with --config.{field}={example}.'
   )
+
+
+# ------------------------------------------- config files and the command line
+
+
+def split_config_argument(argument: str) -> tuple[str, Optional[str]]:
+  """'configs/x.py:arg' -> ('configs/x.py', 'arg'), as ml_collections does."""
+  path, _, config_string = argument.partition(':')
+  return path, (config_string or None)
+
+
+def load_module(path: str):
+  """The Python module of a config file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--config: no such file {path!r}.')
+  spec = importlib.util.spec_from_file_location('_mnv2_config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(
+      f'--config={path}: the file defines no get_config(); a config file '
+      'returns its ConfigDict from get_config() (see configs/quickstart.py).'
+    )
+  return module
+
+
+def load_file(argument: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file given as `path[:config string]` (the
+  string, when given, is get_config's argument)."""
+  path, config_string = split_config_argument(argument)
+  module = load_module(path)
+  if config_string is None:
+    return module.get_config()
+  return module.get_config(config_string)
+
+
+def normalise_override_arguments(arguments: Sequence[str]) -> list[str]:
+  """['--config.a', '1', '--config.b=2'] -> ['--config.a=1', '--config.b=2']:
+  both spellings of an override, as absl took them."""
+  joined, pending = [], None
+  for argument in arguments:
+    if pending is not None:
+      joined.append(f'{pending}={argument}')
+      pending = None
+    elif argument.startswith('--config.') and '=' not in argument:
+      pending = argument
+    else:
+      joined.append(argument)
+  if pending is not None:
+    joined.append(pending)  # command_line_overrides names it
+  return joined
+
+
+def command_line_overrides(
+  base, arguments: Sequence[str], tool: str = 'this tool'
+) -> dict[str, Any]:
+  """{'key': value} of `--config.<key>=<value>` arguments, each value of its
+  field's type in `base`. `tool` names the command in the error message."""
+  fields = flatten(base.to_dict())
+  overrides = {}
+  for argument in normalise_override_arguments(arguments):
+    key, equals, text = argument.partition('=')
+    if not key.startswith('--config.') or not equals:
+      raise ValueError(
+        f'{argument!r}: besides its own flags {tool} takes only '
+        '--config.<key>=<value> overrides.'
+      )
+    key = key[len('--config.') :]
+    if key not in fields:
+      raise ValueError(
+        f'--config.{key}: no such config field (e.g. --config.num_train_steps'
+        '=100).'
+      )
+    overrides[key] = _parse_value(fields[key], text, key)
+  return overrides
+
+
+def _parse_value(current: Any, text: str, key: str) -> Any:
+  """`text` as the type of the field's current value."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(text)
+      return text.lower() in ('true', '1')
+    if isinstance(current, (int, float)):
+      value = ast.literal_eval(text)
+      wanted = float if isinstance(current, float) else int
+      if isinstance(value, bool) or not isinstance(value, (int, wanted)):
+        raise ValueError(text)
+      return wanted(value)
+    if isinstance(current, (list, tuple)):
+      value = ast.literal_eval(text if text.strip() else '()')
+      return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(
+      f'--config.{key}={text}: expected {type(current).__name__}, like '
+      f"the field's {current!r}."
+    ) from error
+  return text
+
+
+def apply_overrides(base, overrides: dict[str, Any]):
+  """A copy of `base` with {'dotted.key': value} set."""
+  config = base.copy_and_resolve_references()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
+def from_command_line(
+  config_argument: str, arguments: Sequence[str], tool: str
+) -> ml_collections.ConfigDict:
+  """The config of `--config <file>[:string]` with the command line's
+  `--config.<key>=<value>` overrides applied (not yet validated)."""
+  base = load_file(config_argument)
+  return apply_overrides(base, command_line_overrides(base, arguments, tool))
 
 
 def deeplab_voc_config(

@@ -25,10 +25,9 @@ if __name__ == '__main__':
   allocator.reexec_with_tuned_malloc()
 _STARTED_AT = float(os.environ.pop(_STARTED_ENV, time.time()))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+import argparse  # noqa: E402
+
 from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from mnv2_jax import configuration  # noqa: E402
 from mnv2_jax.data import datasets  # noqa: E402
@@ -36,57 +35,78 @@ from mnv2_jax.training import compilation_cache  # noqa: E402
 from mnv2_jax.training import distributed  # noqa: E402
 from mnv2_jax.training import trainer  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
-flags.mark_flags_as_required(['workdir'])
-flags.DEFINE_bool(
-  'multihost',
-  False,
-  'Join a job of several processes first (jax.distributed.initialize(): '
-  'on a GPU cluster or TPU pod slice the environment supplies the '
-  'addresses; python -m mnv2_jax.launch sets them on one machine).',
-)
-flags.DEFINE_string(
-  'result_file',
-  None,
-  'Also write the run record (as <workdir>/result.json: the final metrics '
-  'of each split, config, command, machine, versions) to this path, e.g. '
-  "experiments/results/...; with --config.mode=eval, the evaluation's.",
-)
-config_flags.DEFINE_config_file(
-  'config', None, 'An ml_collections config file.', lock_config=True
-)
-flags.mark_flags_as_required(['config'])
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.multihost:  # before any other JAX call
-    distributed.initialize()
-  if not FLAGS['verbosity'].present:
-    # Progress goes to stdout; library INFO logs (Orbax writes several lines
-    # per save) only with --verbosity=0.
-    logging.set_verbosity(logging.WARNING)
+def parse_arguments(argv):
+  """(the validated config, the parsed flags) of a command line; a bad one
+  exits with status 2 and one `error:` line naming the fix."""
+  parser = argparse.ArgumentParser(
+    prog='python -m mnv2_jax.main',
+    description=__doc__.split('\n')[0],
+    epilog='Any config field can be set with --config.<key>=<value> '
+    '(e.g. --config.num_epochs=10 --config.model.width_multiplier=0.5).',
+  )
+  parser.add_argument(
+    '--config',
+    required=True,
+    help='An ml_collections config file, optionally followed by '
+    ':<config string> (the argument of its get_config).',
+  )
+  parser.add_argument(
+    '--workdir', required=True, help='Directory for checkpoints and metrics.'
+  )
+  parser.add_argument(
+    '--multihost',
+    action='store_true',
+    help='Join a job of several processes first (jax.distributed.initialize(): '
+    'on a GPU cluster or TPU pod slice the environment supplies the '
+    'addresses; python -m mnv2_jax.launch sets them on one machine).',
+  )
+  parser.add_argument(
+    '--result_file',
+    default=None,
+    help='Also write the run record (as <workdir>/result.json: the final '
+    'metrics of each split, config, command, machine, versions) to this '
+    'path, e.g. experiments/results/...; with --config.mode=eval, the '
+    "evaluation's.",
+  )
+  parser.add_argument(
+    '--verbose',
+    action='store_true',
+    help="Show the libraries' INFO logs (Orbax writes several lines per "
+    'save); progress goes to stdout either way.',
+  )
+  args, overrides = parser.parse_known_args(argv)
   try:
-    configuration.validate(FLAGS.config)
-    datasets.check_available(FLAGS.config)
+    config = configuration.from_command_line(args.config, overrides, 'main')
+  except (FileNotFoundError, ValueError) as error:
+    parser.error(str(error))
+  return config, args
+
+
+def main(argv=None) -> None:
+  config, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+  if args.multihost:  # before any other JAX call
+    distributed.initialize()
+  logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+  try:
+    configuration.validate(config)
+    datasets.check_available(config)
   except ValueError as error:
     # The message names the field or the missing files and the fix; a
-    # traceback above it would bury it (the argparse tools print the same).
+    # traceback above it would bury it (the other tools print the same).
     print(f'error: {error}', file=sys.stderr, flush=True)
     sys.exit(2)
   print(f'malloc: {allocator.status()}', flush=True)
-  cache = compilation_cache.enable(FLAGS.config.compilation_cache_dir)
+  cache = compilation_cache.enable(config.compilation_cache_dir)
   print(f'compilation cache: {cache or "off"}', flush=True)
   command = shlex.join(['python', '-m', 'mnv2_jax.main'] + sys.argv[1:])
   try:
     trainer.train_and_evaluate(
-      FLAGS.config,
-      FLAGS.workdir,
+      config,
+      args.workdir,
       started_at=_STARTED_AT,
       command=command,
-      result_file=FLAGS.result_file,
+      result_file=args.result_file,
     )
   except trainer.Preempted as preempted:
     print(preempted, flush=True)
@@ -94,4 +114,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()

@@ -12,40 +12,19 @@ The counting is models/statistics.py's.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
 from typing import Optional
 
-from absl import app
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from mnv2_jax import configuration
 from mnv2_jax.models import backbones
 from mnv2_jax.models import build_model
 from mnv2_jax.models import paper_tables
 from mnv2_jax.models import statistics
-
-config_flags.DEFINE_config_file(
-  'config', None, 'A config file.', lock_config=True
-)
-flags.DEFINE_bool('grid', False, 'The 22 released checkpoints vs the paper.')
-flags.DEFINE_bool('json', False, 'Print JSON instead of text.')
-flags.DEFINE_bool(
-  'memory',
-  False,
-  "Paper Table 3's MobileNetV2 column by §5.1's rule (at "
-  "--config's width and resolution; default 1.0, 224).",
-)
-flags.DEFINE_bool(
-  'paper',
-  False,
-  "Every row of the paper's Tables 3-7: its figure, ours, the difference "
-  'and why they differ.',
-)
-FLAGS = flags.FLAGS
 
 TABLE_TITLES = {
   '3': "Table 3: memory of inference by §5.1's rule (KB, 16-bit values)",
@@ -215,12 +194,59 @@ def config_statistics(config) -> dict[str, Any]:
   return stats
 
 
-def run(argv) -> None:
-  del argv
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  if FLAGS.memory:
-    config = FLAGS.config
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog='python -m mnv2_jax.stats',
+    description=__doc__.split('\n')[0],
+    epilog='With --config, any config field can be set with '
+    '--config.<key>=<value>.',
+  )
+  parser.add_argument(
+    '--config',
+    default=None,
+    help='A config file, optionally followed by :<config string>.',
+  )
+  parser.add_argument(
+    '--grid',
+    action='store_true',
+    help='The 22 released checkpoints vs the paper.',
+  )
+  parser.add_argument(
+    '--json', action='store_true', help='Print JSON instead of text.'
+  )
+  parser.add_argument(
+    '--memory',
+    action='store_true',
+    help="Paper Table 3's MobileNetV2 column by §5.1's rule (at --config's "
+    'width and resolution; default 1.0, 224).',
+  )
+  parser.add_argument(
+    '--paper',
+    action='store_true',
+    help="Every row of the paper's Tables 3-7: its figure, ours, the "
+    'difference and why they differ.',
+  )
+  return parser
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+  parser = _parser()
+  args, overrides = parser.parse_known_args(
+    sys.argv[1:] if argv is None else argv
+  )
+  config = None
+  try:
+    if args.config is not None:
+      config = configuration.from_command_line(args.config, overrides, 'stats')
+      configuration.validate(config)
+    elif overrides:
+      raise ValueError(
+        f'{" ".join(overrides)}: give --config <file> to override its fields.'
+      )
+  except (FileNotFoundError, ValueError) as error:
+    parser.error(str(error))
+  logging.set_verbosity(logging.WARNING)
+  if args.memory:
     rows = (
       statistics.memory_table()
       if config is None
@@ -229,29 +255,25 @@ def run(argv) -> None:
       )
     )
     print(
-      json.dumps(rows, indent=2) if FLAGS.json else format_memory_table(rows)
+      json.dumps(rows, indent=2) if args.json else format_memory_table(rows)
     )
     return
-  if FLAGS.paper:
+  if args.paper:
     rows = paper_tables.paper_tables()
     print(
       json.dumps([row.as_dict() for row in rows], indent=2)
-      if FLAGS.json
+      if args.json
       else format_paper_tables(rows)
     )
     return
-  if FLAGS.grid:
+  if args.grid:
     rows = statistics.grid_statistics()
-    print(json.dumps(rows, indent=2) if FLAGS.json else format_grid(rows))
+    print(json.dumps(rows, indent=2) if args.json else format_grid(rows))
     return
-  if FLAGS.config is None:
-    raise app.UsageError('Give --config <file>, --grid, --memory or --paper.')
-  stats = config_statistics(FLAGS.config)
-  print(json.dumps(stats, indent=2) if FLAGS.json else format_statistics(stats))
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-  app.run(run, argv=argv or sys.argv)
+  if config is None:
+    parser.error('give --config <file>, --grid, --memory or --paper.')
+  stats = config_statistics(config)
+  print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
 
 
 if __name__ == '__main__':

@@ -22,10 +22,8 @@ and PNG plots (the curves are the eval split's). The command line is
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -59,11 +57,9 @@ LEGACY_RESULT_FILE = 'result.json'
 
 # --------------------------------------------------------------- the sweep
 
-
-def split_config_argument(argument: str) -> tuple[str, Optional[str]]:
-  """'configs/x.py:arg' -> ('configs/x.py', 'arg'), as ml_collections does."""
-  path, _, config_string = argument.partition(':')
-  return path, (config_string or None)
+# Config files and --config.<key>=<value> overrides, shared with `main`.
+split_config_argument = configuration.split_config_argument
+apply_overrides = configuration.apply_overrides
 
 
 def load_experiment(argument: str, arguments: Sequence[str] = ()):
@@ -72,12 +68,8 @@ def load_experiment(argument: str, arguments: Sequence[str] = ()):
   `arguments`: `--config.<key>=<value>` for every point (e.g. a shorter
   schedule for all of them); they join each point's overrides, so a point
   with them has its own name and directory, and apply to `base`."""
-  path, config_string = split_config_argument(argument)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'--config: no such file {path!r}.')
-  spec = importlib.util.spec_from_file_location('_mnv2_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  path, config_string = configuration.split_config_argument(argument)
+  module = configuration.load_module(path)
   if not hasattr(module, 'get_sweep'):
     raise ValueError(
       f'{path} has no get_sweep(): a sweep config returns its list of '
@@ -86,7 +78,7 @@ def load_experiment(argument: str, arguments: Sequence[str] = ()):
   call = lambda fn: fn(config_string) if config_string is not None else fn()
   base = call(module.get_config)
   points = [dict(point) for point in call(module.get_sweep)]
-  common = command_line_overrides(base, arguments)
+  common = configuration.command_line_overrides(base, arguments, 'a sweep')
   swept = {key for point in points for key in point} & set(common)
   if swept:
     raise ValueError(
@@ -95,53 +87,7 @@ def load_experiment(argument: str, arguments: Sequence[str] = ()):
     )
   points = [{**common, **point} for point in points]
   check_points(base, points, path)
-  return apply_overrides(base, common), points
-
-
-def command_line_overrides(base, arguments: Sequence[str]) -> dict[str, Any]:
-  """{'key': value} of `--config.<key>=<value>` arguments, each value of its
-  field's type in `base`."""
-  fields = configuration.flatten(base.to_dict())
-  overrides = {}
-  for argument in arguments:
-    key, equals, text = argument.partition('=')
-    if not key.startswith('--config.') or not equals:
-      raise ValueError(
-        f'{argument!r}: besides its own flags a sweep takes '
-        '--config.<key>=<value> overrides for every point.'
-      )
-    key = key[len('--config.') :]
-    if key not in fields:
-      raise ValueError(
-        f'--config.{key}: no such config field (e.g. --config.num_train_steps'
-        '=100).'
-      )
-    overrides[key] = _parse_value(fields[key], text, key)
-  return overrides
-
-
-def _parse_value(current: Any, text: str, key: str) -> Any:
-  """`text` as the type of the field's current value."""
-  try:
-    if isinstance(current, bool):
-      if text.lower() not in ('true', 'false', '1', '0'):
-        raise ValueError(text)
-      return text.lower() in ('true', '1')
-    if isinstance(current, (int, float)):
-      value = ast.literal_eval(text)
-      wanted = float if isinstance(current, float) else int
-      if isinstance(value, bool) or not isinstance(value, (int, wanted)):
-        raise ValueError(text)
-      return wanted(value)
-    if isinstance(current, (list, tuple)):
-      value = ast.literal_eval(text if text.strip() else '()')
-      return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-  except (ValueError, SyntaxError) as error:
-    raise ValueError(
-      f'--config.{key}={text}: expected {type(current).__name__}, like '
-      f"the field's {current!r}."
-    ) from error
-  return text
+  return configuration.apply_overrides(base, common), points
 
 
 def check_points(base, points: Sequence[dict], path: str) -> None:
@@ -164,17 +110,6 @@ def check_points(base, points: Sequence[dict], path: str) -> None:
       )
     names[name] = point
     configuration.validate(apply_overrides(base, point))
-
-
-def apply_overrides(base, overrides: dict[str, Any]):
-  config = base.copy_and_resolve_references()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = tuple(value) if isinstance(value, list) else value
-  return config
 
 
 def _format_value(value: Any) -> str:
