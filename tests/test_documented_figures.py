@@ -750,3 +750,49 @@ def test_ssdlite_recipe_was_chosen_on_the_bottom_of_validation():
     == 20
     for run in before['runs']
   )
+
+
+def test_figure_5_peers_in_experiments_and_the_readme():
+  """experiments/README.md quotes experiments/analyse.py's peers study
+  verbatim (experiments/results/analysis.txt, which
+  test_sweep_statistics_in_experiments holds to the committed sweeps), and
+  the README's row gives each family's averaged difference, p and verdict."""
+  analysis = _text('experiments', 'results', 'analysis.txt')
+  peers = analysis.split('# peers\n')[1].split('\n# ')[0].strip()
+  text = _text('experiments', 'README.md')
+  for line in peers.splitlines():
+    assert line in text, line
+  readme = ' '.join(_text('README.md').split())
+  families = re.findall(
+    r'^(.*), averaged over its \d+ points at matched cost, V2 minus peer: '
+    r'([+-][\d.]+) \(.*?; paired p = ([\d.]+)\): ([a-z, ]+?) \(by point',
+    peers,
+    re.M,
+  )
+  assert len(families) >= 3, peers
+  for family, difference, p, verdict in families:
+    claim = f'{family}: {difference} points (p = {p}), {verdict}'
+    assert claim in readme, claim
+
+
+def test_tflite_latency_ratios_are_the_measured_times():
+  """benchmarks/results/tflite_latency.md's ratios are its own rows'
+  medians, beside the paper's Table 4 and Table 6 milliseconds."""
+  record = json.loads(_text('benchmarks', 'results', 'tflite_latency.json'))
+  by_name = {row['name']: row for row in record['networks']}
+  table = _text('benchmarks', 'results', 'tflite_latency.md')
+  for ratio in record['ratios']:
+    top, bottom = by_name[ratio['numerator']], by_name[ratio['denominator']]
+    assert ratio['paper'] == pytest.approx(top['paper_ms'] / bottom['paper_ms'])
+    cells = [f'{ratio["paper"]:.2f}']
+    for precision in ('float32', 'int8'):
+      measured = (
+        top['latency'][precision]['median_ms']
+        / bottom['latency'][precision]['median_ms']
+      )
+      assert ratio[precision] == pytest.approx(measured)
+      cells.append(f'{measured:.2f}')
+    row = f'| {ratio["numerator"]} / {ratio["denominator"]} | ' + ' | '.join(
+      cells
+    )
+    assert row + ' |' in table, row
