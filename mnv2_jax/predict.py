@@ -9,6 +9,9 @@ or imported model.
   python -m mnv2_jax.predict --workdir /tmp/deeplab_quickstart scene.png
       # segmentation: the predicted mask in VOC's palette over the image,
       # <workdir>/segmentations/scene.segmentation.png
+  python -m mnv2_jax.predict --workdir /tmp/ssdlite_quickstart scene.png \
+      --config.detection.max_detections=10
+      # any field of the workdir's config, for this prediction only
 
 
 Prints the top-5 classes with their names and probabilities for each image:
@@ -18,6 +21,12 @@ workdir's config says (`preprocessing`, `image_size`, `eval_crop_fraction`);
 for a digits model the image is turned grey, resized and scaled like the
 built-in digits (bright strokes on a dark background). An unreadable file is
 reported by name and skipped; the exit status is then 1.
+
+`--config.<key>=<value>` overrides a field of the workdir's config for this
+command only (as `main` takes them; the workdir is not changed): e.g. the
+evaluation's `eval_crop_fraction`, `image_size`, `detection.max_detections`
+or `detection.nms_iou_threshold`. An override that changes the network (its
+architecture, its width) is refused: the weights would not fit it.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
+from typing import Optional
 from typing import Sequence
 
 import jax
@@ -39,7 +50,38 @@ from mnv2_jax.data import image_files
 from mnv2_jax.models import deeplab
 from mnv2_jax.tasks import detection
 from mnv2_jax.tasks import inference
+from mnv2_jax.training import state as training_state
 from mnv2_jax.training import workdir as workdir_lib
+
+Overrides = Optional[dict[str, Any]]
+
+
+def _load(workdir: str, overrides: Overrides):
+  """(config, variables) of `workdir`, with `overrides` ({'dotted.key':
+  value}) applied to its config and checked."""
+  config, variables, _ = workdir_lib.load(workdir)
+  if overrides:
+    config = configuration.apply_overrides(config, overrides)
+    configuration.validate(config)
+    model = tasks.build_task(config).model
+    expected = training_state.abstract_variables(config, model)
+    if _shapes(expected) != _shapes(variables):
+      raise ValueError(
+        f'--config overrides of {", ".join(sorted(overrides))} build a '
+        f'network the weights in {workdir} do not fit: override the '
+        'evaluation (e.g. eval_crop_fraction, detection.max_detections), '
+        'not the architecture.'
+      )
+  return config, variables
+
+
+def _shapes(variables) -> dict[str, tuple[int, ...]]:
+  return {
+    jax.tree_util.keystr(path): tuple(np.shape(leaf))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(
+      {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
+    )[0]
+  }
 
 
 def _images(paths: Sequence[str], config):
@@ -67,11 +109,16 @@ def draw_detections(
 
 
 def detect(
-  workdir: str, paths: Sequence[str], output_dir: str, min_score: float = 0.3
+  workdir: str,
+  paths: Sequence[str],
+  output_dir: str,
+  min_score: float = 0.3,
+  overrides: Overrides = None,
 ):
   """Yields (path, detections above `min_score` or an error message); saves
-  `<output_dir>/<image name>.detections.png` for each image."""
-  config, variables, _ = workdir_lib.load(workdir)
+  `<output_dir>/<image name>.detections.png` for each image. Non-maximum
+  suppression and the number kept are the config's, as in evaluation."""
+  config, variables = _load(workdir, overrides)
   task = tasks.build_task(config)
   names = image_files.detection_names(config)
 
@@ -79,7 +126,12 @@ def detect(
   def run(images):
     box_encodings, class_logits, _ = task.model.apply(variables, images)
     return detection.postprocess(
-      box_encodings, class_logits, task.anchors, score_threshold=min_score
+      box_encodings,
+      class_logits,
+      task.anchors,
+      score_threshold=min_score,
+      iou_threshold=config.detection.nms_iou_threshold,
+      max_detections=config.detection.max_detections,
     )
 
   os.makedirs(output_dir, exist_ok=True)
@@ -124,12 +176,16 @@ def voc_palette() -> np.ndarray:
 
 
 def segment(
-  workdir: str, paths: Sequence[str], output_dir: str, opacity: float = 0.6
+  workdir: str,
+  paths: Sequence[str],
+  output_dir: str,
+  opacity: float = 0.6,
+  overrides: Overrides = None,
 ):
   """Yields (path, {class name: fraction of pixels} or an error message);
   saves `<output_dir>/<image name>.segmentation.png`: the image with the
   predicted classes in VOC's palette blended over it."""
-  config, variables, _ = workdir_lib.load(workdir)
+  config, variables = _load(workdir, overrides)
   task = tasks.build_task(config)
   names = image_files.segmentation_names(config)
   palette = voc_palette()
@@ -164,9 +220,14 @@ def segment(
     )
 
 
-def predict(workdir: str, paths: Sequence[str], top: int = 5):
+def predict(
+  workdir: str,
+  paths: Sequence[str],
+  top: int = 5,
+  overrides: Overrides = None,
+):
   """Yields (path, [(name, probability), ...] or an error message)."""
-  config, variables, _ = workdir_lib.load(workdir)
+  config, variables = _load(workdir, overrides)
   fn = jax.jit(inference.logits_function(config, variables))
   names = image_files.class_names(config)
   for path in paths:
@@ -182,7 +243,10 @@ def predict(workdir: str, paths: Sequence[str], top: int = 5):
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-    prog='python -m mnv2_jax.predict', description=__doc__.split('\n')[0]
+    prog='python -m mnv2_jax.predict',
+    description=__doc__.split('\n')[0],
+    epilog="Any field of the workdir's config can be set for this command "
+    'with --config.<key>=<value>.',
   )
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--top', type=int, default=5)
@@ -200,15 +264,28 @@ def main(argv=None) -> int:
     help='detection: smallest score drawn and printed',
   )
   parser.add_argument('images', nargs='+')
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  args, rest = parser.parse_known_args(
+    configuration.normalise_override_arguments(
+      sys.argv[1:] if argv is None else argv
+    )
+  )
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   config_path = os.path.join(args.workdir, 'config.json')
-  task = (
-    configuration.from_json(config_path).task
-    if os.path.exists(config_path)
-    else 'classification'
-  )
-  results, show = _PRESENTATIONS[task]
+  if not os.path.exists(config_path):
+    parser.error(
+      f'{config_path} does not exist: --workdir must be the directory of a '
+      'training run or of `python -m mnv2_jax.convert`.'
+    )
+  try:
+    config = configuration.from_json(config_path)
+    args.overrides = configuration.command_line_overrides(
+      config, rest, 'predict'
+    )
+    config = configuration.apply_overrides(config, args.overrides)
+    configuration.validate(config)
+  except ValueError as error:
+    parser.error(str(error))
+  results, show = _PRESENTATIONS[config.task]
   status = 0
   try:
     for path, result in results(args):
@@ -252,7 +329,7 @@ def _show_segmentation(path, result, args) -> None:
 # config.task -> (the results for the command's images, how one is printed).
 _PRESENTATIONS = {
   'classification': (
-    lambda args: predict(args.workdir, args.images, args.top),
+    lambda args: predict(args.workdir, args.images, args.top, args.overrides),
     _show_classes,
   ),
   'detection': (
@@ -261,12 +338,16 @@ _PRESENTATIONS = {
       args.images,
       _output_dir(args, 'detections'),
       args.min_score,
+      args.overrides,
     ),
     _show_detections,
   ),
   'segmentation': (
     lambda args: segment(
-      args.workdir, args.images, _output_dir(args, 'segmentations')
+      args.workdir,
+      args.images,
+      _output_dir(args, 'segmentations'),
+      overrides=args.overrides,
     ),
     _show_segmentation,
   ),

@@ -51,7 +51,8 @@ from mnv2_jax.experiments import sweeps
 
 def main(argv: Optional[list[str]] = None) -> int:
   parser = argparse.ArgumentParser(
-    description='Runs, resumes and reports a sweep of training runs.'
+    prog='python -m mnv2_jax.sweep',
+    description='Runs, resumes and reports a sweep of training runs.',
   )
   parser.add_argument(
     '--config',

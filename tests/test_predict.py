@@ -103,6 +103,31 @@ def test_predict_detection_prints_and_draws(tmp_path, capsys):
   assert status == 1
   assert 'broken.png: not a readable image' in captured.err
   assert 'scene.png:' in captured.out
+  # --config.<key>=<value> overrides the workdir's config for this command
+  # (both spellings): the number of detections kept.
+  scene = str(tmp_path / 'scene.png')
+  for override in (
+    ['--config.detection.max_detections=5'],
+    ['--config.detection.max_detections', '5'],
+  ):
+    status = predict.main(
+      ['--workdir', workdir, '--min_score', '0', scene, *override]
+    )
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if line.startswith('  ')]) == 5
+  # An unknown field: one error line, exit 2, before any weights are read.
+  with pytest.raises(SystemExit) as exited:
+    predict.main(['--workdir', workdir, scene, '--config.detection.max=5'])
+  assert exited.value.code == 2
+  error = capsys.readouterr().err
+  assert 'no such config field' in error and 'Traceback' not in error
+  # An override that changes the network is refused: the weights do not fit.
+  status = predict.main(
+    ['--workdir', workdir, scene, '--config.model.width_multiplier=0.5']
+  )
+  assert status == 2
+  assert 'do not fit' in capsys.readouterr().err
 
 
 def test_predict_segmentation_blends_the_palette_over_the_image(tmp_path):
