@@ -519,3 +519,7 @@ def test_heads_on_other_backbones_learn(
   assert 0 < metrics[headline] <= 1, metrics
   model = build_model(config)
   assert model.backbone_architecture == architecture
+  # stats names the head by its backbone.
+  backbone = {'mobilenet_v1': 'MobileNetV1', 'resnet_50': 'ResNet-50'}
+  head = {'detection': 'SSDLite', 'segmentation': 'DeepLabv3'}[task]
+  assert statistics.model_name(model) == f'{backbone[architecture]} + {head}'

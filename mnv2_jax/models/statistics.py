@@ -178,12 +178,27 @@ def _batch_norm_parameters(params) -> int:
 
 
 MODEL_NAMES = {
-  'SSDLite': 'MobileNetV2 + SSDLite',
-  'MobileDeepLabV3': 'MobileNetV2 + DeepLabv3',
+  'MobileNetV2': 'MobileNetV2',
   'MobileNetV1': 'MobileNetV1',
   'ShuffleNet': 'ShuffleNet',
   'NASNetA': 'NASNet-A',
 }
+HEAD_NAMES = {'SSDLite': 'SSDLite', 'MobileDeepLabV3': 'DeepLabv3'}
+BACKBONE_NAMES = {
+  'mobilenet_v2': 'MobileNetV2',
+  'mobilenet_v1': 'MobileNetV1',
+  'resnet_50': 'ResNet-50',
+  'resnet_101': 'ResNet-101',
+}
+
+
+def model_name(model) -> str:
+  """'MobileNetV1', or a head on its backbone: 'MobileNetV1 + SSDLite'."""
+  kind = type(model).__name__
+  if kind in HEAD_NAMES:
+    backbone = BACKBONE_NAMES[model.backbone_architecture]
+    return f'{backbone} + {HEAD_NAMES[kind]}'
+  return MODEL_NAMES.get(kind, kind)
 
 
 def multi_scale_multiply_adds(
@@ -240,7 +255,7 @@ def _model_statistics(model, image_size: int) -> dict[str, Any]:
   largest = max(spatial, key=lambda name: math.prod(spatial[name].shape))
   trainable = _tree_size(variables['params'])
   return {
-    'model': MODEL_NAMES.get(type(model).__name__, 'MobileNetV2'),
+    'model': model_name(model),
     'image_size': image_size,
     'width_multiplier': model.width_multiplier,
     'num_classes': model.num_classes,
