@@ -2,6 +2,7 @@
 config's fields either builds a trainer or fails at once with a one-line
 error that names a config field and a fix; never a traceback from JAX."""
 
+import inspect
 import math
 import os
 import re
@@ -315,3 +316,21 @@ def test_the_light_choices_are_the_implementations():
     cwd=REPO_ROOT,
   )
   assert loaded.stdout.strip() == '[]', loaded.stdout
+
+
+def test_every_dataset_is_served_by_its_registered_module():
+  """datasets.py dispatches by registry.DATASETS[name].pipeline alone: each
+  registered module serves the whole interface, with an explicit split for
+  evaluation, and an unknown name is refused by name."""
+  from mnv2_jax.data import datasets
+
+  for name, spec in datasets.DATASETS.items():
+    module = datasets.pipeline(name)
+    for function in ('dataset_info', 'train_batches', 'eval_batches'):
+      assert callable(getattr(module, function, None)), (name, function)
+    parameters = inspect.signature(module.eval_batches).parameters
+    assert 'split' in parameters, name
+    if spec.tfds:
+      assert callable(getattr(module, 'check_data_available', None)), name
+  with pytest.raises(ValueError, match="'mnist' is not a dataset"):
+    datasets.pipeline('mnist')

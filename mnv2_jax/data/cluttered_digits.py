@@ -22,6 +22,8 @@ import functools
 import hashlib
 import os
 import zipfile
+from typing import Iterator
+from typing import Optional
 
 import numpy as np
 from skimage import transform
@@ -204,3 +206,42 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def num_examples(split: str) -> int:
   return SPLIT_SIZES[split]
+
+
+def dataset_info(config) -> common.DatasetInfo:
+  return common.DatasetInfo(
+    NUM_CLASSES,
+    num_examples(config.dataset.train_split),
+    num_examples(config.dataset.eval_split),
+    config.dataset.eval_split,
+  )
+
+
+def train_batches(
+  config, *, start_step: int, per_host_batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """This host's shuffled, shift-augmented training batches, forever (the
+  digits' sampler, with no background fill: the clutter is the image)."""
+  images, labels = load_split(config.dataset.train_split, config.image_size)
+  return digits.array_train_batches(
+    images,
+    labels,
+    config,
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
+    name='cluttered_digits',
+    background=None,
+  )
+
+
+def eval_batches(
+  config, *, per_host_batch_size: int, split: Optional[str] = None
+) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's share of `split` (default the config's
+  evaluation split); the last batch padded."""
+  images, labels = load_split(
+    split or config.dataset.eval_split, config.image_size
+  )
+  return digits.array_eval_batches(
+    images, labels, per_host_batch_size=per_host_batch_size
+  )

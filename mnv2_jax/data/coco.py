@@ -26,6 +26,7 @@ Batches follow data/scene_batches.py's keys: 'image', 'boxes', 'labels', 'valid'
 from __future__ import annotations
 
 from typing import Iterator
+from typing import Optional
 
 import ml_collections
 import numpy as np
@@ -308,9 +309,10 @@ def train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int
+  config, *, per_host_batch_size: int, split: Optional[str] = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's shard of the eval split, padded (`mask`)."""
+  """One pass over this host's shard of `split` (default the config's
+  evaluation split), padded (`mask`)."""
   image_size, max_boxes = config.image_size, config.detection.max_boxes
   padding = {
     'image': tf.zeros([image_size, image_size, 3]),
@@ -326,6 +328,7 @@ def eval_batches(
   return tfds_common.eval_batches(
     config,
     tfds_common.builder(config),
+    split=split or config.dataset.eval_split,
     per_host_batch_size=per_host_batch_size,
     padding=padding,
     preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes),

@@ -125,6 +125,15 @@ def shift_augment(
   )
 
 
+def dataset_info(config) -> common.DatasetInfo:
+  return common.DatasetInfo(
+    NUM_CLASSES,
+    num_examples(config.dataset.train_split),
+    num_examples(config.dataset.eval_split),
+    config.dataset.eval_split,
+  )
+
+
 def train_batches(
   config, *, start_step: int, per_host_batch_size: int
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -173,11 +182,13 @@ def array_train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int
+  config, *, per_host_batch_size: int, split: Optional[str] = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's share of the evaluation split; the last batch
-  padded."""
-  images, labels = load_split(config.dataset.eval_split, config.image_size)
+  """One pass over this host's share of `split` (default the config's
+  evaluation split); the last batch padded."""
+  images, labels = load_split(
+    split or config.dataset.eval_split, config.image_size
+  )
   return array_eval_batches(
     images, labels, per_host_batch_size=per_host_batch_size
   )

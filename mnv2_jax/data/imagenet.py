@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterator
+from typing import Optional
 
 import ml_collections
 import tensorflow as tf
@@ -294,6 +295,15 @@ def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
   return tfds_common.num_examples(config, split)
 
 
+def dataset_info(config: ml_collections.ConfigDict) -> common.DatasetInfo:
+  return common.DatasetInfo(
+    config.num_classes,
+    num_examples(config, config.dataset.train_split),
+    num_examples(config, config.dataset.eval_split),
+    config.dataset.eval_split,
+  )
+
+
 def check_data_available(config: ml_collections.ConfigDict) -> None:
   """Raises a clear error, with the commands that prepare it, when the
   dataset cannot be read. Never downloads."""
@@ -349,10 +359,14 @@ def train_batches(
 
 
 def eval_batches(
-  config: ml_collections.ConfigDict, *, per_host_batch_size: int
+  config: ml_collections.ConfigDict,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[common.Batch]:
-  """One pass over this host's shard of the eval split, padded with zero
-  images (mask False) to the same number of full batches on every host.
+  """One pass over this host's shard of `split` (default the config's
+  evaluation split), padded with zero images (mask False) to the same number
+  of full batches on every host.
 
   Yields:
     {'image': float32 [B, S, S, 3], 'label': int32 [B], 'mask': bool [B]}.
@@ -378,6 +392,7 @@ def eval_batches(
   return tfds_common.eval_batches(
     config,
     tfds_common.builder(config),
+    split=split or config.dataset.eval_split,
     per_host_batch_size=per_host_batch_size,
     preprocess=preprocess,
     padding=padding,

@@ -18,6 +18,12 @@ class DatasetSpec:
   segmentation_classes: int = 0  # with the background
   tfds: bool = False  # read through TFDS (prepared once)
   splits: tuple[str, ...] = ()  # the built-in ones' (TFDS: any split name)
+  # The module of mnv2_jax.data that serves it (datasets.py imports it on
+  # first use): dataset_info(config), train_batches(config, *, start_step,
+  # per_host_batch_size), eval_batches(config, *, per_host_batch_size,
+  # split=None) and, for a dataset that must be prepared,
+  # check_data_available(config).
+  pipeline: str = 'imagenet'
 
 
 BUILT_IN_SPLITS = ('train', 'validation', 'test')
@@ -26,10 +32,16 @@ BUILT_IN_SPLITS = ('train', 'validation', 'test')
 # their modules' (cluttered_digits.SPLIT_SIZES, scenes.SPLIT_SIZES).
 DATASETS = {
   'digits': DatasetSpec(
-    10, ('classification',), splits=(*BUILT_IN_SPLITS, 'train_and_validation')
+    10,
+    ('classification',),
+    splits=(*BUILT_IN_SPLITS, 'train_and_validation'),
+    pipeline='digits',
   ),
   'cluttered_digits': DatasetSpec(
-    10, ('classification',), splits=BUILT_IN_SPLITS
+    10,
+    ('classification',),
+    splits=BUILT_IN_SPLITS,
+    pipeline='cluttered_digits',
   ),
   'imagenet2012': DatasetSpec(1000, ('classification',), tfds=True),
   'cifar10': DatasetSpec(10, ('classification',), tfds=True),
@@ -40,10 +52,11 @@ DATASETS = {
     ('detection', 'segmentation'),
     segmentation_classes=11,
     splits=BUILT_IN_SPLITS,
+    pipeline='scene_batches',
   ),
-  'coco/2017': DatasetSpec(80, ('detection',), tfds=True),
+  'coco/2017': DatasetSpec(80, ('detection',), tfds=True, pipeline='coco'),
   'voc2012': DatasetSpec(
-    20, ('segmentation',), segmentation_classes=21, tfds=True
+    20, ('segmentation',), segmentation_classes=21, tfds=True, pipeline='voc'
   ),
 }
 

@@ -23,6 +23,7 @@ padding with the mean grey and label 255, and a random S x S crop.
 from __future__ import annotations
 
 from typing import Iterator
+from typing import Optional
 
 import jax
 import numpy as np
@@ -167,12 +168,12 @@ def train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int
+  config, *, per_host_batch_size: int, split: Optional[str] = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's share of the test scenes, the last batch
-  padded (`mask`)."""
+  """One pass over this host's share of the scenes of `split` (default the
+  config's evaluation split), the last batch padded (`mask`)."""
   data = scenes.load_split(
-    config.dataset.eval_split, config.image_size, config.dataset.seed
+    split or config.dataset.eval_split, config.image_size, config.dataset.seed
   )
   ids = np.array_split(np.arange(len(data)), jax.process_count())[
     jax.process_index()

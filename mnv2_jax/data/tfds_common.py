@@ -334,21 +334,20 @@ def eval_batches(
   config: ml_collections.ConfigDict,
   dataset: tfds.core.DatasetBuilder,
   *,
+  split: str,
   per_host_batch_size: int,
   preprocess,
   padding: dict,
 ) -> Iterator[Batch]:
-  """One pass over this host's shard of the eval split, `preprocess(example)`
+  """One pass over this host's shard of `split`, `preprocess(example)`
   applied, padded with copies of `padding` (whose 'mask' is False) to whole
   batches, `ceil(ceil(N / hosts) / B)` of them on every host."""
   hide_accelerators_from_tf()
-  total = num_examples(config, config.dataset.eval_split, dataset)
+  total = num_examples(config, split, dataset)
   num_batches = math.ceil(
     -(-total // jax.process_count()) / per_host_batch_size
   )
-  ds = read(
-    dataset, host_split(config.dataset.eval_split, drop_remainder=False)
-  )
+  ds = read(dataset, host_split(split, drop_remainder=False))
   host_examples = cardinality(ds)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   yield from eval_with_padding(

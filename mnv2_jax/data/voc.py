@@ -13,6 +13,7 @@ labelled pixel is scored once. Images in [-1, 1].
 from __future__ import annotations
 
 from typing import Iterator
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -182,9 +183,10 @@ def train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int
+  config, *, per_host_batch_size: int, split: Optional[str] = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's shard of the eval split, padded (`mask`)."""
+  """One pass over this host's shard of `split` (default the config's
+  evaluation split), padded (`mask`)."""
   size = config.image_size
   padding = {
     'image': tf.zeros([size, size, 3]),
@@ -194,6 +196,7 @@ def eval_batches(
   return tfds_common.eval_batches(
     config,
     builder(config),
+    split=split or config.dataset.eval_split,
     per_host_batch_size=per_host_batch_size,
     padding=padding,
     preprocess=lambda e: preprocess_for_eval(e, size),

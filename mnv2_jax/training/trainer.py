@@ -229,9 +229,6 @@ class Trainer:
     top5/loss for classification, COCO AP for detection, mIoU for
     segmentation), and ema_* with EMA."""
     config = self.config
-    if split is not None and split != config.dataset.eval_split:
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.dataset.eval_split = split
     weights = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
     if state.ema_params is not None:
       weights['ema_'] = {
@@ -241,7 +238,7 @@ class Trainer:
     per_host = config.eval_batch_size // jax.process_count()
     accumulators = {prefix: self.task.accumulator() for prefix in weights}
     for host_batch in datasets.eval_batches(
-      config, per_host_batch_size=per_host
+      config, per_host_batch_size=per_host, split=split
     ):
       batch = global_batch(host_batch, self.data_sharding)
       for prefix, variables in weights.items():
