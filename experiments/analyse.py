@@ -5,6 +5,7 @@ from the committed results of the sweeps.
   python experiments/analyse.py expansion
   python experiments/analyse.py width_resolution
   python experiments/analyse.py peers --plot experiments/results/peers/figure5.png
+  python experiments/analyse.py backbones
   python experiments/analyse.py all --output experiments/results/analysis.txt
 
 The last writes every study's lines to the committed file that
@@ -34,6 +35,15 @@ V2. Per family, each seed's differences averaged over its matched points
 (which share V2's runs) give one paired test. Table 4's rows are compared
 as the same configurations at 48 px. `--plot PATH` draws every family.
 
+backbones: Tables 6 and 7's backbone comparison on the built-in scenes.
+The SSDLite and DeepLab quickstarts' recipes, unchanged but for the backbone,
+run with MobileNetV1 at the quickstart's width (seeds 0-2, natively) and
+paired by seed with MobileNetV2's native runs of the quickstart spread; each
+network's parameters and multiply-adds as `python -m mnv2_jax.stats` counts
+them. The paper's claim is that V2 matches V1 at a fraction of the cost: a
+paired test can show a difference, not its absence, so the 95% interval of
+the difference says how large a gap the runs leave open.
+
 width_resolution: each step along a width line and along a resolution line,
 paired by seed; then a least-squares fit top-1 = a + b ln(MACs) + c ln(α)
 over every run (with and without the 32-pixel points) and over the 22
@@ -47,6 +57,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import sys
@@ -58,6 +69,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
+from mnv2_jax import configuration  # noqa: E402
+from mnv2_jax import models  # noqa: E402
 from mnv2_jax.experiments import sweeps  # noqa: E402
 from mnv2_jax.models import statistics as model_statistics  # noqa: E402
 
@@ -460,11 +473,111 @@ def plot_peers(path: str) -> str:
   return sweeps.plot_families(path, families, 'cluttered digits, 48 px')
 
 
+# Tables 6 and 7's backbone comparison on the built-in scenes: each
+# quickstart's recipe with MobileNetV1 as the backbone (run by
+# experiments/quickstart_spread.py with --config.model.architecture=
+# mobilenet_v1 into BACKBONE_RESULTS) against MobileNetV2's runs of the
+# quickstart spread at the same seeds, natively: (config, test metric, the
+# paper's row for V1 and for V2: metric, parameters, multiply-adds).
+BACKBONE_RESULTS = 'backbones/mobilenet_v1'
+BACKBONE_QUICKSTARTS = {
+  'ssdlite': (
+    'configs/ssdlite_quickstart.py',
+    'AP50',
+    'Table 6, SSDLite at 320 px on COCO: mAP',
+    ('22.2', '5.1M', '1.3B'),
+    ('22.1', '4.3M', '0.8B'),
+  ),
+  'deeplab': (
+    'configs/deeplab_quickstart.py',
+    'mIoU',
+    'Table 7, DeepLabv3 with ASPP at OS 16 on VOC: mIoU',
+    ('75.29', '11.15M', '14.25B'),
+    ('75.70', '4.52M', '5.8B'),
+  ),
+}
+
+
+def quickstart_by_seed(folder: str, name: str, metric: str):
+  """Test `metric` (x 100) of the native runs of quickstart `name` in
+  experiments/results/`folder`, by seed."""
+  by_seed = {}
+  directory = os.path.join(RESULTS, folder)
+  if not os.path.isdir(directory):
+    return by_seed
+  for file in sorted(os.listdir(directory)):
+    match = re.fullmatch(rf'{name}_native_seed(\d+)\.json', file)
+    if match:
+      with open(os.path.join(directory, file)) as f:
+        record = json.load(f)
+      by_seed[int(match[1])] = 100 * record['final']['test'][metric]
+  return by_seed
+
+
+def confidence_interval(before, after, level: float = 0.95) -> str:
+  """The paired mean difference's `level` t interval (after - before)."""
+  differences, _ = paired_test(before, after)
+  half = stats.t.ppf((1 + level) / 2, len(differences) - 1) * stats.sem(
+    differences
+  )
+  mean = np.mean(differences)
+  return f'{100 * level:.0f}% interval {mean - half:+.2f} to {mean + half:+.2f}'
+
+
+def _cost(config_file: str, architecture: str) -> dict:
+  """`python -m mnv2_jax.stats`'s counts of the config's network with
+  `architecture` as its backbone, one image at the config's size."""
+  config = configuration.load_file(os.path.join(REPO_ROOT, config_file))
+  config.model.architecture = architecture
+  configuration.validate(config)
+  return model_statistics.model_statistics(
+    models.build_model(config), config.image_size
+  )
+
+
+def backbones() -> None:
+  for name, (
+    config_file,
+    metric,
+    paper,
+    v1_row,
+    v2_row,
+  ) in BACKBONE_QUICKSTARTS.items():
+    v2 = quickstart_by_seed('quickstarts/spread', name, metric)
+    v1 = quickstart_by_seed(BACKBONE_RESULTS, name, metric)
+    if not v1:
+      print(f'{name}: MobileNetV1 not run')
+      continue
+    costs = {a: _cost(config_file, a) for a in ('mobilenet_v1', 'mobilenet_v2')}
+    described = []
+    for architecture, by_seed in (('mobilenet_v1', v1), ('mobilenet_v2', v2)):
+      cost = costs[architecture]
+      described.append(
+        f'{cost["model"]} {cost["trainable_parameters"] / 1e6:.2f}M '
+        f'parameters, {cost["multiply_adds"] / 1e6:.1f}M multiply-adds at '
+        f'{cost["image_size"]} px: {metric} {_mean_std(by_seed)}'
+      )
+    ratio = (
+      costs['mobilenet_v2']['multiply_adds']
+      / (costs['mobilenet_v1']['multiply_adds'])
+    )
+    print(
+      f'{name} ({config_file}), test {metric} x 100: ' + '; '.join(described)
+    )
+    print(
+      f'{name}: V2 minus V1 {paired(v1, v2)}, {confidence_interval(v1, v2)}: '
+      f'{verdict(v1, v2)}; V2 costs {ratio:.2f} of V1 (paper: {paper} '
+      f'{v1_row[0]} for V1 at {v1_row[1]} / {v1_row[2]}, {v2_row[0]} for V2 '
+      f'at {v2_row[1]} / {v2_row[2]})'
+    )
+
+
 STUDIES = {
   'ablations': ablations,
   'expansion': expansion,
   'width_resolution': width_resolution,
   'peers': peers,
+  'backbones': backbones,
 }
 
 

@@ -1,7 +1,10 @@
 """Test setup: CPU only, quiet TensorFlow, the repository importable."""
 
+import datetime
 import importlib.metadata
+import json
 import os
+import resource
 import sys
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -64,41 +67,95 @@ def small_scenes(monkeypatch):
 # pytest.ini runs each test file on one of two workers (--dist loadfile), in
 # the order below: a file's tests share compiled programs and module fixtures,
 # which `--dist load` would compile on both workers at once. The slowest files
-# go first (xdist hands each worker two files, then one as each finishes), and
-# the SIGKILL test's subprocesses come after test_reliability on the same
-# worker, so that they find the tiny classifier's programs (the same config,
-# tests/test_train.py's tiny_digits_config) in the compilation cache.
-_SLOWEST_FILES_FIRST = (
-  'test_multihost',
-  'test_peers',
-  'test_reliability',
-  'test_ssd',
-  'test_kill_resume',
-  'test_train',
-  'test_learning',
-  'test_model',
-  'test_convert',
-  'test_deeplab',
-  'test_predict',
-  'test_compilation_cache',
-  'test_benchmarks',
-  'test_pipeline_pins',
-  'test_stats',
-  'test_layers',
-  'test_imagenet',
-  'test_imagenet_paths',
-  'test_paper_tables',
-  'test_config_fuzz',
-)
+# go first (xdist hands each worker two files, then one as each finishes), by
+# their measured CPU times in tests/durations.json (robust to a busy machine,
+# unlike wall times); files not in it go last.
+# MNV2_JAX_RECORD_DURATIONS=1 python -m pytest tests rewrites that file from
+# the run: each file's wall time (setup, call and teardown of its tests) and
+# CPU time (the test processes' and their subprocesses').
+DURATIONS_FILE = os.path.join(REPO_ROOT, 'tests', 'durations.json')
+RECORD_DURATIONS = 'MNV2_JAX_RECORD_DURATIONS'
+
+
+def _measured_durations() -> dict:
+  try:
+    with open(DURATIONS_FILE) as f:
+      return json.load(f)['files']
+  except (OSError, ValueError, KeyError):
+    return {}
 
 
 def pytest_collection_modifyitems(items):
+  seconds = _measured_durations()
+
   def rank(item):
-    name = item.module.__name__ if item.module else ''
-    return (
-      _SLOWEST_FILES_FIRST.index(name)
-      if name in _SLOWEST_FILES_FIRST
-      else len(_SLOWEST_FILES_FIRST)
-    )
+    path = os.path.relpath(str(item.path), REPO_ROOT)
+    measured = seconds.get(path, {}).get('cpu_seconds')
+    return (0, -measured) if measured is not None else (1, 0.0)
 
   items.sort(key=rank)  # stable: a file's own order is kept
+
+
+def _cpu_seconds() -> float:
+  """CPU time of this process and its finished subprocesses."""
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(phase: str):
+  @pytest.hookimpl(hookwrapper=True)
+  def hook(item):
+    started = _cpu_seconds()
+    yield
+    item.user_properties.append(
+      (f'cpu_seconds_{phase}', _cpu_seconds() - started)
+    )
+
+  return hook
+
+
+pytest_runtest_setup = _timed('setup')
+pytest_runtest_call = _timed('call')
+pytest_runtest_teardown = _timed('teardown')
+
+_RECORDED: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report):
+  """On the controller: each test phase's wall and CPU seconds, by file."""
+  path = report.nodeid.split('::')[0]
+  entry = _RECORDED.setdefault(
+    path, {'wall_seconds': 0.0, 'cpu_seconds': 0.0, 'tests': 0}
+  )
+  entry['wall_seconds'] += report.duration
+  entry['cpu_seconds'] += sum(
+    value
+    for key, value in report.user_properties
+    if key == f'cpu_seconds_{report.when}'
+  )
+  if report.when == 'call':
+    entry['tests'] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del exitstatus
+  worker = hasattr(session.config, 'workerinput')
+  if worker or not os.environ.get(RECORD_DURATIONS) or not _RECORDED:
+    return
+  files = {
+    path: {key: round(value, 1) for key, value in entry.items()}
+    for path, entry in sorted(
+      _RECORDED.items(), key=lambda item: -item[1]['wall_seconds']
+    )
+  }
+  record = {
+    'command': f'{RECORD_DURATIONS}=1 python -m pytest '
+    + ' '.join(session.config.invocation_params.args),
+    'date': datetime.date.today().isoformat(),
+    'cpu_cores': os.cpu_count(),
+    'files': files,
+  }
+  with open(DURATIONS_FILE, 'w') as f:
+    json.dump(record, f, indent=2)
+    f.write('\n')
