@@ -17,6 +17,7 @@ import pytest
 from mnv2_jax import configuration
 from mnv2_jax import predict
 from mnv2_jax.data import datasets
+from mnv2_jax.data import digits
 from mnv2_jax.data import image_files
 from mnv2_jax.models import build_model
 from mnv2_jax.training import optimization
@@ -372,7 +373,7 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   results = trainer.train_and_evaluate(loaded, workdir)
   assert results['num_examples'] == 360
   # The restored weights are the saved ones: the same top-1 as applying them.
-  images, labels = datasets.digits.load_split('test', 32)
+  images, labels = digits.load_split('test', 32)
   logits = np.asarray(_apply(loaded, variables, images)[0])
   assert round(results['top1'] * 360) == int(
     np.sum(logits.argmax(-1) == labels)

@@ -103,19 +103,23 @@ def test_predict_detection_prints_and_draws(tmp_path, capsys):
   assert status == 1
   assert 'broken.png: not a readable image' in captured.err
   assert 'scene.png:' in captured.out
-  # --config.<key>=<value> overrides the workdir's config for this command
-  # (both spellings): the number of detections kept.
+  # --config.<key> <value> (or =<value>, the spelling main's tests use)
+  # overrides the workdir's config for this command: the detections kept.
   scene = str(tmp_path / 'scene.png')
-  for override in (
-    ['--config.detection.max_detections=5'],
-    ['--config.detection.max_detections', '5'],
-  ):
-    status = predict.main(
-      ['--workdir', workdir, '--min_score', '0', scene, *override]
-    )
-    assert status == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len([line for line in lines if line.startswith('  ')]) == 5
+  status = predict.main(
+    [
+      '--workdir',
+      workdir,
+      '--min_score',
+      '0',
+      scene,
+      '--config.detection.max_detections',
+      '5',
+    ]
+  )
+  assert status == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len([line for line in lines if line.startswith('  ')]) == 5
   # An unknown field: one error line, exit 2, before any weights are read.
   with pytest.raises(SystemExit) as exited:
     predict.main(['--workdir', workdir, scene, '--config.detection.max=5'])
