@@ -468,37 +468,60 @@ def write_csv(path: str, runs: Sequence[dict]) -> None:
       )
 
 
+class _Figures:
+  """What the sweep's plots share: the metric's scale and label, the title,
+  and saving a figure into the results folder."""
+
+  def __init__(self, results_dir: str, rows: Sequence[dict], title: str):
+    import matplotlib  # noqa: PLC0415 (only for the plots)
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
+
+    self.plt, self.ticker = plt, matplotlib.ticker
+    self.results_dir, self.title = results_dir, title
+    self.metric = rows[0]['metric']
+    self.scale = 100.0 if self.metric in ('top1', 'top5') else 1.0
+    self.unit = ' (%)' if self.scale == 100.0 else ''
+    self.final_label = f'{rows[0]["split"]} {self.metric}{self.unit}'
+    self.written: list[str] = []
+
+  def save(self, figure, axes, xlabel, name, label=None):
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(label or self.final_label)
+    axes.set_title(self.title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    self.write(figure, name)
+
+  def write(self, figure, name):
+    figure.tight_layout()
+    path = os.path.join(self.results_dir, name)
+    figure.savefig(path, dpi=120)
+    self.plt.close(figure)
+    self.written.append(path)
+
+
 def plot(
   results_dir: str, base, rows: Sequence[dict], runs: Sequence[dict], title: str
 ) -> list[str]:
   """PNG plots; returns the paths written."""
-  import matplotlib  # noqa: PLC0415 (only for the plots)
+  figures = _Figures(results_dir, rows, title)
+  done = [row for row in rows if row['runs']]
+  _plot_curves(figures, rows, runs)
+  _plot_frontier(figures, base, done)
+  if set(_swept_keys(done)) == {WIDTH_KEY, RESOLUTION_KEY}:
+    _plot_width_resolution(figures, done)
+  _plot_against_each_field(figures, rows, done)
+  return figures.written
 
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-  import matplotlib.ticker  # noqa: PLC0415
 
-  metric = rows[0]['metric']
-  scale = 100.0 if metric in ('top1', 'top5') else 1.0
-  unit = ' (%)' if scale == 100.0 else ''
-  final_label = f'{rows[0]["split"]} {metric}{unit}'
-  written = []
-
-  def save(figure, axes, xlabel, name, label=final_label):
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(label)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    path = os.path.join(results_dir, name)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    written.append(path)
-
-  # The eval split's metric against training step, mean over seeds (Figure
-  # 6's curves).
-  figure, axes = plt.subplots(figsize=(6, 4))
+def _plot_curves(figures: _Figures, rows, runs) -> None:
+  """The eval split's metric against training step, mean over seeds (Figure
+  6's curves)."""
+  metric, scale = figures.metric, figures.scale
+  figure, axes = figures.plt.subplots(figsize=(6, 4))
   for row in rows:
     curves = [run['curve'] for run in runs if run['group'] == row['group']]
     if not curves:
@@ -510,18 +533,20 @@ def plot(
       means.append(stats_lib.fmean(values) * scale)
     axes.plot(steps, means, marker='.', label=row['group'])
   during = next((run['curve_split'] for run in runs), None) or 'eval'
-  save(
+  figures.save(
     figure,
     axes,
     'training step',
     'curves.png',
-    label=f'{during} {metric}{unit}',
+    label=f'{during} {metric}{figures.unit}',
   )
 
-  # The metric against multiply-adds (Figure 5), with the released ImageNet
-  # checkpoints beside ours when the sweep runs on ImageNet.
-  figure, axes = plt.subplots(figsize=(6, 4))
-  done = [row for row in rows if row['runs']]
+
+def _plot_frontier(figures: _Figures, base, done) -> None:
+  """The metric against multiply-adds (Figure 5), with the released ImageNet
+  checkpoints beside ours when the sweep runs on ImageNet."""
+  scale = figures.scale
+  figure, axes = figures.plt.subplots(figsize=(6, 4))
   axes.errorbar(
     [row['multiply_adds'] / 1e6 for row in done],
     [row['mean'] * scale for row in done],
@@ -535,7 +560,7 @@ def plot(
       (row['multiply_adds'] / 1e6, row['mean'] * scale),
       fontsize=6,
     )
-  if base.dataset.name == 'imagenet2012' and metric == 'top1':
+  if base.dataset.name == 'imagenet2012' and figures.metric == 'top1':
     released = [
       (macs, top1) for (top1, _, macs) in statistics.PUBLISHED_GRID.values()
     ]
@@ -547,71 +572,75 @@ def plot(
       label='released checkpoints',
     )
   axes.set_xscale('log')
-  save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
+  figures.save(figure, axes, 'multiply-adds (millions)', 'frontier.png')
 
-  if set(_swept_keys(done)) == {WIDTH_KEY, RESOLUTION_KEY}:
-    # Figure 5 as the paper draws it: the runs joined along each width
-    # multiplier and along each resolution; beside it, the same drawing of
-    # the released ImageNet checkpoints' published top-1, for the shape.
-    ours = [
-      (
-        row['overrides'][WIDTH_KEY],
-        row['overrides'][RESOLUTION_KEY],
-        row['multiply_adds'] / 1e6,
-        row['mean'] * scale,
-        row['std'] * scale,
-      )
-      for row in done
-    ]
-    published = [
-      (width, size, macs, top1, 0.0)
-      for (width, size), (top1, _, macs) in statistics.PUBLISHED_GRID.items()
-    ]
-    figure, panels = plt.subplots(1, 2, figsize=(11, 4.5))
-    for axes, points, name in [
-      (panels[0], ours, f'{title}: {final_label}'),
-      (panels[1], published, 'released ImageNet checkpoints: top-1 (%)'),
-    ]:
-      for label, curve in grid_curves(points).items():
-        axes.errorbar(
-          [p[2] for p in curve],
-          [p[3] for p in curve],
-          yerr=[p[4] for p in curve] if any(p[4] for p in curve) else None,
-          marker='o' if label.startswith('α') else None,
-          linestyle='-' if label.startswith('α') else '--',
-          capsize=3,
-          label=label,
-        )
-      axes.set_xscale('log')
-      plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
-      axes.xaxis.set_major_formatter(plain)
-      macs = [p[2] for p in points]
-      # A narrow range (under 20x) has few major ticks: label the minor
-      # ones (2, 3, ... 9) too.
-      axes.xaxis.set_minor_formatter(
-        plain
-        if max(macs) < 20 * min(macs)
-        else matplotlib.ticker.NullFormatter()
-      )
-      axes.set_xlabel('multiply-adds (millions)')
-      axes.set_title(name, fontsize=9)
-      axes.grid(alpha=0.3)
-      axes.legend(fontsize=7, ncol=2)
-    panels[0].set_ylabel(final_label)
-    figure.tight_layout()
-    path = os.path.join(results_dir, 'width_resolution.png')
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    written.append(path)
 
-  # The metric against each numeric swept field, one line per other setting.
+def _plot_width_resolution(figures: _Figures, done) -> None:
+  """Figure 5 as the paper draws it: the runs joined along each width
+  multiplier and along each resolution; beside it, the same drawing of the
+  released ImageNet checkpoints' published top-1, for the shape."""
+  scale = figures.scale
+  ours = [
+    (
+      row['overrides'][WIDTH_KEY],
+      row['overrides'][RESOLUTION_KEY],
+      row['multiply_adds'] / 1e6,
+      row['mean'] * scale,
+      row['std'] * scale,
+    )
+    for row in done
+  ]
+  published = [
+    (width, size, macs, top1, 0.0)
+    for (width, size), (top1, _, macs) in statistics.PUBLISHED_GRID.items()
+  ]
+  figure, panels = figures.plt.subplots(1, 2, figsize=(11, 4.5))
+  for axes, points, name in [
+    (panels[0], ours, f'{figures.title}: {figures.final_label}'),
+    (panels[1], published, 'released ImageNet checkpoints: top-1 (%)'),
+  ]:
+    _draw_grid_curves(figures, axes, points, name)
+  panels[0].set_ylabel(figures.final_label)
+  figures.write(figure, 'width_resolution.png')
+
+
+def _draw_grid_curves(figures: _Figures, axes, points, name: str) -> None:
+  for label, curve in grid_curves(points).items():
+    axes.errorbar(
+      [p[2] for p in curve],
+      [p[3] for p in curve],
+      yerr=[p[4] for p in curve] if any(p[4] for p in curve) else None,
+      marker='o' if label.startswith('α') else None,
+      linestyle='-' if label.startswith('α') else '--',
+      capsize=3,
+      label=label,
+    )
+  axes.set_xscale('log')
+  plain = figures.ticker.FuncFormatter(lambda value, _: f'{value:g}')
+  axes.xaxis.set_major_formatter(plain)
+  macs = [p[2] for p in points]
+  # A narrow range (under 20x) has few major ticks: label the minor ones
+  # (2, 3, ... 9) too.
+  axes.xaxis.set_minor_formatter(
+    plain if max(macs) < 20 * min(macs) else figures.ticker.NullFormatter()
+  )
+  axes.set_xlabel('multiply-adds (millions)')
+  axes.set_title(name, fontsize=9)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7, ncol=2)
+
+
+def _plot_against_each_field(figures: _Figures, rows, done) -> None:
+  """The metric against each numeric swept field, one line per other
+  setting."""
+  scale = figures.scale
   for key in _swept_keys(rows):
     values = [row['overrides'].get(key) for row in done]
     if not values or not all(
       isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
     ):
       continue
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = figures.plt.subplots(figsize=(6, 4))
     series: dict[str, list] = {}
     for row in done:
       other = {k: v for k, v in row['overrides'].items() if k != key}
@@ -626,8 +655,9 @@ def plot(
         capsize=3,
         label=name,
       )
-    save(figure, axes, key, f'{metric}_vs_{key.split(".")[-1]}.png')
-  return written
+    figures.save(
+      figure, axes, key, f'{figures.metric}_vs_{key.split(".")[-1]}.png'
+    )
 
 
 def grid_curves(points: Sequence[tuple]) -> dict[str, list[tuple]]:
