@@ -40,23 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   # or 'segmentation' (Mobile DeepLabv3, §6.3).
   config.task = 'classification'
 
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'imagenet2012'
-  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.dataset.manual_dir = ml_collections.FieldReference(
-    None, field_type=str
-  )
-  config.dataset.train_split = 'train'
-  # Evaluated during training and at the end (settings are chosen on it).
-  config.dataset.eval_split = 'validation'
-  # If set, scored once, after training, and written as its own split: the
-  # built-in sets hold out a test split; ImageNet's is the validation set.
-  config.dataset.test_split = ''
-  config.dataset.shuffle_buffer_size = 16_384
-  # How ImageNet's training batches leave the host: 'float32' (normalised
-  # there) or 'uint8' (a quarter of the bytes; normalised on the device).
-  config.dataset.train_image_dtype = 'float32'
-  config.dataset.seed = 0  # the built-in scenes: which generated set
+  config.dataset = _dataset_section()
   config.num_classes = 1000
   config.image_size = 224
   config.eval_crop_fraction = 0.875  # released recipe: central crop 87.5%
@@ -75,38 +59,75 @@ def base_config() -> ml_collections.ConfigDict:
   # user-level directory, or $MNV2_JAX_COMPILATION_CACHE), a path, or ''/'off'.
   config.compilation_cache_dir = 'auto'
 
-  config.model = ml_collections.ConfigDict()
+  config.model = _model_section()
+  _add_training(config)
+  config.detection = _detection_section()
+  config.segmentation = _segmentation_section()
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 3
+  return config
+
+
+def _dataset_section() -> ml_collections.ConfigDict:
+  """Which data, and how it is read."""
+  section = ml_collections.ConfigDict()
+  section.name = 'imagenet2012'
+  section.data_dir = ml_collections.FieldReference(None, field_type=str)
+  section.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  section.train_split = 'train'
+  # Evaluated during training and at the end (settings are chosen on it).
+  section.eval_split = 'validation'
+  # If set, scored once, after training, and written as its own split: the
+  # built-in sets hold out a test split; ImageNet's is the validation set.
+  section.test_split = ''
+  section.shuffle_buffer_size = 16_384
+  # How ImageNet's training batches leave the host: 'float32' (normalised
+  # there) or 'uint8' (a quarter of the bytes; normalised on the device).
+  section.train_image_dtype = 'float32'
+  section.seed = 0  # the built-in scenes: which generated set
+  return section
+
+
+def _model_section() -> ml_collections.ConfigDict:
+  """The network (config.model)."""
+  section = ml_collections.ConfigDict()
   # The classification network: the paper's MobileNetV2, or one of its
   # peers of Table 4 (models/__init__.py ARCHITECTURES). For detection and
   # segmentation, the backbone under the heads (models/backbones.py):
   # MobileNetV2 or MobileNetV1 (Tables 6, 7), or ResNet-101 (Table 7).
-  config.model.architecture = 'mobilenet_v2'
+  section.architecture = 'mobilenet_v2'
   # α (MobileNetV1, V2) or the scale s (ShuffleNet s×).
-  config.model.width_multiplier = 1.0
-  config.model.shufflenet_groups = 3  # g of ShuffleNet's group convolutions
+  section.width_multiplier = 1.0
+  section.shufflenet_groups = 3  # g of ShuffleNet's group convolutions
   # NASNet-A "N @ F": the first stack's filters (F = 24 × filters) and N.
-  config.model.nasnet_filters = 44  # NASNet-A Mobile, 4 @ 1056
-  config.model.nasnet_cells_per_stack = 4
+  section.nasnet_filters = 44  # NASNet-A Mobile, 4 @ 1056
+  section.nasnet_cells_per_stack = 4
   # t of every block but the first (paper §4); a non-empty per-block tuple of
   # 17 values replaces it.
-  config.model.expansion_ratio = 6.0
-  config.model.expansion_ratio_per_block = ()
-  config.model.bottleneck_activation = 'linear'
-  config.model.residual = 'bottleneck'
-  config.model.output_stride = 32
-  config.model.dropout_rate = 0.2  # TF-slim release: keep probability 0.8
-  config.model.batch_norm_momentum = 0.997  # TF-slim decay
-  config.model.batch_norm_epsilon = 1e-3
-  config.model.padding = 'same'
-  config.model.dtype = 'float32'
+  section.expansion_ratio = 6.0
+  section.expansion_ratio_per_block = ()
+  section.bottleneck_activation = 'linear'
+  section.residual = 'bottleneck'
+  section.output_stride = 32
+  section.dropout_rate = 0.2  # TF-slim release: keep probability 0.8
+  section.batch_norm_momentum = 0.997  # TF-slim decay
+  section.batch_norm_epsilon = 1e-3
+  section.padding = 'same'
+  section.dtype = 'float32'
   # The layers' formulation: 'cpu' (hand-differentiated, tuned for XLA:CPU),
   # 'xla' (XLA's convolution ops and autodiff: GPU, TPU) or 'auto' (by the
   # backend). The same parameters and function either way (layers.py).
-  config.model.implementation = 'auto'
+  section.implementation = 'auto'
   # Memory-efficient inference (paper §5.1): each expanded tensor computed in
   # this many channel slices (1: whole). Inference only; same outputs.
-  config.model.inference_splits = 1
+  section.inference_splits = 1
+  return section
 
+
+def _add_training(config: ml_collections.ConfigDict) -> None:
+  """The schedule and the optimizer: top-level fields of `config`."""
   # Durations: epochs, converted to steps once in training/trainer.py. A positive
   # num_train_steps overrides num_epochs (tests, smoke runs).
   config.num_epochs = 300.0
@@ -140,40 +161,40 @@ def base_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 disables the weight moving average
 
-  # SSDLite (config.task == 'detection'; paper §6.2 and the TF Object
-  # Detection API's reference config, docs/paper.md).
-  config.detection = ml_collections.ConfigDict()
-  config.detection.max_boxes = 100  # ground truth padded to this many boxes
-  config.detection.min_scale = 0.2  # anchor scales, linear over 6 layers
-  config.detection.max_scale = 0.95
-  config.detection.negatives_per_positive = 3  # hard-negative mining
-  config.detection.score_threshold = 0.01
-  config.detection.nms_iou_threshold = 0.6
-  config.detection.max_detections = 100
-  config.detection.zoom_out_probability = 0.5  # built-in scenes' augmentation
+
+def _detection_section() -> ml_collections.ConfigDict:
+  """SSDLite (config.task == 'detection'; paper §6.2 and the TF Object
+  Detection API's reference config, docs/paper.md)."""
+  section = ml_collections.ConfigDict()
+  section.max_boxes = 100  # ground truth padded to this many boxes
+  section.min_scale = 0.2  # anchor scales, linear over 6 layers
+  section.max_scale = 0.95
+  section.negatives_per_positive = 3  # hard-negative mining
+  section.score_threshold = 0.01
+  section.nms_iou_threshold = 0.6
+  section.max_detections = 100
+  section.zoom_out_probability = 0.5  # built-in scenes' augmentation
   # 'separable': SSDLite's depthwise-separable prediction layers (paper
   # §6.2); 'regular': SSD's 3x3 convolutions (Table 5's comparison).
-  config.detection.prediction_layers = 'separable'
+  section.prediction_layers = 'separable'
+  return section
 
-  # Mobile DeepLabv3 (config.task == 'segmentation'; paper §6.3). The
-  # backbone's output stride is config.model.output_stride (16 or 8); the
-  # training crop is image_size (DeepLab: 513).
-  config.segmentation = ml_collections.ConfigDict()
-  config.segmentation.aspp = False  # the three atrous 3x3 branches
+
+def _segmentation_section() -> ml_collections.ConfigDict:
+  """Mobile DeepLabv3 (config.task == 'segmentation'; paper §6.3). The
+  backbone's output stride is config.model.output_stride (16 or 8); the
+  training crop is image_size (DeepLab: 513)."""
+  section = ml_collections.ConfigDict()
+  section.aspp = False  # the three atrous 3x3 branches
   # Training augmentation (DeepLab): random scale, pad with 255, crop, flip.
-  config.segmentation.min_scale_factor = 0.5
-  config.segmentation.max_scale_factor = 2.0
-  config.segmentation.flip = True  # VOC; the scenes never flip (digits)
+  section.min_scale_factor = 0.5
+  section.max_scale_factor = 2.0
+  section.flip = True  # VOC; the scenes never flip (digits)
   # Table 7's MF: average over these input scales and left-right flips.
-  config.segmentation.multi_scale_eval = False
-  config.segmentation.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-  config.segmentation.eval_flip = True
-
-  config.log_every_steps = 100
-  config.eval_every_epochs = 10.0
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
-  return config
+  section.multi_scale_eval = False
+  section.eval_scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+  section.eval_flip = True
+  return section
 
 
 def cluttered_digits_config() -> ml_collections.ConfigDict:

@@ -93,29 +93,9 @@ def _forward_output(index: int, stream) -> None:
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   address = f'localhost:{args.port or free_port()}'
-  processes = []
-  for index in range(args.num_processes):
-    env = dict(
-      os.environ,
-      **{
-        distributed.COORDINATOR_ADDRESS: address,
-        distributed.NUM_PROCESSES: str(args.num_processes),
-        distributed.PROCESS_ID: str(index),
-        distributed.HEARTBEAT_TIMEOUT: str(args.heartbeat_timeout),
-        'JAX_NUM_CPU_DEVICES': str(args.devices_per_process),
-      },
-    )
-    process = subprocess.Popen(
-      [sys.executable, '-m', 'mnv2_jax.main', '--multihost', *args.main_args],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    threading.Thread(
-      target=_forward_output, args=(index, process.stdout), daemon=True
-    ).start()
-    processes.append(process)
+  processes = [
+    _start(args, address, index) for index in range(args.num_processes)
+  ]
   print(
     f'[launch] {args.num_processes} processes, coordinator {address}, pids '
     f'{[p.pid for p in processes]}',
@@ -130,9 +110,60 @@ def main(argv=None) -> int:
 
   signal.signal(signal.SIGTERM, forward)
   signal.signal(signal.SIGINT, forward)
+  statuses, first_failure = _supervise(processes, args.grace_seconds)
+  if first_failure is None:
+    return 0
+  index, status = first_failure
+  print(
+    '[launch] '
+    + ', '.join(f'process {i}: {_describe(s)}' for i, s in enumerate(statuses))
+    + f'. First to fail: process {index}.',
+    flush=True,
+  )
+  return status if status > 0 else 128 - status
 
+
+def _start(args, address: str, index: int) -> subprocess.Popen:
+  """Process `index` of the job: `main --multihost` with the coordinator's
+  address and its place in the environment, its output prefixed."""
+  env = dict(
+    os.environ,
+    **{
+      distributed.COORDINATOR_ADDRESS: address,
+      distributed.NUM_PROCESSES: str(args.num_processes),
+      distributed.PROCESS_ID: str(index),
+      distributed.HEARTBEAT_TIMEOUT: str(args.heartbeat_timeout),
+      'JAX_NUM_CPU_DEVICES': str(args.devices_per_process),
+    },
+  )
+  process = subprocess.Popen(
+    [sys.executable, '-m', 'mnv2_jax.main', '--multihost', *args.main_args],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+  threading.Thread(
+    target=_forward_output, args=(index, process.stdout), daemon=True
+  ).start()
+  return process
+
+
+def _supervise(processes, grace_seconds: float):
+  """Waits for every process; once one fails, the others get
+  `grace_seconds` to end before they are killed. Returns (exit statuses,
+  (index, status) of the first to fail or None)."""
   first_failure, failed_at = None, None
   reported = set()
+
+  def ended(index, status):
+    print(
+      f'[launch] process {index} ended ({_describe(status)}) '
+      f'{time.monotonic() - failed_at:.1f} s after process '
+      f'{first_failure[0]}.',
+      flush=True,
+    )
+
   while any(p.poll() is None for p in processes):
     time.sleep(0.1)
     for index, process in enumerate(processes):
@@ -144,19 +175,13 @@ def main(argv=None) -> int:
         first_failure, failed_at = (index, status), time.monotonic()
         print(
           f'[launch] process {index} ended ({_describe(status)}); waiting '
-          f'up to {args.grace_seconds:.0f} s for the others.',
+          f'up to {grace_seconds:.0f} s for the others.',
           flush=True,
         )
       elif first_failure is not None:
-        print(
-          f'[launch] process {index} ended ({_describe(status)}) '
-          f'{time.monotonic() - failed_at:.1f} s after process '
-          f'{first_failure[0]}.',
-          flush=True,
-        )
+        ended(index, status)
     if (
-      first_failure is not None
-      and time.monotonic() - failed_at > args.grace_seconds
+      first_failure is not None and time.monotonic() - failed_at > grace_seconds
     ):
       for index, process in enumerate(processes):
         if process.poll() is None:
@@ -165,22 +190,8 @@ def main(argv=None) -> int:
   statuses = [p.wait() for p in processes]
   for index, status in enumerate(statuses):
     if first_failure is not None and index not in reported:
-      print(
-        f'[launch] process {index} ended ({_describe(status)}) '
-        f'{time.monotonic() - failed_at:.1f} s after process '
-        f'{first_failure[0]}.',
-        flush=True,
-      )
-  if first_failure is None:
-    return 0
-  index, status = first_failure
-  print(
-    '[launch] '
-    + ', '.join(f'process {i}: {_describe(s)}' for i, s in enumerate(statuses))
-    + f'. First to fail: process {index}.',
-    flush=True,
-  )
-  return status if status > 0 else 128 - status
+      ended(index, status)
+  return statuses, first_failure
 
 
 if __name__ == '__main__':

@@ -49,7 +49,7 @@ from typing import Optional
 from mnv2_jax.experiments import sweeps
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog='python -m mnv2_jax.sweep',
     description='Runs, resumes and reports a sweep of training runs.',
@@ -105,6 +105,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     'default 0.9 / --jobs when --jobs > 1. Each point allocates on demand '
     '(no preallocation), so several share one card.',
   )
+  return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  parser = _parser()
   args, config_overrides = parser.parse_known_args(argv)
   if args.memory_fraction is not None and not (
     0.0 < args.memory_fraction * args.jobs <= 1.0
@@ -122,37 +127,51 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.error(str(error))
   title = sweeps.experiment_title(args.config)
   if args.print_commands:
-    for overrides in points:
-      if not sweeps.is_finished(args.workdir, overrides):
-        print(
-          ' '.join(
-            shlex.quote(c)
-            for c in sweeps.point_command(args.config, args.workdir, overrides)
-          )
-        )
+    _print_commands(args.config, args.workdir, points)
     return 0
-  if not args.report:
+  if not args.report and not _run(args, base, points):
+    return 1
+  for path in _report(args, base, points, title, compared):
+    print(f'wrote {path}')
+  return 0
 
-    def say(line):  # whole lines, whichever thread writes
-      sys.stdout.write(line + '\n')
-      sys.stdout.flush()
 
-    failures = sweeps.run_all(
-      args.config,
-      args.workdir,
-      points,
-      sweeps.headline_metric(base),
-      args.jobs,
-      say,
-      args.memory_fraction,
+def _print_commands(config: str, workdir: str, points) -> None:
+  """One launch command per unfinished point."""
+  for overrides in points:
+    if not sweeps.is_finished(workdir, overrides):
+      command = sweeps.point_command(config, workdir, overrides)
+      print(' '.join(shlex.quote(c) for c in command))
+
+
+def _run(args, base, points) -> bool:
+  """Trains every unfinished point; False when some failed."""
+
+  def say(line):  # whole lines, whichever thread writes
+    sys.stdout.write(line + '\n')
+    sys.stdout.flush()
+
+  failures = sweeps.run_all(
+    args.config,
+    args.workdir,
+    points,
+    sweeps.headline_metric(base),
+    args.jobs,
+    say,
+    args.memory_fraction,
+  )
+  if failures:
+    print(
+      f'{len(failures)} point(s) failed: {", ".join(failures)}. Run '
+      'the same command again to retry them.',
+      flush=True,
     )
-    if failures:
-      print(
-        f'{len(failures)} point(s) failed: {", ".join(failures)}. Run '
-        'the same command again to retry them.',
-        flush=True,
-      )
-      return 1
+  return not failures
+
+
+def _report(args, base, points, title, compared) -> list[str]:
+  """The tables and plots of the finished points, and families.png with
+  the --compare_with sweeps."""
   written = sweeps.report(base, points, args.workdir, title, args.results_dir)
   if compared:
     results_dir = args.results_dir or args.workdir
@@ -162,9 +181,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     written.append(
       sweeps.plot_families(os.path.join(results_dir, 'families.png'), families)
     )
-  for path in written:
-    print(f'wrote {path}')
-  return 0
+  return written
 
 
 def _compared_sweep(argument: str) -> tuple[str, list[dict]]:

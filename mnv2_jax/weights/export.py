@@ -199,20 +199,13 @@ def export(
 ) -> dict:
   """Writes the export and checks it against JAX on `num_check_images` held
   images; returns the figures."""
-  if fmt not in FORMATS:
-    raise ValueError(f'--format must be one of {FORMATS}, got {fmt!r}.')
-  if quantize not in (None, 'int8'):
-    raise ValueError(f"--quantize must be 'int8', got {quantize!r}.")
-  if quantize and fmt != 'tflite':
-    raise ValueError('--quantize int8 needs --format tflite.')
+  _check_format(fmt, quantize)
   config, variables, step = workdir_lib.load(workdir)
   fn = inference.logits_function(config, variables, implementation='xla')
-  suffix = '_int8' if quantize else ''
   if output is None:
+    name = 'model' + ('_int8' if quantize else '')
     output = os.path.join(
-      workdir,
-      'export',
-      f'model{suffix}' + ('.tflite' if fmt == 'tflite' else ''),
+      workdir, 'export', name + ('.tflite' if fmt == 'tflite' else '')
     )
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   if fmt == 'savedmodel':
@@ -228,22 +221,7 @@ def export(
   reference_fn = jax.jit(inference.logits_function(config, variables))
   images = held_images(config, num_check_images)
   reference = _outputs(reference_fn(images))
-  try:
-    exported = run_exported(output, images)
-  except Exception as error:
-    if 'failed to deserialize portable artifact' not in str(error):
-      raise
-    # jax2tf embeds the model as StableHLO of the installed JAX's version,
-    # which a TensorFlow older than that JAX cannot read (jax >= 0.11 with
-    # TensorFlow 2.21). The file would fail wherever it is loaded.
-    shutil.rmtree(output, ignore_errors=True)
-    raise ExportError(
-      f'TensorFlow {tf.__version__} cannot run the {fmt} that jax '
-      f'{jax.__version__} wrote: its StableHLO is newer than this '
-      'TensorFlow reads. Export with jax 0.10 (Python 3.11: pip install '
-      f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
-      f'this jax. {output} was removed.'
-    ) from None
+  exported = _outputs(_run_or_explain(output, images, fmt))
   noise = (
     np.random.default_rng(0)
     .uniform(-1, 1, (8, config.image_size, config.image_size, 3))
@@ -251,7 +229,6 @@ def export(
   )
   noise_reference = _outputs(reference_fn(noise))
   noise_exported = _outputs(run_exported(output, noise))
-  exported = _outputs(exported)
   # Each output against its own range (a detector's box encodings and class
   # logits differ in scale); top-1 on the last: the (class) logits.
   return {
@@ -270,6 +247,36 @@ def export(
       np.mean(exported[-1].argmax(-1) == reference[-1].argmax(-1))
     ),
   }
+
+
+def _check_format(fmt: str, quantize: Optional[str]) -> None:
+  if fmt not in FORMATS:
+    raise ValueError(f'--format must be one of {FORMATS}, got {fmt!r}.')
+  if quantize not in (None, 'int8'):
+    raise ValueError(f"--quantize must be 'int8', got {quantize!r}.")
+  if quantize and fmt != 'tflite':
+    raise ValueError('--quantize int8 needs --format tflite.')
+
+
+def _run_or_explain(output: str, images: np.ndarray, fmt: str):
+  """The export's outputs on `images`; an export this TensorFlow cannot
+  read is removed and explained."""
+  try:
+    return run_exported(output, images)
+  except Exception as error:
+    if 'failed to deserialize portable artifact' not in str(error):
+      raise
+    # jax2tf embeds the model as StableHLO of the installed JAX's version,
+    # which a TensorFlow older than that JAX cannot read (jax >= 0.11 with
+    # TensorFlow 2.21). The file would fail wherever it is loaded.
+    shutil.rmtree(output, ignore_errors=True)
+    raise ExportError(
+      f'TensorFlow {tf.__version__} cannot run the {fmt} that jax '
+      f'{jax.__version__} wrote: its StableHLO is newer than this '
+      'TensorFlow reads. Export with jax 0.10 (Python 3.11: pip install '
+      f'"jax<0.11" "jaxlib<0.11"), or with a TensorFlow released after '
+      f'this jax. {output} was removed.'
+    ) from None
 
 
 def _outputs(value) -> tuple[np.ndarray, ...]:
