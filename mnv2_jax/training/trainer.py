@@ -473,18 +473,7 @@ def _train(
   """Trains from the latest usable checkpoint to the end of the schedule,
   then evaluates (`_final_evaluation`, whose lines it returns)."""
   config, schedule = trainer.config, trainer.schedule
-  # A resumed run restores into the state's shapes; only a new one makes it.
-  state = checkpointing.restore_latest_usable(
-    manager, trainer.abstract_state, writer.log
-  )
-  if state is not None:
-    writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
-  else:
-    state = trainer.init_state()
-    if config.init_from:
-      state, report = state_lib.initialize_from(state, config.init_from)
-      state = jax.device_put(state, trainer.replicated)
-      writer.log(report)
+  state = _restore_or_initialise(trainer, manager, writer)
   start_step = int(jax.device_get(state.step))
   # Lines a killed run wrote after its last checkpoint are redone now.
   writer.drop_after(start_step)
@@ -494,7 +483,6 @@ def _train(
     f'{trainer.mesh.devices.size} device(s), '
     f'{jax.process_count()} host(s).'
   )
-
   per_host = config.batch_size // jax.process_count()
   batches = _Prefetcher(
     datasets.train_batches(
@@ -503,33 +491,13 @@ def _train(
     functools.partial(global_batch, sharding=trainer.data_sharding),
   )
   rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-  # Metrics of the steps since the last log line (device arrays, fetched only
-  # when needed); time spent in evaluation and saving is not training time.
-  pending, unchecked = [], 0
-  last_log_time, last_log_step, wait_at_last_log = (
-    time.perf_counter(),
-    start_step,
-    0.0,
-  )
-  excluded_seconds = 0.0
+  log = _IntervalLog(trainer, writer, batches, start_step)
   try:
     for step in range(start_step + 1, schedule.total_steps + 1):
-      batch = next(batches)
-      state, metrics = trainer.train_step(state, batch, rng)
+      state, metrics = trainer.train_step(state, next(batches), rng)
       if step == start_step + 1:
-        jax.block_until_ready(metrics)
-        cache = compilation_cache.counts()
-        writer.log(
-          f'First step done {time.time() - started_at:.1f} s after '
-          'start (compilation cache: '
-          + (
-            f'{cache["hits"]} programs loaded, {cache["misses"]} compiled).'
-            if compilation_cache.is_enabled()
-            else 'off).'
-          )
-        )
-      pending.append(metrics)
-      unchecked += 1
+        _log_first_step(writer, metrics, started_at)
+      log.add(metrics)
       is_last = step == schedule.total_steps
       due_log = step % config.log_every_steps == 0 or is_last
       # Every checkpoint_every_steps, at the end, and at a preemption
@@ -546,42 +514,9 @@ def _train(
       if not (due_log or due_save or due_eval):
         continue
       # Never save a diverged state: every step's loss is checked first.
-      fetched = jax.device_get(pending)
-      recent = fetched[len(fetched) - unchecked :]
-      unchecked = 0
-      for offset, step_metrics in enumerate(recent):
-        _check_finite(step_metrics, step - len(recent) + 1 + offset, manager)
+      fetched = log.check_finite(step, manager)
       if due_log:
-        means = {
-          k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]
-        }
-        elapsed = time.perf_counter() - last_log_time - excluded_seconds
-        steps_done = step - last_log_step
-        means['images_per_second'] = (
-          steps_done * config.batch_size / max(elapsed, 1e-9)
-        )
-        means['input_wait_fraction'] = (
-          batches.wait_seconds - wait_at_last_log
-        ) / max(elapsed, 1e-9)
-        means['epoch'] = step / schedule.steps_per_epoch
-        eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
-        # Totals since this process started; present once there were any.
-        repaired = {k: v for k, v in batches.repair_counts.items() if v}
-        means.update(repaired)
-        writer.write(step, 'train', means)
-        writer.log(
-          f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
-          f'loss {means["loss"]:.4f} '
-          + ('' if 'accuracy' not in means else f'acc {means["accuracy"]:.4f} ')
-          + f'lr {means["learning_rate"]:.5f} '
-          f'{means["images_per_second"]:.0f} img/s '
-          f'input wait {100 * means["input_wait_fraction"]:.1f}% '
-          f'ETA {eta:.0f}s'
-          + ''.join(f', {k.replace("_", " ")} {v}' for k, v in repaired.items())
-        )
-        pending = []
-        last_log_time, last_log_step = time.perf_counter(), step
-        wait_at_last_log, excluded_seconds = batches.wait_seconds, 0.0
+        log.write(step, fetched)
       side_work_start = time.perf_counter()
       if due_save:
         checkpointing.save(manager, step, state, force=True)
@@ -590,7 +525,7 @@ def _train(
         writer.write(step, trainer.info.eval_split, results)
         headline = trainer.task.headline_metric
         writer.log(f'[eval] step {step}: {headline} {results[headline]:.4f}')
-      excluded_seconds += time.perf_counter() - side_work_start
+      log.exclude(time.perf_counter() - side_work_start)
       if preempted:
         manager.wait_until_finished()
         raise Preempted(
@@ -600,3 +535,98 @@ def _train(
   finally:
     batches.close()
   return _final_evaluation(trainer, state, writer)
+
+
+def _restore_or_initialise(trainer: Trainer, manager, writer):
+  """The latest usable checkpoint's state, or a new run's (from
+  config.init_from when set). A resumed run restores into the state's
+  shapes; only a new one makes it."""
+  state = checkpointing.restore_latest_usable(
+    manager, trainer.abstract_state, writer.log
+  )
+  if state is not None:
+    writer.log(f'Resumed from step {int(state.step)} in {manager.directory}.')
+    return state
+  state = trainer.init_state()
+  if trainer.config.init_from:
+    state, report = state_lib.initialize_from(state, trainer.config.init_from)
+    state = jax.device_put(state, trainer.replicated)
+    writer.log(report)
+  return state
+
+
+def _log_first_step(writer, metrics, started_at: float) -> None:
+  """When the first step finished, and what the compilation cache did."""
+  jax.block_until_ready(metrics)
+  cache = compilation_cache.counts()
+  writer.log(
+    f'First step done {time.time() - started_at:.1f} s after '
+    'start (compilation cache: '
+    + (
+      f'{cache["hits"]} programs loaded, {cache["misses"]} compiled).'
+      if compilation_cache.is_enabled()
+      else 'off).'
+    )
+  )
+
+
+class _IntervalLog:
+  """The training log of the steps since the last log line: their metrics
+  (device arrays, fetched only when needed), and the time they took, less
+  the time spent evaluating and saving."""
+
+  def __init__(self, trainer: Trainer, writer, batches, start_step: int):
+    self.trainer, self.writer, self.batches = trainer, writer, batches
+    self.pending, self.unchecked = [], 0
+    self.last_time, self.last_step = time.perf_counter(), start_step
+    self.wait_at_last, self.excluded_seconds = 0.0, 0.0
+
+  def add(self, metrics) -> None:
+    self.pending.append(metrics)
+    self.unchecked += 1
+
+  def exclude(self, seconds: float) -> None:
+    self.excluded_seconds += seconds
+
+  def check_finite(self, step: int, manager) -> list[dict]:
+    """The interval's metrics on the host, every step not yet checked
+    checked for a non-finite loss or gradient."""
+    fetched = jax.device_get(self.pending)
+    recent = fetched[len(fetched) - self.unchecked :]
+    self.unchecked = 0
+    for offset, step_metrics in enumerate(recent):
+      _check_finite(step_metrics, step - len(recent) + 1 + offset, manager)
+    return fetched
+
+  def write(self, step: int, fetched: list[dict]) -> None:
+    """The interval's means, throughput and input wait, to metrics.jsonl
+    and the log; starts the next interval."""
+    schedule, batches = self.trainer.schedule, self.batches
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+    elapsed = time.perf_counter() - self.last_time - self.excluded_seconds
+    steps_done = step - self.last_step
+    means['images_per_second'] = (
+      steps_done * self.trainer.config.batch_size / max(elapsed, 1e-9)
+    )
+    means['input_wait_fraction'] = (
+      batches.wait_seconds - self.wait_at_last
+    ) / max(elapsed, 1e-9)
+    means['epoch'] = step / schedule.steps_per_epoch
+    eta = (schedule.total_steps - step) * elapsed / max(steps_done, 1)
+    # Totals since this process started; present once there were any.
+    repaired = {k: v for k, v in batches.repair_counts.items() if v}
+    means.update(repaired)
+    self.writer.write(step, 'train', means)
+    self.writer.log(
+      f'step {step}/{schedule.total_steps} epoch {means["epoch"]:.2f}: '
+      f'loss {means["loss"]:.4f} '
+      + ('' if 'accuracy' not in means else f'acc {means["accuracy"]:.4f} ')
+      + f'lr {means["learning_rate"]:.5f} '
+      f'{means["images_per_second"]:.0f} img/s '
+      f'input wait {100 * means["input_wait_fraction"]:.1f}% '
+      f'ETA {eta:.0f}s'
+      + ''.join(f', {k.replace("_", " ")} {v}' for k, v in repaired.items())
+    )
+    self.pending = []
+    self.last_time, self.last_step = time.perf_counter(), step
+    self.wait_at_last, self.excluded_seconds = batches.wait_seconds, 0.0
