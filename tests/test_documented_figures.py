@@ -796,3 +796,31 @@ def test_tflite_latency_ratios_are_the_measured_times():
       cells
     )
     assert row + ' |' in table, row
+
+
+def test_backbone_comparisons_in_experiments_and_the_readme():
+  """experiments/README.md quotes the backbones study (Tables 6 and 7 on the
+  built-in scenes) verbatim from experiments/results/analysis.txt, and the
+  README's row gives each head's difference, p and verdict."""
+  analysis = _text('experiments', 'results', 'analysis.txt')
+  section = analysis.split('# backbones\n')[1].split('\n# ')[0].strip()
+  text = _text('experiments', 'README.md')
+  for line in section.splitlines():
+    assert line in text, line
+  readme = ' '.join(_text('README.md').split())
+  heads = {'ssdlite': 'SSDLite', 'deeplab': 'DeepLab'}
+  found = re.findall(
+    r'^(\w+): V2 minus V1 ([+-][\d.]+) \(.*?; paired p = ([\d.]+)\), '
+    r'95% interval ([+-][\d.]+) to ([+-][\d.]+): ([a-z, ]+?); V2 costs '
+    r'([\d.]+) of V1',
+    section,
+    re.M,
+  )
+  assert [name for name, *_ in found] == list(heads), section
+  for name, difference, p, low, high, verdict, ratio in found:
+    claim = (
+      f'{heads[name]}: V2 minus V1 {difference} points (p = {p}; 95% '
+      f"interval {low} to {high}), {verdict}, at {ratio} of V1's "
+      'multiply-adds'
+    )
+    assert claim in readme, claim
