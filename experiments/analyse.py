@@ -300,6 +300,12 @@ PEERS = {
     'model.width_multiplier',
     '{}×',
   ),
+  # The change that makes it train: a 2-epoch warmup (its config).
+  'ShuffleNet v1, g = 3, warmup 2 epochs': (
+    'sweep_shufflenet_warmup',
+    'model.width_multiplier',
+    '{}×',
+  ),
   'NASNet-A, 4 cells per stack': (
     'sweep_nasnet',
     'model.nasnet_filters',
@@ -314,6 +320,13 @@ TABLE_4_PAIRS = (
   (
     '1',
     'ShuffleNet v1, g = 3, learning rate 0.01',
+    '1.5',
+    (72.0, 300),
+    (71.5, 292),
+  ),
+  (
+    '1',
+    'ShuffleNet v1, g = 3, warmup 2 epochs',
     '1.5',
     (72.0, 300),
     (71.5, 292),
