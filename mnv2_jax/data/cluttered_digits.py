@@ -209,12 +209,7 @@ def num_examples(split: str) -> int:
 
 
 def dataset_info(config) -> common.DatasetInfo:
-  return common.DatasetInfo(
-    NUM_CLASSES,
-    num_examples(config.dataset.train_split),
-    num_examples(config.dataset.eval_split),
-    config.dataset.eval_split,
-  )
+  return digits.dataset_info(config, num_examples)
 
 
 def train_batches(
