@@ -32,6 +32,71 @@ ARCHITECTURES = {
 }
 
 
+def _mobilenet_v2(options, num_classes: int, common: dict) -> nn.Module:
+  return mobilenet_v2.MobileNetV2(
+    num_classes=num_classes,
+    expansion_ratio=(
+      tuple(options.expansion_ratio_per_block) or options.expansion_ratio
+    ),
+    bottleneck_activation=options.bottleneck_activation,
+    residual=options.residual,
+    output_stride=options.output_stride,
+    dropout_rate=options.dropout_rate,
+    inference_splits=options.inference_splits,
+    **common,
+  )
+
+
+def _mobilenet_v1(options, num_classes: int, common: dict) -> nn.Module:
+  return mobilenet_v1.MobileNetV1(
+    num_classes=num_classes,
+    output_stride=options.output_stride,
+    dropout_rate=options.dropout_rate,
+    **common,
+  )
+
+
+def _resnet(options, num_classes: int, common: dict) -> nn.Module:
+  return resnet.ResNet(
+    num_classes=num_classes,
+    depth=resnet.ARCHITECTURES[options.architecture],
+    output_stride=options.output_stride,
+    dropout_rate=options.dropout_rate,
+    **common,
+  )
+
+
+def _shufflenet(options, num_classes: int, common: dict) -> nn.Module:
+  return shufflenet.ShuffleNet(
+    num_classes=num_classes,
+    groups=options.shufflenet_groups,
+    dropout_rate=options.dropout_rate,
+    **common,
+  )
+
+
+def _nasnet_a(options, num_classes: int, common: dict) -> nn.Module:
+  common = {k: v for k, v in common.items() if k != 'width_multiplier'}
+  return nasnet.NASNetA(  # its size is its filters and cells, not a width
+    num_classes=num_classes,
+    filters=options.nasnet_filters,
+    cells_per_stack=options.nasnet_cells_per_stack,
+    dropout_rate=options.dropout_rate,
+    **common,
+  )
+
+
+# config.model.architecture -> the classifier, from config.model's options.
+_CLASSIFIER_BUILDERS = {
+  'mobilenet_v2': _mobilenet_v2,
+  'mobilenet_v1': _mobilenet_v1,
+  'shufflenet': _shufflenet,
+  'nasnet_a': _nasnet_a,
+  'resnet_50': _resnet,
+  'resnet_101': _resnet,
+}
+
+
 def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
   """The network `config.task` trains, with `config.model`'s options.
 
@@ -71,46 +136,6 @@ def build_model(config, num_classes: Optional[int] = None) -> nn.Module:
       dropout_rate=options.dropout_rate,
       **common,
     )
-  if options.architecture == 'mobilenet_v1':
-    return mobilenet_v1.MobileNetV1(
-      num_classes=num_classes,
-      output_stride=options.output_stride,
-      dropout_rate=options.dropout_rate,
-      **common,
-    )
-  if options.architecture in resnet.ARCHITECTURES:
-    return resnet.ResNet(
-      num_classes=num_classes,
-      depth=resnet.ARCHITECTURES[options.architecture],
-      output_stride=options.output_stride,
-      dropout_rate=options.dropout_rate,
-      **common,
-    )
-  if options.architecture == 'shufflenet':
-    return shufflenet.ShuffleNet(
-      num_classes=num_classes,
-      groups=options.shufflenet_groups,
-      dropout_rate=options.dropout_rate,
-      **common,
-    )
-  if options.architecture == 'nasnet_a':
-    del common['width_multiplier']  # its size is its filters and cells
-    return nasnet.NASNetA(
-      num_classes=num_classes,
-      filters=options.nasnet_filters,
-      cells_per_stack=options.nasnet_cells_per_stack,
-      dropout_rate=options.dropout_rate,
-      **common,
-    )
-  return mobilenet_v2.MobileNetV2(
-    num_classes=num_classes,
-    expansion_ratio=(
-      tuple(options.expansion_ratio_per_block) or options.expansion_ratio
-    ),
-    bottleneck_activation=options.bottleneck_activation,
-    residual=options.residual,
-    output_stride=options.output_stride,
-    dropout_rate=options.dropout_rate,
-    inference_splits=options.inference_splits,
-    **common,
+  return _CLASSIFIER_BUILDERS[options.architecture](
+    options, num_classes, common
   )

@@ -266,6 +266,88 @@ def has_identity_shortcut(block: BlockConfig) -> bool:
   return block.stride == 1 and block.in_channels == block.out_channels
 
 
+def folded_batch_norm(
+  layer, layer_stats, epsilon: float
+) -> tuple[Array, Array]:
+  """A ConvBN's inference BatchNorm as y = x * scale + shift: `layer` and
+  `layer_stats` are the ConvBN's params and batch_stats."""
+  scale = layer['bn']['scale'] * jax.lax.rsqrt(
+    layer_stats['bn']['var'] + epsilon
+  )
+  return scale, layer['bn']['bias'] - layer_stats['bn']['mean'] * scale
+
+
+def _split_weights(variables, block, epsilon, stem_variables) -> dict:
+  """The kernels (1x1 ones as matrices) and folded BatchNorms that split
+  inference reads a slice at a time."""
+  params, stats = variables['params'], variables['batch_stats']
+  weights = {}
+  stages = [('depthwise', params['depthwise'], stats['depthwise'])]
+  if block.has_expansion:
+    stages.append(('expand', params['expand'], stats['expand']))
+    weights['expand_kernel'] = params['expand']['conv']['kernel'][0, 0]
+  if stem_variables is not None:
+    stem_params = stem_variables['params']
+    stages.append(('stem', stem_params, stem_variables['batch_stats']))
+    weights['stem_kernel'] = stem_params['conv']['kernel']  # [3, 3, 3, C]
+  for name, layer, layer_stats in stages:
+    weights[f'{name}_scale'], weights[f'{name}_shift'] = folded_batch_norm(
+      layer, layer_stats, epsilon
+    )
+  weights['depthwise_kernel'] = params['depthwise']['conv']['kernel']
+  weights['project_kernel'] = params['project']['conv']['kernel'][0, 0]
+  return weights
+
+
+def _depthwise_input_slice(x, block, weights, take, padding: str) -> Array:
+  """The slice `take` of the depthwise stage's input: of the expansion's
+  output, of the stem's (the first block when split with the stem), or of
+  the block's input (the first block, t = 1)."""
+  if block.has_expansion:
+    h = jnp.dot(x, take(weights['expand_kernel'], 1))
+    scale, shift = (
+      take(weights['expand_scale'], 0),
+      take(weights['expand_shift'], 0),
+    )
+  elif 'stem_kernel' in weights:
+    h = jax.lax.conv_general_dilated(
+      x,
+      take(weights['stem_kernel'], 3),
+      (STEM_STRIDE, STEM_STRIDE),
+      layers.conv_padding(x.shape[1:3], 3, STEM_STRIDE, 1, padding),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
+    scale, shift = (
+      take(weights['stem_scale'], 0),
+      take(weights['stem_shift'], 0),
+    )
+  else:
+    return take(x, 3)
+  return jax.nn.relu6(h * scale + shift)
+
+
+def _depthwise_output_slice(
+  x, block, weights, i, size: int, padding, depthwise
+):
+  """Slice i (of `size` channels) of the depthwise stage's output, and the
+  function that slices the weights alike."""
+  channels = block.expanded_channels
+  first = i * size  # the slice's first channel not summed yet
+  start = jnp.minimum(first, channels - size)
+  take = lambda values, axis: jax.lax.dynamic_slice_in_dim(
+    values, start, size, axis
+  )
+  h = _depthwise_input_slice(x, block, weights, take, padding)
+  padding_of_h = layers.conv_padding(
+    h.shape[1:3], 3, block.stride, block.dilation, padding
+  )
+  kernel = take(weights['depthwise_kernel'], 3)
+  h = depthwise(h, kernel, block.stride, block.dilation, padding_of_h)
+  scale = take(weights['depthwise_scale'], 0)
+  h = jax.nn.relu6(h * scale + take(weights['depthwise_shift'], 0))
+  return jnp.where(start + jnp.arange(size) >= first, h, 0.0), take
+
+
 def split_inverted_residual(
   variables,
   inputs: Array,
@@ -293,98 +375,47 @@ def split_inverted_residual(
   slice of the expanded tensor is alive at a time. The result equals the
   unsplit block up to the order of the float sums (tests/test_model.py).
 
-  When `splits` does not divide the channel count, slices have
-  ceil(channels / splits) channels and the last one starts early; the
-  channels it shares with the previous slice are masked to zero before the
-  projection, so every channel is summed exactly once.
-
   Args:
-    variables: the block's variables ({'params': ..., 'batch_stats': ...}
-      with 'expand', 'depthwise', 'project' as `InvertedResidual` makes them).
+    variables: the block's {'params', 'batch_stats'}, as `InvertedResidual`
+      makes them ('expand', 'depthwise', 'project').
     inputs: [N, H, W, in_channels].
     block: the block's configuration.
     splits: number of slices (t in §5.1; not the expansion ratio).
-    bottleneck_activation: as `InvertedResidual`.
-    residual: 'bottleneck' or 'none' (the 'expansion' shortcut of Figure 6b
-      needs the previous block's whole expanded tensor).
-    epsilon: BatchNorm epsilon.
-    padding, implementation: as `layers.DepthwiseConv`.
-    stem_variables: for the first block (no expansion) only: the variables of
-      the 3x3 stride-2 stem conv + BN + ReLU6 (layer_1). `inputs` are then the
-      images and the stem's output channels are computed slice by slice too,
-      so the stem and the first block are one operation, as Table 3 counts
-      them (its 112² row is the first block's 16 output channels).
+    bottleneck_activation, residual: as `InvertedResidual` ('expansion'
+      needs the previous block's whole expanded tensor: not here).
+    epsilon: BatchNorm epsilon; padding, implementation: as `layers`.
+    stem_variables: for the first block (no expansion) only: the 3x3
+      stride-2 stem's (layer_1). `inputs` are then the images, and the stem
+      and the first block are one operation, as Table 3 counts them.
 
   Returns:
     The block output [N, H', W', out_channels].
   """
-  params, stats = variables['params'], variables['batch_stats']
+  assert stem_variables is None or not (
+    block.has_expansion or has_identity_shortcut(block)
+  )
+  weights = _split_weights(variables, block, epsilon, stem_variables)
   channels = block.expanded_channels
   splits = min(splits, channels)
+  # Slices of ceil(channels / splits); the last starts early, and the
+  # channels it shares with the one before are masked out: each is summed once.
   size = -(-channels // splits)
-
-  def bn_affine(name, params=params, stats=stats):
-    scale = params[name]['bn']['scale'] * jax.lax.rsqrt(
-      stats[name]['bn']['var'] + epsilon
-    )
-    return scale, params[name]['bn']['bias'] - stats[name]['bn']['mean'] * scale
-
   x = inputs.astype(jnp.float32)
-  if stem_variables is not None:
-    assert not block.has_expansion and not has_identity_shortcut(block)
-    stem = {'stem': stem_variables['params']}
-    stem_kernel = stem['stem']['conv']['kernel']  # [3, 3, 3, C]
-    stem_scale, stem_shift = bn_affine(
-      'stem', stem, {'stem': stem_variables['batch_stats']}
-    )
-    stem_padding = layers.conv_padding(x.shape[1:3], 3, STEM_STRIDE, 1, padding)
-
-  if block.has_expansion:
-    expand_kernel = params['expand']['conv']['kernel'][0, 0]  # [in, E]
-    expand_scale, expand_shift = bn_affine('expand')
-  depthwise_kernel = params['depthwise']['conv']['kernel']  # [3, 3, 1, E]
-  depthwise_scale, depthwise_shift = bn_affine('depthwise')
-  project_kernel = params['project']['conv']['kernel'][0, 0]  # [E, out]
   depthwise = layers.depthwise_conv(implementation)
-
-  def depthwise_output(i):
-    """Slice i of the depthwise stage's output, and the channels' mask."""
-    first = i * size  # the slice's first channel not summed yet
-    start = jnp.minimum(first, channels - size)
-    take = lambda values, axis: jax.lax.dynamic_slice_in_dim(
-      values, start, size, axis
-    )
-    if block.has_expansion:
-      h = jnp.dot(x, take(expand_kernel, 1))
-      h = jax.nn.relu6(h * take(expand_scale, 0) + take(expand_shift, 0))
-    elif stem_variables is not None:
-      h = jax.lax.conv_general_dilated(
-        x,
-        take(stem_kernel, 3),
-        (STEM_STRIDE, STEM_STRIDE),
-        stem_padding,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      )
-      h = jax.nn.relu6(h * take(stem_scale, 0) + take(stem_shift, 0))
-    else:
-      h = take(x, 3)
-    padding_of_h = layers.conv_padding(
-      h.shape[1:3], 3, block.stride, block.dilation, padding
-    )
-    h = depthwise(
-      h, take(depthwise_kernel, 3), block.stride, block.dilation, padding_of_h
-    )
-    h = jax.nn.relu6(h * take(depthwise_scale, 0) + take(depthwise_shift, 0))
-    return jnp.where(start + jnp.arange(size) >= first, h, 0.0), take
+  depthwise_output = lambda i: _depthwise_output_slice(
+    x, block, weights, i, size, padding, depthwise
+  )
 
   def accumulate(i, projected):
     h, take = depthwise_output(i)
-    return projected + jnp.dot(h, take(project_kernel, 0))
+    return projected + jnp.dot(h, take(weights['project_kernel'], 0))
 
   out_shape = jax.eval_shape(lambda: depthwise_output(0)[0]).shape
   projected = jnp.zeros(out_shape[:3] + (block.out_channels,), jnp.float32)
   projected = jax.lax.fori_loop(0, splits, accumulate, projected)
-  project_scale, project_shift = bn_affine('project')
+  project_scale, project_shift = folded_batch_norm(
+    variables['params']['project'], variables['batch_stats']['project'], epsilon
+  )
   y = projected * project_scale + project_shift
   if bottleneck_activation == 'relu6':
     y = jax.nn.relu6(y)
@@ -471,7 +502,6 @@ class MobileNetV2(nn.Module):
     dtype = DTYPES[self.dtype]
     norm, conv, depthwise_conv = layers.network_factories(self, train=train)
     endpoints = {}
-
     blocks = block_configs(
       self.width_multiplier, self.expansion_ratio, self.output_stride
     )
@@ -481,25 +511,8 @@ class MobileNetV2(nn.Module):
       and not self.is_initializing()
       and not blocks[0].has_expansion
     ):
-      # §5.1 / Table 3: the stem and the first block as one operation, the
-      # stem's 32 output channels computed a slice at a time as well.
-      of_layer = lambda name: {
-        collection: values[name]
-        for collection, values in self.variables.items()
-        if name in values
-      }
-      x = split_inverted_residual(
-        of_layer('layer_2'),
-        images.astype(dtype),
-        blocks[0],
-        self.inference_splits,
-        bottleneck_activation=self.bottleneck_activation,
-        residual=self.residual,
-        epsilon=self.batch_norm_epsilon,
-        padding=self.padding,
-        implementation=self.implementation,
-        stem_variables=of_layer('layer_1'),
-      ).astype(dtype)
+      x = self._split_stem_and_first_block(images.astype(dtype), blocks[0])
+      x = x.astype(dtype)
       endpoints['layer_2'] = endpoints['layer_2/output'] = x
       blocks_to_build = blocks[1:]
     else:
@@ -553,4 +566,26 @@ class MobileNetV2(nn.Module):
     # at 224), computed in float32.
     return layers.pooled_classifier(
       x, self.num_classes, self.dropout_rate, train, endpoints
+    )
+
+  def _split_stem_and_first_block(self, images: Array, block: BlockConfig):
+    """§5.1 / Table 3: the stem and the first block as one operation, the
+    stem's output channels computed a slice at a time as well (inference
+    with `inference_splits`; the variables exist already)."""
+    of_layer = lambda name: {
+      collection: values[name]
+      for collection, values in self.variables.items()
+      if name in values
+    }
+    return split_inverted_residual(
+      of_layer('layer_2'),
+      images,
+      block,
+      self.inference_splits,
+      bottleneck_activation=self.bottleneck_activation,
+      residual=self.residual,
+      epsilon=self.batch_norm_epsilon,
+      padding=self.padding,
+      implementation=self.implementation,
+      stem_variables=of_layer('layer_1'),
     )

@@ -93,38 +93,9 @@ class SSDLite(nn.Module):
       endpoints[name]
       for name in backbones.SSD_FEATURES[self.backbone_architecture]
     ]
-    x = features[-1]
-    for i, depth in enumerate(EXTRA_LAYER_DEPTHS):
-      depth = max(int(depth * self.width_multiplier), MIN_DEPTH)
-      name = f'extra_{i + 1}'
-      x = layers.ConvBN(
-        functools.partial(conv, depth // 2),
-        norm,
-        nn.relu6,
-        name=f'{name}_reduce',
-      )(x)
-      if regular:
-        x = layers.ConvBN(
-          functools.partial(conv, depth, kernel_size=3, strides=2),
-          norm,
-          nn.relu6,
-          name=f'{name}_conv',
-        )(x)
-      else:
-        x = layers.ConvBN(
-          functools.partial(depthwise, strides=2),
-          norm,
-          nn.relu6,
-          name=f'{name}_depthwise',
-        )(x)
-        x = layers.ConvBN(
-          functools.partial(conv, depth),
-          norm,
-          nn.relu6,
-          name=f'{name}_project',
-        )(x)
-      features.append(x)
-
+    features += extra_layers(
+      features[-1], self.width_multiplier, regular, conv, depthwise, norm
+    )
     box_encodings, class_logits = [], []
     for i, (feature, boxes) in enumerate(
       zip(features, self.boxes_per_location)
@@ -134,28 +105,70 @@ class SSDLite(nn.Module):
         ('box', 4, box_encodings),
         ('class', self.num_classes + 1, class_logits),
       ):
-        # SSDLite predictor: depthwise 3x3 + BN + ReLU6, then 1x1 with bias;
-        # SSD's: one 3x3 with bias.
-        y = feature
-        if not regular:
-          y = layers.ConvBN(
-            depthwise, norm, nn.relu6, name=f'head_{i}_{kind}_depthwise'
-          )(feature)
-        kernel = (3, 3) if regular else (1, 1)
-        y = nn.Conv(
-          boxes * width,
-          kernel,
-          dtype=jnp.float32,
-          kernel_init=initializers.LECUN_NORMAL,
-          bias_init=initializers.ZEROS,
-          name=f'head_{i}_{kind}_predictor',
-        )(y.astype(jnp.float32))
+        y = predictor(
+          feature, boxes * width, regular, depthwise, norm, f'head_{i}_{kind}'
+        )
         outputs.append(y.reshape(y.shape[0], -1, width))
     return (
       jnp.concatenate(box_encodings, 1),
       jnp.concatenate(class_logits, 1),
       endpoints,
     )
+
+
+def extra_layers(
+  x: Array, width_multiplier: float, regular: bool, conv, depthwise, norm
+) -> list[Array]:
+  """The four extra feature maps after the backbone's last (paper §6.2): each
+  a 1x1 conv to half width, then a stride-2 3x3, depthwise + 1x1 in SSDLite
+  and regular in SSD. Called inside SSDLite's compact `__call__`, whose
+  submodules these are; `conv`, `depthwise` and `norm` are its factories."""
+  features = []
+  for i, depth in enumerate(EXTRA_LAYER_DEPTHS):
+    depth = max(int(depth * width_multiplier), MIN_DEPTH)
+    name = f'extra_{i + 1}'
+    x = layers.ConvBN(
+      functools.partial(conv, depth // 2), norm, nn.relu6, name=f'{name}_reduce'
+    )(x)
+    if regular:
+      x = layers.ConvBN(
+        functools.partial(conv, depth, kernel_size=3, strides=2),
+        norm,
+        nn.relu6,
+        name=f'{name}_conv',
+      )(x)
+    else:
+      x = layers.ConvBN(
+        functools.partial(depthwise, strides=2),
+        norm,
+        nn.relu6,
+        name=f'{name}_depthwise',
+      )(x)
+      x = layers.ConvBN(
+        functools.partial(conv, depth), norm, nn.relu6, name=f'{name}_project'
+      )(x)
+    features.append(x)
+  return features
+
+
+def predictor(
+  feature: Array, outputs: int, regular: bool, depthwise, norm, name: str
+) -> Array:
+  """One map's box or class predictions [N, H, W, outputs]: SSDLite's
+  depthwise 3x3 + BN + ReLU6, then a 1x1 with bias; SSD's one 3x3 with bias.
+  A submodule of the calling SSDLite, as `extra_layers`."""
+  y = feature
+  if not regular:
+    y = layers.ConvBN(depthwise, norm, nn.relu6, name=f'{name}_depthwise')(y)
+  kernel = (3, 3) if regular else (1, 1)
+  return nn.Conv(
+    outputs,
+    kernel,
+    dtype=jnp.float32,
+    kernel_init=initializers.LECUN_NORMAL,
+    bias_init=initializers.ZEROS,
+    name=f'{name}_predictor',
+  )(y.astype(jnp.float32))
 
 
 def feature_map_sizes(model: SSDLite, image_size: int) -> list[tuple[int, int]]:
