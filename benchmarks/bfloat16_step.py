@@ -21,8 +21,6 @@ import shlex
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
 
 
 def _flat(tree):

@@ -23,11 +23,9 @@ import sys
 import jax
 import numpy as np
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
+from mnv2_jax.training import checkpointing
 
-from mnv2_jax.training import checkpointing  # noqa: E402
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SMALLEST_NORM = 1e-4
 

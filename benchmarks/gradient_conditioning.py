@@ -37,8 +37,6 @@ import tempfile
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
 
 # (name, dtype, devices, input perturbation)
 RUNS = (

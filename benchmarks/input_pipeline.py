@@ -44,8 +44,6 @@ import tempfile
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 STAGES = ('read', 'decode', 'decode_crop', 'resize', 'augment', 'batch')
@@ -127,11 +125,11 @@ def _stage_dataset(stage: str, data_dir: str, args):
     if stage == 'decode':
       image = tf.io.decode_jpeg(data, channels=3)
     elif stage == 'decode_crop':
-      image = imagenet._decode_and_crop(
+      image = imagenet.decode_and_crop(
         data, lambda shape: imagenet.random_crop_window(shape, seed)
       )
     elif stage == 'resize':
-      image = imagenet._decode_and_crop(
+      image = imagenet.decode_and_crop(
         data, lambda shape: imagenet.random_crop_window(shape, seed)
       )
       image = tf.image.resize(image, [size, size], method='bilinear')

@@ -60,6 +60,7 @@ import argparse
 import datetime
 import functools
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pathlib
@@ -75,8 +76,6 @@ import time
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 MODES = ('auto', 'cpu', 'gpu')
@@ -306,10 +305,7 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
   model = build_model(config, args.num_classes)
   init_model = model
   if flavour == 'flax':
-    sys.path.insert(0, str(REPO_ROOT / 'tests'))
-    import flax_reference
-
-    sys.path.pop(0)
+    flax_reference = _test_module('flax_reference')
     model = flax_reference.MobileNetV2(
       num_classes=args.num_classes,
       width_multiplier=args.width_multiplier,
@@ -484,13 +480,21 @@ def bench_keras(args, recorder: Recorder) -> dict | None:
 # --------------------------------------------------------------- PyTorch
 
 
+def _test_module(name: str):
+  """tests/<name>.py (the plain Flax and PyTorch references) as a module."""
+  spec = importlib.util.spec_from_file_location(
+    name, REPO_ROOT / 'tests' / f'{name}.py'
+  )
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module  # flax's dataclasses look their module up
+  spec.loader.exec_module(module)
+  return module
+
+
 def torch_model(torch, args):
   """torchvision's mobilenet_v2, or tests/torch_reference.py's (the reason
   printed)."""
-  sys.path.insert(0, str(REPO_ROOT / 'tests'))
-  import torch_reference
-
-  sys.path.pop(0)
+  torch_reference = _test_module('torch_reference')
   model, description, fallback = torch_reference.torchvision_or_reference(
     torch, args.num_classes, args.width_multiplier
   )

@@ -41,8 +41,6 @@ import sys
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
 # (name, config file, overrides, the paper's Pixel 1 milliseconds or None).
 NETWORKS = (

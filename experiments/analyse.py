@@ -65,14 +65,13 @@ import sys
 import numpy as np
 from scipy import stats
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
+from mnv2_jax import configuration
+from mnv2_jax import models
+from mnv2_jax.experiments import plots as sweep_plots
+from mnv2_jax.experiments import report as sweep_report
+from mnv2_jax.models import statistics as model_statistics
 
-from mnv2_jax import configuration  # noqa: E402
-from mnv2_jax import models  # noqa: E402
-from mnv2_jax.experiments import sweeps  # noqa: E402
-from mnv2_jax.models import statistics as model_statistics  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RESULTS = os.path.join(REPO_ROOT, 'experiments', 'results')
 
@@ -340,12 +339,12 @@ TABLE_4_PAIRS = (
 
 
 def family_points(sources) -> list[dict]:
-  """`sweeps.read_family` points of (results folder, row filter) sources
+  """`sweep_report.read_family` points of (results folder, row filter) sources
   that have been reported, test and validation top-1 in %, by cost."""
   points = []
   for folder, where in sources:
     if os.path.exists(os.path.join(RESULTS, folder, 'results.md')):
-      points += sweeps.read_family(os.path.join(RESULTS, folder), where)
+      points += sweep_report.read_family(os.path.join(RESULTS, folder), where)
   for point in points:
     for split in ('test', 'validation'):
       point[split] = {s: 100 * v for s, v in point[split].items()}
@@ -473,7 +472,7 @@ def peers() -> None:
 
 
 def plot_peers(path: str) -> str:
-  """Figure 5 with its peers on the proxy (`sweeps.plot_families`)."""
+  """Figure 5 with its peers on the proxy (`sweep_plots.plot_families`)."""
   families = {'MobileNetV2': family_points(MOBILENET_V2_48PX)}
   for family, (folder, _, _) in PEERS.items():
     points = family_points(((folder, {}),))
@@ -483,7 +482,7 @@ def plot_peers(path: str) -> str:
     for point in points:
       for split in ('test', 'validation'):
         point[split] = {s: v / 100 for s, v in point[split].items()}
-  return sweeps.plot_families(path, families, 'cluttered digits, 48 px')
+  return sweep_plots.plot_families(path, families, 'cluttered digits, 48 px')
 
 
 # Tables 6 and 7's backbone comparison on the built-in scenes: each

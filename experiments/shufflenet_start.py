@@ -33,13 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
+from mnv2_jax import configuration
+from mnv2_jax.data import cluttered_digits
+from mnv2_jax.models import build_model
 
-from mnv2_jax import configuration  # noqa: E402
-from mnv2_jax.data import cluttered_digits  # noqa: E402
-from mnv2_jax.models import build_model  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NETWORKS = (
   ('shufflenet', 1.0),

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import jax
-import ml_collections
-import numpy as np
+if TYPE_CHECKING:
+  import ml_collections
 
-from mnv2_jax.weights import convert
+  from mnv2_jax.weights import convert
 
 
 def _parse_args(argv) -> argparse.Namespace:
@@ -59,6 +59,8 @@ def _parse_args(argv) -> argparse.Namespace:
 
 
 def _load(args) -> tuple[ml_collections.ConfigDict, convert.Variables, str]:
+  from mnv2_jax.weights import convert  # jax and TensorFlow: after parsing
+
   if args.source == 'keras':
     config, variables = convert.from_keras_weights(
       args.weights,
@@ -85,6 +87,11 @@ def _load(args) -> tuple[ml_collections.ConfigDict, convert.Variables, str]:
 
 def main(argv=None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
+  import jax
+  import numpy as np
+
+  from mnv2_jax.weights import convert
+
   try:
     config, variables, source = _load(args)
     directory = convert.save(args.workdir, config, variables, source=source)

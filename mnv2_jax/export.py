@@ -17,8 +17,7 @@ import sys
 
 from absl import logging
 
-from mnv2_jax.training import provenance
-from mnv2_jax.weights import export
+from mnv2_jax import choices
 
 
 def main(argv=None) -> int:
@@ -26,7 +25,9 @@ def main(argv=None) -> int:
     prog='python -m mnv2_jax.export', description=__doc__.split('\n')[0]
   )
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--format', choices=export.FORMATS, default='tflite')
+  parser.add_argument(
+    '--format', choices=choices.EXPORT_FORMATS, default='tflite'
+  )
   parser.add_argument('--quantize', choices=('int8',), default=None)
   parser.add_argument(
     '--output',
@@ -42,6 +43,10 @@ def main(argv=None) -> int:
   argv_used = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv_used)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # jax and TensorFlow: after parsing.
+  from mnv2_jax.training import provenance
+  from mnv2_jax.weights import export
+
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   try:
     result = export.export(

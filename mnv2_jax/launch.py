@@ -31,8 +31,6 @@ import sys
 import threading
 import time
 
-from mnv2_jax.training import distributed
-
 
 def free_port() -> int:
   """A TCP port no one listens on now (the coordinator binds it)."""
@@ -75,6 +73,8 @@ def parse_args(argv):
 
 
 def _describe(status: int) -> str:
+  from mnv2_jax.training import distributed  # jax: after parsing
+
   if status == distributed.PREEMPTED_EXIT_STATUS:
     return 'preempted: saved and stopped'
   if status < 0:
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
 def _start(args, address: str, index: int) -> subprocess.Popen:
   """Process `index` of the job: `main --multihost` with the coordinator's
   address and its place in the environment, its output prefixed."""
+  from mnv2_jax.training import distributed  # jax: after parsing
+
   env = dict(
     os.environ,
     **{

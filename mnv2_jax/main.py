@@ -5,7 +5,9 @@ r"""Trains or evaluates a MobileNetV2 model described by an ml_collections confi
       --config.dataset.data_dir=/data/tfds --workdir gs://bucket/mnv2
 
 This file is intentionally kept short: everything else is importable from
-`mnv2_jax.training.trainer` and testable from a notebook.
+`mnv2_jax.training.trainer` and testable from a notebook. As every tool, it
+parses its command line before importing the layers that need jax, so that
+`--help` and a usage error answer at once (benchmarks/cli_help.py).
 """
 
 import os
@@ -13,12 +15,14 @@ import shlex
 import sys
 import time
 
+from absl import logging
+
 from mnv2_jax.training import allocator
 
 # When the command started, carried over the malloc restart below, for the
 # log's "first step ... after start".
 _STARTED_ENV = 'MNV2_JAX_STARTED_AT'
-if __name__ == '__main__':
+if __name__ == '__main__' and not {'-h', '--help'} & set(sys.argv[1:]):
   # Before the heavy imports: restart once with glibc malloc settings that
   # keep XLA:CPU from page-faulting its buffers every step (allocator.py).
   os.environ.setdefault(_STARTED_ENV, str(time.time()))
@@ -27,13 +31,7 @@ _STARTED_AT = float(os.environ.pop(_STARTED_ENV, time.time()))
 
 import argparse  # noqa: E402
 
-from absl import logging  # noqa: E402
-
 from mnv2_jax import configuration  # noqa: E402
-from mnv2_jax.data import datasets  # noqa: E402
-from mnv2_jax.training import compilation_cache  # noqa: E402
-from mnv2_jax.training import distributed  # noqa: E402
-from mnv2_jax.training import trainer  # noqa: E402
 
 
 def parse_arguments(argv):
@@ -85,6 +83,12 @@ def parse_arguments(argv):
 
 def main(argv=None) -> None:
   config, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+  # The command line is good: now the layers that import jax.
+  from mnv2_jax.data import datasets
+  from mnv2_jax.training import compilation_cache
+  from mnv2_jax.training import distributed
+  from mnv2_jax.training import trainer
+
   if args.multihost:  # before any other JAX call
     distributed.initialize()
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)

@@ -16,8 +16,6 @@ import argparse
 import json
 import sys
 
-from mnv2_jax.data import imagenet_records
-
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
@@ -30,6 +28,8 @@ def main(argv=None) -> int:
   parser.add_argument('--quality', type=int, default=90)
   parser.add_argument('--splits', default='train,validation')
   args = parser.parse_args(argv)
+  from mnv2_jax.data import imagenet_records  # TensorFlow: after parsing
+
   try:
     summary = imagenet_records.resize(
       args.data_dir,

@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Optional
 
 from absl import logging
 
 from mnv2_jax import configuration
-from mnv2_jax.models import backbones
-from mnv2_jax.models import build_model
-from mnv2_jax.models import paper_tables
-from mnv2_jax.models import statistics
+
+if TYPE_CHECKING:
+  from mnv2_jax.models import paper_tables
 
 TABLE_TITLES = {
   '3': "Table 3: memory of inference by §5.1's rule (KB, 16-bit values)",
@@ -135,6 +135,8 @@ def format_statistics(stats: dict[str, Any]) -> str:
 
 
 def format_memory_table(rows: list[dict[str, Any]]) -> str:
+  from mnv2_jax.models import statistics  # jax: after parsing
+
   lines = [
     'Paper Table 3, MobileNetV2 (16-bit activations, KB = 1000 bytes; '
     'a block = one operation, §5.1)',
@@ -164,6 +166,10 @@ def format_memory_table(rows: list[dict[str, Any]]) -> str:
 def config_statistics(config) -> dict[str, Any]:
   """The counts of the network a config builds (with Table 7's MF figures
   for segmentation)."""
+  from mnv2_jax.models import backbones  # jax: after parsing
+  from mnv2_jax.models import build_model
+  from mnv2_jax.models import statistics
+
   configuration.validate(config)
   model = build_model(config)
   stats = statistics.model_statistics(model, config.image_size)
@@ -245,6 +251,9 @@ def main(argv: Optional[list[str]] = None) -> None:
       )
   except (FileNotFoundError, ValueError) as error:
     parser.error(str(error))
+  from mnv2_jax.models import paper_tables  # jax: after parsing
+  from mnv2_jax.models import statistics
+
   logging.set_verbosity(logging.WARNING)
   if args.memory:
     rows = (

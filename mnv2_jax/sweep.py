@@ -46,8 +46,6 @@ import shlex
 import sys
 from typing import Optional
 
-from mnv2_jax.experiments import sweeps
-
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
@@ -111,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
   parser = _parser()
   args, config_overrides = parser.parse_known_args(argv)
+  from mnv2_jax.experiments import points as sweep_points  # jax: after parsing
+
   if args.memory_fraction is not None and not (
     0.0 < args.memory_fraction * args.jobs <= 1.0
   ):
@@ -121,11 +121,11 @@ def main(argv: Optional[list[str]] = None) -> int:
   if args.jobs < 1:
     parser.error(f'--jobs={args.jobs}: give 1 or more points at once.')
   try:
-    base, points = sweeps.load_experiment(args.config, config_overrides)
+    base, points = sweep_points.load_experiment(args.config, config_overrides)
     compared = [_compared_sweep(c) for c in args.compare_with]
   except (FileNotFoundError, ValueError) as error:
     parser.error(str(error))
-  title = sweeps.experiment_title(args.config)
+  title = sweep_points.experiment_title(args.config)
   if args.print_commands:
     _print_commands(args.config, args.workdir, points)
     return 0
@@ -138,24 +138,29 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _print_commands(config: str, workdir: str, points) -> None:
   """One launch command per unfinished point."""
+  from mnv2_jax.experiments import points as sweep_points  # jax: after parsing
+  from mnv2_jax.experiments import runner as sweep_runner
+
   for overrides in points:
-    if not sweeps.is_finished(workdir, overrides):
-      command = sweeps.point_command(config, workdir, overrides)
+    if not sweep_runner.is_finished(workdir, overrides):
+      command = sweep_points.point_command(config, workdir, overrides)
       print(' '.join(shlex.quote(c) for c in command))
 
 
 def _run(args, base, points) -> bool:
   """Trains every unfinished point; False when some failed."""
+  from mnv2_jax.experiments import report as sweep_report  # jax: after parsing
+  from mnv2_jax.experiments import runner as sweep_runner
 
   def say(line):  # whole lines, whichever thread writes
     sys.stdout.write(line + '\n')
     sys.stdout.flush()
 
-  failures = sweeps.run_all(
+  failures = sweep_runner.run_all(
     args.config,
     args.workdir,
     points,
-    sweeps.headline_metric(base),
+    sweep_report.headline_metric(base),
     args.jobs,
     say,
     args.memory_fraction,
@@ -172,20 +177,29 @@ def _run(args, base, points) -> bool:
 def _report(args, base, points, title, compared) -> list[str]:
   """The tables and plots of the finished points, and families.png with
   the --compare_with sweeps."""
-  written = sweeps.report(base, points, args.workdir, title, args.results_dir)
+  from mnv2_jax.experiments import plots as sweep_plots  # jax: after parsing
+  from mnv2_jax.experiments import report as sweep_report
+
+  written = sweep_report.report(
+    base, points, args.workdir, title, args.results_dir
+  )
   if compared:
     results_dir = args.results_dir or args.workdir
-    families = {title: sweeps.read_family(results_dir)}
+    families = {title: sweep_report.read_family(results_dir)}
     for label, points_of_label in compared:
       families.setdefault(label, []).extend(points_of_label)
     written.append(
-      sweeps.plot_families(os.path.join(results_dir, 'families.png'), families)
+      sweep_plots.plot_families(
+        os.path.join(results_dir, 'families.png'), families
+      )
     )
   return written
 
 
 def _compared_sweep(argument: str) -> tuple[str, list[dict]]:
   """'LABEL=RESULTS_DIR[:FIELD=VALUE,...]' -> (label, its points)."""
+  from mnv2_jax.experiments import report as sweep_report  # jax: after parsing
+
   label, separator, rest = argument.partition('=')
   if not separator or not label or not rest:
     raise ValueError(
@@ -202,7 +216,7 @@ def _compared_sweep(argument: str) -> tuple[str, list[dict]]:
         f'--compare_with={argument}: {item!r} is not FIELD=VALUE.'
       )
     where[field] = value
-  points = sweeps.read_family(results_dir, where)
+  points = sweep_report.read_family(results_dir, where)
   if not points:
     raise ValueError(
       f'--compare_with={argument}: no row of {results_dir}/results.md has '

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnv2_jax.data import voc_builder
-
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
@@ -27,6 +25,8 @@ def main(argv=None) -> int:
   )
   parser.add_argument('--data_dir', required=True)
   args = parser.parse_args(argv)
+  from mnv2_jax.data import voc_builder  # TensorFlow: after parsing
+
   voc = voc_builder.prepare(args.manual_dir, args.data_dir)
   for name, split in voc.info.splits.items():
     print(f'{name}: {split.num_examples} examples')

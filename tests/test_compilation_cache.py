@@ -54,7 +54,7 @@ def test_second_run_loads_its_programs_from_the_cache(tmp_path):
   for run in ('first', 'second'):
     workdir = str(tmp_path / run)
     output = subprocess.run(
-      kill_resume.command(workdir, steps=2),
+      kill_resume.command(workdir, 2, kill_resume.SUITE_NETWORK),
       cwd=kill_resume.REPO_ROOT,
       env=env,
       check=True,

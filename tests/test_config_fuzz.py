@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import helpers
 import hypothesis
 import pytest
 from hypothesis import strategies as st
@@ -20,12 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
-  try:
-    module = __import__(name)
-  finally:
-    sys.path.pop(0)
-  config = module.get_config()
+  config = helpers.config_file(name)
   # Small enough to build in a second; the fuzzed fields override these.
   config.image_size = 64 if config.task == 'classification' else 65
   return config

@@ -13,9 +13,9 @@ import warnings
 import jax
 import numpy as np
 import pytest
+import torch_reference
 
 from mnv2_jax import configuration
-from mnv2_jax import predict
 from mnv2_jax.data import datasets
 from mnv2_jax.data import digits
 from mnv2_jax.data import image_files
@@ -26,14 +26,13 @@ from mnv2_jax.training import trainer
 from mnv2_jax.training import workdir as workdir_lib
 from mnv2_jax.weights import convert
 from mnv2_jax.weights import export
+from mnv2_jax.weights import prediction
 
 keras = pytest.importorskip('keras')
 tf = pytest.importorskip('tensorflow')
 
 _JAX_VERSION = tuple(int(part) for part in jax.__version__.split('.')[:2])
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
-import torch_reference  # noqa: E402 (tests/ on the path first)
 
 
 def _randomize_keras(keras_model, seed=0):
@@ -361,13 +360,7 @@ def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   with pytest.raises(convert.ConversionError, match='already holds'):
     convert.save(workdir, config, variables)
   # What `main --config <workdir>/config.py --config.mode=eval` runs.
-  sys.path.insert(0, workdir)
-  try:
-    import config as workdir_config
-  finally:
-    sys.path.pop(0)
-    sys.modules.pop('config', None)
-  loaded = workdir_config.get_config()
+  loaded = configuration.load_file(os.path.join(workdir, 'config.py'))
   assert loaded.model.width_multiplier == 0.35 and loaded.num_classes == 10
   loaded.mode = 'eval'
   results = trainer.train_and_evaluate(loaded, workdir)
@@ -455,7 +448,7 @@ def test_export_tflite_savedmodel_and_predict(tmp_path):
   image.write_bytes(tf.io.encode_png(np.zeros((20, 20, 1), np.uint8)).numpy())
   corrupt = tmp_path / 'corrupt.jpg'
   corrupt.write_bytes(b'\xff\xd8\xff not a jpeg')
-  results = dict(predict.predict(workdir, [str(image), str(corrupt)]))
+  results = dict(prediction.predict(workdir, [str(image), str(corrupt)]))
   top5 = results[str(image)]
   assert len(top5) == 5 and all(n.startswith('digit ') for n, _ in top5)
   assert 0 < sum(p for _, p in top5) <= 1 + 1e-6

@@ -1,8 +1,6 @@
 """Mobile DeepLabv3: model sizes, mIoU, multi-scale evaluation, VOC builder and
 pipeline, scene masks (paper §6.3, Table 7)."""
 
-import os
-
 import helpers
 import jax
 import jax.numpy as jnp
@@ -173,7 +171,7 @@ def test_segmentation_config_errors_name_the_field():
     ('model.output_stride', 32, 'output stride 8 or 16'),
     ('num_classes', 10, 'num_classes'),
   ]:
-    config = _tiny_scene_config()
+    config = helpers.tiny_scene_config()
     config.update_from_flattened_dict({field: value})
     with pytest.raises(ValueError, match=message):
       configuration.validate(config)
@@ -182,7 +180,7 @@ def test_segmentation_config_errors_name_the_field():
 def test_scene_segmentation_batches(small_scenes):
   from mnv2_jax.data import scene_batches
 
-  config = _tiny_scene_config()
+  config = helpers.tiny_scene_config()
   first = next(
     scene_batches.train_batches(config, start_step=3, per_host_batch_size=4)
   )
@@ -200,94 +198,14 @@ def test_scene_segmentation_batches(small_scenes):
   assert evaluation['mask'].all() and evaluation['label'].shape == (8, 64, 64)
 
 
-def _tiny_scene_config(**overrides):
-  config = configuration.base_config()
-  config.task = 'segmentation'
-  config.dataset.name = 'scenes'
-  config.dataset.eval_split = 'test'
-  config.num_classes = 11
-  config.image_size = 64  # as tests/test_ssd.py: the same cached scenes
-  config.model.width_multiplier = 0.35
-  config.model.output_stride = 16
-  config.segmentation.flip = False
-  config.batch_size = 4
-  config.eval_batch_size = 100
-  config.num_train_steps = 1
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 1
-  config.eval_every_epochs = 1000.0
-  config.update_from_flattened_dict(overrides)
-  configuration.validate(config)
-  return config
-
-
 # ------------------------------------------------------------------ VOC
-
-
-def _palette_png(path, mask):
-  from PIL import Image
-
-  image = Image.fromarray(mask.astype(np.uint8), mode='P')
-  palette = np.zeros((256, 3), np.uint8)
-  palette[:21] = np.random.default_rng(0).integers(0, 255, (21, 3))
-  palette[255] = 224
-  image.putpalette(palette.reshape(-1).tolist())
-  image.save(path)
-
-
-def _write_voc(root, train_ids, val_ids, sbd_ids=()):
-  """A VOCdevkit tree of random JPEGs and palette masks (values 0-20 and
-  255), plus SBD .mat masks for `sbd_ids`. Returns {id: mask}."""
-  import scipy.io
-  from PIL import Image
-
-  rng = np.random.default_rng(0)
-  voc = os.path.join(root, 'VOCdevkit', 'VOC2012')
-  for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
-    os.makedirs(os.path.join(voc, sub), exist_ok=True)
-  masks = {}
-  for name in list(train_ids) + list(val_ids) + list(sbd_ids):
-    height, width = rng.integers(40, 80, size=2)
-    Image.fromarray(
-      rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    ).save(os.path.join(voc, 'JPEGImages', name + '.jpg'))
-    mask = rng.integers(0, 21, (height, width)).astype(np.uint8)
-    mask[:, :3] = 255
-    masks[name] = mask
-    if name in sbd_ids:
-      cls = os.path.join(root, 'benchmark_RELEASE', 'dataset', 'cls')
-      os.makedirs(cls, exist_ok=True)
-      mask[:, :3] = 0  # SBD has no ignore label
-      scipy.io.savemat(
-        os.path.join(cls, name + '.mat'),
-        {
-          'GTcls': {
-            'Segmentation': mask,
-            'Boundaries': np.zeros(1),
-            'CategoriesPresent': np.unique(mask),
-          }
-        },
-      )
-    else:
-      _palette_png(os.path.join(voc, 'SegmentationClass', name + '.png'), mask)
-  for split, ids in (('train', train_ids), ('val', val_ids)):
-    with open(
-      os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt'), 'w'
-    ) as f:
-      f.write('\n'.join(ids) + '\n')
-  if sbd_ids:
-    with open(
-      os.path.join(root, 'benchmark_RELEASE', 'dataset', 'train.txt'), 'w'
-    ) as f:
-      f.write('\n'.join(list(sbd_ids) + [val_ids[0]]) + '\n')
-  return masks
 
 
 def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   import tensorflow_datasets as tfds
 
   train_ids, val_ids, sbd_ids = ['a1', 'a2', 'a3'], ['b1', 'b2'], ['s1']
-  masks = _write_voc(
+  masks = helpers.write_voc(
     str(tmp_path / 'manual'), train_ids + ['d1', 'd2'], val_ids, sbd_ids
   )
   # Two damaged train pairs: a truncated JPEG, a garbled mask PNG.
@@ -323,7 +241,7 @@ def test_voc_builder_reads_palette_masks_and_sbd(tmp_path):
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(bad)
   with pytest.raises(voc_builder.CorruptExampleError, match='palette'):
     voc_builder.read_mask(str(bad))
-  _palette_png(str(bad), np.full((4, 4), 30))
+  helpers.palette_png(str(bad), np.full((4, 4), 30))
   with pytest.raises(voc_builder.CorruptExampleError, match=r'\[30\]'):
     voc_builder.read_mask(str(bad))
 
@@ -335,7 +253,7 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
   from mnv2_jax.data import voc
   from mnv2_jax.training import trainer
 
-  masks = _write_voc(
+  masks = helpers.write_voc(
     str(tmp_path / 'manual'), ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3']
   )
   voc_cli.main(
@@ -346,9 +264,10 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
       str(tmp_path / 'data'),
     ]
   )
-  config = _tiny_scene_config(
+  config = helpers.tiny_scene_config(
     num_train_steps=1, batch_size=2, eval_batch_size=2
   )
+  config.model.architecture = helpers.TINY_ARCHITECTURE  # compiles sooner
   config.dataset.name = 'voc2012'
   config.dataset.data_dir = str(tmp_path / 'data')
   config.dataset.train_split = 'train'

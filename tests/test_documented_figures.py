@@ -13,16 +13,15 @@ import os
 import pathlib
 import re
 import statistics
-import sys
 
+import helpers
 import pytest
+import test_paper_tables
+import test_ssd
+import test_stats
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO_ROOT, 'experiments', 'results')
-sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
-import test_paper_tables  # noqa: E402 (tests/ on the path first)
-import test_ssd  # noqa: E402
-import test_stats  # noqa: E402
 
 
 def _text(*path: str) -> str:
@@ -174,8 +173,7 @@ def test_quickstart_spread_in_docs_development():
   """The digits spread docs/development.md gives is spread.json's, spread.json
   is what experiments/quickstart_spread.py computes from the run files, and
   the runs it says repeat earlier ones bitwise do."""
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
-  import quickstart_spread  # noqa: PLC0415 (a script, not a module)
+  quickstart_spread = helpers.experiment_script('quickstart_spread')
 
   folder = os.path.join(RESULTS, 'quickstarts', 'spread')
   for name in ('digits',):
@@ -446,8 +444,7 @@ def test_sweep_statistics_in_experiments(capsys):
   """The paired comparisons and fits experiments/README.md and the README
   quote are what experiments/analyse.py computes from the committed results,
   and experiments/results/analysis.txt is its output."""
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
-  import analyse  # noqa: PLC0415 (a script beside the results, not a module)
+  analyse = helpers.experiment_script('analyse')
 
   assert analyse.report() == _text('experiments', 'results', 'analysis.txt')
   text = ' '.join(_text('experiments', 'README.md').split())
@@ -712,8 +709,7 @@ def test_quickstart_spreads_in_experiments_and_the_readme():
   """The spread table of experiments/README.md and the README's summary
   line are what experiments/quickstart_spread.py makes of spread.json, and
   spread.json is what it computes from the run files."""
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
-  import quickstart_spread  # noqa: PLC0415 (a script, not a module)
+  quickstart_spread = helpers.experiment_script('quickstart_spread')
 
   folder = pathlib.Path(RESULTS, 'quickstarts', 'spread')
   summary = _json('quickstarts', 'spread', 'spread.json')

@@ -16,35 +16,17 @@ from __future__ import annotations
 import itertools
 import os
 
+import helpers
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax import configuration
 from mnv2_jax.data import datasets
 from mnv2_jax.data import imagenet
 
 IMAGE_SIZE = 32
-
-
-def _config(
-  data_dir: str | None = None, seed: int = 0
-) -> ml_collections.ConfigDict:
-  """The ImageNet experiment's config (configuration.imagenet_config), small."""
-  config = configuration.imagenet_config()
-  config.update_from_flattened_dict(
-    {
-      'dataset.data_dir': data_dir,
-      'dataset.shuffle_buffer_size': 64,
-      'image_size': IMAGE_SIZE,
-      'seed': seed,
-      'batch_size': 4,
-    }
-  )
-  return config
 
 
 def _photo() -> np.ndarray:
@@ -197,11 +179,13 @@ def test_mock_images_are_encoded_jpeg(mock_imagenet):
 
 
 def test_mock_num_examples(mock_imagenet):
-  assert imagenet.num_examples(_config(), 'train') == MOCK_EXAMPLES
+  assert (
+    imagenet.num_examples(helpers.imagenet_config(), 'train') == MOCK_EXAMPLES
+  )
 
 
 def test_train_batches_shapes_and_determinism(mock_imagenet):
-  config = _config()
+  config = helpers.imagenet_config()
   first = _take(config, 5)  # Crosses the epoch boundary after 3 batches.
   for b in first:
     assert b['image'].shape == (MOCK_BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -212,12 +196,12 @@ def test_train_batches_shapes_and_determinism(mock_imagenet):
     assert ((b['label'] >= 0) & (b['label'] < 1000)).all()
   for a, b in zip(first, _take(config, 5), strict=True):
     _assert_batches_equal(a, b)
-  other_seed = _take(_config(seed=1), 1)[0]
+  other_seed = _take(helpers.imagenet_config(seed=1), 1)[0]
   assert not np.array_equal(first[0]['image'], other_seed['image'])
 
 
 def test_train_batches_epochs_differ(mock_imagenet):
-  batches = _take(_config(), 6)
+  batches = _take(helpers.imagenet_config(), 6)
   epoch0 = np.concatenate([b['label'] for b in batches[:3]])
   epoch1 = np.concatenate([b['label'] for b in batches[3:]])
   # Each epoch is reshuffled with its own seed.
@@ -226,7 +210,7 @@ def test_train_batches_epochs_differ(mock_imagenet):
 
 @pytest.mark.parametrize('start_step', [1, 3, 5, 7])
 def test_train_batches_resume(mock_imagenet, start_step):
-  config = _config()
+  config = helpers.imagenet_config()
   reference = _take(config, start_step + 2)
   resumed = _take(config, 2, start_step=start_step)
   for a, b in zip(reference[start_step:], resumed, strict=True):
@@ -234,7 +218,7 @@ def test_train_batches_resume(mock_imagenet, start_step):
 
 
 def test_eval_batches_cover_every_example_once(mock_imagenet):
-  config = _config()
+  config = helpers.imagenet_config()
   batches = list(imagenet.eval_batches(config, per_host_batch_size=4))
   assert len(batches) == 3  # ceil(10 / 4)
   for b in batches:
@@ -294,12 +278,14 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
   ):
     # 11 examples, batch 3: 3 steps per epoch and 2 spare examples, which
     # take the places of the 2 damaged ones.
-    epoch = _take(_config(), 3)
+    epoch = _take(helpers.imagenet_config(), 3)
     labels = np.concatenate([b['label'] for b in epoch])
     assert sorted(labels) == [0, 1, 2, 4, 5, 6, 8, 9, 10]  # no valid one lost
     assert sum(int(b['skipped_examples']) for b in epoch) == 2
     # Evaluation scores the other 9, once each, and says what it skipped.
-    batches = list(imagenet.eval_batches(_config(), per_host_batch_size=4))
+    batches = list(
+      imagenet.eval_batches(helpers.imagenet_config(), per_host_batch_size=4)
+    )
   assert len(batches) == 3  # as for 11 good images: the same on every host
   mask = np.concatenate([b['mask'] for b in batches])
   np.testing.assert_array_equal(
@@ -315,7 +301,9 @@ def test_train_batches_rejects_batch_larger_than_shard(mock_imagenet):
   with pytest.raises(ValueError, match='fewer than one batch'):
     next(
       imagenet.train_batches(
-        _config(), start_step=0, per_host_batch_size=MOCK_EXAMPLES + 1
+        helpers.imagenet_config(),
+        start_step=0,
+        per_host_batch_size=MOCK_EXAMPLES + 1,
       )
     )
 
@@ -372,14 +360,14 @@ def two_hosts(monkeypatch):
 
 
 def test_prepared_num_examples_and_check(prepared_data_dir):
-  config = _config(prepared_data_dir)
+  config = helpers.imagenet_config(prepared_data_dir)
   imagenet.check_data_available(config)  # Does not raise.
   assert imagenet.num_examples(config, 'train') == 12
   assert imagenet.num_examples(config, 'validation') == 7
 
 
 def test_prepared_train_shards_and_resume(prepared_data_dir, two_hosts):
-  config = _config(prepared_data_dir)
+  config = helpers.imagenet_config(prepared_data_dir)
   seen = []
   for host in (0, 1):
     two_hosts(host)
@@ -397,7 +385,7 @@ def test_prepared_train_shards_and_resume(prepared_data_dir, two_hosts):
 
 
 def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
-  config = _config(prepared_data_dir)
+  config = helpers.imagenet_config(prepared_data_dir)
   labels, num_batches = [], []
   for host in (0, 1):
     two_hosts(host)
@@ -413,7 +401,7 @@ def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
 def test_check_data_available_missing(tmp_path):
   missing = os.fspath(tmp_path / 'no_imagenet_here')
   with pytest.raises(ValueError, match='no_imagenet_here') as e:
-    imagenet.check_data_available(_config(missing))
+    imagenet.check_data_available(helpers.imagenet_config(missing))
   assert 'tfds build imagenet2012' in str(e.value)
   assert 'ILSVRC2012_img_train.tar' in str(e.value)
   assert not os.path.exists(missing)  # Nothing was downloaded or created.
@@ -476,7 +464,7 @@ def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
 def test_cifar10_and_imagenette_pipelines_under_mock_data(
   name, eval_split, size, preprocessing
 ):
-  config = _config()
+  config = helpers.imagenet_config()
   config.dataset.name, config.dataset.eval_split = name, eval_split
   config.image_size, config.preprocessing = size, preprocessing
   with tfds.testing.mock_data(
@@ -495,7 +483,7 @@ def test_cifar10_and_imagenette_pipelines_under_mock_data(
 
 
 def test_missing_cifar10_says_how_to_build_it(tmp_path):
-  config = _config(os.fspath(tmp_path / 'no_cifar_here'))
+  config = helpers.imagenet_config(os.fspath(tmp_path / 'no_cifar_here'))
   config.dataset.name, config.dataset.eval_split = 'cifar10', 'test'
   with pytest.raises(ValueError, match='no_cifar_here') as e:
     datasets.check_available(config)

@@ -21,7 +21,6 @@ import os
 import helpers
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -38,23 +37,6 @@ from mnv2_jax.training import trainer
 IMAGE_SIZE = 32
 SHORTER_SIDE = 96
 TRAIN, VALIDATION = 24, 6
-
-
-def _config(
-  data_dir: str, image_dtype: str = 'float32'
-) -> ml_collections.ConfigDict:
-  """The ImageNet experiment's config (configuration.imagenet_config), small."""
-  config = configuration.imagenet_config()
-  config.update_from_flattened_dict(
-    {
-      'dataset.data_dir': data_dir,
-      'dataset.shuffle_buffer_size': 16,
-      'dataset.train_image_dtype': image_dtype,
-      'image_size': IMAGE_SIZE,
-      'batch_size': 4,
-    }
-  )
-  return config
 
 
 def _raw(data_dir: str, split: str) -> list[dict]:
@@ -93,7 +75,7 @@ def test_generated_data_reads_like_tfds_build(data):
   # ImageNet-like sizes: most images 500 on the longer side.
   assert 300 < written['mean_width'] < 500
   assert 250 < written['mean_height'] < 500
-  config = _config(data['original'])
+  config = helpers.imagenet_config(data['original'], shuffle_buffer_size=16)
   imagenet.check_data_available(config)
   assert imagenet.num_examples(config, 'train') == TRAIN
   for example in _raw(data['original'], 'train')[:4]:
@@ -121,7 +103,12 @@ def test_prepare_makes_the_same_examples_smaller(data):
   assert split['examples_written'] == split['examples_read'] == TRAIN
   assert split['left_out_undecodable'] == 0
   assert split['mean_pixels_after'] < 0.5 * split['mean_pixels_before']
-  assert imagenet.num_examples(_config(data['prepared']), 'train') == TRAIN
+  assert (
+    imagenet.num_examples(
+      helpers.imagenet_config(data['prepared'], shuffle_buffer_size=16), 'train'
+    )
+    == TRAIN
+  )
 
 
 def test_prepare_leaves_out_undecodable_images_and_never_overwrites(
@@ -179,7 +166,9 @@ def _take(config, n: int, start_step: int = 0) -> list[dict]:
   [('original', 'float32'), ('prepared', 'float32'), ('prepared', 'uint8')],
 )
 def test_every_path_batches_and_resumes(data, source, image_dtype):
-  config = _config(data[source], image_dtype)
+  config = helpers.imagenet_config(
+    data[source], image_dtype=image_dtype, shuffle_buffer_size=16
+  )
   batches = _take(config, 8)  # 6 steps per epoch: crosses an epoch boundary
   labels = {int(e['label']) for e in _raw(data[source], 'train')}
   for batch in batches:
@@ -268,8 +257,10 @@ def test_uint8_images_normalised_on_the_device_equal_the_float_path(
 
 
 def test_uint8_batches_resume_and_carry_the_float_paths_examples(data):
-  config = _config(data['original'])
-  uint8 = _config(data['original'], 'uint8')
+  config = helpers.imagenet_config(data['original'], shuffle_buffer_size=16)
+  uint8 = helpers.imagenet_config(
+    data['original'], image_dtype='uint8', shuffle_buffer_size=16
+  )
   reference, batches = _take(config, 4), _take(uint8, 4)
   for a, b in zip(reference, batches, strict=True):
     assert b['image'].dtype == np.uint8
@@ -284,9 +275,8 @@ def test_uint8_batches_resume_and_carry_the_float_paths_examples(data):
 
 
 def test_train_step_on_uint8_pixels_equals_the_float_step():
-  import test_train  # noqa: PLC0415 (a test module: tests/ is on the path)
 
-  config = test_train.tiny_digits_config()
+  config = helpers.tiny_digits_config()
   run = trainer.Trainer(config, devices=jax.devices()[:1])
   rng = np.random.default_rng(0)
   pixels = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

@@ -20,7 +20,7 @@ def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
   os.makedirs(reference)
   start = time.monotonic()
   subprocess.run(
-    kill_resume.command(reference, STEPS),
+    kill_resume.command(reference, STEPS, kill_resume.SUITE_NETWORK),
     cwd=kill_resume.REPO_ROOT,
     env=kill_resume.environment(cache),
     check=True,
@@ -35,6 +35,7 @@ def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
     cache_dir=cache,
     typical_seconds=time.monotonic() - start,
     steps=STEPS,
+    network=kill_resume.SUITE_NETWORK,
     preexec_fn=kill_resume.one_core,
   )
   # One of each kind: anytime, after the first step, during a save.

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -43,10 +44,14 @@ HEARTBEAT_SECONDS = 5
 # The survivor of a SIGKILL must end within this (measured: see the test).
 EXIT_BOUND_SECONDS = 45
 
+# MobileNetV1 0.25, the network of this repository that compiles fastest
+# (each process compiles its own programs): what is tested here is the
+# processes' cooperation, the same for every network.
 TINY = [
   '--config',
   os.path.join(REPO_ROOT, 'configs', 'quickstart.py'),
-  '--config.model.width_multiplier=0.35',
+  '--config.model.architecture=mobilenet_v1',
+  '--config.model.width_multiplier=0.25',
   '--config.batch_size=16',
   '--config.eval_batch_size=120',
   '--config.warmup_epochs=0',
@@ -318,9 +323,8 @@ def test_in_memory_training_shards_are_disjoint_and_make_the_global_batch(
 def test_in_memory_evaluation_counts_every_example_once(
   hosts, small_scenes, name
 ):
-  import test_train  # noqa: PLC0415 (a test module: tests/ is on the path)
 
-  config = test_train.tiny_digits_config()
+  config = helpers.tiny_digits_config()
   config.dataset.name = name
   if name == 'scenes':
     config.task = 'segmentation'
@@ -381,13 +385,12 @@ def _write_coco(data_dir: str, splits: dict[str, int]) -> None:
 
 
 def test_coco_evaluation_counts_every_image_once_across_hosts(hosts, tmp_path):
-  import test_ssd  # noqa: PLC0415 (a test module: tests/ is on the path)
 
   from mnv2_jax.data import coco  # noqa: PLC0415 (TensorFlow: this test only)
 
   data_dir = str(tmp_path / 'tfds')
   _write_coco(data_dir, {'train': 6, 'validation': 7})
-  config = test_ssd._tiny_detection_config(eval_batch_size=4)
+  config = helpers.tiny_detection_config(eval_batch_size=4)
   config.dataset.name = 'coco/2017'
   config.dataset.data_dir = data_dir
   config.dataset.eval_split = 'validation'

@@ -491,7 +491,6 @@ def test_heads_on_other_backbones_learn(
   """A fixed batch of scenes, a few dozen steps: the loss falls (the heads
   and backbone are counted exactly in tests/test_paper_tables.py)."""
   del small_scenes
-  import test_learning  # noqa: PLC0415 (a test module: tests/ is on the path)
 
   config = configuration.base_config()
   config.task = task
@@ -509,11 +508,11 @@ def test_heads_on_other_backbones_learn(
     config.model.output_stride = 16
     config.segmentation.flip = False
   config.update_from_flattened_dict(overrides)
-  config = test_learning._common(config, steps=20)
+  config = helpers.overfit_recipe(config, steps=20)
   config.base_batch_size = 4
   config.base_learning_rate = 0.01
-  batch = test_learning._fixed_batch(config, 4)
-  first, last, metrics = test_learning._overfit(config, batch, 20)
+  batch = helpers.fixed_batch(config, 4)
+  first, last, metrics = helpers.overfit(config, batch, 20)
   assert last < first / 2, (first, last)
   headline = {'detection': 'AP50', 'segmentation': 'mIoU'}[task]
   assert 0 < metrics[headline] <= 1, metrics

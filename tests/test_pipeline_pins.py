@@ -17,12 +17,10 @@ import json
 import os
 import sys
 
+import helpers
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-import test_deeplab
-import test_imagenet
-import test_ssd
 
 from mnv2_jax import configuration
 from mnv2_jax import voc as voc_cli
@@ -82,30 +80,28 @@ def compute_pins(tmp_dir: str) -> dict:
   pins['digits'] = _pins_of(config, step=400)  # past the first epoch
   config = configuration.cluttered_digits_config()
   pins['cluttered_digits'] = _pins_of(config)
-  pins['scenes_detection'] = _pins_of(test_ssd._tiny_detection_config())
-  pins['scenes_segmentation'] = _pins_of(test_deeplab._tiny_scene_config())
+  pins['scenes_detection'] = _pins_of(helpers.tiny_detection_config())
+  pins['scenes_segmentation'] = _pins_of(helpers.tiny_scene_config())
   with tfds.testing.mock_data(
     num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE
   ):
-    pins['imagenet2012'] = _pins_of(test_imagenet._config(), batch=3, step=4)
+    pins['imagenet2012'] = _pins_of(helpers.imagenet_config(), batch=3, step=4)
     config = configuration.cifar10_config()
     config.dataset.shuffle_buffer_size = 8
     pins['cifar10'] = _pins_of(config, batch=3, step=4)
-  config = test_ssd._tiny_detection_config()
+  config = helpers.tiny_detection_config()
   config.dataset.name = 'coco/2017'
   config.dataset.eval_split = 'validation'
   config.dataset.shuffle_buffer_size = 8
   config.num_classes = 80
-  with tfds.testing.mock_data(
-    num_examples=6, as_dataset_fn=test_ssd._mock_coco
-  ):
+  with tfds.testing.mock_data(num_examples=6, as_dataset_fn=helpers.mock_coco):
     pins['coco'] = _pins_of(config, batch=2, step=2)
   manual = os.path.join(tmp_dir, 'manual')
-  test_deeplab._write_voc(manual, ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3'])
+  helpers.write_voc(manual, ['a1', 'a2', 'a3', 'a4'], ['b1', 'b2', 'b3'])
   voc_cli.main(
     ['--manual_dir', manual, '--data_dir', os.path.join(tmp_dir, 'data')]
   )
-  config = test_deeplab._tiny_scene_config()
+  config = helpers.tiny_scene_config()
   config.dataset.name = 'voc2012'
   config.dataset.data_dir = os.path.join(tmp_dir, 'data')
   config.dataset.train_split = 'train'

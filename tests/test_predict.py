@@ -2,8 +2,8 @@
 prints and the images it draws."""
 
 import os
-import sys
 
+import helpers
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,17 +14,13 @@ from mnv2_jax.data import image_files
 from mnv2_jax.models import initializers
 from mnv2_jax.training import state as training_state
 from mnv2_jax.weights import convert
+from mnv2_jax.weights import prediction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quickstart(name: str):
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
-  try:
-    module = __import__(name)
-  finally:
-    sys.path.pop(0)
-  return module.get_config()
+  return helpers.config_file(name)
 
 
 def _workdir(path, config) -> str:
@@ -49,7 +45,7 @@ def _photo(path, height=90, width=120) -> np.ndarray:
 def test_draw_detections_puts_the_box_where_it_says(tmp_path):
   image = np.zeros((60, 80, 3), np.uint8)
   path = str(tmp_path / 'boxes.png')
-  predict.draw_detections(
+  prediction.draw_detections(
     image, [{'name': 'digit 3', 'score': 0.9, 'box': [10, 20, 40, 70]}], path
   )
   drawn = np.asarray(Image.open(path))
@@ -69,6 +65,7 @@ def test_draw_detections_puts_the_box_where_it_says(tmp_path):
 def test_predict_detection_prints_and_draws(tmp_path, capsys):
   config = _quickstart('ssdlite_quickstart')
   config.image_size = 96
+  config.model.architecture = helpers.TINY_ARCHITECTURE  # compiles sooner
   config.model.width_multiplier = 0.35
   workdir = _workdir(tmp_path / 'ssdlite', config)
   pixels = _photo(tmp_path / 'scene.png')
@@ -137,11 +134,12 @@ def test_predict_detection_prints_and_draws(tmp_path, capsys):
 def test_predict_segmentation_blends_the_palette_over_the_image(tmp_path):
   config = _quickstart('deeplab_quickstart')
   config.image_size = 65
+  config.model.architecture = helpers.TINY_ARCHITECTURE  # compiles sooner
   workdir = _workdir(tmp_path / 'deeplab', config)
   pixels = _photo(tmp_path / 'scene.png')
   output_dir = str(tmp_path / 'masks')
   [(path, fractions)] = list(
-    predict.segment(workdir, [str(tmp_path / 'scene.png')], output_dir)
+    prediction.segment(workdir, [str(tmp_path / 'scene.png')], output_dir)
   )
   assert path.endswith('scene.png')
   assert sum(fractions.values()) == pytest.approx(1.0)
@@ -154,7 +152,7 @@ def test_predict_segmentation_blends_the_palette_over_the_image(tmp_path):
   assert drawn.shape == pixels.shape
   # Each pixel is 0.4 · image + 0.6 · the palette colour of its class: undo
   # the blend and find which class each pixel was given.
-  palette = predict.voc_palette()[: len(names)].astype(np.float64)
+  palette = prediction.voc_palette()[: len(names)].astype(np.float64)
   colours = (drawn - 0.4 * pixels.astype(np.float64)) / 0.6
   distances = np.abs(colours[:, :, None, :] - palette).max(-1)
   classes = distances.argmin(-1)

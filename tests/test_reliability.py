@@ -7,12 +7,11 @@ import errno
 import os
 import shutil
 
+import helpers
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_train import final_line
-from test_train import tiny_digits_config
 
 from mnv2_jax.training import checkpointing
 from mnv2_jax.training import metric_writers
@@ -25,7 +24,7 @@ from mnv2_jax.training import workdir as workdir_lib
 def four_step_run(tmp_path_factory):
   """A finished 4-step run (checkpoints at steps 2 and 4) and its results."""
   workdir = str(tmp_path_factory.mktemp('four_steps'))
-  results = trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  results = trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   return workdir, results
 
 
@@ -79,7 +78,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_one(
   step_2 = listing(os.path.join(workdir, 'checkpoints', '2'))
   assert damage(os.path.join(workdir, 'checkpoints', '4'), how) > 0
 
-  resumed = trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  resumed = trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
 
   out = capsys.readouterr().out
   assert 'the checkpoint of step 4 is unusable' in out
@@ -111,7 +110,7 @@ def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(
   workdir = copy_of(four_step_run, tmp_path)
   for step in ('2', '4'):
     damage(os.path.join(workdir, 'checkpoints', step), 'garble')
-  trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   out = capsys.readouterr().out
   assert 'step 4 is unusable' in out and 'step 2 is unusable' in out
   assert 'Resumed' not in out
@@ -119,7 +118,7 @@ def test_every_checkpoint_damaged_starts_over_and_keeps_the_files(
     name.split('-')[0]
     for name in os.listdir(os.path.join(workdir, 'unusable_checkpoints'))
   ) == ['2', '4']
-  assert final_line(workdir)['step'] == 4
+  assert helpers.final_line(workdir)['step'] == 4
 
 
 @pytest.mark.parametrize(
@@ -138,7 +137,7 @@ def test_checkpoint_of_another_model_names_the_arrays(
 ):
   workdir = copy_of(four_step_run, tmp_path)
   before = listing(workdir)
-  config = tiny_digits_config(num_train_steps=6, **override)
+  config = helpers.tiny_digits_config(num_train_steps=6, **override)
   with pytest.raises(
     checkpointing.IncompatibleCheckpointError, match=expected
   ) as error:
@@ -149,7 +148,7 @@ def test_checkpoint_of_another_model_names_the_arrays(
   # The same in eval mode.
   with pytest.raises(checkpointing.IncompatibleCheckpointError):
     trainer.train_and_evaluate(
-      tiny_digits_config(mode='eval', **override), workdir
+      helpers.tiny_digits_config(mode='eval', **override), workdir
     )
 
 
@@ -172,7 +171,7 @@ def test_nan_gradients_stop_the_run_naming_them_and_the_rerun_resumes(
 
   def penalty_with_nan_gradient(params, mask):
     # The loss stays finite; only the gradient of one kernel is NaN.
-    kernel = params['layer_1']['conv']['kernel']
+    kernel = params['Conv2d_0']['conv']['kernel']
     return real_penalty(params, mask) + jax.numpy.sum(_nan_gradient(kernel))
 
   monkeypatch.setattr(optimization, 'l2_penalty', penalty_with_nan_gradient)
@@ -181,7 +180,7 @@ def test_nan_gradients_stop_the_run_naming_them_and_the_rerun_resumes(
     match=r'gradient norm is nan \(the loss, [0-9.]+, is '
     r'finite\) at step 3.*last good checkpoint \(step 2\)',
   ):
-    trainer.train_and_evaluate(tiny_digits_config(), workdir)
+    trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2  # the NaN step was never saved
 
@@ -189,8 +188,8 @@ def test_nan_gradients_stop_the_run_naming_them_and_the_rerun_resumes(
   # suggests; the same one here, so that the fixture's programs are reused),
   # the rerun resumes from the last good checkpoint.
   monkeypatch.setattr(optimization, 'l2_penalty', real_penalty)
-  results = trainer.train_and_evaluate(tiny_digits_config(), workdir)
-  assert final_line(workdir)['step'] == 4
+  results = trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
+  assert helpers.final_line(workdir)['step'] == 4
   assert np.isfinite(results['loss'])
   # Resumed from step 2 with the fixture's config: the uninterrupted run's
   # parameters, to the last bit.
@@ -214,11 +213,15 @@ def test_second_run_on_a_live_workdir_fails_and_changes_nothing(
       f'{workdir} \\(pid {os.getpid()} on .*another '
       '--workdir',
     ):
-      trainer.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
+      trainer.train_and_evaluate(
+        helpers.tiny_digits_config(num_train_steps=6), workdir
+      )
     assert listing(workdir) == before
   # Released with the live run: the next run proceeds.
-  trainer.train_and_evaluate(tiny_digits_config(num_train_steps=6), workdir)
-  assert final_line(workdir)['step'] == 6
+  trainer.train_and_evaluate(
+    helpers.tiny_digits_config(num_train_steps=6), workdir
+  )
+  assert helpers.final_line(workdir)['step'] == 6
 
 
 def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
@@ -233,7 +236,9 @@ def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
     match='Cannot write to --workdir=.*a_file/run.*another '
     '--workdir. Nothing was trained',
   ):
-    trainer.train_and_evaluate(tiny_digits_config(), str(blocker / 'run'))
+    trainer.train_and_evaluate(
+      helpers.tiny_digits_config(), str(blocker / 'run')
+    )
   assert not started
 
 
@@ -261,15 +266,17 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     match=r'Could not save the checkpoint of step 4 .*No '
     r'space left on device.*step 2.* is intact',
   ):
-    trainer.train_and_evaluate(tiny_digits_config(), workdir)
+    trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   assert calls[-2:] == [2, 4]
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 2
-  run = trainer.Trainer(tiny_digits_config())
+  run = trainer.Trainer(helpers.tiny_digits_config())
   checkpointing.restore(manager, run.abstract_state)  # readable
 
   monkeypatch.setattr(ocp.CheckpointManager, 'save', real_save)
-  trainer.train_and_evaluate(tiny_digits_config(), workdir)  # space freed
+  trainer.train_and_evaluate(
+    helpers.tiny_digits_config(), workdir
+  )  # space freed
   assert (
     checkpointing.create_manager(workdir, read_only=True).latest_step() == 4
   )
@@ -277,7 +284,7 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_same_seed_same_run_bitwise(four_step_run, tmp_path):
   workdir = str(tmp_path)
-  again = trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  again = trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   assert again == four_step_run[1]
   first, second = final_params(four_step_run[0]), final_params(workdir)
   for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
@@ -290,7 +297,8 @@ def test_evaluation_counts_every_example_once(
 ):
   workdir = copy_of(four_step_run, tmp_path)
   results = trainer.train_and_evaluate(
-    tiny_digits_config(mode='eval', eval_batch_size=eval_batch_size), workdir
+    helpers.tiny_digits_config(mode='eval', eval_batch_size=eval_batch_size),
+    workdir,
   )
   assert results['num_examples'] == 360
   reference = four_step_run[1]

@@ -2,6 +2,7 @@
 
 import math
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -313,84 +314,23 @@ def test_scenes_are_deterministic_with_exact_boxes_and_masks():
   )
 
 
-def _tiny_detection_config(**overrides):
-  from mnv2_jax import configuration
-
-  config = configuration.base_config()
-  config.task = 'detection'
-  config.dataset.name = 'scenes'
-  config.dataset.eval_split = 'test'
-  config.num_classes = 10
-  config.image_size = 64
-  config.model.width_multiplier = 0.35
-  config.detection.max_boxes = 8
-  config.batch_size = 8
-  config.eval_batch_size = 100
-  config.num_train_steps = 2
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 2
-  config.eval_every_epochs = 1000.0
-  config.update_from_flattened_dict(overrides)
-  return config
-
-
-def _mock_coco(self, *args, **kwargs):
-  """Six coco/2017-shaped examples (TFDS's automatic mock draws objects
-  fields of unequal lengths): encoded JPEGs of random sizes, 0-3 objects
-  each, one of them crowd, one box of zero area."""
-  import tensorflow as tf
-
-  del self, args, kwargs
-  rng = np.random.default_rng(0)
-  datasets = []
-  for i in range(6):
-    height, width = rng.integers(40, 90, size=2)
-    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    count = i % 4
-    corner = rng.uniform(0, 0.5, (count, 2))
-    boxes = (
-      np.concatenate([corner, corner + rng.uniform(0.1, 0.5, (count, 2))], 1)
-      .clip(0, 1)
-      .astype(np.float32)
-    )
-    if count == 3:
-      boxes[2, 2] = boxes[2, 0]  # zero area
-    datasets.append(
-      tf.data.Dataset.from_tensors(
-        {
-          'image': tf.io.encode_jpeg(image),
-          'image/filename': tf.constant(f'{i}.jpg'),
-          'image/id': tf.constant(i + 1, tf.int64),
-          'objects': {
-            'area': tf.constant(rng.integers(1, 100, count), tf.int64),
-            'bbox': tf.constant(boxes.reshape(count, 4)),
-            'id': tf.constant(np.arange(count), tf.int64),
-            'is_crowd': tf.constant(np.arange(count) == 1),
-            'label': tf.constant(rng.integers(0, 80, count), tf.int64),
-          },
-        }
-      )
-    )
-  ds = datasets[0]
-  for other in datasets[1:]:
-    ds = ds.concatenate(other)
-  return ds
-
-
 def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
   from mnv2_jax.data import coco
   from mnv2_jax.training import trainer
 
-  config = _tiny_detection_config(
-    num_train_steps=1, batch_size=4, eval_batch_size=4
+  config = helpers.tiny_detection_config(
+    **{'model.architecture': helpers.TINY_ARCHITECTURE},  # compiles sooner
+    num_train_steps=1,
+    batch_size=4,
+    eval_batch_size=4,
   )
   config.dataset.name = 'coco/2017'
   config.dataset.eval_split = 'validation'
   config.dataset.shuffle_buffer_size = 8
   config.num_classes = 80
-  with tfds.testing.mock_data(num_examples=6, as_dataset_fn=_mock_coco):
+  with tfds.testing.mock_data(num_examples=6, as_dataset_fn=helpers.mock_coco):
     batch = next(
       coco.train_batches(config, start_step=0, per_host_batch_size=4)
     )
@@ -433,7 +373,7 @@ def test_coco_boxes_outside_the_image_are_clipped_and_empty_ones_dropped():
 def test_scene_batches_are_padded_and_resumable(small_scenes):
   from mnv2_jax.data import scene_batches
 
-  config = _tiny_detection_config()
+  config = helpers.tiny_detection_config()
   first = list(
     zip(
       range(3),
@@ -479,7 +419,7 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
     lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), dict(abstract)
   )
   convert.save(str(tmp_path / 'classifier'), classifier_config, variables)
-  config = _tiny_detection_config()
+  config = helpers.tiny_detection_config()
   detector = build_model(config)
   state = jax.eval_shape(
     lambda: training_state.create_train_state(
@@ -510,7 +450,9 @@ def test_exported_detector_function_holds_both_heads():
   the class head away)."""
   from mnv2_jax.tasks import inference
 
-  config = _tiny_detection_config()
+  config = helpers.tiny_detection_config(
+    **{'model.architecture': helpers.TINY_ARCHITECTURE}  # compiles sooner
+  )
   model = build_model(config)
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1)
   variables = model.init(jax.random.key(0), images)

@@ -21,7 +21,10 @@ from mnv2_jax import configuration
 from mnv2_jax import sweep as sweep_cli
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
-from mnv2_jax.experiments import sweeps
+from mnv2_jax.experiments import plots as sweep_plots
+from mnv2_jax.experiments import points as sweep_points
+from mnv2_jax.experiments import report as sweep_report
+from mnv2_jax.experiments import runner as sweep_runner
 from mnv2_jax.models import statistics as statistics_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,18 +120,18 @@ def test_every_committed_config_is_valid(name):
   spec.loader.exec_module(module)
   configuration.validate(module.get_config())
   if hasattr(module, 'get_sweep'):
-    base, points = sweeps.load_experiment(path)
+    base, points = sweep_points.load_experiment(path)
     assert points and base is not None
 
 
 def test_points_names_and_commands(tmp_path):
-  base, points = sweeps.load_experiment(_experiment(tmp_path))
+  base, points = sweep_points.load_experiment(_experiment(tmp_path))
   assert len(points) == 6 and base.model.width_multiplier == 0.35
-  names = [sweeps.point_name(p) for p in points]
+  names = [sweep_points.point_name(p) for p in points]
   assert names[0] == 'bottleneck_activation=linear_seed=0'
   assert len(set(names)) == 6
-  assert sweeps.group_name(points[4]) == 'bottleneck_activation=relu6'
-  command = sweeps.point_command('exp.py:builtin', '/w', points[4])
+  assert sweep_points.group_name(points[4]) == 'bottleneck_activation=relu6'
+  command = sweep_points.point_command('exp.py:builtin', '/w', points[4])
   assert command[1:] == [
     '-m',
     'mnv2_jax.main',
@@ -144,16 +147,16 @@ def test_overrides_for_every_point(tmp_path, capsys):
   own names and directories: a point is never resumed under another
   schedule), typed as the field, and reaches each point's command."""
   path = _experiment(tmp_path)
-  base, points = sweeps.load_experiment(
+  base, points = sweep_points.load_experiment(
     path, ['--config.num_train_steps=100', '--config.base_learning_rate=1']
   )
   assert base.num_train_steps == 100 and base.base_learning_rate == 1.0
   assert isinstance(base.base_learning_rate, float)
-  assert sweeps.point_name(points[0]) == (
+  assert sweep_points.point_name(points[0]) == (
     'num_train_steps=100_base_learning_rate=1_bottleneck_activation=linear'
     '_seed=0'
   )
-  assert '--config.num_train_steps=100' in sweeps.point_command(
+  assert '--config.num_train_steps=100' in sweep_points.point_command(
     path, '/w', points[0]
   )
   for arguments, message in (
@@ -163,7 +166,7 @@ def test_overrides_for_every_point(tmp_path, capsys):
     (['--jbos=2'], 'besides its own flags'),
   ):
     with pytest.raises(ValueError, match=message):
-      sweeps.load_experiment(path, arguments)
+      sweep_points.load_experiment(path, arguments)
   # The command line names the problem in one line and exits 2.
   with pytest.raises(SystemExit) as exit_info:
     sweep_cli.main(
@@ -178,17 +181,17 @@ def test_unknown_field_or_invalid_value_is_named(tmp_path):
     "'model.bottleneck_activation'", "'model.bottleneck_activaton'"
   )
   with pytest.raises(ValueError, match='config.model.bottleneck_activaton'):
-    sweeps.load_experiment(_experiment(tmp_path, body=bad_key))
+    sweep_points.load_experiment(_experiment(tmp_path, body=bad_key))
   bad_value = EXPERIMENT.replace("('linear', 'relu6')", "('linear', 'gelu')")
   with pytest.raises(ValueError, match='bottleneck_activation'):
-    sweeps.load_experiment(_experiment(tmp_path, body=bad_value))
+    sweep_points.load_experiment(_experiment(tmp_path, body=bad_value))
 
 
 def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
   config = _experiment(tmp_path, points=2)
   workdir = str(tmp_path / 'runs')
   fake = FakeMain(fail_first={'bottleneck_activation=linear_seed=1'})
-  monkeypatch.setattr(sweeps.subprocess, 'run', fake)
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', fake)
 
   # First pass: point 0 finishes, point 1 is killed midway.
   assert sweep_cli.main(['--config', config, '--workdir', workdir]) == 1
@@ -196,7 +199,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path, monkeypatch, capsys):
     'bottleneck_activation=linear_seed=0',
     'bottleneck_activation=linear_seed=1',
   ]
-  assert sweeps.is_finished(
+  assert sweep_runner.is_finished(
     workdir, {'model.bottleneck_activation': 'linear', 'seed': 0}
   )
   assert not os.path.exists(
@@ -241,7 +244,7 @@ def test_point_result_is_written_atomically(tmp_path, monkeypatch):
   report taken while the point finishes never reads half of it."""
   config = _experiment(tmp_path, points=1)
   workdir = str(tmp_path / 'runs')
-  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', FakeMain())
   opened_for_writing = []
   real_open = open
 
@@ -252,11 +255,11 @@ def test_point_result_is_written_atomically(tmp_path, monkeypatch):
 
   monkeypatch.setattr('builtins.open', spying_open)
   monkeypatch.setattr('io.open', spying_open)
-  overrides = sweeps.load_experiment(config)[1][0]
-  sweeps.run_point(config, workdir, overrides)
-  assert sweeps.is_finished(workdir, overrides)
+  overrides = sweep_points.load_experiment(config)[1][0]
+  sweep_runner.run_point(config, workdir, overrides)
+  assert sweep_runner.is_finished(workdir, overrides)
   assert not opened_for_writing
-  names = os.listdir(os.path.join(workdir, sweeps.point_name(overrides)))
+  names = os.listdir(os.path.join(workdir, sweep_points.point_name(overrides)))
   assert 'point.json' in names and not [n for n in names if n.endswith('.tmp')]
 
 
@@ -272,16 +275,17 @@ def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
     both_started.wait()  # raises BrokenBarrierError if run one at a time
     return fake(command, **kwargs)
 
-  monkeypatch.setattr(sweeps.subprocess, 'run', run_in_pairs)
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', run_in_pairs)
   assert (
     sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '2'])
     == 0
   )
   assert sorted(fake.calls) == sorted(
-    sweeps.point_name(p) for p in sweeps.load_experiment(config)[1]
+    sweep_points.point_name(p) for p in sweep_points.load_experiment(config)[1]
   )
   assert all(
-    sweeps.is_finished(workdir, p) for p in sweeps.load_experiment(config)[1]
+    sweep_runner.is_finished(workdir, p)
+    for p in sweep_points.load_experiment(config)[1]
   )
   with pytest.raises(SystemExit):
     sweep_cli.main(['--config', config, '--workdir', workdir, '--jobs', '0'])
@@ -290,12 +294,12 @@ def test_jobs_run_points_at_the_same_time(tmp_path, monkeypatch):
 def test_report_from_known_runs(tmp_path, monkeypatch):
   config = _experiment(tmp_path)
   workdir = str(tmp_path / 'runs')
-  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', FakeMain())
   # Five of the six points finish; the report says so.
-  base, points = sweeps.load_experiment(config)
+  base, points = sweep_points.load_experiment(config)
   for overrides in points[:5]:
-    sweeps.run_point(config, workdir, overrides)
-  written = sweeps.report(base, points, workdir, 'Figure 6a')
+    sweep_runner.run_point(config, workdir, overrides)
+  written = sweep_report.report(base, points, workdir, 'Figure 6a')
 
   markdown = open(os.path.join(workdir, 'results.md')).read()
   assert '5 of 6 runs finished, ' in markdown
@@ -361,14 +365,14 @@ def test_grid_curves_join_each_width_and_each_resolution():
     (0.35, 40, 3.0, 72.0, 1.0),
     (1.4, 224, 582.0, 75.0, 0.0),  # a width with one resolution: no line
   ]
-  curves = sweeps.grid_curves(points)
+  curves = sweep_plots.grid_curves(points)
   assert list(curves) == ['α = 0.35', 'α = 0.5', '32 px', '40 px']
   assert [p[2] for p in curves['α = 0.5']] == [6.0, 9.0]
   assert [p[0] for p in curves['40 px']] == [0.35, 0.5]
   assert [p[2] for p in curves['32 px']] == [2.0, 6.0]
   # The released grid: four widths with five resolutions each, and the five
   # resolutions across those widths (224 px also through 1.3 and 1.4).
-  released = sweeps.grid_curves(
+  released = sweep_plots.grid_curves(
     [
       (w, r, macs, top1, 0.0)
       for (w, r), (top1, _, macs) in statistics_lib.PUBLISHED_GRID.items()
@@ -381,11 +385,11 @@ def test_grid_curves_join_each_width_and_each_resolution():
 def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch, capsys):
   config = _experiment(tmp_path, body=WIDTH_RESOLUTION)
   workdir = str(tmp_path / 'runs')
-  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
-  base, points = sweeps.load_experiment(config)
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', FakeMain())
+  base, points = sweep_points.load_experiment(config)
   for overrides in points:
-    sweeps.run_point(config, workdir, overrides)
-  written = sweeps.report(base, points, workdir, 'Figure 5')
+    sweep_runner.run_point(config, workdir, overrides)
+  written = sweep_report.report(base, points, workdir, 'Figure 5')
   path = os.path.join(workdir, 'width_resolution.png')
   assert path in written and os.path.getsize(path) > 10_000
   markdown = open(os.path.join(workdir, 'results.md')).read()
@@ -398,7 +402,7 @@ def test_width_resolution_report_draws_figure_5(tmp_path, monkeypatch, capsys):
   )
   # Read back as one family of Figure 5 with peers: each seed's test and
   # validation top-1, the row's multiply-adds, only the rows asked for.
-  family = sweeps.read_family(workdir, {'image_size': '40'})
+  family = sweep_report.read_family(workdir, {'image_size': '40'})
   assert [p['cells']['model.width_multiplier'] for p in family] == [
     '0.35',
     '0.5',
@@ -477,8 +481,10 @@ def test_every_experiment_config_is_valid_at_every_scale(experiment):
     os.path.dirname(os.path.dirname(__file__)), 'configs', f'{experiment}.py'
   )
   for scale in configuration.EXPERIMENT_SCALES:
-    base, points = sweeps.load_experiment(f'{path}:{scale}')
-    assert points and len({sweeps.point_name(p) for p in points}) == len(points)
+    base, points = sweep_points.load_experiment(f'{path}:{scale}')
+    assert points and len({sweep_points.point_name(p) for p in points}) == len(
+      points
+    )
     assert (
       base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
     )
@@ -500,13 +506,13 @@ def test_jobs_share_a_gpu_and_progress_has_an_eta(tmp_path, monkeypatch):
   def run(command, env=None, **kwargs):
     environments.append(env)
     if len(environments) == 3:  # a report taken mid-sweep
-      base, points = sweeps.load_experiment(config)
-      sweeps.report(base, points, workdir, 'partial')
+      base, points = sweep_points.load_experiment(config)
+      sweep_report.report(base, points, workdir, 'partial')
       with open(os.path.join(workdir, 'results.md')) as f:
         lines.append(f.read())
     return fake(command, **kwargs)
 
-  monkeypatch.setattr(sweeps.subprocess, 'run', run)
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', run)
   printed = []
   monkeypatch.setattr(
     'builtins.print', lambda *a, **k: printed.append(' '.join(map(str, a)))
@@ -521,11 +527,11 @@ def test_jobs_share_a_gpu_and_progress_has_an_eta(tmp_path, monkeypatch):
   assert 'of 4 runs finished' in lines[0]
   assert not lines[0].startswith('4 of 4')
   # One process alone keeps JAX's defaults; a fraction too large is refused.
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in sweeps.point_environment(
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in sweep_runner.point_environment(
     1, environ={}
   )
   assert (
-    sweeps.point_environment(3, 0.3, environ={})[
+    sweep_runner.point_environment(3, 0.3, environ={})[
       'XLA_PYTHON_CLIENT_MEM_FRACTION'
     ]
     == '0.300'
@@ -547,10 +553,12 @@ def test_jobs_share_a_gpu_and_progress_has_an_eta(tmp_path, monkeypatch):
 
 def test_progress_lines_count_points_and_give_an_eta(tmp_path, monkeypatch):
   config = _experiment(tmp_path, points=3)
-  monkeypatch.setattr(sweeps.subprocess, 'run', FakeMain())
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', FakeMain())
   said = []
-  base, points = sweeps.load_experiment(config)
-  sweeps.run_all(config, str(tmp_path / 'runs'), points, 'top1', 1, said.append)
+  base, points = sweep_points.load_experiment(config)
+  sweep_runner.run_all(
+    config, str(tmp_path / 'runs'), points, 'top1', 1, said.append
+  )
   done = [line for line in said if 'ETA' in line]
   assert len(done) == 3
   assert '1 of 3 done, 2 to go, ETA' in done[0]

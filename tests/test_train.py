@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
+import helpers
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -22,45 +22,16 @@ from mnv2_jax.training import trainer
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_digits_config(**overrides) -> ml_collections.ConfigDict:
-  """configs/quickstart.py shrunk to a few steps of a 0.35 model at 32x32."""
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
-  try:
-    import quickstart
-  finally:
-    sys.path.pop(0)
-  config = quickstart.get_config()
-  config.model.width_multiplier = 0.35
-  config.batch_size = 16
-  config.eval_batch_size = 120
-  config.num_train_steps = 4
-  config.warmup_epochs = 0.0
-  config.lr_schedule = 'exponential'
-  # As tests/kill_resume.py's runs: the same compiled programs (the step count
-  # is not part of them), which the compilation cache then serves to both.
-  config.base_learning_rate = 0.01
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.eval_every_epochs = 1000.0
-  config.update_from_flattened_dict(overrides)
-  return config
-
-
-def final_line(workdir, split='test'):
-  lines = [l for l in metric_writers.read_jsonl(workdir) if l['split'] == split]
-  return lines[-1]
-
-
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('trained'))
-  results = trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  results = trainer.train_and_evaluate(helpers.tiny_digits_config(), workdir)
   return workdir, results
 
 
 def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
   workdir, results = trained_workdir
-  final = final_line(workdir)
+  final = helpers.final_line(workdir)
   assert final['step'] == 4
   assert final['num_examples'] == 360  # every test digit exactly once
   assert 0.0 <= final['top1'] <= final['top5'] <= 1.0
@@ -90,7 +61,7 @@ def test_training_writes_metrics_checkpoints_and_events(trained_workdir):
     (e.step, pytest.approx(e.value)) for e in events.Scalars('train/loss')
   ] == [(l['step'], l['loss']) for l in train_lines]
   with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['model']['width_multiplier'] == 0.35
+    assert json.load(f)['model']['width_multiplier'] == helpers.TINY_WIDTH
 
 
 def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir, tmp_path):
@@ -100,7 +71,7 @@ def test_eval_mode_evaluates_the_latest_checkpoint(trained_workdir, tmp_path):
     training_record = f.read()
   evaluation_file = str(tmp_path / 'evaluation.json')
   evaluated = trainer.train_and_evaluate(
-    tiny_digits_config(mode='eval'),
+    helpers.tiny_digits_config(mode='eval'),
     workdir,
     command='evaluate',
     result_file=evaluation_file,
@@ -127,14 +98,16 @@ def test_evaluation_record_holds_only_its_own_evaluations(
   workdir, _ = trained_workdir
   evaluation_file = str(tmp_path / 'validation_only.json')
   evaluated = trainer.train_and_evaluate(
-    tiny_digits_config(mode='eval', **{'dataset.test_split': ''}),
+    helpers.tiny_digits_config(mode='eval', **{'dataset.test_split': ''}),
     workdir,
     result_file=evaluation_file,
   )
   with open(evaluation_file) as f:
     record = json.load(f)
   assert set(record['final']) == {'validation'}
-  assert record['final']['validation'] == final_line(workdir, 'validation')
+  assert record['final']['validation'] == helpers.final_line(
+    workdir, 'validation'
+  )
   assert record['final']['validation']['top1'] == evaluated['top1']
 
 
@@ -148,10 +121,10 @@ def test_run_record_has_each_split_the_config_and_the_machine(
   assert set(record['final']) == {'validation', 'test'}
   assert record['final']['validation']['num_examples'] == 180
   assert record['final']['test'] == {
-    **final_line(workdir),
+    **helpers.final_line(workdir),
     'top1': pytest.approx(results['top1']),
   }
-  assert record['config']['model']['width_multiplier'] == 0.35
+  assert record['config']['model']['width_multiplier'] == helpers.TINY_WIDTH
   assert record['machine']['cpu_cores'] == os.cpu_count()
   # What decides a run's rounding besides the code: the CPU's vector
   # instruction sets and the XLA flags.
@@ -164,7 +137,7 @@ def test_run_record_has_each_split_the_config_and_the_machine(
 
 
 def test_learning_rate_schedule_is_the_paper_recipe():
-  config = tiny_digits_config()
+  config = helpers.tiny_digits_config()
   config.base_learning_rate, config.base_batch_size = 0.045, 96
   config.batch_size = 192  # linear scaling: peak 0.09
   schedule = optimization.make_schedule(config, num_train_examples=192 * 10)
@@ -241,7 +214,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
       yield batch
 
   monkeypatch.setattr(datasets, 'train_batches', poisoned_from_step_three)
-  config = tiny_digits_config(checkpoint_every_steps=1, log_every_steps=100)
+  config = helpers.tiny_digits_config(
+    checkpoint_every_steps=1, log_every_steps=100
+  )
   with pytest.raises(trainer.TrainingDivergedError, match='nan at step 3'):
     trainer.train_and_evaluate(config, workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
@@ -267,7 +242,7 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
   with pytest.raises(
     ValueError, match='Could not restore the checkpoint of step 4'
   ):
-    trainer.train_and_evaluate(tiny_digits_config(mode='eval'), workdir)
+    trainer.train_and_evaluate(helpers.tiny_digits_config(mode='eval'), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
@@ -287,7 +262,8 @@ def test_corrupt_checkpoint_gives_a_clear_error_and_deletes_nothing(
   ],
 )
 def test_config_errors_name_the_field_and_the_fix(field, value, message):
-  config = tiny_digits_config()
+  # MobileNetV2's own options are checked on MobileNetV2.
+  config = helpers.tiny_digits_config(**{'model.architecture': 'mobilenet_v2'})
   config.update_from_flattened_dict({field: value})
   with pytest.raises(ValueError, match=message) as error:
     configuration.validate(config)
@@ -317,7 +293,7 @@ def test_unknown_config_key_fails_at_parse_time(capsys):
 
 
 def test_missing_imagenet_directory_fails_before_training(tmp_path):
-  config = tiny_digits_config()
+  config = helpers.tiny_digits_config()
   config.dataset.name = 'imagenet2012'
   config.num_classes = 1000
   config.dataset.data_dir = str(tmp_path / 'no_such_dir')
@@ -329,7 +305,7 @@ def test_missing_imagenet_directory_fails_before_training(tmp_path):
 def test_one_imagenet_train_step_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
-  config = tiny_digits_config(
+  config = helpers.tiny_digits_config(
     num_train_steps=1, log_every_steps=1, checkpoint_every_steps=1
   )
   config.dataset.name = 'imagenet2012'
@@ -346,23 +322,21 @@ def test_one_imagenet_train_step_under_mock_data(tmp_path):
     num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE
   ):
     results = trainer.train_and_evaluate(config, str(tmp_path))
-  final = final_line(str(tmp_path), 'validation')
+  final = helpers.final_line(str(tmp_path), 'validation')
   assert final['step'] == 1 and final['num_examples'] == 6
   assert np.isfinite(results['loss']) and np.isfinite(results['ema_loss'])
   assert 0.0 <= final['ema_top1'] <= final['ema_top5'] <= 1.0
-  train_line = final_line(str(tmp_path), 'train')
+  train_line = helpers.final_line(str(tmp_path), 'train')
   assert np.isfinite(train_line['loss'])
 
 
 _ONE_VS_EIGHT = """
-import sys
-sys.path[:0] = [{repo!r}, {tests!r}]
 import jax, numpy as np
 from mnv2_jax.data import datasets
 from mnv2_jax.training import trainer
-from test_train import tiny_digits_config
+import helpers
 assert jax.device_count() == 8
-config = tiny_digits_config()
+config = helpers.tiny_digits_config()
 results = []
 initial = None
 for devices in (jax.devices()[:1], jax.devices()):
@@ -416,12 +390,11 @@ def test_one_and_eight_devices_agree():
     # The suite's cache: the 1-device step is the other tests' one.
     JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
-  )
-  code = _ONE_VS_EIGHT.format(
-    repo=REPO_ROOT, tests=os.path.join(REPO_ROOT, 'tests')
+    # The repository and tests/ (helpers), as conftest and pytest give them.
+    PYTHONPATH=os.pathsep.join([REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]),
   )
   run = subprocess.run(
-    [sys.executable, '-c', code],
+    [sys.executable, '-c', _ONE_VS_EIGHT],
     env=env,
     cwd=REPO_ROOT,
     capture_output=True,
@@ -448,7 +421,7 @@ def test_prefetcher_takes_out_and_adds_up_the_repair_counts():
     ]
   )
   seen = []
-  prefetcher = trainer._Prefetcher(batches, lambda b: seen.append(b) or b)
+  prefetcher = trainer.Prefetcher(batches, lambda b: seen.append(b) or b)
   next(prefetcher)
   next(prefetcher)
   prefetcher.close()

@@ -53,7 +53,7 @@ IMAGENET_MANUAL_STEPS = (
 CropWindowFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-def _decode_and_crop(
+def decode_and_crop(
   image_bytes: tf.Tensor, crop_window_fn: CropWindowFn
 ) -> tf.Tensor:
   """Decodes the window ``crop_window_fn(image_shape)`` of an encoded image.
@@ -218,7 +218,7 @@ def preprocess_for_train(
     tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
   )
 
-  image = _decode_and_crop(
+  image = decode_and_crop(
     image_bytes, lambda shape: random_crop_window(shape, crop_seed)
   )
   image = tf.image.resize(
@@ -287,7 +287,7 @@ def preprocess_for_eval(
     crop_size = shape[:2] - 2 * offset
     return tf.concat([offset, crop_size], axis=0)
 
-  image = _decode_and_crop(image_bytes, central_crop_window)
+  image = decode_and_crop(image_bytes, central_crop_window)
   return _resize_and_scale(image, image_size, preprocessing)
 
 

@@ -1,2 +1,3 @@
-"""The paper's experiments as data: sweeps of configs, run point by point
-through the normal entry point, and their reports."""
+"""The paper's experiments as data: sweeps of configs (`points`), run point
+by point through the normal entry point (`runner`), and their reports
+(`report`, `plots`). The command line is `python -m mnv2_jax.sweep`."""

@@ -287,7 +287,7 @@ def _record_config(
   temporary.replace(path)  # atomic: a kill leaves the old file or the new
 
 
-class _Prefetcher:
+class Prefetcher:
   """Fetches the next host batch while the device computes the current step,
   and records how long the loop waited for input."""
 
@@ -484,7 +484,7 @@ def _train(
     f'{jax.process_count()} host(s).'
   )
   per_host = config.batch_size // jax.process_count()
-  batches = _Prefetcher(
+  batches = Prefetcher(
     datasets.train_batches(
       config, start_step=start_step, per_host_batch_size=per_host
     ),

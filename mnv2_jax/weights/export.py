@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
+from mnv2_jax import choices
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
 from mnv2_jax.data import imagenet
@@ -44,7 +45,7 @@ from mnv2_jax.data import photos
 from mnv2_jax.tasks import inference
 from mnv2_jax.training import workdir as workdir_lib
 
-FORMATS = ('savedmodel', 'tflite')
+FORMATS = choices.EXPORT_FORMATS
 # scikit-image's photos that int8 calibration and the check crop from.
 CALIBRATION_PHOTOS = (
   'astronaut',
