@@ -45,6 +45,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA's per-program options for a program that runs many times: LLVM's
 # default optimisation level, where the suite's XLA_FLAGS turn it off.
 OPTIMISED_CODE = {'xla_backend_optimization_level': 2}
+OPTIMISE_FROM_STEPS = 40  # below, the extra compile time is not repaid
 # The network of the tests of the training loop, checkpoints and processes
 # (tiny_digits_config, tests/kill_resume.py's SUITE_NETWORK): MobileNetV1
 # 0.25 traces and compiles in about two thirds of MobileNetV2 0.35's time,
@@ -167,12 +168,13 @@ def overfit(config, batch, steps: int):
   )
   train_batch = {k: v for k, v in batch.items() if k != 'mask'}
   rng = jax.random.key(0)
-  # Many steps of one program: LLVM's optimisations (off in the suite,
-  # conftest.py) pay for their compile time here (the segmenter's 160
-  # steps: 22 s -> 7 s, for 6 s more compiling).
-  step = step.lower(state, train_batch, rng).compile(
-    compiler_options=OPTIMISED_CODE
-  )
+  if steps >= OPTIMISE_FROM_STEPS:
+    # Many steps of one program: LLVM's optimisations (off in the suite,
+    # conftest.py) pay for their compile time here (the segmenter's 160
+    # steps: 22 s -> 7 s, for 6 s more compiling).
+    step = step.lower(state, train_batch, rng).compile(
+      compiler_options=OPTIMISED_CODE
+    )
   losses = []
   for _ in range(steps):
     state, metrics = step(state, train_batch, rng)
