@@ -15,7 +15,7 @@ per core; every stage runs the pipeline's own functions):
                window decoded (what the pipeline does)
   resize       + bilinear resize of the window to --image_size
   augment      + flip and scaling to [-1, 1]: `preprocess_for_train`
-  batch        + the whole `imagenet.train_batches` (shuffle, batch, to NumPy)
+  batch        + the whole `image_classification.train_batches` (shuffle, batch, to NumPy)
 
 each with the batch leaving the host as float32 (normalised on the host) and
 as uint8 pixels (`config.dataset.train_image_dtype='uint8'`, normalised on the
@@ -110,11 +110,11 @@ def _stage_dataset(stage: str, data_dir: str, args):
   but the stage's own work is timed."""
   import tensorflow as tf
 
-  from mnv2_jax.data import imagenet
-  from mnv2_jax.data import tfds_common
+  from mnv2_jax.data import image_classification
+  from mnv2_jax.data import tfds_reading
 
-  builder = tfds_common.builder(_config(data_dir, args))
-  ds = tfds_common.read(builder, 'train').repeat()
+  builder = tfds_reading.builder(_config(data_dir, args))
+  ds = tfds_reading.read(builder, 'train').repeat()
   size, image_dtype = args.image_size, args.image_dtype
   seed = tf.constant([0, 0], tf.int64)
 
@@ -125,16 +125,16 @@ def _stage_dataset(stage: str, data_dir: str, args):
     if stage == 'decode':
       image = tf.io.decode_jpeg(data, channels=3)
     elif stage == 'decode_crop':
-      image = imagenet.decode_and_crop(
-        data, lambda shape: imagenet.random_crop_window(shape, seed)
+      image = image_classification.decode_and_crop(
+        data, lambda shape: image_classification.random_crop_window(shape, seed)
       )
     elif stage == 'resize':
-      image = imagenet.decode_and_crop(
-        data, lambda shape: imagenet.random_crop_window(shape, seed)
+      image = image_classification.decode_and_crop(
+        data, lambda shape: image_classification.random_crop_window(shape, seed)
       )
       image = tf.image.resize(image, [size, size], method='bilinear')
     else:  # augment
-      image = imagenet.preprocess_for_train(
+      image = image_classification.preprocess_for_train(
         data, seed, size, 'inception', image_dtype=image_dtype
       )
     return tf.shape(image)[0] + tf.cast(image[0, 0, 0], tf.int32)
@@ -165,9 +165,9 @@ def _time_images(iterator, per_item: int, args) -> dict:
 def run_worker(args) -> dict:
   stage, data_dir = args.worker.split(':', 1)
   if stage in ('batch', 'pipeline'):
-    from mnv2_jax.data import imagenet
+    from mnv2_jax.data import image_classification
 
-    batches = imagenet.train_batches(
+    batches = image_classification.train_batches(
       _config(data_dir, args), start_step=0, per_host_batch_size=args.batch
     )
     return _time_images(batches, args.batch, args)

@@ -78,8 +78,8 @@ def worker(args) -> dict:
 
   from mnv2_jax import tasks  # noqa: PLC0415
   from mnv2_jax.models import build_model  # noqa: PLC0415
+  from mnv2_jax.models import counting  # noqa: PLC0415
   from mnv2_jax.models import initializers  # noqa: PLC0415
-  from mnv2_jax.models import statistics  # noqa: PLC0415
   from mnv2_jax.training import optimization  # noqa: PLC0415
   from mnv2_jax.training import provenance  # noqa: PLC0415
   from mnv2_jax.training import state as training_state  # noqa: PLC0415
@@ -145,7 +145,7 @@ def worker(args) -> dict:
     args.warmup,
     args.repeats,
   )
-  counts = statistics.model_statistics(build_model(config), config.image_size)
+  counts = counting.model_statistics(build_model(config), config.image_size)
   return {
     'network': args.worker,
     'model': dict(overrides),

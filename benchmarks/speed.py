@@ -726,17 +726,15 @@ def compare(rows: list[dict]) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _model_counts(width_multiplier: float, resolution: int, num_classes: int):
+  from mnv2_jax.models import counting
   from mnv2_jax.models import mobilenet_v2
-  from mnv2_jax.models import statistics
 
   model = mobilenet_v2.MobileNetV2(
     num_classes=num_classes, width_multiplier=width_multiplier
   )
-  multiply_adds = statistics.model_statistics(model, resolution)[
-    'multiply_adds'
-  ]
+  multiply_adds = counting.model_statistics(model, resolution)['multiply_adds']
   traffic = {
-    dtype: statistics.activation_traffic(model, resolution, size)
+    dtype: counting.activation_traffic(model, resolution, size)
     for dtype, size in (('float32', 4), ('bfloat16', 2))
   }
   return multiply_adds, traffic

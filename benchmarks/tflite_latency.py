@@ -11,7 +11,7 @@ decoding and non-maximum suppression, which the paper's 200 and 270 ms may
 include.
 
 For each network this writes a workdir holding its random initialisation
-(`weights.convert.save`; latency does not depend on the weights' values),
+(`weights.importers.save`; latency does not depend on the weights' values),
 exports it with `python -m mnv2_jax.export --format tflite`, with and without
 `--quantize int8` (the export's own check against JAX runs too), and times
 the file with the TFLite interpreter (its XNNPACK delegate, `num_threads=1`)
@@ -148,19 +148,19 @@ def make_workdir(name: str, workdir: str, image_size: int) -> dict:
   """Writes `name`'s random initialisation as a workdir; returns its
   multiply-adds and parameters."""
   from mnv2_jax.models import build_model  # noqa: PLC0415 (worker only)
+  from mnv2_jax.models import counting  # noqa: PLC0415
   from mnv2_jax.models import initializers  # noqa: PLC0415
-  from mnv2_jax.models import statistics  # noqa: PLC0415
   from mnv2_jax.training import state as training_state  # noqa: PLC0415
-  from mnv2_jax.weights import convert  # noqa: PLC0415
+  from mnv2_jax.weights import importers  # noqa: PLC0415
 
   config = _config(name, image_size)
   model = build_model(config)
-  counts = statistics.model_statistics(model, config.image_size)
+  counts = counting.model_statistics(model, config.image_size)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     variables = initializers.host_variables(
       model, training_state.model_input_shape(config), 0, train=False
     )
-    convert.save(
+    importers.save(
       workdir, config, variables, source='random initialisation (timing)'
     )
   return {

@@ -69,7 +69,7 @@ from mnv2_jax import configuration
 from mnv2_jax import models
 from mnv2_jax.experiments import plots as sweep_plots
 from mnv2_jax.experiments import report as sweep_report
-from mnv2_jax.models import statistics as model_statistics
+from mnv2_jax.models import counting as model_statistics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

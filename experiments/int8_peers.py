@@ -56,7 +56,7 @@ def worker(architecture: str, width: float, activation: str, workdir: str):
   if activation == 'relu6':
     nn.relu = jax.nn.relu6  # every nn.relu call in the peers' modules
   from mnv2_jax.training import trainer  # noqa: PLC0415
-  from mnv2_jax.weights import export  # noqa: PLC0415
+  from mnv2_jax.weights import exporters  # noqa: PLC0415
 
   overrides = next(o for a, w, o in VARIANTS if (a, w) == (architecture, width))
   spec = importlib.util.spec_from_file_location(
@@ -81,7 +81,7 @@ def worker(architecture: str, width: float, activation: str, workdir: str):
     }
   )
   trainer.train_and_evaluate(config, workdir)
-  result = export.export(workdir, 'tflite', 'int8')
+  result = exporters.export(workdir, 'tflite', 'int8')
   print(
     json.dumps(
       {

@@ -37,14 +37,14 @@ _PUBLIC = {
   'SSDLite': 'mnv2_jax.models.ssdlite',
   'MobileDeepLabV3': 'mnv2_jax.models.deeplab',
   'build_model': 'mnv2_jax.models',
-  'from_keras': 'mnv2_jax.weights.convert',
-  'from_keras_weights': 'mnv2_jax.weights.convert',
-  'from_slim_checkpoint': 'mnv2_jax.weights.convert',
-  'from_torch': 'mnv2_jax.weights.convert',
+  'from_keras': 'mnv2_jax.weights.importers',
+  'from_keras_weights': 'mnv2_jax.weights.importers',
+  'from_slim_checkpoint': 'mnv2_jax.weights.importers',
+  'from_torch': 'mnv2_jax.weights.importers',
   'train_and_evaluate': 'mnv2_jax.training.trainer',
 }
 _RENAMED = {
-  'save_workdir': ('mnv2_jax.weights.convert', 'save'),
+  'save_workdir': ('mnv2_jax.weights.importers', 'save'),
   'load_workdir': ('mnv2_jax.training.workdir', 'load'),
 }
 

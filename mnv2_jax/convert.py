@@ -10,7 +10,7 @@ r"""Imports released MobileNetV2 weights (Keras, TF-slim, PyTorch) into a workdi
 
 writes an Orbax checkpoint (step 0), config.json and config.py with what the
 release needs (padding, BatchNorm epsilon, classes, preprocessing). The
-conversion is weights/convert.py's; a file that does not fit fails with the
+conversion is weights/importers.py's; a file that does not fit fails with the
 expected and found names and shapes, and nothing is written.
 """
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
   import ml_collections
 
-  from mnv2_jax.weights import convert
+  from mnv2_jax.weights import importers
 
 
 def _parse_args(argv) -> argparse.Namespace:
@@ -58,11 +58,11 @@ def _parse_args(argv) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def _load(args) -> tuple[ml_collections.ConfigDict, convert.Variables, str]:
-  from mnv2_jax.weights import convert  # jax and TensorFlow: after parsing
+def _load(args) -> tuple[ml_collections.ConfigDict, importers.Variables, str]:
+  from mnv2_jax.weights import importers  # jax and TensorFlow: after parsing
 
   if args.source == 'keras':
-    config, variables = convert.from_keras_weights(
+    config, variables = importers.from_keras_weights(
       args.weights,
       width_multiplier=args.width_multiplier,
       image_size=args.image_size,
@@ -70,14 +70,14 @@ def _load(args) -> tuple[ml_collections.ConfigDict, convert.Variables, str]:
     )
     return config, variables, f'Keras weights {args.weights}'
   if args.source == 'slim':
-    config, variables = convert.from_slim_checkpoint(
+    config, variables = importers.from_slim_checkpoint(
       args.checkpoint,
       use_moving_average=not args.no_moving_average,
       image_size=args.image_size,
     )
     return config, variables, f'TF-slim checkpoint {args.checkpoint}'
-  state_dict = convert.read_torch_state_dict(args.state_dict)
-  config, variables = convert.from_torch(
+  state_dict = importers.read_torch_state_dict(args.state_dict)
+  config, variables = importers.from_torch(
     state_dict,
     width_multiplier=args.width_multiplier,
     image_size=args.image_size,
@@ -90,12 +90,12 @@ def main(argv=None) -> int:
   import jax
   import numpy as np
 
-  from mnv2_jax.weights import convert
+  from mnv2_jax.weights import importers
 
   try:
     config, variables, source = _load(args)
-    directory = convert.save(args.workdir, config, variables, source=source)
-  except convert.ConversionError as error:
+    directory = importers.save(args.workdir, config, variables, source=source)
+  except importers.ConversionError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   num_params = sum(np.size(x) for x in jax.tree.leaves(variables['params']))

@@ -5,7 +5,7 @@ r"""Exports a trained or imported model to a TensorFlow SavedModel or TFLite.
       --quantize int8
   python -m mnv2_jax.export --workdir /tmp/mnv2_quickstart --format savedmodel
 
-The export and its check against JAX are weights/export.py's.
+The export and its check against JAX are weights/exporters.py's.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ def main(argv=None) -> int:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   # jax and TensorFlow: after parsing.
   from mnv2_jax.training import provenance
-  from mnv2_jax.weights import export
+  from mnv2_jax.weights import exporters
 
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   try:
-    result = export.export(
+    result = exporters.export(
       args.workdir, args.format, args.quantize, args.output
     )
-  except (FileNotFoundError, ValueError, export.ExportError) as error:
+  except (FileNotFoundError, ValueError, exporters.ExportError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   print(

@@ -7,7 +7,7 @@ r"""Parameter and multiply-add counts, checked against the paper and the release
   python -m mnv2_jax.stats --config configs/ssdlite_mnv2_coco.py      # Table 6
   python -m mnv2_jax.stats --config configs/deeplab_mnv2_voc_os16.py  # Table 7
 
-The counting is models/statistics.py's.
+The counting is models/counting.py's.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def format_statistics(stats: dict[str, Any]) -> str:
 
 
 def format_memory_table(rows: list[dict[str, Any]]) -> str:
-  from mnv2_jax.models import statistics  # jax: after parsing
+  from mnv2_jax.models import counting  # jax: after parsing
 
   lines = [
     'Paper Table 3, MobileNetV2 (16-bit activations, KB = 1000 bytes; '
@@ -158,7 +158,7 @@ def format_memory_table(rows: list[dict[str, Any]]) -> str:
   lines.append(
     f'| max | {peak:.0f}K | '
     f'{max(row["table2_kilobytes"] for row in rows):.0f}K | '
-    f'{statistics.PAPER_TABLE3_MAX_KB}K |'
+    f'{counting.PAPER_TABLE3_MAX_KB}K |'
   )
   return '\n'.join(lines)
 
@@ -168,14 +168,14 @@ def config_statistics(config) -> dict[str, Any]:
   for segmentation)."""
   from mnv2_jax.models import backbones  # jax: after parsing
   from mnv2_jax.models import build_model
-  from mnv2_jax.models import statistics
+  from mnv2_jax.models import counting
 
   configuration.validate(config)
   model = build_model(config)
-  stats = statistics.model_statistics(model, config.image_size)
+  stats = counting.model_statistics(model, config.image_size)
   if config.task == 'detection':
     # SSDLite's extra layers and heads alone (Table 5's "heads" comparison).
-    backbone = statistics.model_statistics(
+    backbone = counting.model_statistics(
       backbones.build(model, model.backbone_architecture), config.image_size
     )
     stats['heads_parameters'] = (
@@ -190,7 +190,7 @@ def config_statistics(config) -> dict[str, Any]:
     stats['aspp'] = segmentation.aspp
     stats['eval_scales'] = list(segmentation.eval_scales)
     stats['eval_flip'] = segmentation.eval_flip
-    multi_scale = statistics.multi_scale_multiply_adds(
+    multi_scale = counting.multi_scale_multiply_adds(
       model, config.image_size, segmentation.eval_scales, segmentation.eval_flip
     )
     stats['multi_scale_multiply_adds'] = multi_scale['multiply_adds']
@@ -251,15 +251,15 @@ def main(argv: Optional[list[str]] = None) -> None:
       )
   except (FileNotFoundError, ValueError) as error:
     parser.error(str(error))
+  from mnv2_jax.models import counting
   from mnv2_jax.models import paper_tables  # jax: after parsing
-  from mnv2_jax.models import statistics
 
   logging.set_verbosity(logging.WARNING)
   if args.memory:
     rows = (
-      statistics.memory_table()
+      counting.memory_table()
       if config is None
-      else statistics.memory_table(
+      else counting.memory_table(
         config.model.width_multiplier, config.image_size
       )
     )
@@ -276,7 +276,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     return
   if args.grid:
-    rows = statistics.grid_statistics()
+    rows = counting.grid_statistics()
     print(json.dumps(rows, indent=2) if args.json else format_grid(rows))
     return
   if config is None:

@@ -278,8 +278,8 @@ def test_the_light_choices_are_the_implementations():
   import jax, flax or the pipelines' libraries."""
   from mnv2_jax import choices
   from mnv2_jax import models
+  from mnv2_jax.data import batches
   from mnv2_jax.data import cluttered_digits
-  from mnv2_jax.data import common
   from mnv2_jax.data import datasets
   from mnv2_jax.data import digits
   from mnv2_jax.data import scenes
@@ -297,7 +297,7 @@ def test_the_light_choices_are_the_implementations():
   )
   assert datasets.DATASETS['scenes'].splits == tuple(scenes.SPLIT_SIZES)
   assert digits.SPLITS == datasets.DATASETS['digits'].splits
-  assert common.PREPROCESSING == ('inception', 'torchvision', 'cifar')
+  assert batches.PREPROCESSING == ('inception', 'torchvision', 'cifar')
   loaded = subprocess.run(
     [
       sys.executable,

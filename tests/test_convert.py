@@ -24,8 +24,8 @@ from mnv2_jax.training import optimization
 from mnv2_jax.training import state as training_state
 from mnv2_jax.training import trainer
 from mnv2_jax.training import workdir as workdir_lib
-from mnv2_jax.weights import convert
-from mnv2_jax.weights import export
+from mnv2_jax.weights import exporters
+from mnv2_jax.weights import importers
 from mnv2_jax.weights import prediction
 
 keras = pytest.importorskip('keras')
@@ -101,7 +101,7 @@ KERAS_ENDPOINTS = {
 )
 def test_keras_parity_logits_and_endpoints(alpha, size):
   keras_model = _keras_mobilenet(alpha, size)
-  config, variables = convert.from_keras(keras_model)
+  config, variables = importers.from_keras(keras_model)
   assert config.model.width_multiplier == alpha
   assert config.image_size == size and config.num_classes == 1000
   assert (config.model.padding, config.preprocessing) == ('same', 'inception')
@@ -125,29 +125,29 @@ def test_keras_weights_file_and_its_errors(tmp_path):
   keras_model = _keras_mobilenet(0.35, 96, include_top=False)
   path = str(tmp_path / 'mnv2_0.35_no_top.weights.h5')
   keras_model.save_weights(path)
-  config, variables = convert.from_keras_weights(
+  config, variables = importers.from_keras_weights(
     path, width_multiplier=0.35, image_size=96, include_top=False
   )
   assert config.num_classes == 0 and 'classifier' not in variables['params']
   x = _images(96)
   features = _apply(config, variables, x)[1]['layer_19']
   _assert_close(features, keras_model(x, training=False).numpy())
-  with pytest.raises(convert.ConversionError, match='another alpha'):
-    convert.from_keras_weights(
+  with pytest.raises(importers.ConversionError, match='another alpha'):
+    importers.from_keras_weights(
       path, width_multiplier=1.0, image_size=96, include_top=False
     )
   truncated = str(tmp_path / 'truncated.weights.h5')
   with open(path, 'rb') as src, open(truncated, 'wb') as dst:
     dst.write(src.read()[:5000])
-  with pytest.raises(convert.ConversionError, match='truncated'):
-    convert.from_keras_weights(
+  with pytest.raises(importers.ConversionError, match='truncated'):
+    importers.from_keras_weights(
       truncated, width_multiplier=0.35, image_size=96, include_top=False
     )
   other = keras.applications.MobileNet(
     input_shape=(96, 96, 3), alpha=0.25, weights=None
   )
-  with pytest.raises(convert.ConversionError, match="no layer 'Conv1'"):
-    convert.from_keras(other)
+  with pytest.raises(importers.ConversionError, match="no layer 'Conv1'"):
+    importers.from_keras(other)
 
 
 # The TF-slim checkpoint names of each Keras layer (slim's mobilenet_v2 scopes).
@@ -214,21 +214,21 @@ def test_slim_checkpoint_1001_classes_with_moving_averages(tmp_path):
   keras_model = _keras_mobilenet(0.5, 96)
   prefix = str(tmp_path / 'mobilenet_v2_0.5_96.ckpt')
   _write_slim_checkpoint(keras_model, prefix, ema_noise=0.05)
-  config, variables = convert.from_slim_checkpoint(prefix, image_size=96)
+  config, variables = importers.from_slim_checkpoint(prefix, image_size=96)
   assert config.num_classes == 1001 and config.background_class
   assert config.model.width_multiplier == 0.5
   x = _images(96)
   logits = np.asarray(_apply(config, variables, x)[0])
   _assert_close(logits[:, 1:], keras_model(x, training=False).numpy())
-  raw = convert.from_slim_checkpoint(
+  raw = importers.from_slim_checkpoint(
     prefix, image_size=96, use_moving_average=False
   )[1]
   assert not np.allclose(
     raw['params']['layer_1']['conv']['kernel'],
     variables['params']['layer_1']['conv']['kernel'],
   )
-  with pytest.raises(convert.ConversionError, match='Could not read'):
-    convert.from_slim_checkpoint(str(tmp_path / 'missing.ckpt'))
+  with pytest.raises(importers.ConversionError, match='Could not read'):
+    importers.from_slim_checkpoint(str(tmp_path / 'missing.ckpt'))
 
 
 def test_background_class_shifts_labels():
@@ -260,7 +260,7 @@ def test_torchvision_parity(torch):
     )
   print(f'PyTorch parity against {description}')
   module = torch_reference.randomize(torch, model).eval()
-  config, variables = convert.from_torch(module.state_dict())
+  config, variables = importers.from_torch(module.state_dict())
   assert config.model.width_multiplier == 1.0
   assert (
     config.model.padding,
@@ -308,18 +308,18 @@ def test_timm_layout_and_errors(torch):
     torch, torch_reference.mobilenet_v2(torch, 10, 0.5), seed=2
   ).eval()
   timm_state = {_timm_name(k): v for k, v in module.state_dict().items()}
-  config, variables = convert.from_torch(timm_state, image_size=64)
+  config, variables = importers.from_torch(timm_state, image_size=64)
   assert config.model.width_multiplier == 0.5 and config.num_classes == 10
   x = _images(64)
   with torch.no_grad():
     reference = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   _assert_close(_apply(config, variables, x)[0], reference)
-  with pytest.raises(convert.ConversionError, match='shape mismatches'):
-    convert.from_torch(timm_state, width_multiplier=1.0, image_size=64)
-  with pytest.raises(convert.ConversionError, match='no place'):
-    convert.from_torch({**timm_state, 'extra.weight': np.zeros(3)})
-  with pytest.raises(convert.ConversionError, match='neither torchvision'):
-    convert.from_torch({'fc.weight': np.zeros((2, 2))})
+  with pytest.raises(importers.ConversionError, match='shape mismatches'):
+    importers.from_torch(timm_state, width_multiplier=1.0, image_size=64)
+  with pytest.raises(importers.ConversionError, match='no place'):
+    importers.from_torch({**timm_state, 'extra.weight': np.zeros(3)})
+  with pytest.raises(importers.ConversionError, match='neither torchvision'):
+    importers.from_torch({'fc.weight': np.zeros((2, 2))})
 
 
 def _random_like(abstract, seed=0):
@@ -350,15 +350,15 @@ def _tiny_digits_workdir(path):
     jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32),
   )
   variables = _random_like(dict(abstract))
-  convert.save(path, config, variables, source='test')
+  importers.save(path, config, variables, source='test')
   return config, variables
 
 
 def test_saved_import_restores_for_eval_and_initialises_a_run(tmp_path):
   workdir = str(tmp_path / 'imported')
   config, variables = _tiny_digits_workdir(workdir)
-  with pytest.raises(convert.ConversionError, match='already holds'):
-    convert.save(workdir, config, variables)
+  with pytest.raises(importers.ConversionError, match='already holds'):
+    importers.save(workdir, config, variables)
   # What `main --config <workdir>/config.py --config.mode=eval` runs.
   loaded = configuration.load_file(os.path.join(workdir, 'config.py'))
   assert loaded.model.width_multiplier == 0.35 and loaded.num_classes == 10
@@ -408,15 +408,17 @@ def test_class_names_for_imagenet_and_digits():
 
 
 def test_torchvision_eval_preprocessing_geometry_and_normalisation():
-  from mnv2_jax.data import imagenet
+  from mnv2_jax.data import image_classification
 
   image = np.full((300, 400, 3), (200, 100, 50), np.uint8)
   encoded = tf.io.encode_png(image)
-  out = imagenet.preprocess_for_eval(encoded, 224, 0.875, 'torchvision').numpy()
+  out = image_classification.preprocess_for_eval(
+    encoded, 224, 0.875, 'torchvision'
+  ).numpy()
   assert out.shape == (224, 224, 3)
-  expected = (np.array([200, 100, 50]) / 255.0 - imagenet.TORCHVISION_MEAN) / (
-    imagenet.TORCHVISION_STD
-  )
+  expected = (
+    np.array([200, 100, 50]) / 255.0 - image_classification.TORCHVISION_MEAN
+  ) / (image_classification.TORCHVISION_STD)
   np.testing.assert_allclose(out[112, 112], expected, rtol=1e-5)
 
 
@@ -424,24 +426,26 @@ def test_export_tflite_savedmodel_and_predict(tmp_path):
   workdir = str(tmp_path / 'tiny')
   _tiny_digits_workdir(workdir)
   check = dict(num_check_images=60, num_calibration_images=50)
-  result = export.export(workdir, 'tflite', **check)
+  result = exporters.export(workdir, 'tflite', **check)
   assert result['bytes'] > 100_000 and result['num_images'] == 60
   # Acceptance: the float TFLite model agrees with JAX within 1e-4.
   assert result['max_rel_diff'] < 1e-4 and result['random_max_rel_diff'] < 1e-4
   if _JAX_VERSION < (0, 11):
-    saved = export.export(workdir, 'savedmodel', **check)
+    saved = exporters.export(workdir, 'savedmodel', **check)
     assert saved['max_rel_diff'] < 1e-4 and saved['random_max_rel_diff'] < 1e-4
   else:  # TensorFlow 2.21 cannot read jax 0.11's StableHLO: said, not written
-    with pytest.raises(export.ExportError, match='cannot run the savedmodel'):
-      export.export(workdir, 'savedmodel', **check)
+    with pytest.raises(
+      exporters.ExportError, match='cannot run the savedmodel'
+    ):
+      exporters.export(workdir, 'savedmodel', **check)
     assert not os.path.exists(os.path.join(workdir, 'export', 'model'))
-  quantized = export.export(workdir, 'tflite', quantize='int8', **check)
+  quantized = exporters.export(workdir, 'tflite', quantize='int8', **check)
   assert quantized['bytes'] < 0.5 * result['bytes']
   interpreter = tf.lite.Interpreter(model_path=quantized['path'])
   kinds = {d['dtype'] for d in interpreter.get_tensor_details()}
   assert np.int8 in kinds
   with pytest.raises(ValueError, match='needs --format tflite'):
-    export.export(workdir, 'savedmodel', quantize='int8')
+    exporters.export(workdir, 'savedmodel', quantize='int8')
   # predict: digit names, probabilities summing to <= 1; a corrupt file is
   # reported by name.
   image = tmp_path / 'digit.png'
@@ -554,8 +558,8 @@ def test_export_cli_int8_agreement_and_result_file(tmp_path):
     result.stdout
   )
   # The figures are what the file computes: rerun it on the same held images.
-  images = export.held_images(config, recorded['num_images'])
-  exported = export.run_exported(recorded['path'], images)
+  images = exporters.held_images(config, recorded['num_images'])
+  exported = exporters.run_exported(recorded['path'], images)
   reference = np.asarray(_apply(config, variables, images)[0])
   agreement = np.mean(exported.argmax(-1) == reference.argmax(-1))
   assert recorded['top1_agreement'] == pytest.approx(agreement)

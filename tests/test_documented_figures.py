@@ -666,11 +666,11 @@ def test_memory_table_in_experiments_is_benchmarks_memory_json():
 
 def test_table_3_in_experiments_is_the_stats_output():
   """experiments/README.md's Table 3 is what `python -m mnv2_jax.stats
-  --memory` prints (models/statistics.py's §5.1 rule)."""
+  --memory` prints (models/counting.py's §5.1 rule)."""
   from mnv2_jax import stats  # noqa: PLC0415 (absl flags, only here)
-  from mnv2_jax.models import statistics  # noqa: PLC0415
+  from mnv2_jax.models import counting  # noqa: PLC0415
 
-  table = stats.format_memory_table(statistics.memory_table())
+  table = stats.format_memory_table(counting.memory_table())
   rows = [line for line in table.splitlines() if line.startswith('| ')]
   assert len(rows) == 8  # header, 6 sizes, max
   text = _text('experiments', 'README.md')

@@ -1,8 +1,9 @@
 """The house rules that keep the layers' interfaces narrow (pyproject.toml's
 import contracts hold the rest, through lint-imports): no module reaches
 into another's private names, no script edits sys.path (the package is
-installed; tests/ is on the path through pytest), and no function of the
-package is longer than 80 lines."""
+installed; tests/ is on the path through pytest), no function of the
+package is longer than 80 lines, and every module has its row in
+docs/architecture.md."""
 
 import ast
 import os
@@ -100,11 +101,25 @@ def test_no_function_of_the_package_is_longer_than_80_lines():
   assert not long, long
 
 
+def test_every_module_has_its_row_in_docs_architecture():
+  """docs/architecture.md's module table is where a newcomer finds what each
+  module holds: a new module gets its row."""
+  text = (REPO_ROOT / 'docs' / 'architecture.md').read_text()
+  missing = [
+    name
+    for path in _python_files('mnv2_jax')
+    if path.name != '__init__.py'
+    and f'`{(name := path.relative_to(REPO_ROOT / "mnv2_jax").as_posix())}`'
+    not in text
+  ]
+  assert not missing, missing
+
+
 @pytest.mark.parametrize(
   'source,rule',
   [
     ('from mnv2_jax.training import trainer\ntrainer._train()', 'private'),
-    ('from mnv2_jax.data.imagenet import _crop', 'private'),
+    ('from mnv2_jax.data.image_classification import _crop', 'private'),
     ('import sys\nsys.path.insert(0, "x")', 'path'),
     ('import sys\nsys.path[:0] = ["x"]', 'path'),
   ],

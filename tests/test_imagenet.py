@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mnv2_jax.data import datasets
-from mnv2_jax.data import imagenet
+from mnv2_jax.data import image_classification
 
 IMAGE_SIZE = 32
 
@@ -63,14 +63,14 @@ def _assert_image(x: np.ndarray, size: int = IMAGE_SIZE) -> None:
 
 def test_preprocess_for_train_shape_range_and_seeding(jpeg_bytes):
   out = {
-    s: imagenet.preprocess_for_train(
+    s: image_classification.preprocess_for_train(
       jpeg_bytes, tf.constant([s, 7], tf.int64), 64
     ).numpy()
     for s in range(4)
   }
   for x in out.values():
     _assert_image(x, 64)
-  again = imagenet.preprocess_for_train(
+  again = image_classification.preprocess_for_train(
     jpeg_bytes, tf.constant([0, 7], tf.int64), 64
   ).numpy()
   np.testing.assert_array_equal(out[0], again)
@@ -78,7 +78,7 @@ def test_preprocess_for_train_shape_range_and_seeding(jpeg_bytes):
     assert not np.array_equal(a, b)
   # int32 seeds are accepted too.
   _assert_image(
-    imagenet.preprocess_for_train(
+    image_classification.preprocess_for_train(
       jpeg_bytes, tf.constant([1, 2], tf.int32), 64
     ).numpy(),
     64,
@@ -88,11 +88,13 @@ def test_preprocess_for_train_shape_range_and_seeding(jpeg_bytes):
 def test_preprocess_for_train_eager_matches_dataset_map(jpeg_bytes):
   seeds = tf.constant([[i, 3 * i + 1] for i in range(4)], tf.int64)
   eager = [
-    imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE).numpy()
+    image_classification.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE).numpy()
     for s in seeds
   ]
   ds = tf.data.Dataset.from_tensor_slices(seeds).map(
-    lambda s: imagenet.preprocess_for_train(jpeg_bytes, s, IMAGE_SIZE),
+    lambda s: image_classification.preprocess_for_train(
+      jpeg_bytes, s, IMAGE_SIZE
+    ),
     num_parallel_calls=tf.data.AUTOTUNE,
   )
   for a, b in zip(eager, ds.as_numpy_iterator(), strict=True):
@@ -104,13 +106,15 @@ def test_preprocess_for_train_non_jpeg_matches_jpeg(jpeg_bytes):
   png = tf.io.encode_png(tf.io.decode_jpeg(jpeg_bytes, channels=3))
   seed = tf.constant([5, 6], tf.int64)
   np.testing.assert_array_equal(
-    imagenet.preprocess_for_train(jpeg_bytes, seed, IMAGE_SIZE).numpy(),
-    imagenet.preprocess_for_train(png, seed, IMAGE_SIZE).numpy(),
+    image_classification.preprocess_for_train(
+      jpeg_bytes, seed, IMAGE_SIZE
+    ).numpy(),
+    image_classification.preprocess_for_train(png, seed, IMAGE_SIZE).numpy(),
   )
 
 
 def test_preprocess_for_eval_matches_manual_central_crop(jpeg_bytes):
-  out = imagenet.preprocess_for_eval(jpeg_bytes, 64).numpy()
+  out = image_classification.preprocess_for_eval(jpeg_bytes, 64).numpy()
   _assert_image(out, 64)
 
   pixels = tf.io.decode_jpeg(jpeg_bytes, channels=3).numpy()
@@ -123,7 +127,7 @@ def test_preprocess_for_eval_matches_manual_central_crop(jpeg_bytes):
 
   mapped = next(
     tf.data.Dataset.from_tensors(jpeg_bytes)
-    .map(lambda b: imagenet.preprocess_for_eval(b, 64))
+    .map(lambda b: image_classification.preprocess_for_eval(b, 64))
     .as_numpy_iterator()
   )
   np.testing.assert_array_equal(out, mapped)
@@ -131,11 +135,13 @@ def test_preprocess_for_eval_matches_manual_central_crop(jpeg_bytes):
 
 def test_preprocess_for_eval_full_crop(photo):
   png = tf.io.encode_png(photo)
-  out = imagenet.preprocess_for_eval(png, 48, crop_fraction=1.0).numpy()
+  out = image_classification.preprocess_for_eval(
+    png, 48, crop_fraction=1.0
+  ).numpy()
   expected = tf.image.resize(photo, [48, 48]).numpy() / 127.5 - 1.0
   np.testing.assert_allclose(out, expected, atol=1e-6)
   with pytest.raises(ValueError):
-    imagenet.preprocess_for_eval(png, 48, crop_fraction=0.0)
+    image_classification.preprocess_for_eval(png, 48, crop_fraction=0.0)
 
 
 # ----------------------------------------------------------------------------
@@ -156,7 +162,7 @@ def mock_imagenet():
 
 
 def _take(config, n: int, start_step: int = 0, batch: int = MOCK_BATCH):
-  it = imagenet.train_batches(
+  it = image_classification.train_batches(
     config, start_step=start_step, per_host_batch_size=batch
   )
   return list(itertools.islice(it, n))
@@ -180,7 +186,8 @@ def test_mock_images_are_encoded_jpeg(mock_imagenet):
 
 def test_mock_num_examples(mock_imagenet):
   assert (
-    imagenet.num_examples(helpers.imagenet_config(), 'train') == MOCK_EXAMPLES
+    image_classification.num_examples(helpers.imagenet_config(), 'train')
+    == MOCK_EXAMPLES
   )
 
 
@@ -219,7 +226,9 @@ def test_train_batches_resume(mock_imagenet, start_step):
 
 def test_eval_batches_cover_every_example_once(mock_imagenet):
   config = helpers.imagenet_config()
-  batches = list(imagenet.eval_batches(config, per_host_batch_size=4))
+  batches = list(
+    image_classification.eval_batches(config, per_host_batch_size=4)
+  )
   assert len(batches) == 3  # ceil(10 / 4)
   for b in batches:
     assert b['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -243,7 +252,9 @@ def test_eval_batches_cover_every_example_once(mock_imagenet):
   np.testing.assert_array_equal(labels, [ex['label'] for ex in raw])
   np.testing.assert_allclose(
     batches[0]['image'][1],
-    imagenet.preprocess_for_eval(raw[1]['image'], IMAGE_SIZE).numpy(),
+    image_classification.preprocess_for_eval(
+      raw[1]['image'], IMAGE_SIZE
+    ).numpy(),
     atol=1e-6,
   )
 
@@ -284,7 +295,9 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
     assert sum(int(b['skipped_examples']) for b in epoch) == 2
     # Evaluation scores the other 9, once each, and says what it skipped.
     batches = list(
-      imagenet.eval_batches(helpers.imagenet_config(), per_host_batch_size=4)
+      image_classification.eval_batches(
+        helpers.imagenet_config(), per_host_batch_size=4
+      )
     )
   assert len(batches) == 3  # as for 11 good images: the same on every host
   mask = np.concatenate([b['mask'] for b in batches])
@@ -300,7 +313,7 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
 def test_train_batches_rejects_batch_larger_than_shard(mock_imagenet):
   with pytest.raises(ValueError, match='fewer than one batch'):
     next(
-      imagenet.train_batches(
+      image_classification.train_batches(
         helpers.imagenet_config(),
         start_step=0,
         per_host_batch_size=MOCK_EXAMPLES + 1,
@@ -361,9 +374,9 @@ def two_hosts(monkeypatch):
 
 def test_prepared_num_examples_and_check(prepared_data_dir):
   config = helpers.imagenet_config(prepared_data_dir)
-  imagenet.check_data_available(config)  # Does not raise.
-  assert imagenet.num_examples(config, 'train') == 12
-  assert imagenet.num_examples(config, 'validation') == 7
+  image_classification.check_data_available(config)  # Does not raise.
+  assert image_classification.num_examples(config, 'train') == 12
+  assert image_classification.num_examples(config, 'validation') == 7
 
 
 def test_prepared_train_shards_and_resume(prepared_data_dir, two_hosts):
@@ -389,7 +402,9 @@ def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
   labels, num_batches = [], []
   for host in (0, 1):
     two_hosts(host)
-    batches = list(imagenet.eval_batches(config, per_host_batch_size=3))
+    batches = list(
+      image_classification.eval_batches(config, per_host_batch_size=3)
+    )
     num_batches.append(len(batches))
     for b in batches:
       labels.extend(b['label'][b['mask']].tolist())
@@ -401,7 +416,7 @@ def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
 def test_check_data_available_missing(tmp_path):
   missing = os.fspath(tmp_path / 'no_imagenet_here')
   with pytest.raises(ValueError, match='no_imagenet_here') as e:
-    imagenet.check_data_available(helpers.imagenet_config(missing))
+    image_classification.check_data_available(helpers.imagenet_config(missing))
   assert 'tfds build imagenet2012' in str(e.value)
   assert 'ILSVRC2012_img_train.tar' in str(e.value)
   assert not os.path.exists(missing)  # Nothing was downloaded or created.
@@ -432,7 +447,7 @@ def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
   }
   seen = set()
   for seed in range(12):
-    out = imagenet.preprocess_for_train(
+    out = image_classification.preprocess_for_train(
       png, tf.constant([seed, 7], tf.int64), 32, 'cifar'
     ).numpy()
     assert out.shape == (32, 32, 3)
@@ -450,7 +465,9 @@ def test_cifar_augmentation_is_a_shifted_crop_of_the_padded_image():
     assert match, f'seed {seed}: not a window of the padded image'
     seen.update(match)
   assert len(seen) > 4  # the offsets and flips vary with the seed
-  evaluated = imagenet.preprocess_for_eval(png, 32, 0.875, 'cifar').numpy()
+  evaluated = image_classification.preprocess_for_eval(
+    png, 32, 0.875, 'cifar'
+  ).numpy()
   np.testing.assert_allclose(evaluated, pixels / 127.5 - 1.0, atol=1e-6)
 
 
@@ -471,13 +488,15 @@ def test_cifar10_and_imagenette_pipelines_under_mock_data(
     num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
   ):
     datasets.check_available(config)  # the mock counts as prepared
-    assert imagenet.num_examples(config, 'train') == MOCK_EXAMPLES
+    assert image_classification.num_examples(config, 'train') == MOCK_EXAMPLES
     batches = _take(config, 4)  # crosses the epoch boundary after 3
     for b in batches:
       assert b['image'].shape == (MOCK_BATCH, size, size, 3)
       assert -1.0 <= b['image'].min() and b['image'].max() <= 1.0
       assert ((b['label'] >= 0) & (b['label'] < 10)).all()
-    evaluated = list(imagenet.eval_batches(config, per_host_batch_size=4))
+    evaluated = list(
+      image_classification.eval_batches(config, per_host_batch_size=4)
+    )
     assert len(evaluated) == 3  # ceil(10 / 4), the padding masked out
     assert sum(int(b['mask'].sum()) for b in evaluated) == MOCK_EXAMPLES
 

@@ -28,8 +28,8 @@ import tensorflow_datasets as tfds
 
 from mnv2_jax import configuration
 from mnv2_jax import prepare_imagenet
-from mnv2_jax.data import common
-from mnv2_jax.data import imagenet
+from mnv2_jax.data import batches
+from mnv2_jax.data import image_classification
 from mnv2_jax.data import imagenet_like
 from mnv2_jax.data import imagenet_records
 from mnv2_jax.training import trainer
@@ -76,8 +76,8 @@ def test_generated_data_reads_like_tfds_build(data):
   assert 300 < written['mean_width'] < 500
   assert 250 < written['mean_height'] < 500
   config = helpers.imagenet_config(data['original'], shuffle_buffer_size=16)
-  imagenet.check_data_available(config)
-  assert imagenet.num_examples(config, 'train') == TRAIN
+  image_classification.check_data_available(config)
+  assert image_classification.num_examples(config, 'train') == TRAIN
   for example in _raw(data['original'], 'train')[:4]:
     image = tf.io.decode_jpeg(example['image']).numpy()
     assert image.dtype == np.uint8 and image.shape[2] == 3
@@ -104,7 +104,7 @@ def test_prepare_makes_the_same_examples_smaller(data):
   assert split['left_out_undecodable'] == 0
   assert split['mean_pixels_after'] < 0.5 * split['mean_pixels_before']
   assert (
-    imagenet.num_examples(
+    image_classification.num_examples(
       helpers.imagenet_config(data['prepared'], shuffle_buffer_size=16), 'train'
     )
     == TRAIN
@@ -155,7 +155,7 @@ def test_prepare_leaves_out_undecodable_images_and_never_overwrites(
 
 
 def _take(config, n: int, start_step: int = 0) -> list[dict]:
-  batches = imagenet.train_batches(
+  batches = image_classification.train_batches(
     config, start_step=start_step, per_host_batch_size=4
   )
   return list(itertools.islice(batches, n))
@@ -193,7 +193,7 @@ def _crop_statistics(height: int, width: int, draws: int = 1000):
   shape = tf.constant([height, width, 3], tf.int32)
   areas, ratios = [], []
   for i in range(draws):
-    _, _, h, w = imagenet.random_crop_window(
+    _, _, h, w = image_classification.random_crop_window(
       shape, tf.constant([i, 7], tf.int64)
     ).numpy()
     areas.append(h * w / (height * width))
@@ -239,15 +239,15 @@ def test_uint8_images_normalised_on_the_device_equal_the_float_path(
 ):
   example = _raw(data['original'], 'train')[0]
   seed = tf.constant([3, 4], tf.int64)
-  reference = imagenet.preprocess_for_train(
+  reference = image_classification.preprocess_for_train(
     example['image'], seed, IMAGE_SIZE, preprocessing
   ).numpy()
-  pixels = imagenet.preprocess_for_train(
+  pixels = image_classification.preprocess_for_train(
     example['image'], seed, IMAGE_SIZE, preprocessing, image_dtype='uint8'
   ).numpy()
   assert pixels.dtype == np.uint8
   on_device = np.asarray(
-    common.pixels_to_input(jnp.asarray(pixels, jnp.float32), preprocessing)
+    batches.pixels_to_input(jnp.asarray(pixels, jnp.float32), preprocessing)
   )
   # Rounding to integers moves a pixel by at most half a grey level: 0.5 /
   # 127.5 in [-1, 1], 0.5 / 255 / std in torchvision's normalisation.
@@ -266,7 +266,7 @@ def test_uint8_batches_resume_and_carry_the_float_paths_examples(data):
     assert b['image'].dtype == np.uint8
     np.testing.assert_array_equal(a['label'], b['label'])
     np.testing.assert_allclose(
-      common.scale_pixels(b['image'].astype(np.float32)),
+      batches.scale_pixels(b['image'].astype(np.float32)),
       a['image'],
       atol=0.5 / 127.5 + 1e-6,
     )
@@ -283,7 +283,7 @@ def test_train_step_on_uint8_pixels_equals_the_float_step():
   labels = rng.integers(0, 10, 16).astype(np.int32)
   initial = jax.device_get(run.init_state().params)
   results = []
-  for images in (common.scale_pixels(pixels.astype(np.float32)), pixels):
+  for images in (batches.scale_pixels(pixels.astype(np.float32)), pixels):
     state = run.init_state()
     batch = trainer.global_batch(
       {'image': images, 'label': labels}, run.data_sharding

@@ -4,10 +4,10 @@ can build, against the paper's figure, with a reason wherever they differ."""
 import os
 
 from mnv2_jax import stats
+from mnv2_jax.models import counting
 from mnv2_jax.models import deeplab
 from mnv2_jax.models import paper_tables
 from mnv2_jax.models import reference_detectors
-from mnv2_jax.models import statistics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(
@@ -144,7 +144,7 @@ def _table_7_counts(backbone, output_stride, aspp):
     output_stride=output_stride,
     aspp=aspp,
   )
-  single = statistics.model_statistics(model, 513)
+  single = counting.model_statistics(model, 513)
   counts = (
     single['trainable_parameters'],
     single['multiply_adds'],
@@ -152,7 +152,7 @@ def _table_7_counts(backbone, output_stride, aspp):
   )
   if output_stride == 16 and backbone != 'mobilenet_v2':
     return counts
-  multi_scale = statistics.multi_scale_multiply_adds(
+  multi_scale = counting.multi_scale_multiply_adds(
     model, 513, deeplab.EVAL_SCALES, flip=True
   )
   return counts + (

@@ -20,21 +20,21 @@ import pytest
 
 from mnv2_jax import configuration
 from mnv2_jax.models import build_model
+from mnv2_jax.models import counting
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import nasnet
 from mnv2_jax.models import resnet
 from mnv2_jax.models import shufflenet
-from mnv2_jax.models import statistics
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import trainer
-from mnv2_jax.weights import export
+from mnv2_jax.weights import exporters
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _counts(model, size=224):
-  stats = statistics.model_statistics(model, size)
+  stats = counting.model_statistics(model, size)
   return stats['parameters_without_batch_norm'], stats['multiply_adds']
 
 
@@ -376,8 +376,8 @@ def test_mobilenet_v1_trains_and_resumes_through_main(tmp_path):
 
 def _exports_with_parity(workdir):
   """TFLite float32 from the workdir's checkpoint computes JAX's logits on
-  the held test images (weights/export.py's check)."""
-  result = export.export(workdir, 'tflite', None, None)
+  the held test images (weights/exporters.py's check)."""
+  result = exporters.export(workdir, 'tflite', None, None)
   # float32 throughout: within rounding of the network's sums (measured
   # 7e-7 for MobileNetV1, 1.5e-6 for ShuffleNet).
   assert result['max_rel_diff'] < 1e-4, result
@@ -442,11 +442,11 @@ def test_resnet_counts_match_the_original(depth, parameters):
   original = resnet.ResNet(num_classes=1000, depth=depth, stem='original')
   beta = resnet.ResNet(num_classes=1000, depth=depth, stem='beta')
   assert (
-    statistics.model_statistics(original, 224)['trainable_parameters']
+    counting.model_statistics(original, 224)['trainable_parameters']
     == parameters
   )
   assert (
-    statistics.model_statistics(beta, 224)['trainable_parameters'] - parameters
+    counting.model_statistics(beta, 224)['trainable_parameters'] - parameters
     == 123_776
   )
 
@@ -521,4 +521,4 @@ def test_heads_on_other_backbones_learn(
   # stats names the head by its backbone.
   backbone = {'mobilenet_v1': 'MobileNetV1', 'resnet_50': 'ResNet-50'}
   head = {'detection': 'SSDLite', 'segmentation': 'DeepLabv3'}[task]
-  assert statistics.model_name(model) == f'{backbone[architecture]} + {head}'
+  assert counting.model_name(model) == f'{backbone[architecture]} + {head}'

@@ -13,7 +13,7 @@ from mnv2_jax import tasks
 from mnv2_jax.data import image_files
 from mnv2_jax.models import initializers
 from mnv2_jax.training import state as training_state
-from mnv2_jax.weights import convert
+from mnv2_jax.weights import importers
 from mnv2_jax.weights import prediction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def _workdir(path, config) -> str:
   variables = initializers.host_variables(
     model, training_state.model_input_shape(config), 0, train=False
   )
-  convert.save(str(path), config, variables, source='test')
+  importers.save(str(path), config, variables, source='test')
   return str(path)
 
 

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax.data import common
+from mnv2_jax.data import batches
 from mnv2_jax.models import box_ops
 from mnv2_jax.models import build_model
+from mnv2_jax.models import counting
 from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import ssdlite
-from mnv2_jax.models import statistics
 from mnv2_jax.tasks import detection
 
 
@@ -208,8 +208,8 @@ SSDLITE_HEADS_MULTIPLY_ADDS = 177_617_344
 
 def test_ssdlite_size_matches_table_5_and_6():
   model = ssdlite.SSDLite(num_classes=80)
-  full = statistics.model_statistics(model, 320)
-  backbone = statistics.model_statistics(
+  full = counting.model_statistics(model, 320)
+  backbone = counting.model_statistics(
     mobilenet_v2.MobileNetV2(num_classes=0), 320
   )
   assert full['trainable_parameters'] == SSDLITE_PARAMETERS
@@ -305,12 +305,12 @@ def test_scenes_are_deterministic_with_exact_boxes_and_masks():
     window = first['mask'][ymin:ymax, xmin:xmax]
     # The box is tight around the digit's pixels (solid or rim) ...
     assert np.any(window == label + 1)
-    inked = (window == label + 1) | (window == common.IGNORE_LABEL)
+    inked = (window == label + 1) | (window == batches.IGNORE_LABEL)
     assert inked[0].any() and inked[-1].any()
     assert inked[:, 0].any() and inked[:, -1].any()
   # ... and the mask holds only background, the scene's classes and ignore.
   assert set(np.unique(first['mask'])) <= (
-    {0, common.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']}
+    {0, batches.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']}
   )
 
 
@@ -403,7 +403,7 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
   from mnv2_jax import configuration
   from mnv2_jax.training import optimization
   from mnv2_jax.training import state as training_state
-  from mnv2_jax.weights import convert
+  from mnv2_jax.weights import importers
 
   classifier_config = configuration.base_config()
   classifier_config.model.width_multiplier = 0.35
@@ -418,7 +418,7 @@ def test_init_from_a_classifier_fills_the_detector_backbone(tmp_path):
   variables = jax.tree.map(
     lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), dict(abstract)
   )
-  convert.save(str(tmp_path / 'classifier'), classifier_config, variables)
+  importers.save(str(tmp_path / 'classifier'), classifier_config, variables)
   config = helpers.tiny_detection_config()
   detector = build_model(config)
   state = jax.eval_shape(

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from mnv2_jax.models import counting
 from mnv2_jax.models import mobilenet_v2
-from mnv2_jax.models import statistics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ EXACT_GRID = [
 
 
 def test_grid_reproduces_all_22_released_checkpoints():
-  rows = statistics.grid_statistics()
+  rows = counting.grid_statistics()
   assert len(rows) == 22
   mismatches = [r for r in rows if not r['matches']]
   assert not mismatches, mismatches
@@ -64,7 +64,7 @@ def test_grid_reproduces_all_22_released_checkpoints():
 
 
 def test_statistics_of_one_model():
-  result = statistics.model_statistics(
+  result = counting.model_statistics(
     mobilenet_v2.MobileNetV2(num_classes=1000), 224
   )
   assert result['trainable_parameters'] == 3_504_872  # Keras/timm/torchvision
@@ -94,7 +94,7 @@ def test_multiply_adds_of_a_single_convolution():
   w = jnp.zeros((3, 3, 2, 4))  # 4 groups of 2 input channels
   jaxpr = jax.make_jaxpr(conv)(x, w).jaxpr
   # 4x4 outputs x 4 channels, each 3x3x2 multiply-adds.
-  assert statistics.count_multiply_adds(jaxpr) == 4 * 4 * 4 * 3 * 3 * 2
+  assert counting.count_multiply_adds(jaxpr) == 4 * 4 * 4 * 3 * 3 * 2
 
 
 def test_stats_cli_json():
@@ -168,7 +168,7 @@ def test_stats_cli_rejects_a_bad_width_multiplier():
 def test_memory_table_by_the_papers_rule():
   # Paper Table 3, MobileNetV2: 16 channels at 112² (400K at 16 bits) is the
   # network's peak; 320 at 7², the 1280 pooled features at 1².
-  rows = {row['resolution']: row for row in statistics.memory_table()}
+  rows = {row['resolution']: row for row in counting.memory_table()}
   assert sorted(rows) == [1, 7, 14, 28, 56, 112]
   assert rows[112]['channels'] == 16
   assert rows[112]['kilobytes'] == pytest.approx(16 * 112 * 112 * 2 / 1000)

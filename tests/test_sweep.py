@@ -25,7 +25,7 @@ from mnv2_jax.experiments import plots as sweep_plots
 from mnv2_jax.experiments import points as sweep_points
 from mnv2_jax.experiments import report as sweep_report
 from mnv2_jax.experiments import runner as sweep_runner
-from mnv2_jax.models import statistics as statistics_lib
+from mnv2_jax.models import counting as statistics_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = textwrap.dedent("""

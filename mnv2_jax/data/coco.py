@@ -10,9 +10,9 @@ ground truth (as the reference does) and boxes of zero area after clipping
 are dropped. Ground truth is padded to `config.detection.max_boxes`.
 
 Bad input does not stop a run: an image that does not decode is skipped
-(tfds_common.skip_undecodable; the next image takes its place), a box
+(tfds_reading.skip_undecodable; the next image takes its place), a box
 reaching outside the image is clipped to it and a box of zero area removed
-(`repair_boxes`); each is counted in the train metrics (common.REPAIR_COUNTS).
+(`repair_boxes`); each is counted in the train metrics (batches.REPAIR_COUNTS).
 
 Evaluation: the whole image resized, every box kept with its `is_crowd` flag
 and the image's id and size, so that pycocotools scores it against the
@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from mnv2_jax.data import common
-from mnv2_jax.data import tfds_common
+from mnv2_jax.data import batches
+from mnv2_jax.data import tfds_reading
 
 # COCO's category id of each contiguous TFDS label (the 80 used categories).
 CATEGORY_IDS = (
@@ -125,13 +125,13 @@ KEEP_WHOLE_IMAGE_PROBABILITY = 0.15
 _AUGMENT_TAG = 7
 
 
-def dataset_info(config) -> common.DatasetInfo:
-  builder = tfds_common.builder(config)
+def dataset_info(config) -> batches.DatasetInfo:
+  builder = tfds_reading.builder(config)
   names = tuple(builder.info.features['objects']['label'].names)
-  return common.DatasetInfo(
+  return batches.DatasetInfo(
     len(names),
-    tfds_common.num_examples(config, config.dataset.train_split),
-    tfds_common.num_examples(config, config.dataset.eval_split),
+    tfds_reading.num_examples(config, config.dataset.train_split),
+    tfds_reading.num_examples(config, config.dataset.eval_split),
     config.dataset.eval_split,
     category_ids=CATEGORY_IDS[: len(names)],
     category_names=names,
@@ -140,9 +140,9 @@ def dataset_info(config) -> common.DatasetInfo:
 
 def check_data_available(config: ml_collections.ConfigDict) -> None:
   """Raises a clear error if the prepared coco/2017 cannot be read."""
-  tfds_common.check_prepared(
+  tfds_reading.check_prepared(
     config,
-    tfds_common.builder(config),
+    tfds_reading.builder(config),
     'On a machine with network access prepare it with\n'
     '  tfds build coco/2017 --data_dir <data_dir>\n',
   )
@@ -169,7 +169,7 @@ def _ground_truth(boxes, labels, crowd, max_boxes: int) -> dict:
 def _random_crop(image, boxes, labels, seed):
   """SSD's random crop; returns the window's image and its boxes/labels."""
   seeds = tf.random.experimental.stateless_split(
-    seed, num=3, alg=tfds_common.RNG_ALG
+    seed, num=3, alg=tfds_reading.RNG_ALG
   )
   choice = tf.random.stateless_uniform(
     [], seeds[0], 0, len(MIN_OBJECT_COVERED), dtype=tf.int32
@@ -218,7 +218,9 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
     tf.cast(tf.boolean_mask(objects['label'], keep), tf.int32),
   )
   crop_seed, flip_seed = tf.unstack(
-    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+    tf.random.experimental.stateless_split(
+      seed, num=2, alg=tfds_reading.RNG_ALG
+    )
   )
   image, boxes, labels = _random_crop(image, boxes, labels, crop_seed)
   flip = tf.random.stateless_uniform([], flip_seed) < 0.5
@@ -235,7 +237,7 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
     tf.boolean_mask(boxes, area > 0),
     tf.boolean_mask(labels, area > 0),
   )
-  image = common.scale_pixels(
+  image = batches.scale_pixels(
     tf.image.resize(image, [image_size, image_size], method='bilinear')
   )
   image.set_shape([image_size, image_size, 3])
@@ -251,7 +253,7 @@ def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
   """Bad annotation boxes as the reference pipeline treats them: a box
   reaching outside the image is clipped to it (TF OD API's clip to the
   window); a box of zero area (before or after clipping) is removed. Returns
-  the boxes, their labels, and the counts for common.REPAIR_COUNTS."""
+  the boxes, their labels, and the counts for batches.REPAIR_COUNTS."""
   clipped = tf.clip_by_value(boxes, 0.0, 1.0)
   outside = tf.reduce_any(tf.not_equal(clipped, boxes), axis=1)
   area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
@@ -271,7 +273,7 @@ def preprocess_for_eval(example, image_size: int, max_boxes: int):
     example['image'], channels=3, expand_animations=False
   )
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  image = common.scale_pixels(
+  image = batches.scale_pixels(
     tf.image.resize(image, [image_size, image_size], method='bilinear')
   )
   image.set_shape([image_size, image_size, 3])
@@ -296,9 +298,9 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
   image_size, max_boxes = config.image_size, config.detection.max_boxes
-  return tfds_common.train_batches(
+  return tfds_reading.train_batches(
     config,
-    tfds_common.builder(config),
+    tfds_reading.builder(config),
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     augment_tag=_AUGMENT_TAG,
@@ -325,9 +327,9 @@ def eval_batches(
     'width': tf.constant(1),
     'mask': tf.constant(False),
   }
-  return tfds_common.eval_batches(
+  return tfds_reading.eval_batches(
     config,
-    tfds_common.builder(config),
+    tfds_reading.builder(config),
     split=split or config.dataset.eval_split,
     per_host_batch_size=per_host_batch_size,
     padding=padding,

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax.data import tfds_common
+from mnv2_jax.data import tfds_reading
 
 _EXAMPLES_PER_SHARD = 256
 
@@ -145,13 +145,13 @@ def resize(
   summary = {'shorter_side': shorter_side, 'quality': quality}
   for split in splits:
     totals = {'source_bytes': 0, 'source_pixels': 0, 'pixels': 0, 'bytes': 0}
-    ds = tfds_common.read(source, split)
+    ds = tfds_reading.read(source, split)
     ds = ds.map(
       _resized_jpeg(shorter_side, quality),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
-    ds = tfds_common.skip_undecodable(ds).prefetch(tf.data.AUTOTUNE)
+    ds = tfds_reading.skip_undecodable(ds).prefetch(tf.data.AUTOTUNE)
 
     def examples(ds=ds, totals=totals):
       for example in ds.as_numpy_iterator():

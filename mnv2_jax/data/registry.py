@@ -23,7 +23,7 @@ class DatasetSpec:
   # per_host_batch_size), eval_batches(config, *, per_host_batch_size,
   # split=None) and, for a dataset that must be prepared,
   # check_data_available(config).
-  pipeline: str = 'imagenet'
+  pipeline: str = 'image_classification'
 
 
 BUILT_IN_SPLITS = ('train', 'validation', 'test')

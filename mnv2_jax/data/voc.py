@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from mnv2_jax.data import common
-from mnv2_jax.data import tfds_common
+from mnv2_jax.data import batches
+from mnv2_jax.data import tfds_reading
 from mnv2_jax.data import voc_builder
 
 NAME = 'voc2012'  # config.dataset.name
@@ -55,7 +55,7 @@ def builder(config) -> voc_builder.Voc2012Segmentation:
 
 def dataset_info(config):
   info = builder(config).info
-  return common.DatasetInfo(
+  return batches.DatasetInfo(
     len(CLASS_NAMES),
     info.splits[config.dataset.train_split].num_examples,
     info.splits[config.dataset.eval_split].num_examples,
@@ -78,7 +78,7 @@ def check_data_available(config) -> None:
         'built: delete that directory and rebuild with SBD, or set '
         'config.dataset.train_split=train.'
       )
-  tfds_common.check_prepared(
+  tfds_reading.check_prepared(
     config,
     voc,
     'Prepare it once with\n'
@@ -91,7 +91,7 @@ def _decode(example) -> tuple[tf.Tensor, tf.Tensor]:
   image = tf.io.decode_image(
     example['image'], channels=3, expand_animations=False
   )
-  # Both kept encoded by the reader (tfds_common.read): a file that does not
+  # Both kept encoded by the reader (tfds_reading.read): a file that does not
   # decode fails here, in the preprocessing, and that example is skipped.
   label = tf.io.decode_png(example['segmentation'], channels=1)  # uint8
   return tf.cast(image, tf.float32), label
@@ -104,7 +104,9 @@ def _pad_to(image, label, height, width):
   pad_w = tf.maximum(width - tf.shape(image)[1], 0)
   image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=127.5)
   label = tf.pad(
-    label, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=common.IGNORE_LABEL
+    label,
+    [[0, pad_h], [0, pad_w], [0, 0]],
+    constant_values=batches.IGNORE_LABEL,
   )
   return image, label
 
@@ -128,7 +130,7 @@ def preprocess_for_train(
   if flip:
     both = tf.image.stateless_random_flip_left_right(both, seeds[2])
   return {
-    'image': common.scale_pixels(both[..., :3]),
+    'image': batches.scale_pixels(both[..., :3]),
     'label': tf.cast(both[..., 3], tf.int32),
   }
 
@@ -152,7 +154,7 @@ def preprocess_for_eval(example, image_size: int):
   image, label = _pad_to(image, label, image_size, image_size)
   image = tf.ensure_shape(image, [image_size, image_size, 3])
   return {
-    'image': common.scale_pixels(image),
+    'image': batches.scale_pixels(image),
     'label': tf.cast(
       tf.ensure_shape(label, [image_size, image_size, 1])[..., 0], tf.int32
     ),
@@ -165,7 +167,7 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
   segmentation = config.segmentation
-  return tfds_common.train_batches(
+  return tfds_reading.train_batches(
     config,
     builder(config),
     start_step=start_step,
@@ -190,10 +192,10 @@ def eval_batches(
   size = config.image_size
   padding = {
     'image': tf.zeros([size, size, 3]),
-    'label': tf.fill([size, size], common.IGNORE_LABEL),
+    'label': tf.fill([size, size], batches.IGNORE_LABEL),
     'mask': tf.constant(False),
   }
-  return tfds_common.eval_batches(
+  return tfds_reading.eval_batches(
     config,
     builder(config),
     split=split or config.dataset.eval_split,

@@ -10,7 +10,7 @@ import statistics as stats_lib
 from typing import Sequence
 
 from mnv2_jax.experiments import points as sweep_points
-from mnv2_jax.models import statistics
+from mnv2_jax.models import counting
 
 
 class _Figures:
@@ -110,7 +110,7 @@ def _plot_frontier(figures: _Figures, base, done) -> None:
     )
   if base.dataset.name == 'imagenet2012' and figures.metric == 'top1':
     released = [
-      (macs, top1) for (top1, _, macs) in statistics.PUBLISHED_GRID.values()
+      (macs, top1) for (top1, _, macs) in counting.PUBLISHED_GRID.values()
     ]
     axes.scatter(
       [m for m, _ in released],
@@ -140,7 +140,7 @@ def _plot_width_resolution(figures: _Figures, done) -> None:
   ]
   published = [
     (width, size, macs, top1, 0.0)
-    for (width, size), (top1, _, macs) in statistics.PUBLISHED_GRID.items()
+    for (width, size), (top1, _, macs) in counting.PUBLISHED_GRID.items()
   ]
   figure, panels = figures.plt.subplots(1, 2, figsize=(11, 4.5))
   for axes, points, name in [

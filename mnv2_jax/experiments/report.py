@@ -19,13 +19,13 @@ from mnv2_jax.experiments import plots
 from mnv2_jax.experiments import points as sweep_points
 from mnv2_jax.experiments import runner
 from mnv2_jax.models import build_model
-from mnv2_jax.models import statistics
+from mnv2_jax.models import counting
 from mnv2_jax.training import metric_writers
 
 
 def _model_counts(base, overrides: dict[str, Any]) -> dict[str, int]:
   config = sweep_points.apply_overrides(base, overrides)
-  counts = statistics.model_statistics(build_model(config), config.image_size)
+  counts = counting.model_statistics(build_model(config), config.image_size)
   return {
     'parameters': counts['trainable_parameters'],
     'multiply_adds': counts['multiply_adds'],

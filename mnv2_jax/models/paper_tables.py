@@ -8,7 +8,7 @@ YOLOv2) are built for counting only (models/reference_detectors.py).
 
 Conventions, as the paper's sources count: parameters without BatchNorm
 (the TF-slim release's count) and multiply-adds of every convolution and
-matrix product of one image (models/statistics.py); classifiers with 1000
+matrix product of one image (models/counting.py); classifiers with 1000
 classes at 224 (Table 4); detectors with 80 classes at 320 (Tables 5, 6; SSD at 300 and 512,
 YOLOv2 at 544);
 DeepLab with 21 classes at 513, parameters with BatchNorm's scale and bias
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.models import backbones
+from mnv2_jax.models import counting
 from mnv2_jax.models import deeplab
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import mobilenet_v2
@@ -37,7 +38,6 @@ from mnv2_jax.models import nasnet
 from mnv2_jax.models import reference_detectors
 from mnv2_jax.models import shufflenet
 from mnv2_jax.models import ssdlite
-from mnv2_jax.models import statistics
 
 MILLION, BILLION = 1e6, 1e9
 
@@ -188,7 +188,7 @@ NOT_BUILT = 'not built here yet'
 
 
 def _classifier(model, image_size: int = 224) -> tuple[float, float]:
-  stats = statistics.model_statistics(model, image_size)
+  stats = counting.model_statistics(model, image_size)
   return (
     stats['parameters_without_batch_norm'] / MILLION,
     stats['multiply_adds'] / MILLION,
@@ -291,8 +291,8 @@ TABLE_3 = {
     1600,
   ),
   'MobileNetV2': (
-    {size: value for size, value in statistics.PAPER_TABLE3.items()},
-    statistics.PAPER_TABLE3_MAX_KB,
+    {size: value for size, value in counting.PAPER_TABLE3.items()},
+    counting.PAPER_TABLE3_MAX_KB,
   ),
   'ShuffleNet (2x, g=3)': (
     {
@@ -316,7 +316,7 @@ def table_3() -> list[Row]:
   ours = {
     'MobileNetV1': layer_memory(mobilenet_v1.MobileNetV1(num_classes=0)),
     'MobileNetV2': {
-      row['resolution']: row['channels'] for row in statistics.memory_table()
+      row['resolution']: row['channels'] for row in counting.memory_table()
     },
     'ShuffleNet (2x, g=3)': layer_memory(
       shufflenet.ShuffleNet(num_classes=0, width_multiplier=2.0, groups=3)
@@ -354,8 +354,8 @@ def _detector(backbone: str, prediction_layers: str) -> tuple[dict, dict]:
     prediction_layers=prediction_layers,
   )
   return (
-    statistics.model_statistics(model, 320),
-    statistics.model_statistics(backbones.build(model, backbone), 320),
+    counting.model_statistics(model, 320),
+    counting.model_statistics(backbones.build(model, backbone), 320),
   )
 
 
@@ -429,7 +429,7 @@ def _reference_detector_rows() -> list[Row]:
   # directly (the note gives the SpaceToBatchND count too).
   rows = []
   for network, model, size, paper_parameters, paper_macs in TABLE_6_REFERENCE:
-    stats = statistics.model_statistics(model, size)
+    stats = counting.model_statistics(model, size)
     rows += _table_6_rows(network, stats, paper_parameters, paper_macs)
   return rows
 
@@ -480,10 +480,10 @@ def table_7() -> list[Row]:
       aspp=aspp,
       backbone_architecture=TABLE_7_BACKBONES[backbone],
     )
-    stats = statistics.model_statistics(model, 513)
+    stats = counting.model_statistics(model, 513)
     parameters = stats['trainable_parameters'] / MILLION
     if mf:
-      macs = statistics.multi_scale_multiply_adds(
+      macs = counting.multi_scale_multiply_adds(
         model, 513, deeplab.EVAL_SCALES, flip=True
       )['multiply_adds_space_to_batch']
     else:

@@ -6,7 +6,7 @@ Table 6 sets MobileNetV2 + SSDLite (4.3M parameters, 0.8B multiply-adds)
 against these (36.1M / 35.2B, 36.1M / 99.5B, 50.7M / 17.5B). They are not
 trained here (no data pipeline or loss is wired to them); `stats --paper`
 traces them like every other network, so their counts come from the same
-counter (models/statistics.py) as MobileNetV2's. Their layouts follow the
+counter (models/counting.py) as MobileNetV2's. Their layouts follow the
 authors' released definitions:
 
 SSD (Caffe `ssd_pascal.py` / `ssd_coco.py`):

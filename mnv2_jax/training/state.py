@@ -43,7 +43,7 @@ def create_train_state(
   """A step-0 state holding `variables` ({'params', 'batch_stats'}), fresh
   optimizer slots and, with `config.ema_decay`, the moving average's copy.
   Pure; used for new runs (`Trainer.init_state`) and imported weights
-  (convert.save)."""
+  (importers.save)."""
   params, batch_stats = variables['params'], variables['batch_stats']
   ema = config.ema_decay > 0
   return TrainState(

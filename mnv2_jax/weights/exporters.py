@@ -40,7 +40,7 @@ from jax.experimental import jax2tf
 from mnv2_jax import choices
 from mnv2_jax.data import cluttered_digits
 from mnv2_jax.data import digits
-from mnv2_jax.data import imagenet
+from mnv2_jax.data import image_classification
 from mnv2_jax.data import photos
 from mnv2_jax.tasks import inference
 from mnv2_jax.training import workdir as workdir_lib
@@ -104,7 +104,9 @@ def sample_photo_crops(config, count: int, seed: int = 0) -> np.ndarray:
       [config.image_size] * 2,
       method='bilinear',
     )
-    crops.append(imagenet.normalize(crop, config.preprocessing).numpy())
+    crops.append(
+      image_classification.normalize(crop, config.preprocessing).numpy()
+    )
   return np.stack(crops).astype(np.float32)
 
 

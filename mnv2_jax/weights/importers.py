@@ -3,12 +3,12 @@ r"""Imports released MobileNetV2 weights: Keras, TF-slim and PyTorch.
 Python API (each returns `(config, variables)`; `variables` applies to the
 model that `models.build_model(config)` builds):
 
-  config, variables = convert.from_keras(keras_model)
-  config, variables = convert.from_keras_weights(path, width_multiplier=1.0,
-                                                 image_size=224)
-  config, variables = convert.from_slim_checkpoint(path)   # 1001 classes
-  config, variables = convert.from_torch(state_dict)       # torchvision/timm
-  convert.save(workdir, config, variables)
+  config, variables = importers.from_keras(keras_model)
+  config, variables = importers.from_keras_weights(path, width_multiplier=1.0,
+                                                   image_size=224)
+  config, variables = importers.from_slim_checkpoint(path)   # 1001 classes
+  config, variables = importers.from_torch(state_dict)       # torchvision/timm
+  importers.save(workdir, config, variables)
 
 The command line is `python -m mnv2_jax.convert` (mnv2_jax/convert.py).
 

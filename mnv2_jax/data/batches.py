@@ -27,7 +27,7 @@ from mnv2_jax.data import registry
 
 Batch = dict
 
-# How images become network inputs (config.preprocessing; data/imagenet.py):
+# How images become network inputs (config.preprocessing; data/image_classification.py):
 # 'inception' ([-1, 1]; the paper, TF-slim, Keras), 'torchvision' (ImageNet
 # mean/std; the PyTorch releases), 'cifar' ([-1, 1], pad-and-crop).
 PREPROCESSING = registry.PREPROCESSING

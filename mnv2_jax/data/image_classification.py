@@ -12,7 +12,7 @@ Preprocessing follows the released recipe (paper §6.1; TF-slim's
 (resize to 256, crop 224, ImageNet mean/std), and 'cifar' pads by 4, crops
 32x32 at random and flips (the whole image for evaluation). Reading, the
 deterministic resumable order, bad-image handling and host sharding are
-data/tfds_common.py's.
+data/tfds_reading.py's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Optional
 import ml_collections
 import tensorflow as tf
 
-from mnv2_jax.data import common
-from mnv2_jax.data import tfds_common
+from mnv2_jax.data import batches
+from mnv2_jax.data import tfds_reading
 
 # Tags that keep the seeds derived for different purposes independent (the
 # values this pipeline has always used).
@@ -89,9 +89,9 @@ def decode_and_crop(
   )
 
 
-PREPROCESSING = common.PREPROCESSING
-TORCHVISION_MEAN = common.TORCHVISION_MEAN
-TORCHVISION_STD = common.TORCHVISION_STD
+PREPROCESSING = batches.PREPROCESSING
+TORCHVISION_MEAN = batches.TORCHVISION_MEAN
+TORCHVISION_STD = batches.TORCHVISION_STD
 
 
 def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
@@ -103,7 +103,7 @@ def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
   """
   image = tf.cast(image, tf.float32)
   if preprocessing in ('inception', 'cifar'):
-    return common.scale_pixels(image)
+    return batches.scale_pixels(image)
   if preprocessing == 'torchvision':
     return (image / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
   raise ValueError(
@@ -131,7 +131,9 @@ def _pad_crop_and_flip(
   pixels at 32), a random `image_size` crop of that and a random flip. Returns
   float pixels in [0, 255]."""
   crop_seed, flip_seed = tf.unstack(
-    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+    tf.random.experimental.stateless_split(
+      seed, num=2, alg=tfds_reading.RNG_ALG
+    )
   )
   image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
   image = tf.image.resize(image, [image_size, image_size], method='bilinear')
@@ -148,14 +150,14 @@ def _training_image(
 ) -> tf.Tensor:
   """Float pixels in [0, 255] as the training batch carries them: normalised
   ('float32') or rounded to integers for the device to normalise ('uint8',
-  see common.TRAIN_IMAGE_DTYPES)."""
+  see batches.TRAIN_IMAGE_DTYPES)."""
   if image_dtype == 'uint8':
     image = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
   elif image_dtype == 'float32':
     image = normalize(pixels, preprocessing)
   else:
     raise ValueError(
-      f'image_dtype must be one of {common.TRAIN_IMAGE_DTYPES}, got '
+      f'image_dtype must be one of {batches.TRAIN_IMAGE_DTYPES}, got '
       f'{image_dtype!r}.'
     )
   image.set_shape([image_size, image_size, 3])
@@ -205,7 +207,7 @@ def preprocess_for_train(
     image_size: Output height and width.
     preprocessing: input normalisation, see `normalize`.
     image_dtype: 'float32' (normalised) or 'uint8' (pixels, normalised later
-      by `common.pixels_to_input`).
+      by `batches.pixels_to_input`).
 
   Returns:
     ``[image_size, image_size, 3]``: float32 (in [-1, 1] for 'inception'), or
@@ -215,7 +217,9 @@ def preprocess_for_train(
     pixels = _pad_crop_and_flip(image_bytes, seed, image_size)
     return _training_image(pixels, image_size, preprocessing, image_dtype)
   crop_seed, flip_seed = tf.unstack(
-    tf.random.experimental.stateless_split(seed, num=2, alg=tfds_common.RNG_ALG)
+    tf.random.experimental.stateless_split(
+      seed, num=2, alg=tfds_reading.RNG_ALG
+    )
   )
 
   image = decode_and_crop(
@@ -292,11 +296,11 @@ def preprocess_for_eval(
 
 
 def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-  return tfds_common.num_examples(config, split)
+  return tfds_reading.num_examples(config, split)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> common.DatasetInfo:
-  return common.DatasetInfo(
+def dataset_info(config: ml_collections.ConfigDict) -> batches.DatasetInfo:
+  return batches.DatasetInfo(
     config.num_classes,
     num_examples(config, config.dataset.train_split),
     num_examples(config, config.dataset.eval_split),
@@ -314,7 +318,7 @@ def check_data_available(config: ml_collections.ConfigDict) -> None:
       'On a machine with network access prepare it with\n'
       f'  tfds build {config.dataset.name} --data_dir <data_dir>\n'
     )
-  tfds_common.check_prepared(config, tfds_common.builder(config), how)
+  tfds_reading.check_prepared(config, tfds_reading.builder(config), how)
 
 
 def train_batches(
@@ -322,7 +326,7 @@ def train_batches(
   *,
   start_step: int,
   per_host_batch_size: int,
-) -> Iterator[common.Batch]:
+) -> Iterator[batches.Batch]:
   """This host's training batches forever, from `start_step`: a
   deterministic function of `config.seed`, the step and the host.
 
@@ -346,9 +350,9 @@ def train_batches(
       'label': tf.cast(example['label'], tf.int32),
     }
 
-  return tfds_common.train_batches(
+  return tfds_reading.train_batches(
     config,
-    tfds_common.builder(config),
+    tfds_reading.builder(config),
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     preprocess=preprocess,
@@ -363,7 +367,7 @@ def eval_batches(
   *,
   per_host_batch_size: int,
   split: Optional[str] = None,
-) -> Iterator[common.Batch]:
+) -> Iterator[batches.Batch]:
   """One pass over this host's shard of `split` (default the config's
   evaluation split), padded with zero images (mask False) to the same number
   of full batches on every host.
@@ -389,9 +393,9 @@ def eval_batches(
     'label': tf.constant(0, tf.int32),
     'mask': tf.constant(False),
   }
-  return tfds_common.eval_batches(
+  return tfds_reading.eval_batches(
     config,
-    tfds_common.builder(config),
+    tfds_reading.builder(config),
     split=split or config.dataset.eval_split,
     per_host_batch_size=per_host_batch_size,
     preprocess=preprocess,
