@@ -620,6 +620,17 @@ def test_export_table_in_docs_weights(name, label):
   )
 
 
+def test_help_times_in_docs_architecture():
+  result = _json_file('benchmarks', 'results', 'cli_help.json')
+  walls = [row['wall_seconds'] for row in result['rows']]
+  assert len(walls) == 9 and max(walls) < result['target_seconds']
+  text = ' '.join(_text('docs', 'architecture.md').split())
+  assert (
+    f'every tool answers `--help` in {min(walls):.2f} to {max(walls):.2f} s'
+    in text
+  )
+
+
 def test_kill_resume_figures_in_docs_reliability():
   result = _json('reliability', 'kill_resume.json')
   assert result['every_completed_run_equal_bitwise']
