@@ -278,7 +278,7 @@ def test_the_light_choices_are_the_implementations():
   import jax, flax or the pipelines' libraries."""
   from mnv2_jax import choices
   from mnv2_jax import models
-  from mnv2_jax.data import batches
+  from mnv2_jax.data import batch_format
   from mnv2_jax.data import cluttered_digits
   from mnv2_jax.data import datasets
   from mnv2_jax.data import digits
@@ -297,7 +297,7 @@ def test_the_light_choices_are_the_implementations():
   )
   assert datasets.DATASETS['scenes'].splits == tuple(scenes.SPLIT_SIZES)
   assert digits.SPLITS == datasets.DATASETS['digits'].splits
-  assert batches.PREPROCESSING == ('inception', 'torchvision', 'cifar')
+  assert batch_format.PREPROCESSING == ('inception', 'torchvision', 'cifar')
   loaded = subprocess.run(
     [
       sys.executable,

@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 
 from mnv2_jax import configuration
 from mnv2_jax import prepare_imagenet
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import image_classification
 from mnv2_jax.data import imagenet_like
 from mnv2_jax.data import imagenet_records
@@ -247,7 +247,9 @@ def test_uint8_images_normalised_on_the_device_equal_the_float_path(
   ).numpy()
   assert pixels.dtype == np.uint8
   on_device = np.asarray(
-    batches.pixels_to_input(jnp.asarray(pixels, jnp.float32), preprocessing)
+    batch_format.pixels_to_input(
+      jnp.asarray(pixels, jnp.float32), preprocessing
+    )
   )
   # Rounding to integers moves a pixel by at most half a grey level: 0.5 /
   # 127.5 in [-1, 1], 0.5 / 255 / std in torchvision's normalisation.
@@ -266,7 +268,7 @@ def test_uint8_batches_resume_and_carry_the_float_paths_examples(data):
     assert b['image'].dtype == np.uint8
     np.testing.assert_array_equal(a['label'], b['label'])
     np.testing.assert_allclose(
-      batches.scale_pixels(b['image'].astype(np.float32)),
+      batch_format.scale_pixels(b['image'].astype(np.float32)),
       a['image'],
       atol=0.5 / 127.5 + 1e-6,
     )
@@ -283,7 +285,7 @@ def test_train_step_on_uint8_pixels_equals_the_float_step():
   labels = rng.integers(0, 10, 16).astype(np.int32)
   initial = jax.device_get(run.init_state().params)
   results = []
-  for images in (batches.scale_pixels(pixels.astype(np.float32)), pixels):
+  for images in (batch_format.scale_pixels(pixels.astype(np.float32)), pixels):
     state = run.init_state()
     batch = trainer.global_batch(
       {'image': images, 'label': labels}, run.data_sharding

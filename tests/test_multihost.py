@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import pytest
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import datasets
 from mnv2_jax.training import checkpointing
 
@@ -300,7 +300,7 @@ def test_in_memory_training_shards_are_disjoint_and_make_the_global_batch(
   hosts(0, 1)
   whole = list(
     itertools.islice(
-      batches.shuffled_host_batches(1000, 0, per_host * count, 0, 'x'), 20
+      batch_format.shuffled_host_batches(1000, 0, per_host * count, 0, 'x'), 20
     )
   )
   shards = []
@@ -309,7 +309,7 @@ def test_in_memory_training_shards_are_disjoint_and_make_the_global_batch(
     shards.append(
       list(
         itertools.islice(
-          batches.shuffled_host_batches(1000, 0, per_host, 0, 'x'), 20
+          batch_format.shuffled_host_batches(1000, 0, per_host, 0, 'x'), 20
         )
       )
     )

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.models import box_ops
 from mnv2_jax.models import build_model
 from mnv2_jax.models import counting
@@ -305,12 +305,12 @@ def test_scenes_are_deterministic_with_exact_boxes_and_masks():
     window = first['mask'][ymin:ymax, xmin:xmax]
     # The box is tight around the digit's pixels (solid or rim) ...
     assert np.any(window == label + 1)
-    inked = (window == label + 1) | (window == batches.IGNORE_LABEL)
+    inked = (window == label + 1) | (window == batch_format.IGNORE_LABEL)
     assert inked[0].any() and inked[-1].any()
     assert inked[:, 0].any() and inked[:, -1].any()
   # ... and the mask holds only background, the scene's classes and ignore.
   assert set(np.unique(first['mask'])) <= (
-    {0, batches.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']}
+    {0, batch_format.IGNORE_LABEL} | {int(l) + 1 for l in first['labels']}
   )
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 from skimage import transform
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import digits
 from mnv2_jax.data import photos
 
@@ -201,14 +201,14 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
       os.replace(temporary, path)  # atomic: concurrent runs never see half
     except OSError:
       pass  # a read-only home: generate every time
-  return batches.scale_pixels(images.astype(np.float32)), labels
+  return batch_format.scale_pixels(images.astype(np.float32)), labels
 
 
 def num_examples(split: str) -> int:
   return SPLIT_SIZES[split]
 
 
-def dataset_info(config) -> batches.DatasetInfo:
+def dataset_info(config) -> batch_format.DatasetInfo:
   return digits.dataset_info(config, num_examples)
 
 

@@ -12,7 +12,7 @@ are dropped. Ground truth is padded to `config.detection.max_boxes`.
 Bad input does not stop a run: an image that does not decode is skipped
 (tfds_reading.skip_undecodable; the next image takes its place), a box
 reaching outside the image is clipped to it and a box of zero area removed
-(`repair_boxes`); each is counted in the train metrics (batches.REPAIR_COUNTS).
+(`repair_boxes`); each is counted in the train metrics (batch_format.REPAIR_COUNTS).
 
 Evaluation: the whole image resized, every box kept with its `is_crowd` flag
 and the image's id and size, so that pycocotools scores it against the
@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import tfds_reading
 
 # COCO's category id of each contiguous TFDS label (the 80 used categories).
@@ -125,10 +125,10 @@ KEEP_WHOLE_IMAGE_PROBABILITY = 0.15
 _AUGMENT_TAG = 7
 
 
-def dataset_info(config) -> batches.DatasetInfo:
+def dataset_info(config) -> batch_format.DatasetInfo:
   builder = tfds_reading.builder(config)
   names = tuple(builder.info.features['objects']['label'].names)
-  return batches.DatasetInfo(
+  return batch_format.DatasetInfo(
     len(names),
     tfds_reading.num_examples(config, config.dataset.train_split),
     tfds_reading.num_examples(config, config.dataset.eval_split),
@@ -237,7 +237,7 @@ def preprocess_for_train(example, seed, image_size: int, max_boxes: int):
     tf.boolean_mask(boxes, area > 0),
     tf.boolean_mask(labels, area > 0),
   )
-  image = batches.scale_pixels(
+  image = batch_format.scale_pixels(
     tf.image.resize(image, [image_size, image_size], method='bilinear')
   )
   image.set_shape([image_size, image_size, 3])
@@ -253,7 +253,7 @@ def repair_boxes(boxes: tf.Tensor, labels: tf.Tensor):
   """Bad annotation boxes as the reference pipeline treats them: a box
   reaching outside the image is clipped to it (TF OD API's clip to the
   window); a box of zero area (before or after clipping) is removed. Returns
-  the boxes, their labels, and the counts for batches.REPAIR_COUNTS."""
+  the boxes, their labels, and the counts for batch_format.REPAIR_COUNTS."""
   clipped = tf.clip_by_value(boxes, 0.0, 1.0)
   outside = tf.reduce_any(tf.not_equal(clipped, boxes), axis=1)
   area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
@@ -273,7 +273,7 @@ def preprocess_for_eval(example, image_size: int, max_boxes: int):
     example['image'], channels=3, expand_animations=False
   )
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  image = batches.scale_pixels(
+  image = batch_format.scale_pixels(
     tf.image.resize(image, [image_size, image_size], method='bilinear')
   )
   image.set_shape([image_size, image_size, 3])

@@ -8,7 +8,7 @@ its training and evaluation batches.
 
 Each dataset's module (registry.DATASETS[name].pipeline) serves the same
 four functions; this one looks it up and adds the label shift of 1001-way
-checkpoints. The batch format is data/batches.py's. The TensorFlow-based
+checkpoints. The batch format is data/batch_format.py's. The TensorFlow-based
 modules are imported only for the datasets that need them: the built-in
 quickstarts never load TensorFlow.
 """
@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Iterator
 from typing import Optional
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import registry
 
 # config.dataset.name -> its facts (registry.py, which the config's
@@ -42,7 +42,7 @@ def pipeline(name: str) -> ModuleType:
   return importlib.import_module(f'mnv2_jax.data.{DATASETS[name].pipeline}')
 
 
-def dataset_info(config) -> batches.DatasetInfo:
+def dataset_info(config) -> batch_format.DatasetInfo:
   """Classes, split sizes and names of the config's dataset."""
   return pipeline(config.dataset.name).dataset_info(config)
 
@@ -54,8 +54,8 @@ def check_available(config) -> None:
 
 
 def _shift_labels(
-  batches: Iterator[batches.Batch], config
-) -> Iterator[batches.Batch]:
+  batches: Iterator[batch_format.Batch], config
+) -> Iterator[batch_format.Batch]:
   """With config.background_class (TF-slim's 1001-way releases: logit 0 is
   'background'), dataset label k is logit k + 1."""
   if not config.background_class or config.task != 'classification':
@@ -67,7 +67,7 @@ def _shift_labels(
 
 def train_batches(
   config, *, start_step: int, per_host_batch_size: int
-) -> Iterator[batches.Batch]:
+) -> Iterator[batch_format.Batch]:
   """This host's training batches forever, from `start_step`."""
   batches = pipeline(config.dataset.name).train_batches(
     config, start_step=start_step, per_host_batch_size=per_host_batch_size
@@ -77,7 +77,7 @@ def train_batches(
 
 def eval_batches(
   config, *, per_host_batch_size: int, split: Optional[str] = None
-) -> Iterator[batches.Batch]:
+) -> Iterator[batch_format.Batch]:
   """One pass over this host's shard of `split` (default
   config.dataset.eval_split), the last batch padded (its `mask` False)."""
   batches = pipeline(config.dataset.name).eval_batches(

@@ -27,7 +27,7 @@ from skimage import transform
 from sklearn import datasets as sklearn_datasets
 from sklearn import model_selection
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import registry
 
 TEST_FRACTION = 0.2
@@ -125,11 +125,11 @@ def shift_augment(
   )
 
 
-def dataset_info(config, count=None) -> batches.DatasetInfo:
+def dataset_info(config, count=None) -> batch_format.DatasetInfo:
   """Ten classes and the config's split sizes, by `count(split)` (default
   this set's `num_examples`; the cluttered digits pass theirs)."""
   count = count or num_examples
-  return batches.DatasetInfo(
+  return batch_format.DatasetInfo(
     NUM_CLASSES,
     count(config.dataset.train_split),
     count(config.dataset.eval_split),
@@ -167,7 +167,7 @@ def array_train_batches(
   A pure function of (config.seed, step), so a resumed run sees the batches
   of an uninterrupted one.
   """
-  for step, batch_index in batches.shuffled_host_batches(
+  for step, batch_index in batch_format.shuffled_host_batches(
     len(labels),
     config.seed,
     per_host_batch_size,

@@ -24,7 +24,7 @@ from typing import Optional
 import ml_collections
 import tensorflow as tf
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import tfds_reading
 
 # Tags that keep the seeds derived for different purposes independent (the
@@ -89,9 +89,9 @@ def decode_and_crop(
   )
 
 
-PREPROCESSING = batches.PREPROCESSING
-TORCHVISION_MEAN = batches.TORCHVISION_MEAN
-TORCHVISION_STD = batches.TORCHVISION_STD
+PREPROCESSING = batch_format.PREPROCESSING
+TORCHVISION_MEAN = batch_format.TORCHVISION_MEAN
+TORCHVISION_STD = batch_format.TORCHVISION_STD
 
 
 def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
@@ -103,7 +103,7 @@ def normalize(image: tf.Tensor, preprocessing: str = 'inception') -> tf.Tensor:
   """
   image = tf.cast(image, tf.float32)
   if preprocessing in ('inception', 'cifar'):
-    return batches.scale_pixels(image)
+    return batch_format.scale_pixels(image)
   if preprocessing == 'torchvision':
     return (image / 255.0 - TORCHVISION_MEAN) / TORCHVISION_STD
   raise ValueError(
@@ -150,14 +150,14 @@ def _training_image(
 ) -> tf.Tensor:
   """Float pixels in [0, 255] as the training batch carries them: normalised
   ('float32') or rounded to integers for the device to normalise ('uint8',
-  see batches.TRAIN_IMAGE_DTYPES)."""
+  see batch_format.TRAIN_IMAGE_DTYPES)."""
   if image_dtype == 'uint8':
     image = tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
   elif image_dtype == 'float32':
     image = normalize(pixels, preprocessing)
   else:
     raise ValueError(
-      f'image_dtype must be one of {batches.TRAIN_IMAGE_DTYPES}, got '
+      f'image_dtype must be one of {batch_format.TRAIN_IMAGE_DTYPES}, got '
       f'{image_dtype!r}.'
     )
   image.set_shape([image_size, image_size, 3])
@@ -207,7 +207,7 @@ def preprocess_for_train(
     image_size: Output height and width.
     preprocessing: input normalisation, see `normalize`.
     image_dtype: 'float32' (normalised) or 'uint8' (pixels, normalised later
-      by `batches.pixels_to_input`).
+      by `batch_format.pixels_to_input`).
 
   Returns:
     ``[image_size, image_size, 3]``: float32 (in [-1, 1] for 'inception'), or
@@ -299,8 +299,8 @@ def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
   return tfds_reading.num_examples(config, split)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> batches.DatasetInfo:
-  return batches.DatasetInfo(
+def dataset_info(config: ml_collections.ConfigDict) -> batch_format.DatasetInfo:
+  return batch_format.DatasetInfo(
     config.num_classes,
     num_examples(config, config.dataset.train_split),
     num_examples(config, config.dataset.eval_split),
@@ -326,7 +326,7 @@ def train_batches(
   *,
   start_step: int,
   per_host_batch_size: int,
-) -> Iterator[batches.Batch]:
+) -> Iterator[batch_format.Batch]:
   """This host's training batches forever, from `start_step`: a
   deterministic function of `config.seed`, the step and the host.
 
@@ -367,7 +367,7 @@ def eval_batches(
   *,
   per_host_batch_size: int,
   split: Optional[str] = None,
-) -> Iterator[batches.Batch]:
+) -> Iterator[batch_format.Batch]:
   """One pass over this host's shard of `split` (default the config's
   evaluation split), padded with zero images (mask False) to the same number
   of full batches on every host.

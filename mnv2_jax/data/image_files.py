@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 # The 1000 ImageNet class names in TFDS label order, shipped with TFDS.
 from tensorflow_datasets.datasets.siscore import labels as imagenet_labels
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import image_classification
 from mnv2_jax.data import voc
 
@@ -66,14 +66,14 @@ def load_image(path: str, config) -> np.ndarray:
       image = tf.image.resize(
         tf.cast(image, tf.float32), [config.image_size] * 2, method='bilinear'
       )
-      image = batches.scale_pixels(image)
+      image = batch_format.scale_pixels(image)
       return np.repeat(image.numpy(), 3, axis=-1)
     if config.dataset.name == 'cluttered_digits':  # whole image, no crop
       image = tf.io.decode_image(data, channels=3, expand_animations=False)
       image = tf.image.resize(
         tf.cast(image, tf.float32), [config.image_size] * 2, method='bilinear'
       )
-      return batches.scale_pixels(image).numpy()
+      return batch_format.scale_pixels(image).numpy()
     return image_classification.preprocess_for_eval(
       data, config.image_size, config.eval_crop_fraction, config.preprocessing
     ).numpy()
@@ -93,4 +93,4 @@ def load_original_and_input(path: str, config) -> tuple[np.ndarray, np.ndarray]:
   resized = tf.image.resize(
     original, [config.image_size] * 2, method='bilinear'
   )
-  return original.numpy(), batches.scale_pixels(resized).numpy()
+  return original.numpy(), batch_format.scale_pixels(resized).numpy()

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import scenes
 
 ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
@@ -37,7 +37,7 @@ ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
 
 def dataset_info(config):
   if config.task == 'segmentation':
-    return batches.DatasetInfo(
+    return batch_format.DatasetInfo(
       scenes.NUM_CLASSES + 1,
       scenes.SPLIT_SIZES[config.dataset.train_split],
       scenes.SPLIT_SIZES[config.dataset.eval_split],
@@ -45,7 +45,7 @@ def dataset_info(config):
       category_names=('background',)
       + tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
     )
-  return batches.DatasetInfo(
+  return batch_format.DatasetInfo(
     scenes.NUM_CLASSES,
     scenes.SPLIT_SIZES[config.dataset.train_split],
     scenes.SPLIT_SIZES[config.dataset.eval_split],
@@ -64,7 +64,7 @@ def _pad(values: np.ndarray, count: int, fill=0) -> np.ndarray:
 def _example(scene: dict, max_boxes: int) -> dict[str, np.ndarray]:
   k = len(scene['labels'])
   return {
-    'image': batches.scale_pixels(scene['image'].astype(np.float32)),
+    'image': batch_format.scale_pixels(scene['image'].astype(np.float32)),
     'boxes': _pad(scene['boxes'], max_boxes),
     'labels': _pad(scene['labels'], max_boxes),
     'valid': np.arange(max_boxes) < k,
@@ -109,7 +109,7 @@ def _rescale_and_crop(
   )
   padded = max(size, scaled)
   canvas = np.full((padded, padded, 3), 127.5, np.float32)
-  canvas_label = np.full((padded, padded), batches.IGNORE_LABEL, np.uint8)
+  canvas_label = np.full((padded, padded), batch_format.IGNORE_LABEL, np.uint8)
   canvas[:scaled, :scaled] = image
   canvas_label[:scaled, :scaled] = label
   top, left = rng.integers(0, padded - size + 1, size=2)
@@ -130,7 +130,7 @@ def _segmentation_example(
     )
     image, label = _rescale_and_crop(image, label, scale, rng)
   return {
-    'image': batches.scale_pixels(np.asarray(image, np.float32)),
+    'image': batch_format.scale_pixels(np.asarray(image, np.float32)),
     'label': label.astype(np.int32),
   }
 
@@ -146,7 +146,7 @@ def train_batches(
   data = scenes.load_split(
     config.dataset.train_split, config.image_size, config.dataset.seed
   )
-  for step, chosen in batches.shuffled_host_batches(
+  for step, chosen in batch_format.shuffled_host_batches(
     len(data), config.seed, per_host_batch_size, start_step, 'training scenes'
   ):
     # Each host its own stream (one process: the stream it always had). The

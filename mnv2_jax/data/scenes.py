@@ -25,7 +25,7 @@ import functools
 import numpy as np
 from skimage import transform
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import digits
 from mnv2_jax.data import photos
 
@@ -113,7 +113,7 @@ def make_scene(
     solid = ink > INK_SOLID
     edge = (ink > INK_EDGE) & ~solid
     window = mask[y : y + size, x : x + size]
-    window[edge] = batches.IGNORE_LABEL
+    window[edge] = batch_format.IGNORE_LABEL
     window[solid] = glyph_labels[which] + 1
     boxes.append(box)
     labels.append(int(glyph_labels[which]))

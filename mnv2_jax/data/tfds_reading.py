@@ -15,7 +15,7 @@ does not decode (truncated, garbled) is dropped there, with TensorFlow's
 error in the log (`skip_undecodable`). In training (`epoch_batches`) the next
 example of the stream takes its place (each epoch holds a remainder of
 spares), so batches stay full and no valid example is lost; the count goes
-into the train metrics as `skipped_examples` (batches.REPAIR_COUNTS). After
+into the train metrics as `skipped_examples` (batch_format.REPAIR_COUNTS). After
 such a skip, a resumed run's epoch is shifted by the number skipped before the
 resume point (the records are skipped undecoded). Evaluation scores the other
 examples once each and warns with the count.
@@ -41,9 +41,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 
-Batch = batches.Batch
+Batch = batch_format.Batch
 
 # Fixed so that the file interleave order does not depend on the machine.
 _INTERLEAVE_CYCLE_LENGTH = 16
@@ -102,7 +102,7 @@ def epoch_batches(
   split's remainder) are the spares, so no valid example is lost.
 
   `preprocess(index, example)` must return the example's 'index'; the gaps
-  in it count the dropped examples, and each batch carries batches.SKIPPED_EXAMPLES
+  in it count the dropped examples, and each batch carries batch_format.SKIPPED_EXAMPLES
   (the number dropped since the previous batch) instead."""
   ds = ds.enumerate().skip(skip_steps * per_host_batch_size)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -124,7 +124,7 @@ def epoch_batches(
         index[0],
         index[-1],
       )
-    batch[batches.SKIPPED_EXAMPLES] = np.int64(skipped)
+    batch[batch_format.SKIPPED_EXAMPLES] = np.int64(skipped)
     yield batch
 
 

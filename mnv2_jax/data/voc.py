@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import tfds_reading
 from mnv2_jax.data import voc_builder
 
@@ -55,7 +55,7 @@ def builder(config) -> voc_builder.Voc2012Segmentation:
 
 def dataset_info(config):
   info = builder(config).info
-  return batches.DatasetInfo(
+  return batch_format.DatasetInfo(
     len(CLASS_NAMES),
     info.splits[config.dataset.train_split].num_examples,
     info.splits[config.dataset.eval_split].num_examples,
@@ -106,7 +106,7 @@ def _pad_to(image, label, height, width):
   label = tf.pad(
     label,
     [[0, pad_h], [0, pad_w], [0, 0]],
-    constant_values=batches.IGNORE_LABEL,
+    constant_values=batch_format.IGNORE_LABEL,
   )
   return image, label
 
@@ -130,7 +130,7 @@ def preprocess_for_train(
   if flip:
     both = tf.image.stateless_random_flip_left_right(both, seeds[2])
   return {
-    'image': batches.scale_pixels(both[..., :3]),
+    'image': batch_format.scale_pixels(both[..., :3]),
     'label': tf.cast(both[..., 3], tf.int32),
   }
 
@@ -154,7 +154,7 @@ def preprocess_for_eval(example, image_size: int):
   image, label = _pad_to(image, label, image_size, image_size)
   image = tf.ensure_shape(image, [image_size, image_size, 3])
   return {
-    'image': batches.scale_pixels(image),
+    'image': batch_format.scale_pixels(image),
     'label': tf.cast(
       tf.ensure_shape(label, [image_size, image_size, 1])[..., 0], tf.int32
     ),
@@ -192,7 +192,7 @@ def eval_batches(
   size = config.image_size
   padding = {
     'image': tf.zeros([size, size, 3]),
-    'label': tf.fill([size, size], batches.IGNORE_LABEL),
+    'label': tf.fill([size, size], batch_format.IGNORE_LABEL),
     'mask': tf.constant(False),
   }
   return tfds_reading.eval_batches(

@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 
 NUM_CLASSES = 21  # with the background
 
@@ -69,7 +69,7 @@ def read_sbd_mask(path: str) -> np.ndarray:
 
 def _check_class_ids(mask: np.ndarray, path: str) -> None:
   bad = np.setdiff1d(
-    np.unique(mask), list(range(NUM_CLASSES)) + [batches.IGNORE_LABEL]
+    np.unique(mask), list(range(NUM_CLASSES)) + [batch_format.IGNORE_LABEL]
   )
   if bad.size:
     raise CorruptExampleError(

@@ -27,7 +27,7 @@ TASK_CLASSES = {
 
 
 def build_task(config, dataset_info=None) -> interface.Task:
-  """The task `config.task` names. `dataset_info` (data.batches.DatasetInfo)
+  """The task `config.task` names. `dataset_info` (data.batch_format.DatasetInfo)
   gives COCO's category ids and the classes' names where the dataset has
   them."""
   return TASK_CLASSES[config.task](config, dataset_info)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnv2_jax.data.batches import IGNORE_LABEL
+from mnv2_jax.data.batch_format import IGNORE_LABEL
 from mnv2_jax.models import build_model
 from mnv2_jax.models import deeplab
 from mnv2_jax.tasks import inference

@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec
 
 from mnv2_jax import configuration
 from mnv2_jax import tasks
-from mnv2_jax.data import batches
+from mnv2_jax.data import batch_format
 from mnv2_jax.data import datasets
 from mnv2_jax.models import initializers
 from mnv2_jax.tasks import inference
@@ -80,7 +80,7 @@ def train_step(
 
   images = batch['image']
   if images.dtype == jnp.uint8:  # config.dataset.train_image_dtype='uint8'
-    images = batches.pixels_to_input(
+    images = batch_format.pixels_to_input(
       images.astype(jnp.float32), config.preprocessing
     )
 
@@ -297,12 +297,12 @@ class Prefetcher:
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     self.wait_seconds = 0.0
     # Bad input the pipeline skipped or repaired, this host, this process.
-    self.repair_counts = dict.fromkeys(batches.REPAIR_COUNTS, 0)
+    self.repair_counts = dict.fromkeys(batch_format.REPAIR_COUNTS, 0)
     self._future = self._pool.submit(self._fetch)
 
   def _fetch(self):
     batch = dict(next(self._iterator))
-    for key in batches.REPAIR_COUNTS:
+    for key in batch_format.REPAIR_COUNTS:
       if key in batch:
         self.repair_counts[key] += int(np.sum(batch.pop(key)))
     return self._to_device(batch)
