@@ -28,18 +28,10 @@ import subprocess
 import sys
 import time
 
+import mnv2_jax
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-TOOLS = (
-  'main',
-  'stats',
-  'sweep',
-  'predict',
-  'export',
-  'convert',
-  'launch',
-  'voc',
-  'prepare_imagenet',
-)
+TOOLS = mnv2_jax.COMMAND_LINE_TOOLS
 TARGET_SECONDS = 2.0
 
 

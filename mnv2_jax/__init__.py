@@ -17,8 +17,8 @@ The layout, one package per layer (docs/architecture.md): `models/` (the
 networks), `data/` (the datasets), `tasks/` (losses, metrics and evaluation
 per task), `training/` (the loop, state, checkpoints, metrics), `weights/`
 (import and export), `experiments/` (sweeps); `configuration.py` holds the
-base config and its validation; the command-line tools (`main`, `stats`,
-`convert`, `export`, `predict`, `sweep`, `voc`) sit at the top.
+base config and its validation; the command-line tools
+(`COMMAND_LINE_TOOLS`, `python -m mnv2_jax.<tool>`) sit at the top.
 """
 
 import importlib
@@ -29,6 +29,20 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 __version__ = '0.2.0'
+
+# The modules run as `python -m mnv2_jax.<tool>` (tests/test_house_rules.py
+# holds this to the modules with a __main__ block).
+COMMAND_LINE_TOOLS = (
+  'main',
+  'stats',
+  'sweep',
+  'predict',
+  'export',
+  'convert',
+  'launch',
+  'voc',
+  'prepare_imagenet',
+)
 
 # Public name -> the module that defines it. Imported on first use, so that
 # `python -m mnv2_jax.<tool>` pays only for what the tool needs.

@@ -8,17 +8,9 @@ import sys
 
 import pytest
 
-TOOLS = (
-  'main',
-  'stats',
-  'sweep',
-  'predict',
-  'export',
-  'convert',
-  'launch',
-  'voc',
-  'prepare_imagenet',
-)
+import mnv2_jax
+
+TOOLS = mnv2_jax.COMMAND_LINE_TOOLS
 
 
 @pytest.mark.parametrize('tool', TOOLS)

@@ -11,6 +11,8 @@ import pathlib
 
 import pytest
 
+import mnv2_jax
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Every Python file of the repository that is ours.
 FOLDERS = ('mnv2_jax', 'tests', 'benchmarks', 'experiments', 'configs')
@@ -113,6 +115,18 @@ def test_every_module_has_its_row_in_docs_architecture():
     not in text
   ]
   assert not missing, missing
+
+
+def test_the_tool_list_is_the_modules_run_as_tools():
+  """mnv2_jax.COMMAND_LINE_TOOLS, which the command-line tests and
+  benchmarks/cli_help.py go through, names every top-level module with a
+  __main__ block."""
+  runnable = sorted(
+    path.stem
+    for path in (REPO_ROOT / 'mnv2_jax').glob('*.py')
+    if "if __name__ == '__main__':" in path.read_text()
+  )
+  assert sorted(mnv2_jax.COMMAND_LINE_TOOLS) == runnable
 
 
 @pytest.mark.parametrize(

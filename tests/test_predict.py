@@ -19,10 +19,6 @@ from mnv2_jax.weights import prediction
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _quickstart(name: str):
-  return helpers.config_file(name)
-
-
 def _workdir(path, config) -> str:
   """A workdir holding freshly initialised weights for `config`, as
   `convert` writes one."""
@@ -63,7 +59,7 @@ def test_draw_detections_puts_the_box_where_it_says(tmp_path):
 
 
 def test_predict_detection_prints_and_draws(tmp_path, capsys):
-  config = _quickstart('ssdlite_quickstart')
+  config = helpers.config_file('ssdlite_quickstart')
   config.image_size = 96
   config.model.architecture = helpers.TINY_ARCHITECTURE  # compiles sooner
   config.model.width_multiplier = 0.35
@@ -132,7 +128,7 @@ def test_predict_detection_prints_and_draws(tmp_path, capsys):
 
 
 def test_predict_segmentation_blends_the_palette_over_the_image(tmp_path):
-  config = _quickstart('deeplab_quickstart')
+  config = helpers.config_file('deeplab_quickstart')
   config.image_size = 65
   config.model.architecture = helpers.TINY_ARCHITECTURE  # compiles sooner
   workdir = _workdir(tmp_path / 'deeplab', config)
