@@ -164,8 +164,11 @@ NOTES = {
   ('7', 'MNet V1 OS8 ASPP MF', 'multiply-adds'): (
     "800.7B counted plainly, 990.8B as SpaceToBatchND runs it; the paper's "
     '941.9B lies between the two (5% under the second), while its other '
-    'seven rows fit the SpaceToBatchND count within 0.5%; the paper does '
-    'not say how this one was counted'
+    'seven rows fit the SpaceToBatchND count within 0.5%. No input-size '
+    "rule tried (DeepLab's (513-1)s+1, 513s truncated, rounded or rounded "
+    'up, 512s) and not the OS16 ASPP rates at OS8 gives 941.9B while V2* '
+    'and ResNet-101 OS8 MF still fit; the paper does not say how this one '
+    'was counted'
   ),
   ('7', 'ResNet-101 OS16 ASPP', 'parameters'): (
     "DeepLab's ResNet-101 beta (a stem of three 3x3 convolutions), as "

@@ -61,7 +61,9 @@ class ExportError(RuntimeError):
   """The exported model cannot be run by the installed TensorFlow."""
 
 
-def _to_tf_function(fn, image_size: int, batch: Optional[int]):
+def to_tf_function(fn, image_size: int, batch: Optional[int]):
+  """`fn` (images -> outputs) as a tf.function through jax2tf, for `batch`
+  images of image_size (None: any batch)."""
   polymorphic = None if batch else ['(b, ...)']
   converted = jax2tf.convert(
     fn, with_gradient=False, polymorphic_shapes=polymorphic
@@ -121,7 +123,7 @@ def held_images(config, count: int = 360, seed: int = 1) -> np.ndarray:
 
 def export_savedmodel(fn, config, path: str) -> None:
   module = tf.Module()
-  module.serve = _to_tf_function(fn, config.image_size, batch=None)
+  module.serve = to_tf_function(fn, config.image_size, batch=None)
   tf.saved_model.save(
     module, path, signatures={'serving_default': module.serve}
   )
@@ -134,7 +136,7 @@ def export_tflite(
   quantize: Optional[str] = None,
   calibration: Optional[np.ndarray] = None,
 ) -> None:
-  tf_fn = _to_tf_function(fn, config.image_size, batch=1)
+  tf_fn = to_tf_function(fn, config.image_size, batch=1)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
     [tf_fn.get_concrete_function()], tf_fn
   )
