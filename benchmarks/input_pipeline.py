@@ -88,11 +88,13 @@ def parse_args(argv=None):
 
 
 def _config(data_dir: str, args):
-  """The ImageNet experiment's config (configuration.imagenet_config) at the
+  """The ImageNet experiment's config (configs/imagenet_mnv2.py) at the
   benchmark's size and batch."""
   from mnv2_jax import configuration
 
-  config = configuration.imagenet_config()
+  config = configuration.load_file(
+    str(REPO_ROOT / 'configs' / 'imagenet_mnv2.py')
+  )
   config.update_from_flattened_dict(
     {
       'dataset.data_dir': data_dir,

@@ -25,7 +25,7 @@ def get_config(scale=None):
     raise ValueError(
       'calibration_cluttered_digits is built-in only (no :imagenet scale).'
     )
-  return configuration.cluttered_digits_config()
+  return configuration.load_beside(__file__, 'cluttered_digits.py')
 
 
 def get_sweep(scale=None):

@@ -28,4 +28,39 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  return configuration.deeplab_voc_config(output_stride=16, aspp=False)
+  # The other three rows' configs load this one and change output_stride
+  # and aspp.
+  config = configuration.base_config()
+  config.task = 'segmentation'
+  config.dataset.name = 'voc2012'
+  config.dataset.train_split = 'train_aug'
+  config.dataset.eval_split = 'validation'
+  config.dataset.shuffle_buffer_size = 2_048
+  config.num_classes = 21
+  config.image_size = 513  # DeepLab's crop; also pads every val image
+
+  config.model.width_multiplier = 1.0
+  config.model.output_stride = 16
+  config.model.dropout_rate = 0.1  # DeepLab: keep probability 0.9
+  config.model.batch_norm_momentum = 0.9997
+  config.segmentation.aspp = False
+  config.segmentation.min_scale_factor = 0.5
+  config.segmentation.max_scale_factor = 2.0
+  config.segmentation.flip = True
+
+  config.num_train_steps = 30_000
+  config.batch_size = 16
+  config.eval_batch_size = 8
+  config.optimizer = 'sgd'
+  config.momentum = 0.9
+  config.base_learning_rate = 0.007
+  config.base_batch_size = 16
+  config.lr_schedule = 'poly'
+  config.warmup_epochs = 0.0
+  config.weight_decay = 4e-5
+  config.ema_decay = 0.0
+
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.checkpoint_every_steps = 1_000
+  return config

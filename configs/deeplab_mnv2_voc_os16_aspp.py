@@ -9,4 +9,6 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  return configuration.deeplab_voc_config(output_stride=16, aspp=True)
+  config = configuration.load_beside(__file__, 'deeplab_mnv2_voc_os16.py')
+  config.segmentation.aspp = True
+  return config

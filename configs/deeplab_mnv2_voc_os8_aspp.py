@@ -15,4 +15,7 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  return configuration.deeplab_voc_config(output_stride=8, aspp=True)
+  config = configuration.load_beside(__file__, 'deeplab_mnv2_voc_os16.py')
+  config.model.output_stride = 8
+  config.segmentation.aspp = True
+  return config

@@ -16,12 +16,7 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  config = configuration.base_config()  # the paper's §6.1 recipe
-  # As imagenet_mnv2.py:
-  config.num_epochs = 300.0
-  config.batch_size = 96 * 16
-  config.eval_batch_size = 1000
-  config.eval_every_epochs = 5.0
+  config = configuration.load_beside(__file__, 'imagenet_mnv2.py')
   # The released recipe adds:
   config.label_smoothing = 0.1
   config.ema_decay = 0.9999

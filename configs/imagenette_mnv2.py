@@ -17,4 +17,16 @@ from mnv2_jax import configuration
 
 
 def get_config():
-  return configuration.imagenette_config()
+  config = configuration.base_config()
+  config.dataset.name = 'imagenette/160px-v2'
+  config.num_classes = 10
+  config.image_size = 160
+  config.model.batch_norm_momentum = 0.99
+  config.num_epochs = 150.0
+  config.batch_size = 128
+  config.eval_batch_size = 500
+  config.lr_schedule = 'cosine'
+  config.warmup_epochs = 2.0
+  config.eval_every_epochs = 5.0
+  config.checkpoint_every_steps = 1000
+  return config

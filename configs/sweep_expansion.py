@@ -27,7 +27,7 @@ SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  return configuration.experiment_base(scale)
+  return configuration.load_beside(__file__, 'scales.py', scale)
 
 
 def get_sweep(scale=None):

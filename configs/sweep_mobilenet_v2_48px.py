@@ -5,7 +5,7 @@ configs/sweep_width_resolution.py ran α = 0.35, 0.5 and 1.0 at 48 pixels
 (3.2M to 16.6M multiply-adds). MobileNetV1 at α = 1 (28.9M) and the largest
 ShuffleNet and NASNet-A points lie above that range, so this adds the
 paper's other two widths, α = 0.75 and 1.4, with the same recipe
-(`configuration.peer_proxy_config`, which is `experiment_base`'s) and seeds.
+(configs/peer_proxy.py, which is configs/cluttered_digits.py's) and seeds.
 experiments/analyse.py's `peers` study reads both sweeps' results.
 
   python -m mnv2_jax.sweep --config configs/sweep_mobilenet_v2_48px.py \
@@ -18,12 +18,13 @@ experiments/analyse.py's `peers` study reads both sweeps' results.
 from mnv2_jax import configuration
 
 WIDTHS = (0.75, 1.4)  # 0.35, 0.5 and 1.0: configs/sweep_width_resolution.py
-RESOLUTION = 48
 SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  return configuration.peer_proxy_config('mobilenet_v2', scale, RESOLUTION)
+  config = configuration.load_beside(__file__, 'peer_proxy.py', scale)
+  config.model.architecture = 'mobilenet_v2'
+  return config
 
 
 def get_sweep(scale=None):

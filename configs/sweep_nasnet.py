@@ -2,7 +2,7 @@ r"""Figure 5's NASNet-A line on the built-in proxy (paper Figure 5 and
 Table 4 compare MobileNetV2 with NASNet-A at equal multiply-adds).
 
 The recipe and budget are configs/sweep_width_resolution.py's (the
-cluttered digits, `configuration.experiment_base`), at 48 pixels, the
+cluttered digits, configs/peer_proxy.py), at 48 pixels, the
 largest resolution of its MobileNetV2 points. NASNet-A Mobile's layout (4
 cells per stack) at four filter counts, 3 seeds each: 12, 20 and 32
 filters give 3.9M, 8.1M and 17.6M multiply-adds at 48 pixels
@@ -23,12 +23,12 @@ from mnv2_jax import configuration
 
 FILTERS = (12, 20, 32, 44)  # 44: Table 4's 4 @ 1056
 CELLS_PER_STACK = 4  # NASNet-A Mobile
-RESOLUTION = 48
 SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  config = configuration.peer_proxy_config('nasnet_a', scale, RESOLUTION)
+  config = configuration.load_beside(__file__, 'peer_proxy.py', scale)
+  config.model.architecture = 'nasnet_a'
   config.model.width_multiplier = 1.0
   config.model.nasnet_cells_per_stack = CELLS_PER_STACK
   return config

@@ -3,7 +3,7 @@ Table 4 compare MobileNetV2 with ShuffleNet v1, g = 3, at equal
 multiply-adds).
 
 The recipe and budget are configs/sweep_width_resolution.py's (the
-cluttered digits, `configuration.experiment_base`), at 48 pixels, the
+cluttered digits, configs/peer_proxy.py), at 48 pixels, the
 largest resolution of its MobileNetV2 points; g = 3 at the scales ShuffleNet
 defines (0.5×, 1×, 1.5×, 2×), 3 seeds each. Nothing in the recipe is
 changed for ShuffleNet.
@@ -18,12 +18,12 @@ changed for ShuffleNet.
 from mnv2_jax import configuration
 
 SCALES = (0.5, 1.0, 1.5, 2.0)  # models/shufflenet.py's SCALES
-RESOLUTION = 48
 SEEDS = (0, 1, 2)
 
 
 def get_config(scale=None):
-  config = configuration.peer_proxy_config('shufflenet', scale, RESOLUTION)
+  config = configuration.load_beside(__file__, 'peer_proxy.py', scale)
+  config.model.architecture = 'shufflenet'
   config.model.shufflenet_groups = 3
   return config
 

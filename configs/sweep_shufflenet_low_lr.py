@@ -20,13 +20,13 @@ changes; the scales are those inside MobileNetV2's range of multiply-adds at
 from mnv2_jax import configuration
 
 SCALES = (1.0, 1.5)
-RESOLUTION = 48
 SEEDS = (0, 1, 2)
 LEARNING_RATE = 0.01  # the shared recipe's: 0.045
 
 
 def get_config(scale=None):
-  config = configuration.peer_proxy_config('shufflenet', scale, RESOLUTION)
+  config = configuration.load_beside(__file__, 'peer_proxy.py', scale)
+  config.model.architecture = 'shufflenet'
   config.model.shufflenet_groups = 3
   config.base_learning_rate = LEARNING_RATE
   return config

@@ -18,13 +18,13 @@ test top-1, learning rate 0.003 48.8%, a 2-epoch warmup 86.2%.
 from mnv2_jax import configuration
 
 SCALES = (1.0, 1.5)
-RESOLUTION = 48
 SEEDS = (0, 1, 2)
 WARMUP_EPOCHS = 2.0  # the shared recipe's: 0.5
 
 
 def get_config(scale=None):
-  config = configuration.peer_proxy_config('shufflenet', scale, RESOLUTION)
+  config = configuration.load_beside(__file__, 'peer_proxy.py', scale)
+  config.model.architecture = 'shufflenet'
   config.model.shufflenet_groups = 3
   config.warmup_epochs = WARMUP_EPOCHS
   return config

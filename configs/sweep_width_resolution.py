@@ -34,7 +34,7 @@ GRID = {
 
 
 def get_config(scale=None):
-  return configuration.experiment_base(scale)
+  return configuration.load_beside(__file__, 'scales.py', scale)
 
 
 def get_sweep(scale=None):

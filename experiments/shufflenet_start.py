@@ -56,7 +56,10 @@ SWEEP_WORKDIRS = {
 
 
 def at_initialisation(architecture: str, width, images, labels) -> dict:
-  config = configuration.peer_proxy_config(architecture, None, 48)
+  config = configuration.load_file(
+    os.path.join(REPO_ROOT, 'configs', 'peer_proxy.py')
+  )
+  config.model.architecture = architecture
   if width is not None:
     config.model.width_multiplier = width
   model = build_model(config)

@@ -1,7 +1,8 @@
 """The shared base config and its validation.
 
-Every file in configs/ starts from `base_config()` and changes what its
-experiment changes. `validate()` runs before anything is built, so a wrong value
+Every file in configs/ starts from `base_config()`, or from another file of
+configs/ (`load_beside`), and changes what its experiment changes: the
+recipes live there, not here. `validate()` runs before anything is built, so a wrong value
 fails at once with the field, the allowed values and an example fix, not hours
 into a run.
 """
@@ -197,127 +198,6 @@ def _segmentation_section() -> ml_collections.ConfigDict:
   return section
 
 
-def cluttered_digits_config() -> ml_collections.ConfigDict:
-  """The built-in proxy task of the sweeps (configs/cluttered_digits.py):
-  the paper's network at α = 0.5, 48x48, on mnv2_jax/cluttered_digits.py."""
-  config = base_config()
-  config.dataset.name = 'cluttered_digits'
-  config.dataset.eval_split = 'validation'
-  config.dataset.test_split = 'test'
-  config.num_classes = 10
-  # At 32x32 runs sat at chance for a few hundred steps and escaped at random
-  # (three runs of this config: 28%, 40% and 44% after 8 epochs); at 48x48
-  # every seed learns from the second epoch (experiments/README.md).
-  config.image_size = 48
-  config.model.width_multiplier = 0.5
-  config.model.dropout_rate = 0.0
-  config.model.batch_norm_momentum = 0.9  # few steps (ImageNet: 0.997)
-  config.num_epochs = 8.0  # ~2.5 minutes on 2 CPU cores
-  config.batch_size = 128
-  config.eval_batch_size = 500
-  config.base_learning_rate = 0.045  # the paper's, per 96 images
-  config.base_batch_size = 96
-  config.lr_schedule = 'cosine'
-  config.warmup_epochs = 0.5
-  config.log_every_steps = 50
-  config.eval_every_epochs = 1.0
-  config.checkpoint_every_steps = 400
-  config.keep_checkpoints = 1
-  return config
-
-
-def imagenet_config() -> ml_collections.ConfigDict:
-  """The paper's ImageNet run (configs/imagenet_mnv2.py): §6.1's recipe with
-  16 workers' batches of 96 made one synchronous batch of 1536."""
-  config = base_config()
-  config.num_epochs = 300.0
-  config.batch_size = 96 * 16
-  config.eval_batch_size = 1000
-  config.eval_every_epochs = 5.0
-  return config
-
-
-def cifar10_config() -> ml_collections.ConfigDict:
-  """MobileNetV2 on CIFAR-10 through TFDS (configs/cifar10_mnv2.py); needs
-  `tfds build cifar10` on a machine with network access first. Not a paper
-  experiment: a mid-sized set for the sweeps between the proxy and ImageNet."""
-  config = base_config()
-  config.dataset.name = 'cifar10'
-  config.dataset.eval_split = 'test'
-  config.num_classes = 10
-  config.image_size = 32
-  # A 32x32 input leaves a 1x1 map after Table 2's five stride-2 stages; at
-  # output stride 8 the last 10 blocks run atrous (same parameters, paper
-  # §6.3) on 4x4 maps instead.
-  config.model.output_stride = 8
-  config.preprocessing = 'cifar'  # pad 4, random 32x32 crop, flip
-  config.model.batch_norm_momentum = 0.99
-  config.num_epochs = 200.0
-  config.batch_size = 128
-  config.eval_batch_size = 500
-  config.lr_schedule = 'cosine'
-  config.warmup_epochs = 2.0
-  config.eval_every_epochs = 10.0
-  config.checkpoint_every_steps = 2000
-  return config
-
-
-def imagenette_config() -> ml_collections.ConfigDict:
-  """MobileNetV2 on Imagenette (10 easy ImageNet classes, TFDS
-  'imagenette/160px-v2', configs/imagenette_mnv2.py) at 160x160, the paper's
-  recipe otherwise; needs `tfds build imagenette/160px-v2` first."""
-  config = base_config()
-  config.dataset.name = 'imagenette/160px-v2'
-  config.num_classes = 10
-  config.image_size = 160
-  config.model.batch_norm_momentum = 0.99
-  config.num_epochs = 150.0
-  config.batch_size = 128
-  config.eval_batch_size = 500
-  config.lr_schedule = 'cosine'
-  config.warmup_epochs = 2.0
-  config.eval_every_epochs = 5.0
-  config.checkpoint_every_steps = 1000
-  return config
-
-
-# Where an experiment config runs: its config string (`--config file.py:scale`).
-EXPERIMENT_SCALES = {
-  'builtin': cluttered_digits_config,
-  'cifar10': cifar10_config,
-  'imagenette': imagenette_config,
-  'imagenet': imagenet_config,
-}
-
-
-def experiment_base(scale) -> ml_collections.ConfigDict:
-  scale = scale or 'builtin'
-  if scale not in EXPERIMENT_SCALES:
-    raise ValueError(
-      f'unknown experiment scale {scale!r}: use one of '
-      f'{list(EXPERIMENT_SCALES)}, e.g. --config '
-      f'configs/ablation_bottleneck.py:imagenet'
-    )
-  return EXPERIMENT_SCALES[scale]()
-
-
-def peer_proxy_config(
-  architecture: str, scale=None, image_size: int = 48
-) -> ml_collections.ConfigDict:
-  """Figure 5's proxy for a peer network: `experiment_base`'s built-in
-  recipe and budget (configs/sweep_width_resolution.py's), unchanged, with
-  `architecture` at `image_size`. The peers' sweeps are defined on the
-  built-in proxy only."""
-  if scale not in (None, 'builtin'):
-    raise ValueError(
-      f'the peer sweeps are defined on the built-in proxy only, not {scale!r}'
-    )
-  config = experiment_base(scale)
-  config.model.architecture = architecture
-  config.image_size = image_size
-  return config
-
-
 def from_json(path: str) -> ml_collections.ConfigDict:
   """The config recorded in a workdir's config.json (base config + its
   values), e.g. for evaluating, exporting or predicting with that run."""
@@ -388,6 +268,19 @@ def load_file(argument: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file given as `path[:config string]` (the
   string, when given, is get_config's argument)."""
   path, config_string = split_config_argument(argument)
+  module = load_module(path)
+  if config_string is None:
+    return module.get_config()
+  return module.get_config(config_string)
+
+
+def load_beside(
+  config_file: str, name: str, config_string: Optional[str] = None
+) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file `name` in `config_file`'s folder: how
+  the files in configs/ build on one another, e.g.
+  `configuration.load_beside(__file__, 'scales.py', scale)`."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
   module = load_module(path)
   if config_string is None:
     return module.get_config()
@@ -478,47 +371,6 @@ def from_command_line(
   `--config.<key>=<value>` overrides applied (not yet validated)."""
   base = load_file(config_argument)
   return apply_overrides(base, command_line_overrides(base, arguments, tool))
-
-
-def deeplab_voc_config(
-  output_stride: int, aspp: bool
-) -> ml_collections.ConfigDict:
-  """DeepLab's VOC 2012 recipe for one MNetV2* row of paper Table 7 (the
-  configs/deeplab_mnv2_voc_*.py files; their docstrings give the figures)."""
-  config = base_config()
-  config.task = 'segmentation'
-  config.dataset.name = 'voc2012'
-  config.dataset.train_split = 'train_aug'
-  config.dataset.eval_split = 'validation'
-  config.dataset.shuffle_buffer_size = 2_048
-  config.num_classes = 21
-  config.image_size = 513  # DeepLab's crop; also pads every val image
-
-  config.model.width_multiplier = 1.0
-  config.model.output_stride = output_stride
-  config.model.dropout_rate = 0.1  # DeepLab: keep probability 0.9
-  config.model.batch_norm_momentum = 0.9997
-  config.segmentation.aspp = aspp
-  config.segmentation.min_scale_factor = 0.5
-  config.segmentation.max_scale_factor = 2.0
-  config.segmentation.flip = True
-
-  config.num_train_steps = 30_000
-  config.batch_size = 16
-  config.eval_batch_size = 8
-  config.optimizer = 'sgd'
-  config.momentum = 0.9
-  config.base_learning_rate = 0.007
-  config.base_batch_size = 16
-  config.lr_schedule = 'poly'
-  config.warmup_epochs = 0.0
-  config.weight_decay = 4e-5
-  config.ema_decay = 0.0
-
-  config.log_every_steps = 100
-  config.eval_every_epochs = 10.0
-  config.checkpoint_every_steps = 1_000
-  return config
 
 
 def _is_number(value) -> bool:

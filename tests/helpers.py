@@ -357,9 +357,9 @@ def imagenet_config(
   image_dtype: str = 'float32',
   shuffle_buffer_size: int = 64,
 ) -> ml_collections.ConfigDict:
-  """The ImageNet experiment's config (configuration.imagenet_config), small:
+  """The ImageNet experiment's config (configs/imagenet_mnv2.py), small:
   32x32 images, batches of 4."""
-  config = configuration.imagenet_config()
+  config = config_file('imagenet_mnv2')
   config.update_from_flattened_dict(
     {
       'dataset.data_dir': data_dir,

@@ -310,7 +310,7 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
 def test_missing_voc_dataset_gives_a_clear_error(tmp_path):
   from mnv2_jax.data import datasets
 
-  config = configuration.deeplab_voc_config(output_stride=16, aspp=False)
+  config = helpers.config_file('deeplab_mnv2_voc_os16')
   config.dataset.data_dir = str(tmp_path)
   with pytest.raises(ValueError, match='python -m mnv2_jax.voc'):
     datasets.check_available(config)

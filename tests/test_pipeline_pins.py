@@ -78,7 +78,7 @@ def compute_pins(tmp_dir: str) -> dict:
   config.num_classes = 10
   config.image_size = 32
   pins['digits'] = _pins_of(config, step=400)  # past the first epoch
-  config = configuration.cluttered_digits_config()
+  config = helpers.config_file('cluttered_digits')
   pins['cluttered_digits'] = _pins_of(config)
   pins['scenes_detection'] = _pins_of(helpers.tiny_detection_config())
   pins['scenes_segmentation'] = _pins_of(helpers.tiny_scene_config())
@@ -86,7 +86,7 @@ def compute_pins(tmp_dir: str) -> dict:
     num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE
   ):
     pins['imagenet2012'] = _pins_of(helpers.imagenet_config(), batch=3, step=4)
-    config = configuration.cifar10_config()
+    config = helpers.config_file('cifar10_mnv2')
     config.dataset.shuffle_buffer_size = 8
     pins['cifar10'] = _pins_of(config, batch=3, step=4)
   config = helpers.tiny_detection_config()

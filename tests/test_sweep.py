@@ -14,6 +14,7 @@ import subprocess
 import textwrap
 import threading
 
+import helpers
 import numpy as np
 import pytest
 
@@ -28,18 +29,20 @@ from mnv2_jax.experiments import runner as sweep_runner
 from mnv2_jax.models import counting as statistics_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The built-in proxy's config file, which the test experiments below load.
+CLUTTERED_DIGITS = os.path.join(REPO_ROOT, 'configs', 'cluttered_digits.py')
 EXPERIMENT = textwrap.dedent("""
     from mnv2_jax import configuration
 
     def get_config(scale=None):
-      config = configuration.cluttered_digits_config()
+      config = configuration.load_file(CLUTTERED_DIGITS_PATH)
       config.model.width_multiplier = 0.35
       return config
 
     def get_sweep(scale=None):
       return [{'model.bottleneck_activation': a, 'seed': s}
               for a in ('linear', 'relu6') for s in (0, 1, 2)][:POINTS]
-""")
+""").replace('CLUTTERED_DIGITS_PATH', repr(CLUTTERED_DIGITS))
 
 
 def _experiment(tmp_path, points=6, body=EXPERIMENT):
@@ -348,12 +351,12 @@ WIDTH_RESOLUTION = textwrap.dedent("""
     from mnv2_jax import configuration
 
     def get_config(scale=None):
-      return configuration.cluttered_digits_config()
+      return configuration.load_file(CLUTTERED_DIGITS_PATH)
 
     def get_sweep(scale=None):
       return [{'model.width_multiplier': w, 'image_size': r, 'seed': s}
               for w in (0.35, 0.5) for r in (32, 40) for s in (0, 1)]
-""")
+""").replace('CLUTTERED_DIGITS_PATH', repr(CLUTTERED_DIGITS))
 
 
 def test_grid_curves_join_each_width_and_each_resolution():
@@ -475,18 +478,21 @@ def test_cluttered_digits_are_deterministic_and_disjoint():
 def test_every_experiment_config_is_valid_at_every_scale(experiment):
   """Each committed experiment's points all validate at each scale (the
   runner checks them before training; a bad one would stop a sweep late)."""
-  from mnv2_jax import configuration
 
   path = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), 'configs', f'{experiment}.py'
   )
-  for scale in configuration.EXPERIMENT_SCALES:
+  scales = helpers.load_script(
+    os.path.join(REPO_ROOT, 'configs', 'scales.py'), 'scales'
+  )
+  for scale, base_file in scales.SCALES.items():
     base, points = sweep_points.load_experiment(f'{path}:{scale}')
     assert points and len({sweep_points.point_name(p) for p in points}) == len(
       points
     )
     assert (
-      base.dataset.name == configuration.EXPERIMENT_SCALES[scale]().dataset.name
+      base.dataset.name
+      == helpers.config_file(base_file.removesuffix('.py')).dataset.name
     )
 
 
