@@ -39,8 +39,8 @@ def compare_one_step(
   import numpy as np
 
   from mnv2_jax import configuration
-  from mnv2_jax.models import build_model
   from mnv2_jax.models import initializers
+  from mnv2_jax.models.building import build_model
   from mnv2_jax.tasks import classification
   from mnv2_jax.training import optimization
   from mnv2_jax.training import state as training_state

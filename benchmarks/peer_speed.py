@@ -77,9 +77,9 @@ def worker(args) -> dict:
   import numpy as np  # noqa: PLC0415
 
   from mnv2_jax import tasks  # noqa: PLC0415
-  from mnv2_jax.models import build_model  # noqa: PLC0415
   from mnv2_jax.models import counting  # noqa: PLC0415
   from mnv2_jax.models import initializers  # noqa: PLC0415
+  from mnv2_jax.models.building import build_model  # noqa: PLC0415
   from mnv2_jax.training import optimization  # noqa: PLC0415
   from mnv2_jax.training import provenance  # noqa: PLC0415
   from mnv2_jax.training import state as training_state  # noqa: PLC0415

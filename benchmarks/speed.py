@@ -286,10 +286,10 @@ def bench_jax(args, recorder: Recorder, flavour: str) -> dict:
   import jax
 
   from mnv2_jax import configuration
-  from mnv2_jax.models import build_model
   from mnv2_jax.models import initializers
   from mnv2_jax.models import layers
   from mnv2_jax.models import mobilenet_v2
+  from mnv2_jax.models.building import build_model
   from mnv2_jax.tasks import classification
   from mnv2_jax.tasks import inference
   from mnv2_jax.training import optimization

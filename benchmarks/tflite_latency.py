@@ -147,9 +147,9 @@ def _config(name: str, image_size: int = 0):
 def make_workdir(name: str, workdir: str, image_size: int) -> dict:
   """Writes `name`'s random initialisation as a workdir; returns its
   multiply-adds and parameters."""
-  from mnv2_jax.models import build_model  # noqa: PLC0415 (worker only)
   from mnv2_jax.models import counting  # noqa: PLC0415
   from mnv2_jax.models import initializers  # noqa: PLC0415
+  from mnv2_jax.models.building import build_model  # noqa: PLC0415 (worker only)
   from mnv2_jax.training import state as training_state  # noqa: PLC0415
   from mnv2_jax.weights import importers  # noqa: PLC0415
 

@@ -66,9 +66,9 @@ import numpy as np
 from scipy import stats
 
 from mnv2_jax import configuration
-from mnv2_jax import models
 from mnv2_jax.experiments import plots as sweep_plots
 from mnv2_jax.experiments import report as sweep_report
+from mnv2_jax.models import building as model_building
 from mnv2_jax.models import counting as model_statistics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -543,7 +543,7 @@ def _cost(config_file: str, architecture: str) -> dict:
   config.model.architecture = architecture
   configuration.validate(config)
   return model_statistics.model_statistics(
-    models.build_model(config), config.image_size
+    model_building.build_model(config), config.image_size
   )
 
 

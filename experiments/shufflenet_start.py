@@ -35,7 +35,7 @@ import numpy as np
 
 from mnv2_jax import configuration
 from mnv2_jax.data import cluttered_digits
-from mnv2_jax.models import build_model
+from mnv2_jax.models.building import build_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

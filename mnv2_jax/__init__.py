@@ -50,7 +50,7 @@ _PUBLIC = {
   'MobileNetV2': 'mnv2_jax.models.mobilenet_v2',
   'SSDLite': 'mnv2_jax.models.ssdlite',
   'MobileDeepLabV3': 'mnv2_jax.models.deeplab',
-  'build_model': 'mnv2_jax.models',
+  'build_model': 'mnv2_jax.models.building',
   'from_keras': 'mnv2_jax.weights.importers',
   'from_keras_weights': 'mnv2_jax.weights.importers',
   'from_slim_checkpoint': 'mnv2_jax.weights.importers',

@@ -7,7 +7,7 @@ values they derive from their own tables (the architectures' classes, paper
 Table 2's 17 bottlenecks, ShuffleNet's scales and group counts) are held
 equal to these by tests/test_config_fuzz.py."""
 
-# config.model.architecture: models.ARCHITECTURES' keys.
+# config.model.architecture: models/building.py's ARCHITECTURES keys.
 ARCHITECTURES = (
   'mobilenet_v2',
   'mobilenet_v1',

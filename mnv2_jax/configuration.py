@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import math
 import os
 from typing import Any
 from typing import Optional
@@ -21,7 +20,9 @@ from typing import Sequence
 import ml_collections
 
 from mnv2_jax import choices
+from mnv2_jax import config_checks as checks
 from mnv2_jax.data import registry
+from mnv2_jax.models import options as model_options
 
 TASKS = ('classification', 'detection', 'segmentation')
 OPTIMIZERS = ('rmsprop', 'sgd', 'adam')
@@ -29,7 +30,6 @@ LR_SCHEDULES = ('exponential', 'cosine', 'poly')
 MODES = ('train', 'eval')
 # config.model.depthwise_implementation (before 0.2) -> model.implementation.
 RENAMED_IMPLEMENTATIONS = {'auto': 'auto', 'shifted': 'cpu', 'grouped': 'xla'}
-MIN_IMAGE_SIZE = 32  # one pixel left after the 32x downsampling of Table 2
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -233,13 +233,6 @@ def flatten(values: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
-def _fail(field: str, value: Any, allowed: str, example: str) -> None:
-  raise ValueError(
-    f'config.{field}={value!r} is invalid: {allowed}. '
-    f'Fix it in the config file or with --config.{field}={example}.'
-  )
-
-
 # ------------------------------------------- config files and the command line
 
 
@@ -373,222 +366,35 @@ def from_command_line(
   return apply_overrides(base, command_line_overrides(base, arguments, tool))
 
 
-def _is_number(value) -> bool:
-  """A real, finite number (not a bool, None, NaN or infinity)."""
-  return (
-    isinstance(value, (int, float))
-    and not isinstance(value, bool)
-    and math.isfinite(value)
-  )
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _get(config, field: str) -> Any:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
-  return value
-
-
-def _check_choice(config, field: str, choices) -> None:
-  value = _get(config, field)
-  if value not in choices:
-    # Suggest the base config's value, the paper's choice.
-    _fail(
-      field,
-      value,
-      f'allowed values are {list(choices)}',
-      _get(base_config(), field),
-    )
-
-
-def _check_range(
-  config,
-  field: str,
-  low: float,
-  high: float,
-  *,
-  low_inclusive: bool,
-  high_inclusive: bool,
-) -> None:
-  value = _get(config, field)
-  numeric = _is_number(value)
-  above = numeric and (value >= low if low_inclusive else value > low)
-  below = numeric and (value <= high if high_inclusive else value < high)
-  if not (above and below):
-    interval = (
-      ('[' if low_inclusive else '(')
-      + f'{low}, {high}'
-      + (']' if high_inclusive else ')')
-    )
-    _fail(field, value, f'it must be in {interval}', _get(base_config(), field))
-
-
-def _check_positive_integers(config, fields) -> None:
-  for field in fields:
-    value = _get(config, field)
-    if not _is_int(value) or value <= 0:
-      _fail(
-        field,
-        value,
-        'it must be a positive integer',
-        _get(base_config(), field),
-      )
-
-
-def _check_peer_options(config) -> None:
-  """The options only MobileNetV2 has stay at their defaults for its peers,
-  and the peers' own options are in range."""
-  architecture = config.model.architecture
-  if architecture == 'mobilenet_v2':
-    return
-  heads_run_on = {
-    'detection': choices.DETECTION_BACKBONES,
-    'segmentation': choices.SEGMENTATION_BACKBONES,
-  }.get(config.task)
-  if heads_run_on is not None and architecture not in heads_run_on:
-    _fail(
-      'model.architecture',
-      architecture,
-      f'the {config.task} heads run on {", ".join(heads_run_on)}',
-      'mobilenet_v2',
-    )
-  defaults = base_config().model
-  for field in (
-    'expansion_ratio',
-    'expansion_ratio_per_block',
-    'bottleneck_activation',
-    'residual',
-    'inference_splits',
-  ):
-    if _tuple_or_value(config.model[field]) != _tuple_or_value(defaults[field]):
-      _fail(
-        f'model.{field}',
-        config.model[field],
-        f'it is a MobileNetV2 option, and model.architecture is '
-        f'{architecture!r}',
-        defaults[field],
-      )
-  if architecture == 'shufflenet':
-    _check_choice(config, 'model.width_multiplier', choices.SHUFFLENET_SCALES)
-    _check_choice(config, 'model.shufflenet_groups', choices.SHUFFLENET_GROUPS)
-    _check_choice(config, 'model.output_stride', (32,))
-  if architecture == 'nasnet_a':
-    _check_choice(config, 'model.width_multiplier', (1.0,))
-    _check_choice(config, 'model.output_stride', (32,))
-    _check_positive_integers(config, ('model.nasnet_cells_per_stack',))
-    filters = config.model.nasnet_filters
-    if not _is_int(filters) or filters < 4 or filters % 4:
-      _fail(
-        'model.nasnet_filters',
-        filters,
-        'it must be a positive multiple of 4 (the stem cells use a quarter '
-        'and a half of it)',
-        44,
-      )
-
-
-def _tuple_or_value(value):
-  """Lists and tuples compare as tuples (a config may hold either)."""
-  return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field, the allowed values and a fix.
 
-  Data availability is checked by `data.datasets.check_available`.
+  Each layer checks its own section: the run's fields here, config.model in
+  `models/options.py`, config.dataset in `data/registry.py`; detection and
+  segmentation, the tasks' sections, here. Data availability is checked by
+  `data.datasets.check_available`.
   """
-  _check_choices(config)
-  _check_model(config)
-  _check_data(config)
+  defaults = base_config()
+  for field, allowed in (
+    ('mode', MODES),
+    ('task', TASKS),
+    ('optimizer', OPTIMIZERS),
+    ('lr_schedule', LR_SCHEDULES),
+  ):
+    checks.check_choice(config, field, allowed, defaults)
+  registry.check(config, defaults)
+  model_options.check(config, defaults)
+  _check_training(config, defaults)
   _check_paths(config)
-  _check_detection(config)
-  _check_segmentation(config)
-  _check_run(config)
+  _check_detection(config, defaults)
+  _check_segmentation(config, defaults)
+  _check_run(config, defaults)
 
 
-def _check_choices(config) -> None:
-  """The fields that take one of a list of values."""
-  _check_choice(config, 'mode', MODES)
-  _check_choice(config, 'task', TASKS)
-  _check_choice(config, 'dataset.name', tuple(registry.DATASETS))
-  _check_choice(config, 'model.architecture', choices.ARCHITECTURES)
-  _check_peer_options(config)
-  _check_choice(
-    config, 'model.bottleneck_activation', choices.BOTTLENECK_ACTIVATIONS
-  )
-  _check_choice(config, 'model.residual', choices.RESIDUAL_PLACEMENTS)
-  _check_choice(config, 'model.output_stride', choices.OUTPUT_STRIDES)
-  _check_choice(config, 'model.padding', choices.PADDING_MODES)
-  _check_choice(config, 'model.dtype', choices.DTYPES)
-  _check_choice(config, 'model.implementation', choices.IMPLEMENTATIONS)
-  _check_choice(config, 'optimizer', OPTIMIZERS)
-  _check_choice(config, 'preprocessing', registry.PREPROCESSING)
-  _check_choice(
-    config, 'dataset.train_image_dtype', registry.TRAIN_IMAGE_DTYPES
-  )
-  spec = registry.DATASETS[config.dataset.name]
-  if config.dataset.train_image_dtype == 'uint8' and not (
-    spec.tfds and config.task == 'classification'
-  ):
-    tfds_classification = [
-      name
-      for name, spec in registry.DATASETS.items()
-      if spec.tfds and 'classification' in spec.tasks
-    ]
-    _fail(
-      'dataset.train_image_dtype',
-      'uint8',
-      'uint8 training batches are made by the TFDS classification pipelines '
-      f'({", ".join(tfds_classification)}), not by {config.dataset.name!r}',
-      'float32',
-    )
-  _check_choice(config, 'background_class', (False, True))
-  _check_choice(config, 'lr_schedule', LR_SCHEDULES)
-
-
-def _check_model(config) -> None:
-  """config.model's numbers, and the optimizer's and schedule's ranges."""
-  model = config.model
-  if not _is_number(model.width_multiplier) or model.width_multiplier <= 0:
-    _fail(
-      'model.width_multiplier',
-      model.width_multiplier,
-      'it must be a number > 0 (the release grid: 0.35, 0.5, 0.75, 1.0, '
-      '1.3, 1.4)',
-      '1.0',
-    )
-  if not _is_number(model.expansion_ratio) or model.expansion_ratio < 1:
-    _fail(
-      'model.expansion_ratio',
-      model.expansion_ratio,
-      'it must be a number >= 1 (the paper uses 6)',
-      '6',
-    )
-  per_block = model.expansion_ratio_per_block
-  if (
-    not isinstance(per_block, (tuple, list))
-    or per_block
-    and (
-      len(per_block) != choices.MOBILENET_V2_BLOCKS
-      or not all(_is_number(t) and t >= 1 for t in per_block)
-    )
-  ):
-    _fail(
-      'model.expansion_ratio_per_block',
-      per_block,
-      f'it must be empty or {choices.MOBILENET_V2_BLOCKS} numbers >= 1',
-      '"(1,' + ','.join(['6'] * (choices.MOBILENET_V2_BLOCKS - 1)) + ')"',
-    )
+def _check_training(config, defaults) -> None:
+  """The optimizer's, schedule's and regularisers' ranges."""
   inf = float('inf')
-  for field, low, high, low_in, high_in in [
-    ('model.dropout_rate', 0.0, 1.0, True, False),
-    ('model.batch_norm_momentum', 0.0, 1.0, False, False),
-    ('model.batch_norm_epsilon', 0.0, inf, False, False),
-    ('eval_crop_fraction', 0.0, 1.0, False, True),
+  for field, low, high, low_inclusive, high_inclusive in [
     ('base_learning_rate', 0.0, inf, False, False),
     ('lr_decay_rate', 0.0, 1.0, False, True),
     ('lr_decay_epochs', 0.0, inf, False, False),
@@ -603,83 +409,28 @@ def _check_model(config) -> None:
     ('warmup_epochs', 0.0, inf, True, False),
     ('ema_decay', 0.0, 1.0, True, False),
   ]:
-    _check_range(
-      config, field, low, high, low_inclusive=low_in, high_inclusive=high_in
-    )
-
-
-def _check_data(config) -> None:
-  """The image size, the splits, the task and the classes of the dataset."""
-  if not _is_int(config.image_size) or config.image_size < MIN_IMAGE_SIZE:
-    _fail(
-      'image_size',
-      config.image_size,
-      f'it must be >= {MIN_IMAGE_SIZE} (the network downsamples 32x; the '
-      'paper uses 96-224)',
-      '224',
-    )
-  dataset = registry.DATASETS[config.dataset.name]
-  for field in ('dataset.train_split', 'dataset.eval_split'):
-    if not isinstance(_get(config, field), str) or not _get(config, field):
-      _fail(field, _get(config, field), 'it must name a split', 'train')
-  if not isinstance(config.dataset.test_split, str):
-    _fail(
-      'dataset.test_split',
-      config.dataset.test_split,
-      "it must name a split or be '' (none)",
-      'test',
-    )
-  if dataset.splits:
-    for field in ('dataset.train_split', 'dataset.eval_split'):
-      if _get(config, field) not in dataset.splits:
-        _fail(
-          field,
-          _get(config, field),
-          f'dataset {config.dataset.name!r} has the splits '
-          f'{list(dataset.splits)}',
-          'validation' if field.endswith('eval_split') else 'train',
-        )
-    if config.dataset.test_split not in dataset.splits + ('',):
-      _fail(
-        'dataset.test_split',
-        config.dataset.test_split,
-        f'dataset {config.dataset.name!r} has the splits '
-        f"{list(dataset.splits)} (or '' for none)",
-        'test',
-      )
-  expected_tasks = dataset.tasks
-  if config.task not in expected_tasks:
-    _fail(
-      'task',
-      config.task,
-      f'dataset {config.dataset.name!r} is for {" or ".join(expected_tasks)}',
-      expected_tasks[0],
-    )
-  if config.task == 'segmentation':
-    expected_classes = dataset.segmentation_classes
-  else:
-    expected_classes = dataset.num_classes + int(config.background_class)
-  if config.num_classes != expected_classes:
-    _fail(
-      'num_classes',
-      config.num_classes,
-      f'dataset {config.dataset.name!r} has {expected_classes} classes'
-      + (' with the background class' if config.background_class else ''),
-      str(expected_classes),
+    checks.check_range(
+      config,
+      field,
+      low,
+      high,
+      defaults,
+      low_inclusive=low_inclusive,
+      high_inclusive=high_inclusive,
     )
 
 
 def _check_paths(config) -> None:
   """The compilation cache and init_from paths."""
   if not isinstance(config.compilation_cache_dir, str):
-    _fail(
+    checks.fail(
       'compilation_cache_dir',
       config.compilation_cache_dir,
       "it must be 'auto', a directory, or 'off'",
       'auto',
     )
   if not isinstance(config.init_from, str):
-    _fail(
+    checks.fail(
       'init_from',
       config.init_from,
       'it must be a workdir path or empty',
@@ -687,72 +438,87 @@ def _check_paths(config) -> None:
     )
 
 
-def _check_detection(config) -> None:
+def _check_detection(config, defaults) -> None:
   """config.detection (SSDLite)."""
-  _check_positive_integers(
+  checks.check_positive_integers(
     config,
     (
       'detection.max_boxes',
       'detection.max_detections',
       'detection.negatives_per_positive',
     ),
+    defaults,
   )
   detection = config.detection
-  if not (_is_number(detection.max_scale) and 0 < detection.max_scale <= 1):
-    _fail(
+  if not (
+    checks.is_number(detection.max_scale) and 0 < detection.max_scale <= 1
+  ):
+    checks.fail(
       'detection.max_scale',
       detection.max_scale,
       'anchor scales need 0 < min_scale < max_scale <= 1',
       '0.95',
     )
   if not (
-    _is_number(detection.min_scale)
+    checks.is_number(detection.min_scale)
     and 0 < detection.min_scale < detection.max_scale
   ):
-    _fail(
+    checks.fail(
       'detection.min_scale',
       config.detection.min_scale,
       'anchor scales need 0 < min_scale < max_scale <= 1',
       '0.2',
     )
-  for field, low, high in (
-    ('detection.score_threshold', 0.0, 1.0),
-    ('detection.nms_iou_threshold', 0.0, 1.0),
-    ('detection.zoom_out_probability', 0.0, 1.0),
+  for field in (
+    'detection.score_threshold',
+    'detection.nms_iou_threshold',
+    'detection.zoom_out_probability',
   ):
-    _check_range(
-      config, field, low, high, low_inclusive=True, high_inclusive=True
+    checks.check_range(
+      config,
+      field,
+      0.0,
+      1.0,
+      defaults,
+      low_inclusive=True,
+      high_inclusive=True,
     )
-  _check_choice(
-    config, 'detection.prediction_layers', choices.PREDICTION_LAYERS
+  checks.check_choice(
+    config, 'detection.prediction_layers', choices.PREDICTION_LAYERS, defaults
   )
 
 
-def _check_segmentation(config) -> None:
+def _check_segmentation(config, defaults) -> None:
   """config.segmentation (DeepLab) and its output stride."""
   if config.task == 'segmentation':
     if config.model.output_stride not in (8, 16):
-      _fail(
+      checks.fail(
         'model.output_stride',
         config.model.output_stride,
         'DeepLab (task segmentation) runs at output stride 8 or 16',
         '16',
       )
-    _check_choice(config, 'segmentation.aspp', (False, True))
-    _check_choice(config, 'segmentation.multi_scale_eval', (False, True))
-    _check_choice(config, 'segmentation.eval_flip', (False, True))
-    _check_choice(config, 'segmentation.flip', (False, True))
+    checks.check_choice(config, 'segmentation.aspp', (False, True), defaults)
+    checks.check_choice(
+      config, 'segmentation.multi_scale_eval', (False, True), defaults
+    )
+    checks.check_choice(
+      config, 'segmentation.eval_flip', (False, True), defaults
+    )
+    checks.check_choice(config, 'segmentation.flip', (False, True), defaults)
     segmentation = config.segmentation
     low, high = segmentation.min_scale_factor, segmentation.max_scale_factor
-    if not (_is_number(low) and _is_number(high) and 0 < low <= high):
-      _fail(
+    if not (
+      checks.is_number(low) and checks.is_number(high) and 0 < low <= high
+    ):
+      checks.fail(
         'segmentation.min_scale_factor',
         low,
         'training scales need 0 < min_scale_factor <= max_scale_factor',
         '0.5',
       )
     if config.dataset.name == 'scenes' and segmentation.flip:
-      _fail(
+      checks.fail(
         'segmentation.flip',
         segmentation.flip,
         'the scenes hold digits, and a mirrored digit is another glyph',
@@ -763,7 +529,7 @@ def _check_segmentation(config) -> None:
       and segmentation.multi_scale_eval
       and segmentation.eval_flip
     ):
-      _fail(
+      checks.fail(
         'segmentation.eval_flip',
         segmentation.eval_flip,
         'the scenes hold digits, and a mirrored digit is another glyph',
@@ -773,9 +539,9 @@ def _check_segmentation(config) -> None:
     if (
       not isinstance(scales, (tuple, list))
       or not scales
-      or not all(_is_number(v) and v > 0 for v in scales)
+      or not all(checks.is_number(v) and v > 0 for v in scales)
     ):
-      _fail(
+      checks.fail(
         'segmentation.eval_scales',
         scales,
         'it must be a non-empty list of positive scales',
@@ -783,9 +549,9 @@ def _check_segmentation(config) -> None:
       )
 
 
-def _check_run(config) -> None:
+def _check_run(config, defaults) -> None:
   """Batch sizes, intervals, seeds and the length of the run."""
-  _check_positive_integers(
+  checks.check_positive_integers(
     config,
     (
       'batch_size',
@@ -794,42 +560,31 @@ def _check_run(config) -> None:
       'log_every_steps',
       'checkpoint_every_steps',
       'keep_checkpoints',
-      'dataset.shuffle_buffer_size',
     ),
+    defaults,
   )
-  if not _is_int(config.model.inference_splits) or (
-    config.model.inference_splits < 1
-  ):
-    _fail(
-      'model.inference_splits',
-      config.model.inference_splits,
-      'it must be a positive integer (1: no splitting; paper §5.1)',
-      '1',
-    )
-  for field in ('seed', 'dataset.seed'):
-    value = _get(config, field)
-    if not _is_int(value) or not 0 <= value < 2**32:
-      _fail(field, value, 'it must be an integer in [0, 2**32)', '0')
-  if not _is_int(config.inference_microbatch) or (
+  if not checks.is_int(config.seed) or not 0 <= config.seed < 2**32:
+    checks.fail('seed', config.seed, 'it must be an integer in [0, 2**32)', '0')
+  if not checks.is_int(config.inference_microbatch) or (
     config.inference_microbatch < -1
   ):
-    _fail(
+    checks.fail(
       'inference_microbatch',
       config.inference_microbatch,
       'it must be -1 (auto), 0 (whole batch) or a positive integer',
       '-1',
     )
-  if not _is_int(config.num_train_steps):
-    _fail(
+  if not checks.is_int(config.num_train_steps):
+    checks.fail(
       'num_train_steps',
       config.num_train_steps,
       'it must be an integer (-1: use num_epochs)',
       '-1',
     )
   if config.num_train_steps <= 0 and not (
-    _is_number(config.num_epochs) and config.num_epochs > 0
+    checks.is_number(config.num_epochs) and config.num_epochs > 0
   ):
-    _fail(
+    checks.fail(
       'num_epochs',
       config.num_epochs,
       'it must be a finite number > 0 unless num_train_steps is set',

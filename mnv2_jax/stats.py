@@ -167,8 +167,8 @@ def config_statistics(config) -> dict[str, Any]:
   """The counts of the network a config builds (with Table 7's MF figures
   for segmentation)."""
   from mnv2_jax.models import backbones  # jax: after parsing
-  from mnv2_jax.models import build_model
   from mnv2_jax.models import counting
+  from mnv2_jax.models.building import build_model
 
   configuration.validate(config)
   model = build_model(config)

@@ -277,17 +277,17 @@ def test_the_light_choices_are_the_implementations():
   the networks and pipelines implement, and loading a config must not
   import jax, flax or the pipelines' libraries."""
   from mnv2_jax import choices
-  from mnv2_jax import models
   from mnv2_jax.data import batch_format
   from mnv2_jax.data import cluttered_digits
   from mnv2_jax.data import datasets
   from mnv2_jax.data import digits
   from mnv2_jax.data import scenes
+  from mnv2_jax.models import building
   from mnv2_jax.models import layers
   from mnv2_jax.models import mobilenet_v2
   from mnv2_jax.models import shufflenet
 
-  assert choices.ARCHITECTURES == tuple(models.ARCHITECTURES)
+  assert choices.ARCHITECTURES == tuple(building.ARCHITECTURES)
   assert choices.MOBILENET_V2_BLOCKS == mobilenet_v2.NUM_BLOCKS
   assert choices.DTYPES == tuple(layers.DTYPES)
   assert choices.SHUFFLENET_SCALES == shufflenet.SCALES

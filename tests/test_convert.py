@@ -19,7 +19,7 @@ from mnv2_jax import configuration
 from mnv2_jax.data import datasets
 from mnv2_jax.data import digits
 from mnv2_jax.data import image_files
-from mnv2_jax.models import build_model
+from mnv2_jax.models.building import build_model
 from mnv2_jax.training import optimization
 from mnv2_jax.training import state as training_state
 from mnv2_jax.training import trainer

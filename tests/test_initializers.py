@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax.models import build_model
 from mnv2_jax.models import initializers
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models.building import build_model
 
 
 def _networks():

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
-from mnv2_jax.models import build_model
 from mnv2_jax.models import counting
 from mnv2_jax.models import layers
 from mnv2_jax.models import mobilenet_v1
 from mnv2_jax.models import nasnet
 from mnv2_jax.models import resnet
 from mnv2_jax.models import shufflenet
+from mnv2_jax.models.building import build_model
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import trainer
 from mnv2_jax.weights import exporters

@@ -10,10 +10,10 @@ import pytest
 
 from mnv2_jax.data import batch_format
 from mnv2_jax.models import box_ops
-from mnv2_jax.models import build_model
 from mnv2_jax.models import counting
 from mnv2_jax.models import mobilenet_v2
 from mnv2_jax.models import ssdlite
+from mnv2_jax.models.building import build_model
 from mnv2_jax.tasks import detection
 
 

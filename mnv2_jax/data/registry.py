@@ -1,12 +1,15 @@
 """What a config may name about the data, without importing any pipeline:
 the datasets (`DATASETS`: classes, tasks, splits, whether TFDS reads it),
-the input normalisations and the training images' dtypes. `configuration`
-validates against these, so it loads without TensorFlow, scikit-learn or
-scikit-image; `datasets.py` serves the batches."""
+the input normalisations and the training images' dtypes, and `check`, the
+checker of config.dataset that `configuration.validate` runs. It loads
+without TensorFlow, scikit-learn or scikit-image; `datasets.py` serves the
+batches."""
 
 from __future__ import annotations
 
 import dataclasses
+
+from mnv2_jax import config_checks as checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +68,115 @@ DATASETS = {
 PREPROCESSING = ('inception', 'torchvision', 'cifar')
 # config.dataset.train_image_dtype: what the training pipeline hands over.
 TRAIN_IMAGE_DTYPES = ('float32', 'uint8')
+
+
+def check(config, defaults) -> None:
+  """config.dataset and what must agree with the dataset: the input
+  normalisation, the task, the number of classes, the evaluation crop.
+
+  Raises ValueError naming the field, what is allowed and a fix (examples
+  from `defaults`, the base config). Whether a prepared dataset's files are
+  there is `datasets.check_available`'s question, asked later.
+  """
+  checks.check_choice(config, 'dataset.name', tuple(DATASETS), defaults)
+  checks.check_choice(config, 'preprocessing', PREPROCESSING, defaults)
+  checks.check_choice(
+    config, 'dataset.train_image_dtype', TRAIN_IMAGE_DTYPES, defaults
+  )
+  spec = DATASETS[config.dataset.name]
+  if config.dataset.train_image_dtype == 'uint8' and not (
+    spec.tfds and config.task == 'classification'
+  ):
+    tfds_classification = [
+      name
+      for name, other in DATASETS.items()
+      if other.tfds and 'classification' in other.tasks
+    ]
+    checks.fail(
+      'dataset.train_image_dtype',
+      'uint8',
+      'uint8 training batches are made by the TFDS classification pipelines '
+      f'({", ".join(tfds_classification)}), not by {config.dataset.name!r}',
+      'float32',
+    )
+  checks.check_choice(config, 'background_class', (False, True), defaults)
+  checks.check_range(
+    config,
+    'eval_crop_fraction',
+    0.0,
+    1.0,
+    defaults,
+    low_inclusive=False,
+    high_inclusive=True,
+  )
+  _check_splits(config, spec)
+  _check_task_and_classes(config, spec)
+  checks.check_positive_integers(
+    config, ('dataset.shuffle_buffer_size',), defaults
+  )
+  if not checks.is_int(config.dataset.seed) or not (
+    0 <= config.dataset.seed < 2**32
+  ):
+    checks.fail(
+      'dataset.seed',
+      config.dataset.seed,
+      'it must be an integer in [0, 2**32)',
+      '0',
+    )
+
+
+def _check_splits(config, spec: DatasetSpec) -> None:
+  dataset = config.dataset
+  for field in ('train_split', 'eval_split'):
+    if not isinstance(dataset[field], str) or not dataset[field]:
+      checks.fail(
+        f'dataset.{field}', dataset[field], 'it must name a split', 'train'
+      )
+  if not isinstance(dataset.test_split, str):
+    checks.fail(
+      'dataset.test_split',
+      dataset.test_split,
+      "it must name a split or be '' (none)",
+      'test',
+    )
+  if not spec.splits:
+    return  # TFDS: any split name the prepared dataset has
+  for field in ('train_split', 'eval_split'):
+    if dataset[field] not in spec.splits:
+      checks.fail(
+        f'dataset.{field}',
+        dataset[field],
+        f'dataset {dataset.name!r} has the splits {list(spec.splits)}',
+        'validation' if field == 'eval_split' else 'train',
+      )
+  if dataset.test_split not in spec.splits + ('',):
+    checks.fail(
+      'dataset.test_split',
+      dataset.test_split,
+      f"dataset {dataset.name!r} has the splits {list(spec.splits)} (or '' "
+      'for none)',
+      'test',
+    )
+
+
+def _check_task_and_classes(config, spec: DatasetSpec) -> None:
+  name = config.dataset.name
+  if config.task not in spec.tasks:
+    checks.fail(
+      'task',
+      config.task,
+      f'dataset {name!r} is for {" or ".join(spec.tasks)}',
+      spec.tasks[0],
+    )
+  if config.task == 'segmentation':
+    expected = spec.segmentation_classes
+  else:
+    expected = spec.num_classes + int(config.background_class)
+  if config.num_classes != expected:
+    checks.fail(
+      'num_classes',
+      config.num_classes,
+      f'dataset {name!r} has {expected} classes'
+      + (' with the background class' if config.background_class else ''),
+      str(expected),
+    )

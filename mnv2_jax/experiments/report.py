@@ -18,8 +18,8 @@ from mnv2_jax import tasks
 from mnv2_jax.experiments import plots
 from mnv2_jax.experiments import points as sweep_points
 from mnv2_jax.experiments import runner
-from mnv2_jax.models import build_model
 from mnv2_jax.models import counting
+from mnv2_jax.models.building import build_model
 from mnv2_jax.training import metric_writers
 
 

@@ -2,7 +2,7 @@
 one interface (`interface.Task`).
 
 The trainer (training/trainer.py) and its loop are shared; a task supplies
-the network (`models.build_model`), the loss of its training outputs, the
+the network (`models/building.py`), the loss of its training outputs, the
 evaluation step (jit-compiled, pure) and the host-side accumulation of the
 evaluation outputs into metrics:
 

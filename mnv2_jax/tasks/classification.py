@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnv2_jax.models import build_model
+from mnv2_jax.models.building import build_model
 from mnv2_jax.tasks import inference
 from mnv2_jax.tasks import interface
 

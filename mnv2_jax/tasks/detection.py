@@ -13,8 +13,8 @@ import numpy as np
 import optax
 
 from mnv2_jax.models import box_ops
-from mnv2_jax.models import build_model
 from mnv2_jax.models import ssdlite
+from mnv2_jax.models.building import build_model
 from mnv2_jax.tasks import coco_eval
 from mnv2_jax.tasks import inference
 

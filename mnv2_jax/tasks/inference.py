@@ -10,7 +10,7 @@ from typing import Callable
 
 import jax
 
-from mnv2_jax.models import build_model
+from mnv2_jax.models.building import build_model
 
 Array = jax.Array
 

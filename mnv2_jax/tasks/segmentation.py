@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnv2_jax.data.batch_format import IGNORE_LABEL
-from mnv2_jax.models import build_model
 from mnv2_jax.models import deeplab
+from mnv2_jax.models.building import build_model
 from mnv2_jax.tasks import inference
 from mnv2_jax.tasks import interface
 

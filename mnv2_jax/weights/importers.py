@@ -1,7 +1,7 @@
 r"""Imports released MobileNetV2 weights: Keras, TF-slim and PyTorch.
 
 Python API (each returns `(config, variables)`; `variables` applies to the
-model that `models.build_model(config)` builds):
+model that `building.build_model(config)` builds):
 
   config, variables = importers.from_keras(keras_model)
   config, variables = importers.from_keras_weights(path, width_multiplier=1.0,
@@ -40,8 +40,8 @@ import ml_collections
 import numpy as np
 
 from mnv2_jax import configuration
-from mnv2_jax.models import build_model
 from mnv2_jax.models import mobilenet_v2
+from mnv2_jax.models.building import build_model
 from mnv2_jax.training import checkpointing
 from mnv2_jax.training import optimization
 from mnv2_jax.training import state as training_state
