@@ -115,7 +115,7 @@ def _stage_dataset(stage: str, data_dir: str, args):
   from mnv2_jax.data import image_classification
   from mnv2_jax.data import tfds_reading
 
-  builder = tfds_reading.builder(_config(data_dir, args))
+  builder = tfds_reading.builder(_config(data_dir, args).dataset)
   ds = tfds_reading.read(builder, 'train').repeat()
   size, image_dtype = args.image_size, args.image_dtype
   seed = tf.constant([0, 0], tf.int64)
@@ -167,9 +167,9 @@ def _time_images(iterator, per_item: int, args) -> dict:
 def run_worker(args) -> dict:
   stage, data_dir = args.worker.split(':', 1)
   if stage in ('batch', 'pipeline'):
-    from mnv2_jax.data import image_classification
+    from mnv2_jax.data import datasets
 
-    batches = image_classification.train_batches(
+    batches = datasets.train_batches(
       _config(data_dir, args), start_step=0, per_host_batch_size=args.batch
     )
     return _time_images(batches, args.batch, args)

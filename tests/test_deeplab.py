@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mnv2_jax import configuration
+from mnv2_jax.data import datasets
 from mnv2_jax.data import voc_builder
 from mnv2_jax.models import deeplab
 from mnv2_jax.tasks import segmentation
@@ -178,14 +179,13 @@ def test_segmentation_config_errors_name_the_field():
 
 
 def test_scene_segmentation_batches(small_scenes):
-  from mnv2_jax.data import scene_batches
 
   config = helpers.tiny_scene_config()
   first = next(
-    scene_batches.train_batches(config, start_step=3, per_host_batch_size=4)
+    datasets.train_batches(config, start_step=3, per_host_batch_size=4)
   )
   again = next(
-    scene_batches.train_batches(config, start_step=3, per_host_batch_size=4)
+    datasets.train_batches(config, start_step=3, per_host_batch_size=4)
   )
   np.testing.assert_array_equal(first['label'], again['label'])
   assert first['image'].shape == (4, 64, 64, 3)
@@ -194,7 +194,7 @@ def test_scene_segmentation_batches(small_scenes):
   )
   assert set(np.unique(first['label'])) <= set(range(11)) | {255}
   assert (first['label'] > 0).any() and (first['label'] == 255).any()
-  evaluation = next(scene_batches.eval_batches(config, per_host_batch_size=8))
+  evaluation = next(datasets.eval_batches(config, per_host_batch_size=8))
   assert evaluation['mask'].all() and evaluation['label'].shape == (8, 64, 64)
 
 
@@ -250,7 +250,6 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 
   from mnv2_jax import voc as voc_cli
-  from mnv2_jax.data import voc
   from mnv2_jax.training import trainer
 
   masks = helpers.write_voc(
@@ -277,14 +276,16 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
   config.image_size = 97  # pads every (< 80 px) validation image
   config.segmentation.flip = True
   configuration.validate(config)
-  batch = next(voc.train_batches(config, start_step=0, per_host_batch_size=2))
+  batch = next(
+    datasets.train_batches(config, start_step=0, per_host_batch_size=2)
+  )
   assert batch['image'].shape == (2, 97, 97, 3)
   assert set(np.unique(batch['label'])) <= set(range(21)) | {255}
   assert (batch['label'] == 255).any()  # the mask's rim and the crop padding
   results = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 0.0 <= results['mIoU'] <= 1.0
   # Every labelled pixel of the three validation images is scored once.
-  evaluation = list(voc.eval_batches(config, per_host_batch_size=2))
+  evaluation = list(datasets.eval_batches(config, per_host_batch_size=2))
   assert sum(b['mask'].sum() for b in evaluation) == 3
   scored = sum(
     ((b['label'] != 255) & b['mask'][:, None, None]).sum() for b in evaluation
@@ -296,7 +297,7 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
   for host in (0, 1):
     monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
     monkeypatch.setattr(jax, 'process_count', lambda: 2)
-    shard = list(voc.eval_batches(config, per_host_batch_size=2))
+    shard = list(datasets.eval_batches(config, per_host_batch_size=2))
     batch_counts.append(len(shard))
     images += [i.tobytes() for b in shard for i in b['image'][b['mask']]]
   assert batch_counts[0] == batch_counts[1]
@@ -308,7 +309,6 @@ def test_one_voc_train_and_eval_step_on_generated_files(tmp_path, monkeypatch):
 
 
 def test_missing_voc_dataset_gives_a_clear_error(tmp_path):
-  from mnv2_jax.data import datasets
 
   config = helpers.config_file('deeplab_mnv2_voc_os16')
   config.dataset.data_dir = str(tmp_path)

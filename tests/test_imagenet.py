@@ -162,7 +162,7 @@ def mock_imagenet():
 
 
 def _take(config, n: int, start_step: int = 0, batch: int = MOCK_BATCH):
-  it = image_classification.train_batches(
+  it = datasets.train_batches(
     config, start_step=start_step, per_host_batch_size=batch
   )
   return list(itertools.islice(it, n))
@@ -186,7 +186,9 @@ def test_mock_images_are_encoded_jpeg(mock_imagenet):
 
 def test_mock_num_examples(mock_imagenet):
   assert (
-    image_classification.num_examples(helpers.imagenet_config(), 'train')
+    image_classification.num_examples(
+      helpers.imagenet_config().dataset, 'train'
+    )
     == MOCK_EXAMPLES
   )
 
@@ -226,9 +228,7 @@ def test_train_batches_resume(mock_imagenet, start_step):
 
 def test_eval_batches_cover_every_example_once(mock_imagenet):
   config = helpers.imagenet_config()
-  batches = list(
-    image_classification.eval_batches(config, per_host_batch_size=4)
-  )
+  batches = list(datasets.eval_batches(config, per_host_batch_size=4))
   assert len(batches) == 3  # ceil(10 / 4)
   for b in batches:
     assert b['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -295,9 +295,7 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
     assert sum(int(b['skipped_examples']) for b in epoch) == 2
     # Evaluation scores the other 9, once each, and says what it skipped.
     batches = list(
-      image_classification.eval_batches(
-        helpers.imagenet_config(), per_host_batch_size=4
-      )
+      datasets.eval_batches(helpers.imagenet_config(), per_host_batch_size=4)
     )
   assert len(batches) == 3  # as for 11 good images: the same on every host
   mask = np.concatenate([b['mask'] for b in batches])
@@ -313,7 +311,7 @@ def test_damaged_images_are_skipped_counted_and_replaced(caplog):
 def test_train_batches_rejects_batch_larger_than_shard(mock_imagenet):
   with pytest.raises(ValueError, match='fewer than one batch'):
     next(
-      image_classification.train_batches(
+      datasets.train_batches(
         helpers.imagenet_config(),
         start_step=0,
         per_host_batch_size=MOCK_EXAMPLES + 1,
@@ -374,9 +372,9 @@ def two_hosts(monkeypatch):
 
 def test_prepared_num_examples_and_check(prepared_data_dir):
   config = helpers.imagenet_config(prepared_data_dir)
-  image_classification.check_data_available(config)  # Does not raise.
-  assert image_classification.num_examples(config, 'train') == 12
-  assert image_classification.num_examples(config, 'validation') == 7
+  image_classification.check_data_available(config.dataset)  # Does not raise.
+  assert image_classification.num_examples(config.dataset, 'train') == 12
+  assert image_classification.num_examples(config.dataset, 'validation') == 7
 
 
 def test_prepared_train_shards_and_resume(prepared_data_dir, two_hosts):
@@ -402,9 +400,7 @@ def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
   labels, num_batches = [], []
   for host in (0, 1):
     two_hosts(host)
-    batches = list(
-      image_classification.eval_batches(config, per_host_batch_size=3)
-    )
+    batches = list(datasets.eval_batches(config, per_host_batch_size=3))
     num_batches.append(len(batches))
     for b in batches:
       labels.extend(b['label'][b['mask']].tolist())
@@ -416,7 +412,9 @@ def test_prepared_eval_uneven_hosts(prepared_data_dir, two_hosts):
 def test_check_data_available_missing(tmp_path):
   missing = os.fspath(tmp_path / 'no_imagenet_here')
   with pytest.raises(ValueError, match='no_imagenet_here') as e:
-    image_classification.check_data_available(helpers.imagenet_config(missing))
+    image_classification.check_data_available(
+      helpers.imagenet_config(missing).dataset
+    )
   assert 'tfds build imagenet2012' in str(e.value)
   assert 'ILSVRC2012_img_train.tar' in str(e.value)
   assert not os.path.exists(missing)  # Nothing was downloaded or created.
@@ -488,15 +486,16 @@ def test_cifar10_and_imagenette_pipelines_under_mock_data(
     num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
   ):
     datasets.check_available(config)  # the mock counts as prepared
-    assert image_classification.num_examples(config, 'train') == MOCK_EXAMPLES
+    assert (
+      image_classification.num_examples(config.dataset, 'train')
+      == MOCK_EXAMPLES
+    )
     batches = _take(config, 4)  # crosses the epoch boundary after 3
     for b in batches:
       assert b['image'].shape == (MOCK_BATCH, size, size, 3)
       assert -1.0 <= b['image'].min() and b['image'].max() <= 1.0
       assert ((b['label'] >= 0) & (b['label'] < 10)).all()
-    evaluated = list(
-      image_classification.eval_batches(config, per_host_batch_size=4)
-    )
+    evaluated = list(datasets.eval_batches(config, per_host_batch_size=4))
     assert len(evaluated) == 3  # ceil(10 / 4), the padding masked out
     assert sum(int(b['mask'].sum()) for b in evaluated) == MOCK_EXAMPLES
 

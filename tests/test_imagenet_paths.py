@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 from mnv2_jax import configuration
 from mnv2_jax import prepare_imagenet
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import datasets
 from mnv2_jax.data import image_classification
 from mnv2_jax.data import imagenet_like
 from mnv2_jax.data import imagenet_records
@@ -76,8 +77,8 @@ def test_generated_data_reads_like_tfds_build(data):
   assert 300 < written['mean_width'] < 500
   assert 250 < written['mean_height'] < 500
   config = helpers.imagenet_config(data['original'], shuffle_buffer_size=16)
-  image_classification.check_data_available(config)
-  assert image_classification.num_examples(config, 'train') == TRAIN
+  image_classification.check_data_available(config.dataset)
+  assert image_classification.num_examples(config.dataset, 'train') == TRAIN
   for example in _raw(data['original'], 'train')[:4]:
     image = tf.io.decode_jpeg(example['image']).numpy()
     assert image.dtype == np.uint8 and image.shape[2] == 3
@@ -105,7 +106,8 @@ def test_prepare_makes_the_same_examples_smaller(data):
   assert split['mean_pixels_after'] < 0.5 * split['mean_pixels_before']
   assert (
     image_classification.num_examples(
-      helpers.imagenet_config(data['prepared'], shuffle_buffer_size=16), 'train'
+      helpers.imagenet_config(data['prepared'], shuffle_buffer_size=16).dataset,
+      'train',
     )
     == TRAIN
   )
@@ -155,7 +157,7 @@ def test_prepare_leaves_out_undecodable_images_and_never_overwrites(
 
 
 def _take(config, n: int, start_step: int = 0) -> list[dict]:
-  batches = image_classification.train_batches(
+  batches = datasets.train_batches(
     config, start_step=start_step, per_host_batch_size=4
   )
   return list(itertools.islice(batches, n))

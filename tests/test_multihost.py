@@ -386,8 +386,6 @@ def _write_coco(data_dir: str, splits: dict[str, int]) -> None:
 
 def test_coco_evaluation_counts_every_image_once_across_hosts(hosts, tmp_path):
 
-  from mnv2_jax.data import coco  # noqa: PLC0415 (TensorFlow: this test only)
-
   data_dir = str(tmp_path / 'tfds')
   _write_coco(data_dir, {'train': 6, 'validation': 7})
   config = helpers.tiny_detection_config(eval_batch_size=4)
@@ -398,7 +396,7 @@ def test_coco_evaluation_counts_every_image_once_across_hosts(hosts, tmp_path):
   ids, batch_counts = [], []
   for index in range(2):  # 7 images over 2 hosts: 4 and 3
     hosts(index, 2)
-    batches = list(coco.eval_batches(config, per_host_batch_size=2))
+    batches = list(datasets.eval_batches(config, per_host_batch_size=2))
     batch_counts.append(len(batches))
     for batch in batches:
       ids += batch['image_id'][batch['mask']].tolist()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import datasets
 from mnv2_jax.models import box_ops
 from mnv2_jax.models import counting
 from mnv2_jax.models import mobilenet_v2
@@ -317,7 +318,6 @@ def test_scenes_are_deterministic_with_exact_boxes_and_masks():
 def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   import tensorflow_datasets as tfds
 
-  from mnv2_jax.data import coco
   from mnv2_jax.training import trainer
 
   config = helpers.tiny_detection_config(
@@ -332,7 +332,7 @@ def test_one_coco_train_and_eval_step_under_mock_data(tmp_path):
   config.num_classes = 80
   with tfds.testing.mock_data(num_examples=6, as_dataset_fn=helpers.mock_coco):
     batch = next(
-      coco.train_batches(config, start_step=0, per_host_batch_size=4)
+      datasets.train_batches(config, start_step=0, per_host_batch_size=4)
     )
     results = trainer.train_and_evaluate(config, str(tmp_path))
   assert batch['image'].shape == (4, 64, 64, 3)
@@ -371,17 +371,16 @@ def test_coco_boxes_outside_the_image_are_clipped_and_empty_ones_dropped():
 
 
 def test_scene_batches_are_padded_and_resumable(small_scenes):
-  from mnv2_jax.data import scene_batches
 
   config = helpers.tiny_detection_config()
   first = list(
     zip(
       range(3),
-      scene_batches.train_batches(config, start_step=0, per_host_batch_size=8),
+      datasets.train_batches(config, start_step=0, per_host_batch_size=8),
     )
   )
   resumed = next(
-    scene_batches.train_batches(config, start_step=2, per_host_batch_size=8)
+    datasets.train_batches(config, start_step=2, per_host_batch_size=8)
   )
   for key in resumed:
     np.testing.assert_array_equal(resumed[key], first[2][1][key])
@@ -393,7 +392,7 @@ def test_scene_batches_are_padded_and_resumable(small_scenes):
   assert np.all((counts >= 1) & (counts <= 4))
   boxes = batch['boxes'][batch['valid']]
   assert np.all((boxes >= 0) & (boxes <= 1))
-  eval_batch = next(scene_batches.eval_batches(config, per_host_batch_size=20))
+  eval_batch = next(datasets.eval_batches(config, per_host_batch_size=20))
   # 16 test scenes (small_scenes) in a batch of 20: the last 4 are padding.
   assert eval_batch['image_id'][0] == 1
   np.testing.assert_array_equal(eval_batch['mask'], np.arange(20) < 16)

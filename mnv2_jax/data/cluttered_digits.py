@@ -31,6 +31,7 @@ from skimage import transform
 from mnv2_jax.data import batch_format
 from mnv2_jax.data import digits
 from mnv2_jax.data import photos
+from mnv2_jax.data import registry
 
 NUM_CLASSES = 10
 VERSION = 2  # of make_example's code: bump when it changes
@@ -208,20 +209,26 @@ def num_examples(split: str) -> int:
   return SPLIT_SIZES[split]
 
 
-def dataset_info(config) -> batch_format.DatasetInfo:
-  return digits.dataset_info(config, num_examples)
+def dataset_info(
+  dataset_config, options: registry.InputOptions
+) -> batch_format.DatasetInfo:
+  return digits.dataset_info(dataset_config, options, num_examples)
 
 
 def train_batches(
-  config, *, start_step: int, per_host_batch_size: int
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's shuffled, shift-augmented training batches, forever (the
   digits' sampler, with no background fill: the clutter is the image)."""
-  images, labels = load_split(config.dataset.train_split, config.image_size)
+  images, labels = load_split(dataset_config.train_split, options.image_size)
   return digits.array_train_batches(
     images,
     labels,
-    config,
+    options.seed,
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     name='cluttered_digits',
@@ -230,12 +237,16 @@ def train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int, split: Optional[str] = None
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's share of `split` (default the config's
+  """One pass over this host's share of `split` (default the configured
   evaluation split); the last batch padded."""
   images, labels = load_split(
-    split or config.dataset.eval_split, config.image_size
+    split or dataset_config.eval_split, options.image_size
   )
   return digits.array_eval_batches(
     images, labels, per_host_batch_size=per_host_batch_size

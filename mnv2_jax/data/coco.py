@@ -28,11 +28,11 @@ from __future__ import annotations
 from typing import Iterator
 from typing import Optional
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import registry
 from mnv2_jax.data import tfds_reading
 
 # COCO's category id of each contiguous TFDS label (the 80 used categories).
@@ -125,24 +125,27 @@ KEEP_WHOLE_IMAGE_PROBABILITY = 0.15
 _AUGMENT_TAG = 7
 
 
-def dataset_info(config) -> batch_format.DatasetInfo:
-  builder = tfds_reading.builder(config)
+def dataset_info(
+  dataset_config, options: registry.InputOptions
+) -> batch_format.DatasetInfo:
+  del options  # the classes are the dataset's
+  builder = tfds_reading.builder(dataset_config)
   names = tuple(builder.info.features['objects']['label'].names)
   return batch_format.DatasetInfo(
     len(names),
-    tfds_reading.num_examples(config, config.dataset.train_split),
-    tfds_reading.num_examples(config, config.dataset.eval_split),
-    config.dataset.eval_split,
+    tfds_reading.num_examples(dataset_config, dataset_config.train_split),
+    tfds_reading.num_examples(dataset_config, dataset_config.eval_split),
+    dataset_config.eval_split,
     category_ids=CATEGORY_IDS[: len(names)],
     category_names=names,
   )
 
 
-def check_data_available(config: ml_collections.ConfigDict) -> None:
+def check_data_available(dataset_config) -> None:
   """Raises a clear error if the prepared coco/2017 cannot be read."""
   tfds_reading.check_prepared(
-    config,
-    tfds_reading.builder(config),
+    dataset_config,
+    tfds_reading.builder(dataset_config),
     'On a machine with network access prepare it with\n'
     '  tfds build coco/2017 --data_dir <data_dir>\n',
   )
@@ -294,13 +297,18 @@ def preprocess_for_eval(example, image_size: int, max_boxes: int):
 
 
 def train_batches(
-  config, *, start_step: int, per_host_batch_size: int
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
-  image_size, max_boxes = config.image_size, config.detection.max_boxes
+  image_size, max_boxes = options.image_size, options.max_boxes
   return tfds_reading.train_batches(
-    config,
-    tfds_reading.builder(config),
+    dataset_config,
+    tfds_reading.builder(dataset_config),
+    seed=options.seed,
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     augment_tag=_AUGMENT_TAG,
@@ -311,11 +319,15 @@ def train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int, split: Optional[str] = None
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's shard of `split` (default the config's
+  """One pass over this host's shard of `split` (default the configured
   evaluation split), padded (`mask`)."""
-  image_size, max_boxes = config.image_size, config.detection.max_boxes
+  image_size, max_boxes = options.image_size, options.max_boxes
   padding = {
     'image': tf.zeros([image_size, image_size, 3]),
     'boxes': tf.zeros([max_boxes, 4]),
@@ -328,9 +340,9 @@ def eval_batches(
     'mask': tf.constant(False),
   }
   return tfds_reading.eval_batches(
-    config,
-    tfds_reading.builder(config),
-    split=split or config.dataset.eval_split,
+    dataset_config,
+    tfds_reading.builder(dataset_config),
+    split=split or dataset_config.eval_split,
     per_host_batch_size=per_host_batch_size,
     padding=padding,
     preprocess=lambda e: preprocess_for_eval(e, image_size, max_boxes),

@@ -7,8 +7,9 @@ its training and evaluation batches.
     Imagenette, COCO 2017, and VOC 2012 through our own builder.
 
 Each dataset's module (registry.DATASETS[name].pipeline) serves the same
-four functions; this one looks it up and adds the label shift of 1001-way
-checkpoints. The batch format is data/batch_format.py's. The TensorFlow-based
+four functions, which take config.dataset and `registry.InputOptions`, not
+the experiment config; this module looks the pipeline up, builds the options
+(`input_options`) and adds the label shift of 1001-way checkpoints. The batch format is data/batch_format.py's. The TensorFlow-based
 modules are imported only for the datasets that need them: the built-in
 quickstarts never load TensorFlow.
 """
@@ -42,15 +43,35 @@ def pipeline(name: str) -> ModuleType:
   return importlib.import_module(f'mnv2_jax.data.{DATASETS[name].pipeline}')
 
 
+def input_options(config) -> registry.InputOptions:
+  """What the pipelines need of an experiment config besides config.dataset
+  (the one place of this package that reads the rest of it)."""
+  return registry.InputOptions(
+    image_size=config.image_size,
+    seed=config.seed,
+    num_classes=config.num_classes,
+    task=config.task,
+    preprocessing=config.preprocessing,
+    eval_crop_fraction=config.eval_crop_fraction,
+    max_boxes=config.detection.max_boxes,
+    zoom_out_probability=config.detection.zoom_out_probability,
+    min_scale_factor=config.segmentation.min_scale_factor,
+    max_scale_factor=config.segmentation.max_scale_factor,
+    flip=config.segmentation.flip,
+  )
+
+
 def dataset_info(config) -> batch_format.DatasetInfo:
   """Classes, split sizes and names of the config's dataset."""
-  return pipeline(config.dataset.name).dataset_info(config)
+  return pipeline(config.dataset.name).dataset_info(
+    config.dataset, input_options(config)
+  )
 
 
 def check_available(config) -> None:
   """Raises a clear error when a dataset that needs files is not prepared."""
   if DATASETS[config.dataset.name].tfds:
-    pipeline(config.dataset.name).check_data_available(config)
+    pipeline(config.dataset.name).check_data_available(config.dataset)
 
 
 def _shift_labels(
@@ -70,7 +91,10 @@ def train_batches(
 ) -> Iterator[batch_format.Batch]:
   """This host's training batches forever, from `start_step`."""
   batches = pipeline(config.dataset.name).train_batches(
-    config, start_step=start_step, per_host_batch_size=per_host_batch_size
+    config.dataset,
+    input_options(config),
+    start_step=start_step,
+    per_host_batch_size=per_host_batch_size,
   )
   return _shift_labels(batches, config)
 
@@ -81,6 +105,9 @@ def eval_batches(
   """One pass over this host's shard of `split` (default
   config.dataset.eval_split), the last batch padded (its `mask` False)."""
   batches = pipeline(config.dataset.name).eval_batches(
-    config, per_host_batch_size=per_host_batch_size, split=split
+    config.dataset,
+    input_options(config),
+    per_host_batch_size=per_host_batch_size,
+    split=split,
   )
   return _shift_labels(batches, config)

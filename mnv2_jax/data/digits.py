@@ -125,27 +125,34 @@ def shift_augment(
   )
 
 
-def dataset_info(config, count=None) -> batch_format.DatasetInfo:
-  """Ten classes and the config's split sizes, by `count(split)` (default
+def dataset_info(
+  dataset_config, options: registry.InputOptions, count=None
+) -> batch_format.DatasetInfo:
+  """Ten classes and the configured split sizes, by `count(split)` (default
   this set's `num_examples`; the cluttered digits pass theirs)."""
+  del options  # the same for every run
   count = count or num_examples
   return batch_format.DatasetInfo(
     NUM_CLASSES,
-    count(config.dataset.train_split),
-    count(config.dataset.eval_split),
-    config.dataset.eval_split,
+    count(dataset_config.train_split),
+    count(dataset_config.eval_split),
+    dataset_config.eval_split,
   )
 
 
 def train_batches(
-  config, *, start_step: int, per_host_batch_size: int
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of each global training batch, forever."""
-  images, labels = load_split(config.dataset.train_split, config.image_size)
+  images, labels = load_split(dataset_config.train_split, options.image_size)
   return array_train_batches(
     images,
     labels,
-    config,
+    options.seed,
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     name='digits',
@@ -155,7 +162,7 @@ def train_batches(
 def array_train_batches(
   images: np.ndarray,
   labels: np.ndarray,
-  config,
+  seed: int,
   *,
   start_step: int,
   per_host_batch_size: int,
@@ -164,19 +171,19 @@ def array_train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Shuffled, shift-augmented batches of an in-memory set, forever.
 
-  A pure function of (config.seed, step), so a resumed run sees the batches
-  of an uninterrupted one.
+  A pure function of (seed, step), so a resumed run sees the batches of an
+  uninterrupted one.
   """
   for step, batch_index in batch_format.shuffled_host_batches(
     len(labels),
-    config.seed,
+    seed,
     per_host_batch_size,
     start_step,
     f'{name} training images',
   ):
     batch_images = shift_augment(
       images[batch_index],
-      np.random.default_rng([config.seed, step, 1]),
+      np.random.default_rng([seed, step, 1]),
       background,
       first=jax.process_index() * per_host_batch_size,
       global_batch_size=per_host_batch_size * jax.process_count(),
@@ -185,12 +192,16 @@ def array_train_batches(
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int, split: Optional[str] = None
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's share of `split` (default the config's
+  """One pass over this host's share of `split` (default the configured
   evaluation split); the last batch padded."""
   images, labels = load_split(
-    split or config.dataset.eval_split, config.image_size
+    split or dataset_config.eval_split, options.image_size
   )
   return array_eval_batches(
     images, labels, per_host_batch_size=per_host_batch_size

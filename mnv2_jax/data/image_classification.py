@@ -21,10 +21,10 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Optional
 
-import ml_collections
 import tensorflow as tf
 
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import registry
 from mnv2_jax.data import tfds_reading
 
 # Tags that keep the seeds derived for different purposes independent (the
@@ -295,48 +295,54 @@ def preprocess_for_eval(
   return _resize_and_scale(image, image_size, preprocessing)
 
 
-def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-  return tfds_reading.num_examples(config, split)
+def num_examples(dataset_config, split: str) -> int:
+  """Examples in `split` of config.dataset's prepared dataset."""
+  return tfds_reading.num_examples(dataset_config, split)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> batch_format.DatasetInfo:
+def dataset_info(
+  dataset_config, options: registry.InputOptions
+) -> batch_format.DatasetInfo:
   return batch_format.DatasetInfo(
-    config.num_classes,
-    num_examples(config, config.dataset.train_split),
-    num_examples(config, config.dataset.eval_split),
-    config.dataset.eval_split,
+    options.num_classes,
+    num_examples(dataset_config, dataset_config.train_split),
+    num_examples(dataset_config, dataset_config.eval_split),
+    dataset_config.eval_split,
   )
 
 
-def check_data_available(config: ml_collections.ConfigDict) -> None:
+def check_data_available(dataset_config) -> None:
   """Raises a clear error, with the commands that prepare it, when the
   dataset cannot be read. Never downloads."""
-  if config.dataset.name == 'imagenet2012':
+  if dataset_config.name == 'imagenet2012':
     how = IMAGENET_MANUAL_STEPS
   else:  # TFDS downloads the others itself
     how = (
       'On a machine with network access prepare it with\n'
-      f'  tfds build {config.dataset.name} --data_dir <data_dir>\n'
+      f'  tfds build {dataset_config.name} --data_dir <data_dir>\n'
     )
-  tfds_reading.check_prepared(config, tfds_reading.builder(config), how)
+  tfds_reading.check_prepared(
+    dataset_config, tfds_reading.builder(dataset_config), how
+  )
 
 
 def train_batches(
-  config: ml_collections.ConfigDict,
+  dataset_config,
+  options: registry.InputOptions,
   *,
   start_step: int,
   per_host_batch_size: int,
 ) -> Iterator[batch_format.Batch]:
   """This host's training batches forever, from `start_step`: a
-  deterministic function of `config.seed`, the step and the host.
+  deterministic function of `options.seed`, the step and the host.
 
   Yields:
     {'image': float32 [B, S, S, 3] in [-1, 1] (uint8 pixels with
      config.dataset.train_image_dtype='uint8'), 'label': int32 [B],
      'skipped_examples': int64}.
   """
-  image_size, preprocessing = config.image_size, config.preprocessing
-  image_dtype = config.dataset.get('train_image_dtype', 'float32')
+  image_size, preprocessing = options.image_size, options.preprocessing
+  image_dtype = dataset_config.get('train_image_dtype', 'float32')
 
   def preprocess(example, seed):
     return {
@@ -351,8 +357,9 @@ def train_batches(
     }
 
   return tfds_reading.train_batches(
-    config,
-    tfds_reading.builder(config),
+    dataset_config,
+    tfds_reading.builder(dataset_config),
+    seed=options.seed,
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     preprocess=preprocess,
@@ -363,21 +370,22 @@ def train_batches(
 
 
 def eval_batches(
-  config: ml_collections.ConfigDict,
+  dataset_config,
+  options: registry.InputOptions,
   *,
   per_host_batch_size: int,
   split: Optional[str] = None,
 ) -> Iterator[batch_format.Batch]:
-  """One pass over this host's shard of `split` (default the config's
+  """One pass over this host's shard of `split` (default the configured
   evaluation split), padded with zero images (mask False) to the same number
   of full batches on every host.
 
   Yields:
     {'image': float32 [B, S, S, 3], 'label': int32 [B], 'mask': bool [B]}.
   """
-  image_size = config.image_size
-  crop_fraction = config.eval_crop_fraction
-  preprocessing = config.preprocessing
+  image_size = options.image_size
+  crop_fraction = options.eval_crop_fraction
+  preprocessing = options.preprocessing
 
   def preprocess(example):
     return {
@@ -394,9 +402,9 @@ def eval_batches(
     'mask': tf.constant(False),
   }
   return tfds_reading.eval_batches(
-    config,
-    tfds_reading.builder(config),
-    split=split or config.dataset.eval_split,
+    dataset_config,
+    tfds_reading.builder(dataset_config),
+    split=split or dataset_config.eval_split,
     per_host_batch_size=per_host_batch_size,
     preprocess=preprocess,
     padding=padding,

@@ -22,11 +22,37 @@ class DatasetSpec:
   tfds: bool = False  # read through TFDS (prepared once)
   splits: tuple[str, ...] = ()  # the built-in ones' (TFDS: any split name)
   # The module of mnv2_jax.data that serves it (datasets.py imports it on
-  # first use): dataset_info(config), train_batches(config, *, start_step,
-  # per_host_batch_size), eval_batches(config, *, per_host_batch_size,
-  # split=None) and, for a dataset that must be prepared,
-  # check_data_available(config).
+  # first use), with InputOptions' four functions.
   pipeline: str = 'image_classification'
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+  """What a pipeline needs besides config.dataset: the run's seed and task,
+  the network's input and the task's ground truth. `datasets.py` builds it
+  from an experiment config (`input_options`); the pipelines see nothing
+  else of that config.
+
+  Every pipeline module serves `dataset_info(dataset_config, options)`,
+  `train_batches(dataset_config, options, *, start_step,
+  per_host_batch_size)`, `eval_batches(dataset_config, options, *,
+  per_host_batch_size, split=None)` and, for a dataset that must be
+  prepared, `check_data_available(dataset_config)`, where `dataset_config`
+  is config.dataset.
+  """
+
+  image_size: int
+  seed: int  # the run's: shuffling and augmentation
+  num_classes: int  # the network's outputs (classification: with background)
+  task: str = 'classification'
+  preprocessing: str = 'inception'  # PREPROCESSING
+  eval_crop_fraction: float = 0.875  # the central crop of evaluation
+  max_boxes: int = 100  # detection: ground truth padded to this many boxes
+  zoom_out_probability: float = 0.0  # detection: SSD's zoom-out
+  # segmentation: DeepLab's random rescaling and flip
+  min_scale_factor: float = 0.5
+  max_scale_factor: float = 2.0
+  flip: bool = False
 
 
 BUILT_IN_SPLITS = ('train', 'validation', 'test')

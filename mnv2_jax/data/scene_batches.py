@@ -30,26 +30,29 @@ import numpy as np
 from PIL import Image
 
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import registry
 from mnv2_jax.data import scenes
 
 ZOOM_OUT = 0.6  # smallest scale of the random zoom-out
 
 
-def dataset_info(config):
-  if config.task == 'segmentation':
+def dataset_info(
+  dataset_config, options: registry.InputOptions
+) -> batch_format.DatasetInfo:
+  if options.task == 'segmentation':
     return batch_format.DatasetInfo(
       scenes.NUM_CLASSES + 1,
-      scenes.SPLIT_SIZES[config.dataset.train_split],
-      scenes.SPLIT_SIZES[config.dataset.eval_split],
-      config.dataset.eval_split,
+      scenes.SPLIT_SIZES[dataset_config.train_split],
+      scenes.SPLIT_SIZES[dataset_config.eval_split],
+      dataset_config.eval_split,
       category_names=('background',)
       + tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
     )
   return batch_format.DatasetInfo(
     scenes.NUM_CLASSES,
-    scenes.SPLIT_SIZES[config.dataset.train_split],
-    scenes.SPLIT_SIZES[config.dataset.eval_split],
-    config.dataset.eval_split,
+    scenes.SPLIT_SIZES[dataset_config.train_split],
+    scenes.SPLIT_SIZES[dataset_config.eval_split],
+    dataset_config.eval_split,
     category_ids=tuple(range(1, scenes.NUM_CLASSES + 1)),
     category_names=tuple(f'digit {d}' for d in range(scenes.NUM_CLASSES)),
   )
@@ -120,14 +123,13 @@ def _rescale_and_crop(
 
 
 def _segmentation_example(
-  scene: dict, config, rng: np.random.Generator = None
+  scene: dict,
+  options: registry.InputOptions,
+  rng: np.random.Generator = None,
 ) -> dict[str, np.ndarray]:
   image, label = scene['image'], scene['mask']
   if rng is not None:
-    segmentation = config.segmentation
-    scale = rng.uniform(
-      segmentation.min_scale_factor, segmentation.max_scale_factor
-    )
+    scale = rng.uniform(options.min_scale_factor, options.max_scale_factor)
     image, label = _rescale_and_crop(image, label, scale, rng)
   return {
     'image': batch_format.scale_pixels(np.asarray(image, np.float32)),
@@ -140,40 +142,48 @@ def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
 
 
 def train_batches(
-  config, *, start_step: int, per_host_batch_size: int
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's part of each global training batch, forever."""
   data = scenes.load_split(
-    config.dataset.train_split, config.image_size, config.dataset.seed
+    dataset_config.train_split, options.image_size, dataset_config.seed
   )
   for step, chosen in batch_format.shuffled_host_batches(
-    len(data), config.seed, per_host_batch_size, start_step, 'training scenes'
+    len(data), options.seed, per_host_batch_size, start_step, 'training scenes'
   ):
     # Each host its own stream (one process: the stream it always had). The
     # draws per example vary (zoom-out, crops), so unlike the digits' shifts
     # they cannot be drawn for the global batch: a job of several processes
     # augments the scenes differently from one process, equally at random.
     host = [jax.process_index()] if jax.process_count() > 1 else []
-    rng = np.random.default_rng([config.seed, step, 1, *host])
+    rng = np.random.default_rng([options.seed, step, 1, *host])
     examples = []
     for i in chosen:
-      if config.task == 'segmentation':
-        examples.append(_segmentation_example(data[i], config, rng))
+      if options.task == 'segmentation':
+        examples.append(_segmentation_example(data[i], options, rng))
         continue
-      example = _example(data[i], config.detection.max_boxes)
-      if rng.random() < config.detection.zoom_out_probability:
+      example = _example(data[i], options.max_boxes)
+      if rng.random() < options.zoom_out_probability:
         example = _zoom_out(example, rng)
       examples.append(example)
     yield _stack(examples)
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int, split: Optional[str] = None
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's share of the scenes of `split` (default the
-  config's evaluation split), the last batch padded (`mask`)."""
+  configured evaluation split), the last batch padded (`mask`)."""
   data = scenes.load_split(
-    split or config.dataset.eval_split, config.image_size, config.dataset.seed
+    split or dataset_config.eval_split, options.image_size, dataset_config.seed
   )
   ids = np.array_split(np.arange(len(data)), jax.process_count())[
     jax.process_index()
@@ -181,19 +191,19 @@ def eval_batches(
   num_batches = -(
     -int(np.ceil(len(data) / jax.process_count())) // per_host_batch_size
   )
-  size = config.image_size
+  size = options.image_size
   for b in range(num_batches):
     chunk = ids[b * per_host_batch_size : (b + 1) * per_host_batch_size]
     examples = []
     for position in range(per_host_batch_size):
       real = position < len(chunk)
       index = int(chunk[position]) if real else 0
-      if config.task == 'segmentation':
-        example = _segmentation_example(data[index], config)
+      if options.task == 'segmentation':
+        example = _segmentation_example(data[index], options)
         example['mask'] = np.bool_(real)
         examples.append(example)
         continue
-      example = _example(data[index], config.detection.max_boxes)
+      example = _example(data[index], options.max_boxes)
       example.update(
         image_id=np.int32(index + 1),
         height=np.int32(size),

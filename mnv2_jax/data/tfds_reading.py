@@ -3,9 +3,9 @@ Imagenette), COCO and VOC.
 
 Training streams are deterministic and exactly resumable. They are organised
 by epoch: epoch `e` reads the files and fills the shuffle buffer with seeds
-derived from `(config.seed, e)`, and example `i` of that epoch's stream on
+derived from `(seed, e)`, and example `i` of that epoch's stream on
 this host is augmented with a stateless seed derived from
-`(config.seed, e, dataset tag, host, i)`. Resuming at `start_step` therefore
+`(seed, e, dataset tag, host, i)`. Resuming at `start_step` therefore
 rebuilds epoch `start_step // steps_per_epoch` and skips the consumed records
 *before* the expensive decode/augment map.
 
@@ -36,7 +36,6 @@ from collections.abc import Iterator
 from typing import Optional
 
 import jax
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -164,9 +163,10 @@ def eval_with_padding(
     )
 
 
-def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """Returns the TFDS builder; never downloads or prepares anything."""
-  return tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
+def builder(dataset_config) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of config.dataset (its `name` and `data_dir`); never
+  downloads or prepares anything."""
+  return tfds.builder(dataset_config.name, data_dir=dataset_config.data_dir)
 
 
 def cardinality(ds: tf.data.Dataset) -> int:
@@ -233,7 +233,7 @@ def derive_seed(*parts: int) -> int:
 
 
 def num_examples(
-  config: ml_collections.ConfigDict,
+  dataset_config,
   split: str,
   dataset: Optional[tfds.core.DatasetBuilder] = None,
 ) -> int:
@@ -244,22 +244,23 @@ def num_examples(
   dataset cardinality instead.
 
   Args:
-    config: Experiment config (``config.dataset.name``/``data_dir`` are used).
+    dataset_config: config.dataset (its ``name`` and ``data_dir``).
     split: TFDS split name, e.g. ``'train'`` or ``'validation'``.
 
   Returns:
     The number of examples.
   """
-  dataset = builder(config) if dataset is None else dataset
+  dataset = builder(dataset_config) if dataset is None else dataset
   if dataset.info.splits:
     return dataset.info.splits[split].num_examples
   return cardinality(read(dataset, split))
 
 
 def train_batches(
-  config: ml_collections.ConfigDict,
+  dataset_config,
   dataset: tfds.core.DatasetBuilder,
   *,
+  seed: int,
   start_step: int,
   per_host_batch_size: int,
   preprocess,
@@ -268,8 +269,9 @@ def train_batches(
   buffer_tag: int = 2,
 ) -> Iterator[Batch]:
   """This host's training batches of a TFDS dataset, forever, from
-  `start_step`: a pure function of (config.seed, step, host), so a resumed
-  run sees the batches of an uninterrupted one.
+  `start_step`: a pure function of (seed, step, host), so a resumed run sees
+  the batches of an uninterrupted one. `dataset_config` (config.dataset)
+  gives the split and the shuffle buffer.
 
   `preprocess(example, seed)` maps one example to its training features;
   `seed` is a stateless-RNG key derived from (seed, epoch, augment_tag, host,
@@ -282,7 +284,7 @@ def train_batches(
   hide_accelerators_from_tf()
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
-  split = host_split(config.dataset.train_split, drop_remainder=True)
+  split = host_split(dataset_config.train_split, drop_remainder=True)
   host_examples = cardinality(read(dataset, split))
   steps_per_epoch = host_examples // per_host_batch_size
   if steps_per_epoch == 0:
@@ -293,7 +295,7 @@ def train_batches(
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
     key = tf.constant(
-      [derive_seed(config.seed, epoch, augment_tag), jax.process_index()],
+      [derive_seed(seed, epoch, augment_tag), jax.process_index()],
       tf.int64,
     )
 
@@ -312,11 +314,11 @@ def train_batches(
       dataset,
       split,
       shuffle_files=True,
-      file_shuffle_seed=derive_seed(config.seed, epoch, file_tag),
+      file_shuffle_seed=derive_seed(seed, epoch, file_tag),
     )
     ds = ds.shuffle(
-      config.dataset.shuffle_buffer_size,
-      seed=derive_seed(config.seed, epoch, buffer_tag),
+      dataset_config.shuffle_buffer_size,
+      seed=derive_seed(seed, epoch, buffer_tag),
       reshuffle_each_iteration=False,
     )
     # Skips raw records (cheap) rather than decoded images when resuming.
@@ -331,7 +333,7 @@ def train_batches(
 
 
 def eval_batches(
-  config: ml_collections.ConfigDict,
+  dataset_config,
   dataset: tfds.core.DatasetBuilder,
   *,
   split: str,
@@ -343,7 +345,7 @@ def eval_batches(
   applied, padded with copies of `padding` (whose 'mask' is False) to whole
   batches, `ceil(ceil(N / hosts) / B)` of them on every host."""
   hide_accelerators_from_tf()
-  total = num_examples(config, split, dataset)
+  total = num_examples(dataset_config, split, dataset)
   num_batches = math.ceil(
     -(-total // jax.process_count()) / per_host_batch_size
   )
@@ -360,22 +362,22 @@ def eval_batches(
 
 
 def check_prepared(
-  config: ml_collections.ConfigDict,
+  dataset_config,
   dataset: tfds.core.DatasetBuilder,
   how_to_prepare: str,
 ) -> None:
   """Raises ValueError naming the dataset, where it was looked for and
   `how_to_prepare` (the commands) if its train or eval split cannot be read.
   Never downloads."""
-  splits = (config.dataset.train_split, config.dataset.eval_split)
+  splits = (dataset_config.train_split, dataset_config.eval_split)
   try:
     for split in splits:
       read(dataset, split)
   except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
     raise ValueError(
-      f'Prepared TFDS dataset {config.dataset.name!r} (splits {splits}) '
+      f'Prepared TFDS dataset {dataset_config.name!r} (splits {splits}) '
       'was not found: config.dataset.data_dir='
-      f'{config.dataset.data_dir!r} (looked in {dataset.data_dir}). Runs '
+      f'{dataset_config.data_dir!r} (looked in {dataset.data_dir}). Runs '
       f'never download. {how_to_prepare} Then point '
       'config.dataset.data_dir at that data_dir. (Original error: '
       f'{type(error).__name__}: {error})'

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnv2_jax.data import batch_format
+from mnv2_jax.data import registry
 from mnv2_jax.data import tfds_reading
 from mnv2_jax.data import voc_builder
 
@@ -49,25 +50,29 @@ CLASS_NAMES = (
 _AUGMENT_TAG = 11
 
 
-def builder(config) -> voc_builder.Voc2012Segmentation:
-  return voc_builder.Voc2012Segmentation(data_dir=config.dataset.data_dir)
+def builder(dataset_config) -> voc_builder.Voc2012Segmentation:
+  """Our VOC builder in config.dataset's data_dir."""
+  return voc_builder.Voc2012Segmentation(data_dir=dataset_config.data_dir)
 
 
-def dataset_info(config):
-  info = builder(config).info
+def dataset_info(
+  dataset_config, options: registry.InputOptions
+) -> batch_format.DatasetInfo:
+  del options  # the classes are the dataset's
+  info = builder(dataset_config).info
   return batch_format.DatasetInfo(
     len(CLASS_NAMES),
-    info.splits[config.dataset.train_split].num_examples,
-    info.splits[config.dataset.eval_split].num_examples,
-    config.dataset.eval_split,
+    info.splits[dataset_config.train_split].num_examples,
+    info.splits[dataset_config.eval_split].num_examples,
+    dataset_config.eval_split,
     category_names=CLASS_NAMES,
   )
 
 
-def check_data_available(config) -> None:
+def check_data_available(dataset_config) -> None:
   """Raises a clear error if the prepared dataset cannot be read."""
-  voc = builder(config)
-  splits = (config.dataset.train_split, config.dataset.eval_split)
+  voc = builder(dataset_config)
+  splits = (dataset_config.train_split, dataset_config.eval_split)
   if voc.is_prepared():
     missing = [s for s in splits if s not in voc.info.splits]
     if missing:
@@ -79,7 +84,7 @@ def check_data_available(config) -> None:
         'config.dataset.train_split=train.'
       )
   tfds_reading.check_prepared(
-    config,
+    dataset_config,
     voc,
     'Prepare it once with\n'
     '  python -m mnv2_jax.voc --manual_dir <dir holding VOCdevkit> '
@@ -163,42 +168,50 @@ def preprocess_for_eval(example, image_size: int):
 
 
 def train_batches(
-  config, *, start_step: int, per_host_batch_size: int
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  start_step: int,
+  per_host_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's training batches forever; a pure function of (seed, step)."""
-  segmentation = config.segmentation
   return tfds_reading.train_batches(
-    config,
-    builder(config),
+    dataset_config,
+    builder(dataset_config),
+    seed=options.seed,
     start_step=start_step,
     per_host_batch_size=per_host_batch_size,
     augment_tag=_AUGMENT_TAG,
     preprocess=lambda example, seed: preprocess_for_train(
       example,
       seed,
-      config.image_size,
-      segmentation.min_scale_factor,
-      segmentation.max_scale_factor,
-      segmentation.flip,
+      options.image_size,
+      options.min_scale_factor,
+      options.max_scale_factor,
+      options.flip,
     ),
   )
 
 
 def eval_batches(
-  config, *, per_host_batch_size: int, split: Optional[str] = None
+  dataset_config,
+  options: registry.InputOptions,
+  *,
+  per_host_batch_size: int,
+  split: Optional[str] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over this host's shard of `split` (default the config's
+  """One pass over this host's shard of `split` (default the configured
   evaluation split), padded (`mask`)."""
-  size = config.image_size
+  size = options.image_size
   padding = {
     'image': tf.zeros([size, size, 3]),
     'label': tf.fill([size, size], batch_format.IGNORE_LABEL),
     'mask': tf.constant(False),
   }
   return tfds_reading.eval_batches(
-    config,
-    builder(config),
-    split=split or config.dataset.eval_split,
+    dataset_config,
+    builder(dataset_config),
+    split=split or dataset_config.eval_split,
     per_host_batch_size=per_host_batch_size,
     padding=padding,
     preprocess=lambda e: preprocess_for_eval(e, size),
