@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog='python -m mnv2_jax.sweep',
     description='Runs, resumes and reports a sweep of training runs.',
+    epilog='Any config field can be set for every point of the sweep with '
+    '--config.<key>=<value> (e.g. --config.num_epochs=24), except a field '
+    'the sweep varies.',
   )
   parser.add_argument(
     '--config',
