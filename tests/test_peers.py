@@ -405,13 +405,19 @@ def _exports_with_parity(workdir):
 )
 def test_peer_trains_and_evaluates(architecture, width, overrides, tmp_path):
   """The same run as main's, in this process (main's own path is the test
-  above): the loss falls, evaluation covers every test digit, the model
-  exports with parity, and a longer run resumes from its checkpoint."""
+  above): the loss falls, evaluation covers every test digit, and the model
+  exports from its checkpoint with parity. ShuffleNet's longer run also
+  resumes from the checkpoint; NASNet-A's would cost the suite about 20 s
+  more, for the same network-agnostic restore that the export has already
+  read and that MobileNetV1 (above), ShuffleNet and MobileNetV2
+  (tests/test_kill_resume.py) resume through."""
   workdir = str(tmp_path / architecture)
   config = _tiny_quickstart(architecture, width, **overrides)
   trainer.train_and_evaluate(config, workdir)
   _trained(workdir)
   _exports_with_parity(workdir)
+  if architecture != 'shufflenet':
+    return
   longer = _tiny_quickstart(
     architecture, width, **overrides, num_train_steps=28
   )
