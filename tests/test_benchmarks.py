@@ -1,5 +1,8 @@
-"""benchmarks/speed.py's GPU mode, run on the CPU with tiny shapes: every
-framework in a process of its own, rows, roofline and targets written."""
+"""benchmarks/speed.py's GPU mode, run on the CPU with tiny shapes: the
+limits and each framework in a process of their own, rows, roofline and
+targets written. One framework (mnv2_jax): a second is the same worker
+mechanism and costs the suite about 19 s; the Flax reference itself is held
+to mnv2_jax's values in tests/test_layers.py."""
 
 import json
 import os
@@ -14,7 +17,7 @@ def test_gpu_mode_of_the_speed_benchmark_runs_on_cpu(tmp_path):
     sys.executable,
     os.path.join(REPO_ROOT, 'benchmarks', 'speed.py'),
     '--mode=gpu',
-    '--frameworks=mnv2_jax,flax',
+    '--frameworks=mnv2_jax',
     '--dtypes=bfloat16',
     '--resolution=32',
     '--batch=4',
@@ -27,10 +30,10 @@ def test_gpu_mode_of_the_speed_benchmark_runs_on_cpu(tmp_path):
   output = subprocess.run(
     command, check=True, capture_output=True, text=True, cwd=REPO_ROOT
   ).stdout
-  assert output.count('in a new process') == 3  # limits, mnv2_jax, flax
+  assert output.count('in a new process') == 2  # limits, mnv2_jax
   result = json.loads((tmp_path / 'speed_cpu.json').read_text())
   rows = {(r['framework'], r['kind'], r['batch']): r for r in result['rows']}
-  for framework in ('mnv2_jax', 'flax'):
+  for framework in ('mnv2_jax',):
     for kind, batch in (('inference', 1), ('inference', 4), ('training', 4)):
       row = rows[(framework, kind, batch)]
       assert row['dtype'] == 'bfloat16' and row['images_per_s'] > 0
