@@ -161,6 +161,13 @@ def _add_training(config: ml_collections.ConfigDict) -> None:
   config.weight_decay = 4e-5  # L2 on conv/dense kernels, not depthwise (slim)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 disables the weight moving average
+  # Weight of the int8 consistency term (models/quantization.py): the mean
+  # squared difference between the network's outputs and the same network
+  # with weights and activations rounded as int8 TFLite rounds them, added to
+  # the loss, so that `export --quantize int8` stays nearer the float
+  # network. 0 disables it; a second forward pass per step when on. Meant
+  # for fine-tuning a trained run (init_from; experiments/int8_consistency.py).
+  config.quantization_consistency = 0.0
 
 
 def _detection_section() -> ml_collections.ConfigDict:
@@ -408,6 +415,7 @@ def _check_training(config, defaults) -> None:
     ('label_smoothing', 0.0, 1.0, True, False),
     ('warmup_epochs', 0.0, inf, True, False),
     ('ema_decay', 0.0, 1.0, True, False),
+    ('quantization_consistency', 0.0, inf, True, False),
   ]:
     checks.check_range(
       config,

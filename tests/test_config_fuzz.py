@@ -65,6 +65,7 @@ FIELD_VALUES = {
   'weight_decay': [0.0, 4e-5],
   'label_smoothing': [0.0, 0.1],
   'ema_decay': [0.0, 0.9999],
+  'quantization_consistency': [0.0, 10.0],
   'momentum': [0.9],
   'keep_checkpoints': [1, 3],
   'detection.max_boxes': [10, 100],
@@ -162,6 +163,7 @@ NUMBER_IN = {
   'weight_decay': (0, math.inf, True, False),
   'label_smoothing': (0, 1, True, False),
   'ema_decay': (0, 1, True, False),
+  'quantization_consistency': (0, math.inf, True, False),
   'momentum': (0, 1, True, False),
   'detection.nms_iou_threshold': (0, 1, True, True),
 }

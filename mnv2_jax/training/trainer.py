@@ -38,6 +38,7 @@ from mnv2_jax import tasks
 from mnv2_jax.data import batch_format
 from mnv2_jax.data import datasets
 from mnv2_jax.models import initializers
+from mnv2_jax.models import quantization
 from mnv2_jax.tasks import inference
 from mnv2_jax.training import checkpointing
 from mnv2_jax.training import compilation_cache
@@ -96,6 +97,22 @@ def train_step(
     loss = data_loss + config.weight_decay * optimization.l2_penalty(
       params, mask
     )
+    if config.quantization_consistency:
+      # How far rounding as int8 TFLite does moves the outputs, penalised
+      # (models/quantization.py). Training mode, as the float outputs: in
+      # inference mode, with the running averages, the term drove the
+      # training accuracy down and the drift up (docs/model.md).
+      int8_outputs, _ = quantization.simulated_apply(
+        model,
+        {'params': params, 'batch_stats': state.batch_stats},
+        images,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': dropout_rng},
+      )
+      consistency = quantization.consistency(outputs, int8_outputs)
+      loss = loss + config.quantization_consistency * consistency
+      task_metrics = {**task_metrics, 'int8_consistency': consistency}
     return loss, (data_loss, task_metrics, updates['batch_stats'])
 
   grads, (data_loss, task_metrics, batch_stats) = jax.grad(

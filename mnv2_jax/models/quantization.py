@@ -1,0 +1,173 @@
+"""TFLite's int8 simulated in the forward pass, and the consistency term.
+
+`python -m mnv2_jax.export --quantize int8` quantizes a float network after
+training: weights to int8 per output channel (symmetric, [-127, 127]) with
+the BatchNorms folded in, and every tensor an op writes to int8 with one
+scale and zero point per tensor (asymmetric, 256 levels), calibrated on
+images (Jacob et al. 2018, "Quantization and Training of Neural Networks for
+Efficient Integer-Arithmetic-Only Inference", the scheme TFLite implements).
+A network whose activations fill one scale per tensor unevenly loses more to
+that rounding (docs/model.md: ShuffleNet and NASNet-A). Training with the
+rounding in the forward pass (Jacob et al. §3) lets the weights adapt to it:
+
+* `fake_quantize_params` rounds every kernel to its int8 grid per output
+  channel. A kernel's last axis is its output channel in every layer here
+  (HWIO, depthwise [k, k, 1, C], Dense [in, out]), and folding a BatchNorm
+  scales each output channel by one number, which commutes with rounding
+  per channel, so rounding the unfolded kernel is rounding the folded one.
+* `simulated_int8()` rounds the output of every module (a block's
+  output: its first, with its endpoints) to 256 levels between the tensor's
+  batch minimum and maximum (widened to hold 0, as TFLite's ranges are),
+  and the image going in. The exceptions are the convolutions that a
+  BatchNorm follows: the converter folds the BatchNorm into them, so their
+  outputs are never int8 tensors. In every network here a BatchNorm follows
+  each `Conv` and `GroupConv`, and each `DepthwiseConv` of a `ConvBN`; a
+  depthwise convolution elsewhere (NASNet-A's separable convolutions,
+  depthwise then pointwise) writes an int8 tensor. For the same reason a
+  `ConvBN`'s BatchNorm is not rounded on its own when an activation
+  follows it; the `ConvBN`'s output is rounded instead. Operations outside
+  modules (a NASNet-A cell's sums of pairs, pools) are not rounded.
+
+Rounding has no useful derivative; both use the straight-through estimator
+(Bengio et al. 2013; Jacob et al. §3): the forward pass sees the rounded
+value, the backward pass the identity. Ranges carry no gradient.
+
+Training the rounded network alone (Jacob et al.'s quantization-aware
+training) fits the int8 network to the labels; it does not keep the float
+network near it, and the export's check (`exporters.export`) compares the
+two. `consistency` is what `config.quantization_consistency` adds to the
+loss instead: the mean squared difference between the float outputs and
+the simulated int8 ones. Under the straight-through estimator each
+rounding error is a constant added to its tensor, so the term's gradient is
+how much the weights amplify those errors on their way to the output,
+which training then reduces. On the 48-pixel proxy it roughly halves the
+trained ShuffleNet's int8 drift (docs/model.md,
+experiments/int8_consistency.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+from typing import Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mnv2_jax.models import layers
+
+ACTIVATION_LEVELS = 256  # int8 tensors: one scale and zero point each
+KERNEL_LIMIT = 127  # int8 weights: symmetric, per output channel
+
+
+def _straight_through(value: jax.Array, rounded: jax.Array) -> jax.Array:
+  """`rounded` forward, the identity backward."""
+  return value + lax.stop_gradient(rounded - value)
+
+
+def fake_quantize_activation(value: jax.Array) -> jax.Array:
+  """`value` rounded to 256 levels between its minimum and maximum
+  (widened to hold 0, so that 0 is exact), one scale for the tensor."""
+  low = lax.stop_gradient(jnp.minimum(jnp.min(value), 0.0))
+  high = lax.stop_gradient(jnp.maximum(jnp.max(value), 0.0))
+  scale = jnp.maximum(high - low, 1e-8) / (ACTIVATION_LEVELS - 1)
+  zero_point = jnp.round(-low / scale)
+  levels = jnp.clip(
+    jnp.round(value / scale) + zero_point, 0, ACTIVATION_LEVELS - 1
+  )
+  rounded = ((levels - zero_point) * scale).astype(value.dtype)
+  return _straight_through(value, rounded)
+
+
+def fake_quantize_kernel(kernel: jax.Array) -> jax.Array:
+  """`kernel` rounded to int8 per output channel (its last axis),
+  symmetric: [-127, 127] times the channel's largest magnitude / 127."""
+  axes = tuple(range(kernel.ndim - 1))
+  largest = jnp.max(jnp.abs(kernel), axis=axes, keepdims=True)
+  scale = lax.stop_gradient(jnp.maximum(largest, 1e-12) / KERNEL_LIMIT)
+  levels = jnp.clip(jnp.round(kernel / scale), -KERNEL_LIMIT, KERNEL_LIMIT)
+  return _straight_through(kernel, levels * scale)
+
+
+def fake_quantize_params(params: Any) -> Any:
+  """`params` with every convolution and dense kernel rounded to int8 per
+  output channel; biases, BatchNorm scales and offsets as they are (the
+  converter keeps biases in int32)."""
+
+  def visit(path, leaf):
+    name = getattr(path[-1], 'key', None)
+    return fake_quantize_kernel(leaf) if name == 'kernel' else leaf
+
+  return jax.tree_util.tree_map_with_path(visit, params)
+
+
+def _is_float_array(value: Any) -> bool:
+  return isinstance(value, jax.Array) and jnp.issubdtype(
+    value.dtype, jnp.floating
+  )
+
+
+def _rounded_in_int8(module: nn.Module) -> bool:
+  """Whether TFLite's int8 model holds `module`'s output as an int8
+  tensor (see the module docstring)."""
+  parent = module.parent
+  if isinstance(module, (layers.Conv, layers.GroupConv)):
+    return False
+  if isinstance(module, layers.DepthwiseConv):
+    return not isinstance(parent, layers.ConvBN)
+  if isinstance(module, layers.BatchNorm) and isinstance(parent, layers.ConvBN):
+    return parent.activation is None or parent.activation is jax.nn.relu6
+  return True
+
+
+def _interceptor(next_fun, args, kwargs, context):
+  module = context.module
+  if context.method_name != '__call__':
+    return next_fun(*args, **kwargs)
+  if module.parent is None or not isinstance(module.parent, nn.Module):
+    # The network itself: its input image is quantized (float in, int8
+    # inside); its outputs are its last layers' outputs, rounded there.
+    args = tuple(
+      fake_quantize_activation(a) if _is_float_array(a) else a for a in args
+    )
+    return next_fun(*args, **kwargs)
+  outputs = next_fun(*args, **kwargs)
+  if not _rounded_in_int8(module):
+    return outputs
+  if _is_float_array(outputs):
+    return fake_quantize_activation(outputs)
+  if isinstance(outputs, tuple) and outputs and _is_float_array(outputs[0]):
+    # A block's (output, endpoints).
+    return (fake_quantize_activation(outputs[0]), *outputs[1:])
+  return outputs
+
+
+@contextlib.contextmanager
+def simulated_int8() -> Iterator[None]:
+  """Within it, every `apply` rounds activations as int8 TFLite does (the
+  module docstring); pair it with `fake_quantize_params`."""
+  with nn.intercept_methods(_interceptor):
+    yield
+
+
+def simulated_apply(model: nn.Module, variables: dict, *args, **kwargs):
+  """`model.apply(variables, ...)` as the int8 model computes it: kernels
+  rounded per output channel, activations per tensor."""
+  rounded = {**variables, 'params': fake_quantize_params(variables['params'])}
+  with simulated_int8():
+    return model.apply(rounded, *args, **kwargs)
+
+
+def consistency(float_outputs: tuple, int8_outputs: tuple) -> jax.Array:
+  """The mean squared difference of each of a model's outputs (a
+  classifier's logits; a detector's box encodings and class logits), summed
+  over the outputs. The endpoints (a dict) are not compared."""
+  return sum(
+    jnp.mean(
+      jnp.square(rounded.astype(jnp.float32) - exact.astype(jnp.float32))
+    )
+    for exact, rounded in zip(float_outputs, int8_outputs)
+    if not isinstance(exact, dict)
+  )

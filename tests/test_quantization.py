@@ -1,0 +1,180 @@
+"""int8 simulated in the forward pass (models/quantization.py): the rounding
+of activations and kernels, its straight-through gradient, which tensors it
+rounds, and training with the int8 consistency term."""
+
+import functools
+
+import flax.linen as nn
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mnv2_jax import configuration
+from mnv2_jax import tasks
+from mnv2_jax.models import initializers
+from mnv2_jax.models import layers
+from mnv2_jax.models import nasnet
+from mnv2_jax.models import quantization
+from mnv2_jax.models import shufflenet
+from mnv2_jax.training import optimization
+from mnv2_jax.training import state as training_state
+from mnv2_jax.training import trainer
+
+
+def test_activation_rounding_is_256_levels_holding_zero():
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16)) * 3.0 + 1.0
+  rounded = np.asarray(quantization.fake_quantize_activation(x))
+  low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+  step = (high - low) / 255
+  assert len(np.unique(rounded)) <= 256
+  # Nearest level: within half a step (and float32 rounding of the level).
+  assert np.max(np.abs(rounded - np.asarray(x))) <= step / 2 * (1 + 1e-4)
+  # 0 is a level: an exact zero (ReLU's) stays exactly zero.
+  with_zero = x.at[0, 0, 0, 0].set(0.0)
+  assert quantization.fake_quantize_activation(with_zero)[0, 0, 0, 0] == 0.0
+  # All positive: the range is widened to [0, max], as TFLite's are.
+  positive = jnp.abs(x) + 1.0
+  levels = np.unique(
+    np.asarray(quantization.fake_quantize_activation(positive))
+  )
+  assert np.min(levels) >= float(positive.min()) - float(positive.max()) / 255
+
+
+def test_kernel_rounding_is_per_output_channel_and_commutes_with_scaling():
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 5))
+  rounded = np.asarray(quantization.fake_quantize_kernel(kernel))
+  scale = np.max(np.abs(np.asarray(kernel)), axis=(0, 1, 2)) / 127
+  levels = rounded / scale
+  np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+  assert np.max(np.abs(levels)) <= 127 + 1e-3
+  # Folding a BatchNorm multiplies each output channel by one number; the
+  # rounding of the folded kernel is the folded rounding (the reason the
+  # unfolded kernel can be rounded in training).
+  per_channel = jnp.asarray([0.5, -2.0, 3.0, 1e-2, 7.0])
+  np.testing.assert_allclose(
+    quantization.fake_quantize_kernel(kernel * per_channel),
+    rounded * np.asarray(per_channel),
+    rtol=1e-5,
+    atol=1e-7,
+  )
+
+
+def test_rounding_passes_the_gradient_straight_through():
+  x = jax.random.normal(jax.random.key(2), (2, 4, 4, 3))
+  weights = jax.random.normal(jax.random.key(3), x.shape)
+  for rounding in (
+    quantization.fake_quantize_activation,
+    quantization.fake_quantize_kernel,
+  ):
+    grad = jax.grad(lambda v, f=rounding: jnp.sum(f(v) * weights))(x)
+    np.testing.assert_array_equal(grad, weights)
+
+
+def _distinct_values_by_module(module, images):
+  """Each submodule's output in `simulated_int8`: {(class, path): number of
+  distinct values}."""
+  variables = module.init(jax.random.key(0), images)
+
+  def outputs_by_module(variables, images):
+    captured = {}
+
+    def record(next_fun, args, kwargs, context):
+      outputs = next_fun(*args, **kwargs)
+      if context.method_name == '__call__' and isinstance(outputs, jax.Array):
+        key = (type(context.module).__name__, '/'.join(context.module.path))
+        captured[key] = outputs
+      return outputs
+
+    # Entered first, the recorder sees the outputs after the rounding.
+    with nn.intercept_methods(record), quantization.simulated_int8():
+      module.apply(variables, images)
+    return captured
+
+  captured = jax.jit(outputs_by_module)(variables, images)
+  return {key: len(np.unique(np.asarray(v))) for key, v in captured.items()}
+
+
+def test_simulation_rounds_the_tensors_that_tflite_holds_in_int8():
+  norm, conv, depthwise_conv = _factories()
+  group_conv = functools.partial(layers.GroupConv, implementation='xla')
+  images = jax.random.normal(jax.random.key(4), (2, 16, 16, 24))
+  unit = shufflenet.ShuffleUnit(
+    24, 12, 3, 1, True, group_conv, depthwise_conv, norm
+  )
+  seen = _distinct_values_by_module(unit, images)
+  # Inside a ConvBN the convolution's output is folded into the BatchNorm
+  # (float in the int8 model, thousands of values); the ConvBN's output is
+  # an int8 tensor.
+  for name in ('compress', 'depthwise', 'expand'):
+    assert seen[('ConvBN', name)] <= 256
+    assert (
+      seen[
+        (('GroupConv', 'DepthwiseConv')[name == 'depthwise'], f'{name}/conv')
+      ]
+      > 256
+    )
+  stack = nasnet.SeparableStack(24, 3, 1, conv, depthwise_conv, norm)
+  seen = _distinct_values_by_module(stack, images)
+  # NASNet-A's separable convolution: the depthwise half writes an int8
+  # tensor, the pointwise half feeds a BatchNorm.
+  for repeat in (1, 2):
+    assert seen[('DepthwiseConv', f'depthwise_{repeat}')] <= 256
+    assert seen[('Conv', f'pointwise_{repeat}')] > 256
+    assert seen[('BatchNorm', f'bn_{repeat}')] <= 256
+
+
+def _factories():
+  return layers.module_factories(
+    train=False,
+    momentum=0.99,
+    epsilon=1e-3,
+    padding='same',
+    dtype=jnp.float32,
+    implementation='xla',
+  )
+
+
+def test_consistency_term_has_a_gradient():
+  norm, conv, depthwise_conv = _factories()
+  stack = nasnet.SeparableStack(24, 3, 1, conv, depthwise_conv, norm)
+  images = jax.random.normal(jax.random.key(5), (2, 16, 16, 24))
+  variables = stack.init(jax.random.key(0), images)
+
+  def term(params):
+    weights = {**variables, 'params': params}
+    exact = stack.apply(weights, images)
+    rounded = quantization.simulated_apply(stack, weights, images)
+    return quantization.consistency((exact,), (rounded,))
+
+  value, grads = jax.jit(jax.value_and_grad(term))(variables['params'])
+  # Each rounding error is a constant to the straight-through gradient;
+  # how the weights carry it to the output is not.
+  assert float(value) > 0
+  assert float(optax.tree.norm(grads)) > 0
+
+
+def test_training_step_adds_the_consistency_term():
+  config = helpers.tiny_digits_config(quantization_consistency=10.0)
+  configuration.validate(config)
+  task = tasks.build_task(config)
+  _, learning_rate, optimizer = optimization.build(config, 1000)
+  variables = initializers.host_variables(
+    task.model, training_state.model_input_shape(config), 0, train=False
+  )
+  state = training_state.create_train_state(config, variables, optimizer)
+  images = jax.random.uniform(
+    jax.random.key(5), (8, config.image_size, config.image_size, 3), minval=-1
+  )
+  step = functools.partial(
+    trainer.train_step,
+    model=task.model,
+    task=task,
+    optimizer=optimizer,
+    config=config,
+    learning_rate=learning_rate,
+  )
+  batch = {'image': images, 'label': jnp.arange(8) % 10}
+  _, metrics = jax.jit(step)(state, batch, jax.random.key(0))
+  assert 0 < float(metrics['int8_consistency']) < np.inf
