@@ -34,12 +34,13 @@ def test_activation_rounding_is_256_levels_holding_zero():
   # 0 is a level: an exact zero (ReLU's) stays exactly zero.
   with_zero = x.at[0, 0, 0, 0].set(0.0)
   assert quantization.fake_quantize_activation(with_zero)[0, 0, 0, 0] == 0.0
-  # All positive: the range is widened to [0, max], as TFLite's are.
+  # All positive: the range is widened to [0, max], as TFLite's are, so
+  # every value is a whole number of steps of max / 255.
   positive = jnp.abs(x) + 1.0
-  levels = np.unique(
-    np.asarray(quantization.fake_quantize_activation(positive))
+  steps = np.asarray(quantization.fake_quantize_activation(positive)) / (
+    float(positive.max()) / 255
   )
-  assert np.min(levels) >= float(positive.min()) - float(positive.max()) / 255
+  np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
 
 
 def test_kernel_rounding_is_per_output_channel_and_commutes_with_scaling():
@@ -176,5 +177,13 @@ def test_training_step_adds_the_consistency_term():
     learning_rate=learning_rate,
   )
   batch = {'image': images, 'label': jnp.arange(8) % 10}
-  _, metrics = jax.jit(step)(state, batch, jax.random.key(0))
+  with_term, metrics = jax.jit(step)(state, batch, jax.random.key(0))
   assert 0 < float(metrics['int8_consistency']) < np.inf
+  # The term moves the update: the same step without it differs.
+  config.quantization_consistency = 0.0
+  without = functools.partial(step, config=config)
+  plain, _ = jax.jit(without)(state, batch, jax.random.key(0))
+  differences = jax.tree.map(
+    lambda a, b: float(jnp.max(jnp.abs(a - b))), with_term.params, plain.params
+  )
+  assert max(jax.tree.leaves(differences)) > 0

@@ -26,7 +26,13 @@ rounding in the forward pass (Jacob et al. §3) lets the weights adapt to it:
   depthwise then pointwise) writes an int8 tensor. For the same reason a
   `ConvBN`'s BatchNorm is not rounded on its own when an activation
   follows it; the `ConvBN`'s output is rounded instead. Operations outside
-  modules (a NASNet-A cell's sums of pairs, pools) are not rounded.
+  modules (a NASNet-A cell's sums of pairs, pools) are not rounded; the
+  pooled features are, as the output of the classifier's `nn.Dropout`
+  (an identity in inference), as TFLite's MEAN writes int8.
+  Where the simulation is milder than TFLite: NASNet-A's factorized
+  reduction concatenates two convolutions before its BatchNorm, which the
+  converter may not fold, and a concatenation in TFLite gives its inputs
+  one scale (SSDLite's heads); neither is simulated.
 
 Rounding has no useful derivative; both use the straight-through estimator
 (Bengio et al. 2013; Jacob et al. §3): the forward pass sees the rounded
@@ -70,15 +76,17 @@ def _straight_through(value: jax.Array, rounded: jax.Array) -> jax.Array:
 def fake_quantize_activation(value: jax.Array) -> jax.Array:
   """`value` rounded to 256 levels between its minimum and maximum
   (widened to hold 0, so that 0 is exact), one scale for the tensor."""
-  low = lax.stop_gradient(jnp.minimum(jnp.min(value), 0.0))
-  high = lax.stop_gradient(jnp.maximum(jnp.max(value), 0.0))
+  # In float32: bfloat16's 8 bits of mantissa cannot tell 256 levels apart.
+  exact = value.astype(jnp.float32)
+  low = lax.stop_gradient(jnp.minimum(jnp.min(exact), 0.0))
+  high = lax.stop_gradient(jnp.maximum(jnp.max(exact), 0.0))
   scale = jnp.maximum(high - low, 1e-8) / (ACTIVATION_LEVELS - 1)
   zero_point = jnp.round(-low / scale)
   levels = jnp.clip(
-    jnp.round(value / scale) + zero_point, 0, ACTIVATION_LEVELS - 1
+    jnp.round(exact / scale) + zero_point, 0, ACTIVATION_LEVELS - 1
   )
-  rounded = ((levels - zero_point) * scale).astype(value.dtype)
-  return _straight_through(value, rounded)
+  rounded = (levels - zero_point) * scale
+  return _straight_through(exact, rounded).astype(value.dtype)
 
 
 def fake_quantize_kernel(kernel: jax.Array) -> jax.Array:
@@ -164,6 +172,11 @@ def consistency(float_outputs: tuple, int8_outputs: tuple) -> jax.Array:
   """The mean squared difference of each of a model's outputs (a
   classifier's logits; a detector's box encodings and class logits), summed
   over the outputs. The endpoints (a dict) are not compared."""
+  if not isinstance(float_outputs, tuple):
+    raise TypeError(
+      "consistency() compares a model's tuple of outputs, got "
+      f'{type(float_outputs).__name__}.'
+    )
   return sum(
     jnp.mean(
       jnp.square(rounded.astype(jnp.float32) - exact.astype(jnp.float32))
