@@ -170,6 +170,36 @@ def test_learning_rate_schedule_is_the_paper_recipe():
   assert float(lr(25)) == pytest.approx(0.09 * 0.75**0.9)
 
 
+def test_release_recipe_is_the_tf_slim_readme_one():
+  """configs/imagenet_mnv2_release.py (and imagenet_mnv2_140.py, which
+  loads it): TF-slim's MobileNet README flags, where the paper config keeps
+  §6.1's decay every epoch."""
+  paper = helpers.config_file('imagenet_mnv2')
+  release = helpers.config_file('imagenet_mnv2_release')
+  wide = helpers.config_file('imagenet_mnv2_140')
+  assert (paper.lr_decay_epochs, paper.label_smoothing, paper.ema_decay) == (
+    1.0,
+    0.0,
+    0.0,
+  )
+  for config in (release, wide):
+    configuration.validate(config)
+    assert config.lr_decay_rate == 0.98 and config.lr_decay_epochs == 2.5
+    assert (config.label_smoothing, config.ema_decay) == (0.1, 0.9999)
+    assert config.num_epochs == 420.0  # 700K steps of 8 x 96 images
+    # 0.045 x NUM_GPUS at 96 images per GPU: 0.045 per 96 images.
+    assert (config.base_learning_rate, config.base_batch_size) == (0.045, 96)
+  assert wide.model.width_multiplier == 1.4
+  assert release.model.width_multiplier == 1.0
+  # Staircase x0.98 every 2.5 epochs of 1,281,167 images at batch 1536.
+  schedule = optimization.make_schedule(release, 1_281_167)
+  lr = optimization.learning_rate_fn(release, schedule)
+  peak = 0.045 * 1536 / 96
+  decay_steps = int(2.5 * schedule.steps_per_epoch)
+  assert float(lr(decay_steps - 1)) == pytest.approx(peak)
+  assert float(lr(decay_steps)) == pytest.approx(peak * 0.98)
+
+
 def test_weight_decay_skips_depthwise_batch_norm_and_biases():
   from mnv2_jax.models import mobilenet_v2
 
