@@ -163,10 +163,11 @@ def _add_training(config: ml_collections.ConfigDict) -> None:
   config.ema_decay = 0.0  # 0 disables the weight moving average
   # Weight of the int8 consistency term (models/quantization.py): the mean
   # squared difference between the network's outputs and the same network
-  # with weights and activations rounded as int8 TFLite rounds them, added to
-  # the loss, so that `export --quantize int8` stays nearer the float
-  # network. 0 disables it; a second forward pass per step when on. Meant
-  # for fine-tuning a trained run (init_from; experiments/int8_consistency.py).
+  # with weights and activations rounded as int8 TFLite rounds them, over
+  # the outputs' own mean square, added to the loss, so that `export
+  # --quantize int8` stays nearer the float network. 0 disables it; a second
+  # forward pass per step when on. Meant for fine-tuning a trained run
+  # (init_from; 300 for 6 epochs in experiments/int8_consistency.py).
   config.quantization_consistency = 0.0
 
 

@@ -156,6 +156,29 @@ def test_consistency_term_has_a_gradient():
   assert float(optax.tree.norm(grads)) > 0
 
 
+def test_consistency_is_relative_to_the_outputs_own_size():
+  logits = jax.random.normal(jax.random.key(1), (6, 10))
+  rounded = logits + 0.05 * jax.random.normal(jax.random.key(2), (6, 10))
+  value = quantization.consistency((logits,), (rounded,))
+  expected = np.mean((rounded - logits) ** 2) / np.mean(logits**2)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+  # Scaling the outputs neither changes it nor has a gradient: training
+  # cannot lower it by shrinking the logits (docs/model.md, NASNet-A).
+  def scaled(scale):
+    return quantization.consistency((scale * logits,), (scale * rounded,))
+
+  np.testing.assert_allclose(scaled(0.3), value, rtol=1e-5)
+  assert abs(float(jax.grad(scaled)(1.0))) < 1e-4 * float(value)
+  # A detector's two outputs each against their own size; endpoints skipped.
+  boxes = 100.0 * logits
+  pair = quantization.consistency(
+    (boxes, logits, {'feature': logits}),
+    (100.0 * rounded, rounded, {'feature': 0 * logits}),
+  )
+  np.testing.assert_allclose(pair, 2 * expected, rtol=1e-5)
+
+
 def test_training_step_adds_the_consistency_term():
   config = helpers.tiny_digits_config(quantization_consistency=10.0)
   configuration.validate(config)
