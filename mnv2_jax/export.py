@@ -2,7 +2,7 @@ r"""Exports a trained or imported model to a TensorFlow SavedModel or TFLite.
 
   python -m mnv2_jax.export --workdir /tmp/mnv2_quickstart --format tflite
   python -m mnv2_jax.export --workdir /tmp/mnv2_quickstart --format tflite \
-      --quantize int8
+      --quantize int8 [--calibration_images 500]
   python -m mnv2_jax.export --workdir /tmp/mnv2_quickstart --format savedmodel
 
 The export and its check against JAX are weights/exporters.py's.
@@ -30,6 +30,13 @@ def main(argv=None) -> int:
   )
   parser.add_argument('--quantize', choices=('int8',), default=None)
   parser.add_argument(
+    '--calibration_images',
+    type=int,
+    default=None,
+    help='int8: how many built-in training images set the activation '
+    'ranges (default 200; docs/model.md: 500 for the fine-tuned peers)',
+  )
+  parser.add_argument(
     '--output',
     default=None,
     help='default: <workdir>/export/model[_int8][.tflite]',
@@ -42,6 +49,11 @@ def main(argv=None) -> int:
   )
   argv_used = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv_used)
+  if args.calibration_images is not None and not args.quantize:
+    parser.error(
+      '--calibration_images sets the int8 ranges: add --quantize int8, or '
+      'drop it.'
+    )
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   # jax and TensorFlow: after parsing.
   from mnv2_jax.training import provenance
@@ -50,7 +62,11 @@ def main(argv=None) -> int:
   logging.set_verbosity(logging.ERROR)  # no Orbax / TF / absl chatter
   try:
     result = exporters.export(
-      args.workdir, args.format, args.quantize, args.output
+      args.workdir,
+      args.format,
+      args.quantize,
+      args.output,
+      num_calibration_images=args.calibration_images,
     )
   except (FileNotFoundError, ValueError, exporters.ExportError) as error:
     print(f'error: {error}', file=sys.stderr)

@@ -442,6 +442,8 @@ def test_export_tflite_savedmodel_and_predict(tmp_path):
     assert not os.path.exists(os.path.join(workdir, 'export', 'model'))
   quantized = exporters.export(workdir, 'tflite', quantize='int8', **check)
   assert quantized['bytes'] < 0.5 * result['bytes']
+  assert quantized['calibration_images'] == 50
+  assert 'calibration_images' not in result  # float: nothing calibrated
   interpreter = tf.lite.Interpreter(model_path=quantized['path'])
   kinds = {d['dtype'] for d in interpreter.get_tensor_details()}
   assert np.int8 in kinds
@@ -574,3 +576,18 @@ def test_export_cli_int8_agreement_and_result_file(tmp_path):
   # logits moved by 0.75% of their range, top-1 agreed on all 360 images.
   assert 1e-4 < recorded['max_rel_diff'] < 0.05
   assert recorded['top1_agreement'] > 0.95
+
+
+def test_export_calibration_images_is_an_int8_count(tmp_path, capsys):
+  from mnv2_jax import export as export_cli
+
+  # Without --quantize int8 there are no ranges to calibrate: one error line.
+  with pytest.raises(SystemExit) as exited:
+    export_cli.main(['--workdir', str(tmp_path), '--calibration_images', '500'])
+  assert exited.value.code == 2
+  assert 'add --quantize int8' in capsys.readouterr().err
+  # A count below 1 is refused before the workdir is read.
+  with pytest.raises(ValueError, match='at least 1, got 0'):
+    exporters.export(
+      str(tmp_path / 'absent'), 'tflite', 'int8', num_calibration_images=0
+    )

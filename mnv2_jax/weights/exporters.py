@@ -46,6 +46,8 @@ from mnv2_jax.tasks import inference
 from mnv2_jax.training import workdir as workdir_lib
 
 FORMATS = choices.EXPORT_FORMATS
+# Training images int8 calibration runs on unless told otherwise.
+DEFAULT_CALIBRATION_IMAGES = 200
 # scikit-image's photos that int8 calibration and the check crop from.
 CALIBRATION_PHOTOS = (
   'astronaut',
@@ -79,7 +81,9 @@ def to_tf_function(fn, image_size: int, batch: Optional[int]):
   )
 
 
-def calibration_images(config, count: int = 200, seed: int = 0) -> np.ndarray:
+def calibration_images(
+  config, count: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0
+) -> np.ndarray:
   """Built-in, real-pixel images preprocessed for this config."""
   if config.dataset.name == 'digits':
     images, _ = digits.load_split('train', config.image_size)
@@ -200,11 +204,18 @@ def export(
   output: Optional[str] = None,
   *,
   num_check_images: int = 360,
-  num_calibration_images: int = 200,
+  num_calibration_images: Optional[int] = None,
 ) -> dict:
   """Writes the export and checks it against JAX on `num_check_images` held
-  images; returns the figures."""
+  images; returns the figures. int8 calibrates the activations' ranges on
+  `num_calibration_images` training images (None: 200)."""
   _check_format(fmt, quantize)
+  if num_calibration_images is None:
+    num_calibration_images = DEFAULT_CALIBRATION_IMAGES
+  if num_calibration_images < 1:
+    raise ValueError(
+      f'--calibration_images must be at least 1, got {num_calibration_images}.'
+    )
   config, variables, step = workdir_lib.load(workdir)
   fn = inference.logits_function(config, variables, implementation='xla')
   if output is None:
@@ -251,6 +262,7 @@ def export(
     'top1_agreement': float(
       np.mean(exported[-1].argmax(-1) == reference[-1].argmax(-1))
     ),
+    **({'calibration_images': num_calibration_images} if quantize else {}),
   }
 
 
