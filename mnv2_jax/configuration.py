@@ -167,7 +167,7 @@ def _add_training(config: ml_collections.ConfigDict) -> None:
   # the outputs' own mean square, added to the loss, so that `export
   # --quantize int8` stays nearer the float network. 0 disables it; a second
   # forward pass per step when on. Meant for fine-tuning a trained run
-  # (init_from; 300 for 6 epochs in experiments/int8_consistency.py).
+  # (init_from; 300 for 12 epochs in experiments/int8_consistency.py).
   config.quantization_consistency = 0.0
 
 
