@@ -33,8 +33,9 @@ def main(argv=None) -> int:
     '--calibration_images',
     type=int,
     default=None,
-    help='int8: how many built-in training images set the activation '
-    'ranges (default 200; docs/model.md: 500 for the fine-tuned peers)',
+    help='int8: how many built-in images (training digits, or crops of '
+    'the sample photos) set the activation ranges (default 200; '
+    'docs/model.md compares 200 and 500)',
   )
   parser.add_argument(
     '--output',

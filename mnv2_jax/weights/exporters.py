@@ -46,7 +46,7 @@ from mnv2_jax.tasks import inference
 from mnv2_jax.training import workdir as workdir_lib
 
 FORMATS = choices.EXPORT_FORMATS
-# Training images int8 calibration runs on unless told otherwise.
+# Images int8 calibration runs on unless told otherwise.
 DEFAULT_CALIBRATION_IMAGES = 200
 # scikit-image's photos that int8 calibration and the check crop from.
 CALIBRATION_PHOTOS = (
@@ -208,7 +208,8 @@ def export(
 ) -> dict:
   """Writes the export and checks it against JAX on `num_check_images` held
   images; returns the figures. int8 calibrates the activations' ranges on
-  `num_calibration_images` training images (None: 200)."""
+  `num_calibration_images` built-in images (`calibration_images`; None:
+  200)."""
   _check_format(fmt, quantize)
   if num_calibration_images is None:
     num_calibration_images = DEFAULT_CALIBRATION_IMAGES
