@@ -41,6 +41,12 @@ POINTS = (
     (0, 1, 2),
   ),
   ('nasnet_a_12', 'sweep_nasnet.py', {'model.nasnet_filters': 12}, (0,)),
+  (
+    'shufflenet_1.5x',
+    'sweep_shufflenet.py',
+    {'model.width_multiplier': 1.5},
+    (0,),
+  ),
 )
 SEED = 0
 TOLERANCE = 0.05  # tests/test_convert.py's bound for MobileNetV2
@@ -55,9 +61,11 @@ CONSISTENCY = 300.0
 CALIBRATIONS = (200, 500)  # training images that set the int8 ranges
 
 
-def _train(workdir: str, sweep: str, overrides: dict) -> None:
+def _train(workdir: str, sweep: str, overrides: dict) -> bool:
+  """Trains `workdir` unless it holds a finished run; whether it was
+  reused."""
   if os.path.exists(os.path.join(workdir, 'result.json')):
-    return
+    return True
   command = [
     sys.executable,
     '-m',
@@ -71,6 +79,7 @@ def _train(workdir: str, sweep: str, overrides: dict) -> None:
   run = subprocess.run(command, capture_output=True, text=True, check=False)
   if run.returncode:
     sys.exit(f'{" ".join(command)}:\n{run.stderr[-3000:]}')
+  return False
 
 
 def worker(workdir: str, output: str, calibration: str) -> None:
@@ -120,17 +129,20 @@ def _export(workdir: str, calibration: int) -> dict:
   return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _rows(name: str, variant: str, workdir: str) -> list[dict]:
+def _rows(
+  name: str, variant: str, workdir: str, reused: bool, calibrations
+) -> list[dict]:
   with open(os.path.join(workdir, 'result.json')) as f:
     float_top1 = json.load(f)['final']['test']['top1']
   rows = []
-  for calibration in CALIBRATIONS:
+  for calibration in calibrations:
     figures = _export(workdir, calibration)
     rows.append(
       {
         'point': name,
         'variant': variant,
         'float_test_top1': float_top1,
+        'run_reused': reused,
         **figures,
         'within_tolerance': figures['max_rel_diff'] < TOLERANCE,
       }
@@ -143,6 +155,34 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--runs_dir')
   parser.add_argument('--output')
+  parser.add_argument(
+    '--points',
+    nargs='+',
+    choices=[point[0] for point in POINTS],
+    default=[point[0] for point in POINTS],
+    help='the points to train and export (default: all)',
+  )
+  parser.add_argument(
+    '--calibrations',
+    nargs='+',
+    type=int,
+    default=list(CALIBRATIONS),
+    help='training images that set the int8 ranges, one export each '
+    '(default: %(default)s)',
+  )
+  parser.add_argument(
+    '--ranges',
+    nargs='+',
+    choices=['batch', 'others'],
+    default=['batch'],
+    help='config.quantization_ranges of the runs with the term, one run '
+    'each (default: %(default)s)',
+  )
+  parser.add_argument(
+    '--skip_controls',
+    action='store_true',
+    help='no fine-tuning without the term',
+  )
   parser.add_argument('--worker', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
@@ -150,25 +190,42 @@ def main() -> None:
     return
   if not (args.runs_dir and args.output):
     parser.error('--runs_dir and --output are required.')
+  if min(args.calibrations) < 1:
+    parser.error(
+      f'--calibrations are counts of images, got {args.calibrations}.'
+    )
   rows = []
   for name, sweep, point, seeds in POINTS:
+    if name not in args.points:
+      continue
     float_dir = os.path.join(args.runs_dir, name, 'float')
-    _train(float_dir, sweep, {**point, 'seed': SEED})
-    rows += _rows(name, 'float (8 epochs)', float_dir)
+    reused = _train(float_dir, sweep, {**point, 'seed': SEED})
+    rows += _rows(
+      name, 'float (8 epochs)', float_dir, reused, args.calibrations
+    )
     epochs = f'{FINE_TUNING["num_epochs"]:g}'
-    runs = [('fine-tuned, no consistency term', 0.0, SEED)] + [
+    control = [('fine-tuned, no consistency term', 0.0, SEED, 'batch')]
+    runs = ([] if args.skip_controls else control) + [
       (
-        f'fine-tuned, quantization_consistency={CONSISTENCY:g}, seed {seed}',
+        f'fine-tuned, quantization_consistency={CONSISTENCY:g}'
+        + ('' if ranges == 'batch' else f', ranges {ranges}')
+        + f', seed {seed}',
         CONSISTENCY,
         seed,
+        ranges,
       )
+      for ranges in args.ranges
       for seed in seeds
     ]
-    for variant, weight, seed in runs:
+    for variant, weight, seed, ranges in runs:
       tuned_dir = os.path.join(
-        args.runs_dir, name, f'tuned_{epochs}ep_{weight:g}_seed{seed}'
+        args.runs_dir,
+        name,
+        f'tuned_{epochs}ep_{weight:g}'
+        + ('' if ranges == 'batch' else f'_{ranges}')
+        + f'_seed{seed}',
       )
-      _train(
+      reused = _train(
         tuned_dir,
         sweep,
         {
@@ -177,19 +234,24 @@ def main() -> None:
           'seed': seed,
           'init_from': float_dir,
           'quantization_consistency': weight,
+          'quantization_ranges': ranges,
         },
       )
-      rows += _rows(name, variant, tuned_dir)
+      rows += _rows(name, variant, tuned_dir, reused, args.calibrations)
   record = {
     'command': (
       f'python experiments/int8_consistency.py --runs_dir {args.runs_dir} '
-      f'--output {args.output}'
+      f'--output {args.output} --points {" ".join(args.points)} '
+      f'--calibrations {" ".join(map(str, args.calibrations))} '
+      f'--ranges {" ".join(args.ranges)}'
+      + (' --skip_controls' if args.skip_controls else '')
     ),
     'date': datetime.date.today().isoformat(),
     'machine': platform.processor() or platform.machine(),
     'tolerance': TOLERANCE,
     'fine_tuning': FINE_TUNING,
     'consistency': CONSISTENCY,
+    'calibrations': args.calibrations,
     'rows': rows,
   }
   pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)

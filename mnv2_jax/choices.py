@@ -41,5 +41,7 @@ SHUFFLENET_SCALES = (0.5, 1.0, 1.5, 2.0)
 SHUFFLENET_GROUPS = (1, 2, 3, 4, 8)
 # SSD's prediction layers: SSDLite's separable or SSD's regular 3x3.
 PREDICTION_LAYERS = ('separable', 'regular')
+# Whose ranges the int8 consistency term rounds with (models/quantization.py).
+QUANTIZATION_RANGES = ('batch', 'others')
 # What `python -m mnv2_jax.export` writes (weights/exporters.py).
 EXPORT_FORMATS = ('savedmodel', 'tflite')

@@ -169,6 +169,10 @@ def _add_training(config: ml_collections.ConfigDict) -> None:
   # forward pass per step when on. Meant for fine-tuning a trained run
   # (init_from; 300 for 12 epochs in experiments/int8_consistency.py).
   config.quantization_consistency = 0.0
+  # Whose ranges round each image's activations in the term: 'batch' (the
+  # whole batch's, nothing clipped) or 'others' (the other images' in the
+  # batch, as calibration's ranges round a held image, which they may clip).
+  config.quantization_ranges = 'batch'
 
 
 def _detection_section() -> ml_collections.ConfigDict:
@@ -388,6 +392,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ('task', TASKS),
     ('optimizer', OPTIMIZERS),
     ('lr_schedule', LR_SCHEDULES),
+    ('quantization_ranges', choices.QUANTIZATION_RANGES),
   ):
     checks.check_choice(config, field, allowed, defaults)
   registry.check(config, defaults)

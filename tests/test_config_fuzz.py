@@ -66,6 +66,7 @@ FIELD_VALUES = {
   'label_smoothing': [0.0, 0.1],
   'ema_decay': [0.0, 0.9999],
   'quantization_consistency': [0.0, 10.0],
+  'quantization_ranges': ['batch', 'others'],
   'momentum': [0.9],
   'keep_checkpoints': [1, 3],
   'detection.max_boxes': [10, 100],
@@ -142,6 +143,7 @@ CHOICES = {
   'model.implementation': ('auto', 'cpu', 'xla'),
   'optimizer': configuration.OPTIMIZERS,
   'lr_schedule': configuration.LR_SCHEDULES,
+  'quantization_ranges': ('batch', 'others'),
 }
 INTEGER_AT_LEAST = {
   'image_size': 32,

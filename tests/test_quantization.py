@@ -43,6 +43,34 @@ def test_activation_rounding_is_256_levels_holding_zero():
   np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
 
 
+def test_other_images_ranges_clip_an_image_beyond_them():
+  x = jax.random.normal(jax.random.key(4), (4, 6, 6, 3))
+  # Image 2 holds the batch's largest and smallest values by far.
+  x = x.at[2, 0, 0, 0].set(10.0).at[2, 1, 1, 1].set(-9.0)
+  rounded = np.asarray(quantization.fake_quantize_activation(x, 'others'))
+  others = np.asarray(x)[[0, 1, 3]]
+  # Each image is rounded on the levels the other three images' range sets
+  # (as an exported model rounds a held image on the calibration images'
+  # ranges), so image 2 is clipped to theirs, within half a step.
+  step = (others.max() - others.min()) / 255
+  assert rounded[2].max() <= others.max() + step / 2
+  assert rounded[2].min() >= others.min() - step / 2
+  # The other images' range is the whole batch's: image 2's extremes, on
+  # the batch's levels (the same as 'batch' ranges give them).
+  batch = np.asarray(quantization.fake_quantize_activation(x, 'batch'))
+  np.testing.assert_allclose(rounded[[0, 1, 3]], batch[[0, 1, 3]], atol=1e-6)
+  # A clipped value has no gradient; every other passes straight through.
+  grad = np.asarray(
+    jax.grad(
+      lambda v: jnp.sum(quantization.fake_quantize_activation(v, 'others'))
+    )(x)
+  )
+  assert grad[2, 0, 0, 0] == 0.0 and grad[2, 1, 1, 1] == 0.0
+  clipped = (np.asarray(x) > others.max()) | (np.asarray(x) < others.min())
+  clipped[[0, 1, 3]] = False
+  np.testing.assert_array_equal(grad, np.where(clipped, 0.0, 1.0))
+
+
 def test_kernel_rounding_is_per_output_channel_and_commutes_with_scaling():
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 5))
   rounded = np.asarray(quantization.fake_quantize_kernel(kernel))
@@ -210,3 +238,15 @@ def test_training_step_adds_the_consistency_term():
     program = jax.make_jaxpr(functools.partial(step, config=config))
     traced[weight] = str(program(state, batch, jax.random.key(0)))
   assert traced[10.0] != traced[1.0]
+  # The ranges reach the simulation: with the other images' ranges the
+  # image holding a tensor's extreme is clipped, and the rest are rounded
+  # on that range without it, so the term changes (up or down).
+  config.quantization_consistency = 10.0
+  config.quantization_ranges = 'others'
+  configuration.validate(config)
+  _, clipped = jax.jit(functools.partial(step, config=config))(
+    state, batch, jax.random.key(0)
+  )
+  assert float(clipped['int8_consistency']) != float(
+    metrics['int8_consistency']
+  )

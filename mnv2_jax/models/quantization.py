@@ -38,6 +38,13 @@ Rounding has no useful derivative; both use the straight-through estimator
 (Bengio et al. 2013; Jacob et al. §3): the forward pass sees the rounded
 value, the backward pass the identity. Ranges carry no gradient.
 
+Whose range rounds an image (`config.quantization_ranges`): the whole
+batch's ('batch', the default), so that nothing is clipped, or the other
+images' in the batch ('others'). The export rounds each image with ranges
+calibrated on other images, and clips an image beyond them; 'others' lets
+the term see that clipping, with derivative 0 where a value is clipped (as
+TensorFlow's fake quantization has it).
+
 Training the rounded network alone (Jacob et al.'s quantization-aware
 training) fits the int8 network to the labels; it does not keep the float
 network near it, and the export's check (`exporters.export`) compares the
@@ -76,19 +83,52 @@ def _straight_through(value: jax.Array, rounded: jax.Array) -> jax.Array:
   return value + lax.stop_gradient(rounded - value)
 
 
-def fake_quantize_activation(value: jax.Array) -> jax.Array:
-  """`value` rounded to 256 levels between its minimum and maximum
-  (widened to hold 0, so that 0 is exact), one scale for the tensor."""
+def _leave_one_out_max(per_image: jax.Array) -> jax.Array:
+  """For each image, the largest of the other images' values."""
+  top, index = lax.top_k(per_image, 2)
+  return jnp.where(jnp.arange(per_image.shape[0]) == index[0], top[1], top[0])
+
+
+def fake_quantize_activation(
+  value: jax.Array, ranges: str = 'batch'
+) -> jax.Array:
+  """`value` rounded to 256 levels between a minimum and a maximum
+  (widened to hold 0, so that 0 is exact), one scale for the tensor.
+
+  `ranges` says whose minimum and maximum: 'batch', the whole batch's,
+  so that nothing is clipped; 'others', for each image the other images'
+  in the batch (its first axis), as the export rounds a held image with
+  ranges that other images set, so that an image beyond them is clipped.
+  A clipped value has derivative 0 (TensorFlow's fake quantization, Jacob
+  et al. §3), the others 1."""
   # In float32: bfloat16's 8 bits of mantissa cannot tell 256 levels apart.
   exact = value.astype(jnp.float32)
-  low = lax.stop_gradient(jnp.minimum(jnp.min(exact), 0.0))
-  high = lax.stop_gradient(jnp.maximum(jnp.max(exact), 0.0))
+  if ranges == 'others' and exact.ndim > 1 and exact.shape[0] > 1:
+    axes = tuple(range(1, exact.ndim))
+    shape = (-1,) + (1,) * (exact.ndim - 1)
+    high = _leave_one_out_max(jnp.max(exact, axis=axes)).reshape(shape)
+    low = -_leave_one_out_max(-jnp.min(exact, axis=axes)).reshape(shape)
+    clipping = True
+  elif ranges in ('batch', 'others'):
+    high, low = jnp.max(exact), jnp.min(exact)
+    clipping = False
+  else:
+    raise ValueError(f"ranges must be 'batch' or 'others', got {ranges!r}.")
+  low = lax.stop_gradient(jnp.minimum(low, 0.0))
+  high = lax.stop_gradient(jnp.maximum(high, 0.0))
   scale = jnp.maximum(high - low, 1e-8) / (ACTIVATION_LEVELS - 1)
   zero_point = jnp.round(-low / scale)
   levels = jnp.clip(
     jnp.round(exact / scale) + zero_point, 0, ACTIVATION_LEVELS - 1
   )
   rounded = (levels - zero_point) * scale
+  if clipping:
+    # The straight-through estimator for the rounding only.
+    exact = jnp.clip(
+      exact,
+      (0 - zero_point) * scale,
+      (ACTIVATION_LEVELS - 1 - zero_point) * scale,
+    )
   return _straight_through(exact, rounded).astype(value.dtype)
 
 
@@ -133,41 +173,48 @@ def _rounded_in_int8(module: nn.Module) -> bool:
   return True
 
 
-def _interceptor(next_fun, args, kwargs, context):
-  module = context.module
-  if context.method_name != '__call__':
-    return next_fun(*args, **kwargs)
-  if module.parent is None or not isinstance(module.parent, nn.Module):
-    # The network itself: its input image is quantized (float in, int8
-    # inside); its outputs are its last layers' outputs, rounded there.
-    args = tuple(
-      fake_quantize_activation(a) if _is_float_array(a) else a for a in args
-    )
-    return next_fun(*args, **kwargs)
-  outputs = next_fun(*args, **kwargs)
-  if not _rounded_in_int8(module):
+def _interceptor(ranges: str):
+  def intercept(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    if module.parent is None or not isinstance(module.parent, nn.Module):
+      # The network itself: its input image is quantized (float in, int8
+      # inside); its outputs are its last layers' outputs, rounded there.
+      args = tuple(
+        fake_quantize_activation(a, ranges) if _is_float_array(a) else a
+        for a in args
+      )
+      return next_fun(*args, **kwargs)
+    outputs = next_fun(*args, **kwargs)
+    if not _rounded_in_int8(module):
+      return outputs
+    if _is_float_array(outputs):
+      return fake_quantize_activation(outputs, ranges)
+    if isinstance(outputs, tuple) and outputs and _is_float_array(outputs[0]):
+      # A block's (output, endpoints).
+      return (fake_quantize_activation(outputs[0], ranges), *outputs[1:])
     return outputs
-  if _is_float_array(outputs):
-    return fake_quantize_activation(outputs)
-  if isinstance(outputs, tuple) and outputs and _is_float_array(outputs[0]):
-    # A block's (output, endpoints).
-    return (fake_quantize_activation(outputs[0]), *outputs[1:])
-  return outputs
+
+  return intercept
 
 
 @contextlib.contextmanager
-def simulated_int8() -> Iterator[None]:
+def simulated_int8(ranges: str = 'batch') -> Iterator[None]:
   """Within it, every `apply` rounds activations as int8 TFLite does (the
-  module docstring); pair it with `fake_quantize_params`."""
-  with nn.intercept_methods(_interceptor):
+  module docstring; `ranges` as `fake_quantize_activation` takes it); pair
+  it with `fake_quantize_params`."""
+  with nn.intercept_methods(_interceptor(ranges)):
     yield
 
 
-def simulated_apply(model: nn.Module, variables: dict, *args, **kwargs):
+def simulated_apply(
+  model: nn.Module, variables: dict, *args, ranges: str = 'batch', **kwargs
+):
   """`model.apply(variables, ...)` as the int8 model computes it: kernels
   rounded per output channel, activations per tensor."""
   rounded = {**variables, 'params': fake_quantize_params(variables['params'])}
-  with simulated_int8():
+  with simulated_int8(ranges):
     return model.apply(rounded, *args, **kwargs)
 
 

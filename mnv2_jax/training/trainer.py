@@ -106,6 +106,7 @@ def train_step(
         model,
         {'params': params, 'batch_stats': state.batch_stats},
         images,
+        ranges=config.quantization_ranges,
         train=True,
         mutable=['batch_stats'],
         rngs={'dropout': dropout_rng},
