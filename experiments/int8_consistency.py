@@ -17,7 +17,16 @@ on the whole test split, next to the float model's.
   python experiments/int8_consistency.py --runs_dir /tmp/int8_consistency \
       --output experiments/results/int8_consistency.json
 
-Runs already in --runs_dir (a result.json) are reused.
+Runs already in --runs_dir (a result.json) are reused, and each row says
+whether its run was. --points picks the points (ShuffleNet 1.5x, Table 4's,
+only when named), --calibrations the calibration counts, --ranges the
+term's `config.quantization_ranges` (one run each: 'others' rounds each
+image with the other images' ranges, so that the term sees clipping), and
+--skip_controls leaves out the runs without the term:
+
+  python experiments/int8_consistency.py --runs_dir /tmp/int8_consistency \
+      --points nasnet_a_12 --ranges batch others --skip_controls \
+      --output experiments/results/int8_consistency_ranges/nasnet_a_12.json
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ POINTS = (
     (0,),
   ),
 )
+# What the command runs without --points (experiments/results/
+# int8_consistency.json); ShuffleNet 1.5x only when named.
+DEFAULT_POINTS = ('shufflenet_0.5x', 'nasnet_a_12')
 SEED = 0
 TOLERANCE = 0.05  # tests/test_convert.py's bound for MobileNetV2
 # The fine-tuning recipe: 12 epochs from the float checkpoint, the sweep's
@@ -159,8 +171,8 @@ def main() -> None:
     '--points',
     nargs='+',
     choices=[point[0] for point in POINTS],
-    default=[point[0] for point in POINTS],
-    help='the points to train and export (default: all)',
+    default=list(DEFAULT_POINTS),
+    help='the points to train and export (default: %(default)s)',
   )
   parser.add_argument(
     '--calibrations',

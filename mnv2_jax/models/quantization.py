@@ -55,9 +55,10 @@ the straight-through estimator each rounding error is a constant added to
 its tensor, so the term's gradient is how much the weights amplify those
 errors on their way to the output, which training then reduces. On the
 48-pixel proxy, 12 epochs of it at weight 300 take the trained ShuffleNet
-0.5x's int8 drift from 14.63% to 2.85-4.71% over three seeds and
-NASNet-A's from 14.56% to 7.12%, and cost both some float top-1 against
-the same fine-tuning without it (docs/model.md,
+0.5x's int8 drift from 14.63% to 2.85-4.71% over three seeds, ShuffleNet
+1.5x's from 8.41% to 3.42% and NASNet-A's from 14.56% to 6.51%, and cost
+ShuffleNet 0.5x and NASNet-A some float top-1 against the same fine-tuning
+without it. The others' ranges (above) gave 4.90% and 6.77% (docs/model.md,
 experiments/int8_consistency.py).
 """
 
