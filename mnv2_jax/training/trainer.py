@@ -60,6 +60,23 @@ class Preempted(Exception):
   every process saved the same step and stopped."""
 
 
+def _int8_consistency(model, variables, images, outputs, dropout_rng, config):
+  """How far rounding as int8 TFLite does moves `outputs`
+  (models/quantization.py). Training mode, as the float outputs: in
+  inference mode, with the running averages, the term drove the training
+  accuracy down and the drift up (docs/model.md)."""
+  int8_outputs, _ = quantization.simulated_apply(
+    model,
+    variables,
+    images,
+    ranges=config.quantization_ranges,
+    train=True,
+    mutable=['batch_stats'],
+    rngs={'dropout': dropout_rng},
+  )
+  return quantization.consistency(outputs, int8_outputs)
+
+
 def train_step(
   state: state_lib.TrainState,
   batch: dict[str, jax.Array],
@@ -98,20 +115,14 @@ def train_step(
       params, mask
     )
     if config.quantization_consistency:
-      # How far rounding as int8 TFLite does moves the outputs, penalised
-      # (models/quantization.py). Training mode, as the float outputs: in
-      # inference mode, with the running averages, the term drove the
-      # training accuracy down and the drift up (docs/model.md).
-      int8_outputs, _ = quantization.simulated_apply(
+      consistency = _int8_consistency(
         model,
         {'params': params, 'batch_stats': state.batch_stats},
         images,
-        ranges=config.quantization_ranges,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': dropout_rng},
+        outputs,
+        dropout_rng,
+        config,
       )
-      consistency = quantization.consistency(outputs, int8_outputs)
       loss = loss + config.quantization_consistency * consistency
       task_metrics = {**task_metrics, 'int8_consistency': consistency}
     return loss, (data_loss, task_metrics, updates['batch_stats'])
