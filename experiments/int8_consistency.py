@@ -40,6 +40,8 @@ import platform
 import subprocess
 import sys
 
+from mnv2_jax import choices
+
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 # (name, sweep config, the point's overrides, fine-tuning seeds with the term)
 POINTS = (
@@ -185,7 +187,7 @@ def main() -> None:
   parser.add_argument(
     '--ranges',
     nargs='+',
-    choices=['batch', 'others'],
+    choices=choices.QUANTIZATION_RANGES,
     default=['batch'],
     help='config.quantization_ranges of the runs with the term, one run '
     'each (default: %(default)s)',
@@ -202,6 +204,9 @@ def main() -> None:
     return
   if not (args.runs_dir and args.output):
     parser.error('--runs_dir and --output are required.')
+  # One export per count and one run per kind of range: repeats dropped.
+  args.calibrations = list(dict.fromkeys(args.calibrations))
+  args.ranges = list(dict.fromkeys(args.ranges))
   if min(args.calibrations) < 1:
     parser.error(
       f'--calibrations are counts of images, got {args.calibrations}.'

@@ -69,6 +69,14 @@ def test_other_images_ranges_clip_an_image_beyond_them():
   clipped = (np.asarray(x) > others.max()) | (np.asarray(x) < others.min())
   clipped[[0, 1, 3]] = False
   np.testing.assert_array_equal(grad, np.where(clipped, 0.0, 1.0))
+  # A value on a range's end is not clipped: ReLU's zeros, where the range
+  # starts at 0, keep their gradient.
+  relu = jax.nn.relu(x)
+  grad = jax.grad(
+    lambda v: jnp.sum(quantization.fake_quantize_activation(v, 'others'))
+  )(relu)
+  assert float(jnp.min(relu[0])) == 0.0
+  np.testing.assert_array_equal(grad[0], np.ones_like(grad[0]))
 
 
 def test_kernel_rounding_is_per_output_channel_and_commutes_with_scaling():

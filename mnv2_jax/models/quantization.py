@@ -98,10 +98,11 @@ def fake_quantize_activation(
 
   `ranges` says whose minimum and maximum: 'batch', the whole batch's,
   so that nothing is clipped; 'others', for each image the other images'
-  in the batch (its first axis), as the export rounds a held image with
-  ranges that other images set, so that an image beyond them is clipped.
-  A clipped value has derivative 0 (TensorFlow's fake quantization, Jacob
-  et al. §3), the others 1."""
+  in the batch (the first axis is the batch), as the export rounds a held
+  image with ranges that other images set, so that an image beyond them is
+  clipped. A clipped value has derivative 0 (TensorFlow's fake
+  quantization, Jacob et al. §3), the others 1. With one image, or a
+  tensor without a batch axis, 'others' is the tensor's own range."""
   # In float32: bfloat16's 8 bits of mantissa cannot tell 256 levels apart.
   exact = value.astype(jnp.float32)
   if ranges == 'others' and exact.ndim > 1 and exact.shape[0] > 1:
@@ -124,12 +125,12 @@ def fake_quantize_activation(
   )
   rounded = (levels - zero_point) * scale
   if clipping:
-    # The straight-through estimator for the rounding only.
-    exact = jnp.clip(
-      exact,
-      (0 - zero_point) * scale,
-      (ACTIVATION_LEVELS - 1 - zero_point) * scale,
+    # The straight-through estimator for the rounding only: a value beyond
+    # the levels gets no gradient, one on or within them all of it.
+    inside = (exact >= -zero_point * scale) & (
+      exact <= (ACTIVATION_LEVELS - 1 - zero_point) * scale
     )
+    exact = jnp.where(inside, exact, lax.stop_gradient(exact))
   return _straight_through(exact, rounded).astype(value.dtype)
 
 
