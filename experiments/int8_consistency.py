@@ -235,12 +235,12 @@ def main() -> None:
       for seed in seeds
     ]
     for variant, weight, seed, ranges in runs:
+      # 'batch' runs keep the directory names they had before --ranges.
+      ranges_tag = '' if ranges == 'batch' else f'_{ranges}'
       tuned_dir = os.path.join(
         args.runs_dir,
         name,
-        f'tuned_{epochs}ep_{weight:g}'
-        + ('' if ranges == 'batch' else f'_{ranges}')
-        + f'_seed{seed}',
+        f'tuned_{epochs}ep_{weight:g}{ranges_tag}_seed{seed}',
       )
       reused = _train(
         tuned_dir,

@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mnv2_jax import choices
 from mnv2_jax.models import layers
 
 ACTIVATION_LEVELS = 256  # int8 tensors: one scale and zero point each
@@ -111,11 +112,13 @@ def fake_quantize_activation(
     high = _leave_one_out_max(jnp.max(exact, axis=axes)).reshape(shape)
     low = -_leave_one_out_max(-jnp.min(exact, axis=axes)).reshape(shape)
     clipping = True
-  elif ranges in ('batch', 'others'):
+  elif ranges in choices.QUANTIZATION_RANGES:
     high, low = jnp.max(exact), jnp.min(exact)
     clipping = False
   else:
-    raise ValueError(f"ranges must be 'batch' or 'others', got {ranges!r}.")
+    raise ValueError(
+      f'ranges must be one of {choices.QUANTIZATION_RANGES}, got {ranges!r}.'
+    )
   low = lax.stop_gradient(jnp.minimum(low, 0.0))
   high = lax.stop_gradient(jnp.maximum(high, 0.0))
   scale = jnp.maximum(high - low, 1e-8) / (ACTIVATION_LEVELS - 1)
