@@ -80,6 +80,17 @@ def main(argv=None) -> int:
     f'{100 * result["top1_agreement"]:.2f}%. On 8 random inputs: relative '
     f'difference {result["random_max_rel_diff"]:.2e}.'
   )
+  if 'median_top2_margin' in result:
+    widest = result['changed_max_top2_margin']
+    print(
+      'Top-two logit margin, relative: median image '
+      f'{result["median_top2_margin"]:.2e}; '
+      + (
+        'no top-1 changed.'
+        if widest is None
+        else f'widest among the images whose top-1 changed {widest:.2e}.'
+      )
+    )
   if args.result_file:
     command = shlex.join(['python', '-m', 'mnv2_jax.export'] + argv_used)
     provenance.write(args.result_file, provenance.record(command, **result))

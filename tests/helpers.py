@@ -36,10 +36,12 @@ from mnv2_jax import configuration
 from mnv2_jax import tasks
 from mnv2_jax.data import datasets
 from mnv2_jax.models import initializers
+from mnv2_jax.models.building import build_model
 from mnv2_jax.training import metric_writers
 from mnv2_jax.training import optimization
 from mnv2_jax.training import state as training_state
 from mnv2_jax.training import trainer
+from mnv2_jax.weights import importers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA's per-program options for a program that runs many times: LLVM's
@@ -138,6 +140,43 @@ def tiny_digits_config(**overrides) -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1000.0
   config.update_from_flattened_dict(overrides)
   return config
+
+
+def random_like(abstract, seed=0):
+  """Random arrays of the shapes of `abstract` (BN variances positive); no
+  compiled init needed."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    if 'var' in jax.tree_util.keystr(path):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+    return (0.1 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def random_digits_workdir(
+  path, architecture='mobilenet_v2', width=0.35, **model_options
+):
+  """A random-weight 32x32, 10-class digits model saved as `convert` saves:
+  the model the export tests check (MobileNetV2 at α=0.35 by default)."""
+  config = configuration.base_config()
+  config.dataset.name = 'digits'
+  config.dataset.test_split = 'test'
+  config.num_classes = 10
+  config.image_size = 32
+  config.model.architecture = architecture
+  config.model.width_multiplier = width
+  config.model.update(model_options)
+  model = build_model(config, 10)
+  abstract = jax.eval_shape(
+    model.init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32),
+  )
+  variables = random_like(dict(abstract))
+  importers.save(path, config, variables, source='test')
+  return config, variables
 
 
 def final_line(workdir, split='test') -> dict:

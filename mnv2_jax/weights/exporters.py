@@ -22,7 +22,8 @@ digits model, crops of scikit-image's sample photos otherwise.
 
 After writing, the exported model is run next to JAX on held images (the
 digits test split, or random inputs) and the script prints the file size, the
-largest logit difference and the top-1 agreement.
+largest logit difference, the top-1 agreement and how close the reference's
+top two logits were (`top2_margins`).
 """
 
 from __future__ import annotations
@@ -263,6 +264,7 @@ def export(
     'top1_agreement': float(
       np.mean(exported[-1].argmax(-1) == reference[-1].argmax(-1))
     ),
+    **top2_margins(exported[-1], reference[-1]),
     **({'calibration_images': num_calibration_images} if quantize else {}),
   }
 
@@ -302,6 +304,30 @@ def _outputs(value) -> tuple[np.ndarray, ...]:
   if isinstance(value, (tuple, list)):
     return tuple(np.asarray(v) for v in value)
   return (np.asarray(value),)
+
+
+def top2_margins(exported: np.ndarray, reference: np.ndarray) -> dict:
+  """How far apart the reference's two largest logits are, relative to its
+  largest magnitude (the scale of `max_rel_diff`), for a classifier's
+  (images, classes) logits: on the median held image, and the widest among
+  the images whose top-1 the export changed (None when none did). A top-1
+  changes only where some logit moves by at least half that gap, so a
+  model whose top two are close on many images loses more answers to the
+  same drift. Empty for other outputs (a detector's, a segmenter's)."""
+  if reference.ndim != 2 or reference.shape[-1] < 2:
+    return {}
+  scale = np.max(np.abs(reference))
+  if scale == 0:
+    return {}
+  top_two = np.sort(reference, -1)[:, -2:]
+  margins = (top_two[:, 1] - top_two[:, 0]) / scale
+  changed = exported.argmax(-1) != reference.argmax(-1)
+  return {
+    'median_top2_margin': float(np.median(margins)),
+    'changed_max_top2_margin': float(margins[changed].max())
+    if changed.any()
+    else None,
+  }
 
 
 def _relative_difference(exported, reference) -> float:
