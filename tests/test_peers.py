@@ -386,6 +386,39 @@ def _exports_with_parity(workdir):
 
 
 @pytest.mark.parametrize(
+  'architecture,width,options',
+  [
+    ('mobilenet_v1', 0.25, {}),
+    ('shufflenet', 0.5, {}),
+    ('nasnet_a', 1.0, {'nasnet_filters': 8, 'nasnet_cells_per_stack': 1}),
+  ],
+)
+def test_peer_exports_to_int8_within_mobilenet_v2s_bound(
+  architecture, width, options, tmp_path
+):
+  """tests/test_convert.py's int8 check of MobileNetV2 (a random-weight
+  32x32 digits model, the same weights' distribution, calibration and held
+  images) on each peer: with its group convolutions, channel shuffles,
+  concatenations and pools in int8, its logits stay within the same bound.
+
+  These random weights gave every held image one class, for each peer and
+  for MobileNetV2 (measured 2026-12-04), so the agreement condition holds
+  trivially here and the drift carries the check. Agreement on trained
+  models is measured by the export command on the digits quickstart of each
+  network (docs/weights.md)."""
+  workdir = str(tmp_path / architecture)
+  helpers.random_digits_workdir(workdir, architecture, width, **options)
+  result = exporters.export(workdir, 'tflite', 'int8')
+  # 8-bit rounding of every weight and activation: a step of 1/255 of each
+  # range, summed over the network. Measured 0.45% (MobileNetV1), 1.2%
+  # (ShuffleNet) and 0.62% (NASNet-A); MobileNetV2's test model 0.75%.
+  assert 1e-4 < result['max_rel_diff'] < 0.05, result
+  assert result['top1_agreement'] > 0.95, result
+  changed_widest = result['changed_max_top2_margin']
+  assert changed_widest is None or changed_widest <= 2 * result['max_rel_diff']
+
+
+@pytest.mark.parametrize(
   'architecture,width,overrides',
   [
     ('shufflenet', 0.5, {}),
@@ -405,19 +438,14 @@ def _exports_with_parity(workdir):
 )
 def test_peer_trains_and_evaluates(architecture, width, overrides, tmp_path):
   """The same run as main's, in this process (main's own path is the test
-  above): the loss falls, evaluation covers every test digit, and the model
-  exports from its checkpoint with parity. ShuffleNet's longer run also
-  resumes from the checkpoint; NASNet-A's would cost the suite about 20 s
-  more, for the same network-agnostic restore that the export has already
-  read and that MobileNetV1 (above), ShuffleNet and MobileNetV2
-  (tests/test_kill_resume.py) resume through."""
+  above): the loss falls, evaluation covers every test digit, the model
+  exports from its checkpoint with parity, and a longer run resumes from
+  that checkpoint."""
   workdir = str(tmp_path / architecture)
   config = _tiny_quickstart(architecture, width, **overrides)
   trainer.train_and_evaluate(config, workdir)
   _trained(workdir)
   _exports_with_parity(workdir)
-  if architecture != 'shufflenet':
-    return
   longer = _tiny_quickstart(
     architecture, width, **overrides, num_train_steps=28
   )
