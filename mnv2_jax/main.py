@@ -82,7 +82,8 @@ def parse_arguments(argv):
 
 
 def main(argv=None) -> None:
-  config, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+  arguments = sys.argv[1:] if argv is None else list(argv)
+  config, args = parse_arguments(arguments)
   # The command line is good: now the layers that import jax.
   from mnv2_jax.data import datasets
   from mnv2_jax.training import compilation_cache
@@ -103,7 +104,7 @@ def main(argv=None) -> None:
   print(f'malloc: {allocator.status()}', flush=True)
   cache = compilation_cache.enable(config.compilation_cache_dir)
   print(f'compilation cache: {cache or "off"}', flush=True)
-  command = shlex.join(['python', '-m', 'mnv2_jax.main'] + sys.argv[1:])
+  command = shlex.join(['python', '-m', 'mnv2_jax.main'] + arguments)
   try:
     trainer.train_and_evaluate(
       config,
