@@ -14,6 +14,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from mnv2_jax import choices
 from mnv2_jax import configuration
 from mnv2_jax.training import trainer
 
@@ -143,7 +144,7 @@ CHOICES = {
   'model.implementation': ('auto', 'cpu', 'xla'),
   'optimizer': configuration.OPTIMIZERS,
   'lr_schedule': configuration.LR_SCHEDULES,
-  'quantization_ranges': ('batch', 'others'),
+  'quantization_ranges': choices.QUANTIZATION_RANGES,
 }
 INTEGER_AT_LEAST = {
   'image_size': 32,
